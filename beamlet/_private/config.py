@@ -1,0 +1,28 @@
+"""Tunables, in one place.  Environment variables BEAMLET_<NAME> override them."""
+import os
+
+
+def _env(name, default, cast):
+    v = os.environ.get("BEAMLET_" + name)
+    return cast(v) if v is not None else default
+
+
+# Values whose serialized size is below this stay inline (never in the arena).
+INLINE_THRESHOLD = _env("INLINE_THRESHOLD", 100 * 1024, int)
+# Default arena size: this fraction of total RAM, capped by /dev/shm's free space.
+OBJECT_STORE_FRACTION = _env("OBJECT_STORE_FRACTION", 0.3, float)
+OBJECT_STORE_MIN = 64 * 1024 * 1024
+# How often raylets heartbeat into the GCS, and how many misses mean death.
+HEARTBEAT_S = _env("HEARTBEAT_S", 0.5, float)
+NODE_DEATH_S = _env("NODE_DEATH_S", 4.0, float)
+# Write-behind: how often batched GCS writes are flushed.
+GCS_FLUSH_S = _env("GCS_FLUSH_S", 0.05, float)
+# Workers above the CPU count that sit idle this long exit.
+IDLE_WORKER_S = _env("IDLE_WORKER_S", 10.0, float)
+# How long a CREATE waits for arena space (others unpinning) before failing.
+CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
+# Default retries of a task whose worker died.
+DEFAULT_MAX_RETRIES = 3
+# Not /tmp/beamlet: a directory named like the package in /tmp would shadow it
+# (as a namespace package) for scripts run from /tmp under an editable install.
+SESSION_ROOT = _env("SESSION_ROOT", "/tmp/beamlet-sessions", str)

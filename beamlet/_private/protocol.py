@@ -1,0 +1,170 @@
+"""The wire protocol between drivers/workers and their raylet (and between raylets).
+
+Framing: every message is a frame = 4-byte little-endian length + a msgpack array
+whose first element is the message type below.  Writers coalesce the frames queued
+during one turn of their loop into a single write, so a backlog costs one syscall,
+not one per message.  Nothing on this channel is ever unpickled by the raylet:
+values travel as opaque `bytes` produced by `serialization.py`.
+
+Messages (c = client: driver or worker, r = raylet).  `req` is a request number
+chosen by the client; the raylet answers with REPLY carrying the same number.
+
+  HELLO    c→r  [HELLO, version, role, worker_id, pid, job_id]       → REPLY(req=0)
+                role: "driver" | "worker"; the reply is a dict describing the node.
+  SUBMIT   c→r  [SUBMIT, spec]            one-way; spec: see TaskSpec below
+  PUT      c→r  [PUT, oid, data, contained]   an inline (small) object, one-way
+  CREATE   c→r  [CREATE, req, oid, size]  → REPLY [offset] | [None, error message]
+                reserves `size` bytes of the arena for a large object
+  SEAL     c→r  [SEAL, oid, contained, is_error]  the large object is written, immutable
+  GET      c→r  [GET, req, oids, timeout_s]  → REPLY [descriptor | None per oid]
+                None: not ready when the timeout passed; blocks a worker's CPU lease
+  WAIT     c→r  [WAIT, req, oids, num_returns, timeout_s]  → REPLY [ready indexes]
+  REF_ADD  c→r  [REF_ADD, oids]           this process now holds these refs
+  REF_DEL  c→r  [REF_DEL, oids]           ... and no longer holds these
+  UNPIN    c→r  [UNPIN, oids]             arena views of these were all released
+  DONE     c→r  [DONE, task_id, results, flag]  a worker finished a task;
+                results: [[oid, descriptor + [contained oids]], ...];
+                flag: "retry" (the exception is retryable), "exit" (exit_actor
+                was called) or None
+  CALL     c→r  [CALL, req, method, args] → REPLY; rare control operations
+                (cluster resources, actors, cancel, ...), see raylet.CALLS
+  EXECUTE  r→c  [EXECUTE, spec, arg_descriptors]   run this task (workers only)
+  REPLY    r→c  [REPLY, req, payload]
+  EXIT     r→c  [EXIT, reason]            the worker must exit (pool shrink, kill)
+
+An object descriptor says where an object's serialized bytes are:
+  [INLINE, data, is_error]           the bytes themselves (small objects, errors)
+  [ARENA, offset, size, is_error]    a slice of the node's shared-memory arena;
+                                     the receiving process is counted as pinning it
+                                     until it sends UNPIN
+"""
+import struct
+
+import msgpack
+
+VERSION = 1
+
+HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL, \
+    EXECUTE, REPLY, EXIT = range(15)
+
+NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
+         "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT"]
+
+INLINE, ARENA = 0, 1
+
+# Argument encodings inside a TaskSpec's args.
+ARG_VALUE, ARG_REF = 0, 1
+
+# Task kinds.
+NORMAL_TASK, ACTOR_CREATION_TASK, ACTOR_TASK = 0, 1, 2
+
+_len = struct.Struct("<I")
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def frame(msg) -> bytes:
+    body = msgpack.packb(msg, use_bin_type=True)
+    return _len.pack(len(body)) + body
+
+
+def frames(msgs) -> bytes:
+    out = []
+    for m in msgs:
+        body = msgpack.packb(m, use_bin_type=True)
+        out.append(_len.pack(len(body)))
+        out.append(body)
+    return b"".join(out)
+
+
+class FrameReader:
+    """Incremental decoder: feed bytes, get complete messages."""
+    __slots__ = ("_buf",)
+
+    def __init__(self):
+        self._buf = bytearray()
+
+    def feed(self, data) -> list:
+        buf = self._buf
+        buf += data
+        msgs = []
+        pos = 0
+        n = len(buf)
+        unpack = msgpack.unpackb
+        while n - pos >= 4:
+            (size,) = _len.unpack_from(buf, pos)
+            end = pos + 4 + size
+            if end > n:
+                break
+            msgs.append(unpack(memoryview(buf)[pos + 4:end], raw=False,
+                               strict_map_key=False, use_list=True))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return msgs
+
+
+class TaskSpec:
+    """Everything a worker needs to run one task, and the raylet to schedule it.
+
+    Sent as a plain msgpack array (field order = __slots__ order); `to_wire` /
+    `from_wire` convert.  `args` holds [ARG_VALUE, bytes] or [ARG_REF, oid] items;
+    the last len(kwarg_names) of them are keyword arguments.
+    """
+    __slots__ = (
+        "task_id",          # bytes(16)
+        "job_id",           # bytes
+        "kind",             # NORMAL_TASK | ACTOR_CREATION_TASK | ACTOR_TASK
+        "function_key",     # bytes: GCS key of the exported function/class
+        "name",             # str: qualified name, for logs and errors
+        "args",             # list of [ARG_VALUE, data, contained] | [ARG_REF, oid]
+        "kwarg_names",      # list of str
+        "num_returns",      # int
+        "resources",        # dict name -> float, needed while running
+        "max_retries",      # int: re-runs after a worker crash (-1: forever)
+        "retry_exceptions", # bool | list of exception class names
+        "actor_id",         # bytes | None
+        "method",           # str | None (actor tasks)
+        "actor_options",    # dict | None (actor creation: name, namespace, ...)
+        "scheduling",       # list | None: strategy, see raylet.scheduler
+        "caller",           # bytes: worker id of the submitter
+        "seq",              # int: per-caller sequence number (actor ordering)
+    )
+
+    def __init__(self, task_id, job_id, kind, function_key, name, args, kwarg_names,
+                 num_returns, resources, max_retries=0, retry_exceptions=False,
+                 actor_id=None, method=None, actor_options=None, scheduling=None,
+                 caller=b"", seq=0):
+        self.task_id = task_id
+        self.job_id = job_id
+        self.kind = kind
+        self.function_key = function_key
+        self.name = name
+        self.args = args
+        self.kwarg_names = kwarg_names
+        self.num_returns = num_returns
+        self.resources = resources
+        self.max_retries = max_retries
+        self.retry_exceptions = retry_exceptions
+        self.actor_id = actor_id
+        self.method = method
+        self.actor_options = actor_options
+        self.scheduling = scheduling
+        self.caller = caller
+        self.seq = seq
+
+    def to_wire(self) -> list:
+        return [getattr(self, s) for s in self.__slots__]
+
+    @classmethod
+    def from_wire(cls, fields: list) -> "TaskSpec":
+        return cls(*fields)
+
+    def return_ids(self) -> list:
+        tid = self.task_id
+        return [tid + i.to_bytes(4, "big") for i in range(1, self.num_returns + 1)]
+
+    def ref_args(self) -> list:
+        return [a[1] for a in self.args if a[0] == ARG_REF]
+
+    def __repr__(self):
+        return f"<TaskSpec {self.name} {self.task_id.hex()[:12]}>"

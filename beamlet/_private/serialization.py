@@ -1,0 +1,163 @@
+"""Serialization of values into the bytes an object store holds.
+
+Layout of a serialized object (all integers little-endian):
+
+    u32 nbufs | u32 pickle_len | u64 buffer_len * nbufs | pickle | buffers
+
+Every out-of-band buffer starts at a 64-byte aligned offset (relative to the
+start of the object, which the arena places at a page boundary), so numpy arrays
+read from the store are aligned.  Values are pickled with protocol 5; buffers that
+support it (numpy arrays, bytes-like objects via PickleBuffer) go out of band and
+are written straight into their final place, never copied into the pickle.
+
+Functions, lambdas and classes defined in `__main__` or closures are pickled by
+value with cloudpickle.  ObjectRefs found inside a value are collected while it
+is pickled, so the store can keep them alive as long as the value lives.
+"""
+import io
+import pickle
+import struct
+import threading
+
+import cloudpickle
+
+from .. import exceptions
+
+_HDR = struct.Struct("<II")
+_U64 = struct.Struct("<Q")
+ALIGN = 64
+_FAST_TYPES = frozenset((int, float, str, bytes, bool, type(None)))
+
+_local = threading.local()
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def record_contained_ref(object_id: bytes) -> None:
+    """Called by ObjectRef.__reduce__: note the ref in the value being pickled."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        stack[-1].append(object_id)
+
+
+class SerializedObject:
+    """A value turned into a pickle plus out-of-band buffers, not yet laid out."""
+    __slots__ = ("pickled", "buffers", "contained", "size")
+
+    def __init__(self, pickled, buffers, contained):
+        self.pickled = pickled
+        self.buffers = buffers
+        self.contained = contained
+        size = _HDR.size + 8 * len(buffers) + len(pickled)
+        for b in buffers:
+            size = _align(size) + b.nbytes
+        self.size = size
+
+    def write_to(self, dest: memoryview) -> None:
+        """Lay the object out into `dest` (at least self.size bytes)."""
+        bufs = self.buffers
+        _HDR.pack_into(dest, 0, len(bufs), len(self.pickled))
+        pos = _HDR.size
+        for b in bufs:
+            _U64.pack_into(dest, pos, b.nbytes)
+            pos += 8
+        end = pos + len(self.pickled)
+        dest[pos:end] = self.pickled
+        pos = end
+        for b in bufs:
+            pos = _align(pos)
+            n = b.nbytes
+            dest[pos:pos + n] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
+            pos += n
+
+    def to_bytes(self) -> bytes:
+        if not self.buffers:
+            return _HDR.pack(0, len(self.pickled)) + self.pickled
+        out = bytearray(self.size)
+        self.write_to(memoryview(out))
+        return bytes(out)
+
+
+def serialize(value) -> SerializedObject:
+    if type(value) in _FAST_TYPES:
+        return SerializedObject(pickle.dumps(value, protocol=5), [], [])
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    contained = []
+    buffers = []
+    stack.append(contained)
+    try:
+        def take(pb):
+            try:
+                buffers.append(pb.raw())
+            except BufferError:  # not contiguous: let pickle copy it in band
+                return True
+            return False
+        try:
+            f = io.BytesIO()
+            cloudpickle.CloudPickler(f, protocol=5, buffer_callback=take).dump(value)
+            pickled = f.getvalue()
+        except Exception as e:
+            raise exceptions.SerializationError(
+                f"Could not serialize {_describe(value)}: {type(e).__name__}: {e}. "
+                "Values passed to and returned from remote functions must be "
+                "picklable (cloudpickle); pass the state needed to rebuild the "
+                "object instead (for example a path, not an open file)."
+            ) from e
+    finally:
+        stack.pop()
+    return SerializedObject(pickled, buffers, contained)
+
+
+def _describe(value) -> str:
+    try:
+        r = repr(value)
+    except Exception:
+        r = object.__repr__(value)
+    if len(r) > 120:
+        r = r[:117] + "..."
+    return f"a value of type {type(value).__module__}.{type(value).__qualname__} ({r})"
+
+
+def split(data) -> tuple:
+    """Parse a serialized object: returns (pickle memoryview, [buffer memoryviews])."""
+    mv = memoryview(data)
+    nbufs, plen = _HDR.unpack_from(mv, 0)
+    pos = _HDR.size
+    sizes = []
+    for _ in range(nbufs):
+        sizes.append(_U64.unpack_from(mv, pos)[0])
+        pos += 8
+    pick = mv[pos:pos + plen]
+    pos += plen
+    bufs = []
+    for n in sizes:
+        pos = _align(pos)
+        bufs.append(mv[pos:pos + n])
+        pos += n
+    return pick, bufs
+
+
+def deserialize(data):
+    """Rebuild a value.  Buffers stay views of `data` (zero-copy, read-only when
+    `data` is read-only)."""
+    if len(data) >= 8 and data[0] == 0 and data[1] == 0 and data[2] == 0 and data[3] == 0:
+        return pickle.loads(memoryview(data)[_HDR.size:])
+    pick, bufs = split(data)
+    return pickle.loads(pick, buffers=bufs)
+
+
+def dumps_function(fn) -> bytes:
+    """Pickle a function or class by value (for export to the GCS)."""
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as e:
+        raise exceptions.SerializationError(
+            f"Could not serialize {getattr(fn, '__qualname__', fn)!r} for remote "
+            f"execution: {type(e).__name__}: {e}. A remote function or actor class "
+            "must not capture unpicklable objects (locks, sockets, open files) in its "
+            "closure or globals; create them inside the function instead."
+        ) from e

@@ -1,0 +1,146 @@
+"""Typed access to the GCS (see keys.py for the schema)."""
+import json
+import queue
+import threading
+import time
+
+import redis
+
+from . import keys
+
+
+def connect(host: str, port: int, password: str) -> redis.Redis:
+    return redis.Redis(host=host, port=port, password=password, socket_timeout=30,
+                       socket_connect_timeout=10)
+
+
+class GcsClient:
+    def __init__(self, host: str, port: int, password: str):
+        self.host, self.port, self.password = host, port, password
+        self.r = connect(host, port, password)
+
+    # --- cluster / nodes -------------------------------------------------------
+    def cluster_info(self) -> dict:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(keys.CLUSTER).items()}
+
+    def register_node(self, node_id: bytes, info: dict) -> None:
+        enc = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+               for k, v in info.items()}
+        p = self.r.pipeline()
+        p.hset(keys.node(node_id), mapping=enc)
+        p.sadd(keys.NODES, node_id.hex())
+        p.zadd(keys.HEARTBEATS, {node_id.hex(): time.time()})
+        p.execute()
+
+    def nodes(self) -> list:
+        ids = sorted(x.decode() for x in self.r.smembers(keys.NODES))
+        p = self.r.pipeline()
+        for i in ids:
+            p.hgetall(keys.node(bytes.fromhex(i)))
+        p.zrange(keys.HEARTBEATS, 0, -1, withscores=True)
+        res = p.execute()
+        beats = {k.decode(): s for k, s in res[-1]}
+        out = []
+        for i, h in zip(ids, res[:-1]):
+            d = {k.decode(): v.decode() for k, v in h.items()}
+            for f in ("resources_total", "resources_available", "demand"):
+                if f in d:
+                    d[f] = json.loads(d[f])
+            d["node_id"] = i
+            d["last_heartbeat"] = beats.get(i)
+            out.append(d)
+        return out
+
+    # --- functions -------------------------------------------------------------
+    def export_function(self, key: bytes, blob: bytes) -> None:
+        self.r.set(keys.function(key), blob, nx=True)
+
+    def fetch_function(self, key: bytes, timeout=10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            blob = self.r.get(keys.function(key))
+            if blob is not None or time.monotonic() > deadline:
+                return blob
+            time.sleep(0.01)
+
+    # --- jobs ------------------------------------------------------------------
+    def new_job(self, driver_pid: int, node_id: bytes, namespace: str) -> bytes:
+        n = self.r.incr(keys.JOB_COUNTER)
+        job_id = n.to_bytes(4, "big")
+        self.r.hset(keys.job(job_id), mapping={
+            "driver_pid": driver_pid, "node": node_id.hex(), "namespace": namespace,
+            "started_at": time.time(), "state": "RUNNING"})
+        self.r.sadd(keys.JOBS, job_id.hex())
+        return job_id
+
+    # --- actors ----------------------------------------------------------------
+    def claim_actor_name(self, namespace: str, name: str, actor_id: bytes) -> bytes:
+        """Register a name; returns the id already holding it (or ours)."""
+        k = keys.actor_names(namespace)
+        if self.r.hsetnx(k, name, actor_id.hex()):
+            return actor_id
+        return bytes.fromhex(self.r.hget(k, name).decode())
+
+    def lookup_actor_name(self, namespace: str, name: str):
+        v = self.r.hget(keys.actor_names(namespace), name)
+        return bytes.fromhex(v.decode()) if v else None
+
+    def actor_info(self, actor_id: bytes) -> dict:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(keys.actor(actor_id)).items()}
+
+    def list_named_actors(self, namespace=None) -> list:
+        out = []
+        if namespace is not None:
+            spaces = [namespace]
+        else:
+            spaces = [k.decode().split(":", 2)[2] for k in self.r.scan_iter(
+                keys.actor_names("*"))]
+        for ns in spaces:
+            for name in self.r.hkeys(keys.actor_names(ns)):
+                out.append({"name": name.decode(), "namespace": ns})
+        return out
+
+
+class WriteBehind:
+    """Batches GCS writes off the hot path: callers enqueue (cheap), a thread
+    flushes every GCS_FLUSH_S in one pipeline."""
+
+    def __init__(self, r: redis.Redis, interval: float):
+        self.r = r
+        self.interval = interval
+        self.q = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="gcs-write-behind",
+                                       daemon=True)
+        self.thread.start()
+
+    def put(self, op, *args, **kw):
+        """op: a redis pipeline method name, e.g. "hset"."""
+        self.q.put((op, args, kw))
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._stop.wait(self.interval)
+            self.flush()
+
+    def flush(self):
+        ops = []
+        while True:
+            try:
+                ops.append(self.q.get_nowait())
+            except queue.Empty:
+                break
+        if not ops:
+            return
+        try:
+            p = self.r.pipeline(transaction=False)
+            for op, args, kw in ops:
+                getattr(p, op)(*args, **kw)
+            p.execute()
+        except Exception:
+            pass  # the GCS is gone (shutting down); nothing to do
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(2)
+        self.flush()

@@ -1,0 +1,80 @@
+"""The Redis schema of the GCS: every key and channel beamlet uses.
+
+Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
+`HGETALL beamlet:node:<id>`, `ZRANGE beamlet:heartbeats 0 -1 WITHSCORES`.
+
+| key / channel                         | type   | contents                                       |
+|---------------------------------------|--------|------------------------------------------------|
+| beamlet:cluster                       | hash   | session_dir, head_node, started_at, version    |
+| beamlet:nodes                         | set    | every node id ever registered                  |
+| beamlet:node:<node>                   | hash   | address, port, socket, hostname, pid, state    |
+|                                       |        | (ALIVE/DEAD), resources_total (json),          |
+|                                       |        | resources_available (json), demand (json),     |
+|                                       |        | started_at, death_reason                       |
+| beamlet:heartbeats                    | zset   | node id -> time of its last heartbeat          |
+| beamlet:fn:<hash>                     | string | a cloudpickled function or class (by content)  |
+| beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
+| beamlet:jobs                          | set    | job ids                                        |
+| beamlet:task:<task>                   | hash   | name, state, node, worker_pid, job, updated_at |
+|                                       |        | (write-behind; expires TASK_TTL_S after end)   |
+| beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations)       |
+| beamlet:actor:<actor>                 | hash   | class, name, namespace, state, node, pid,      |
+|                                       |        | detached, restarts, death_cause                |
+| beamlet:actor_names:<namespace>       | hash   | actor name -> actor id                         |
+| beamlet:counter:job                   | string | last job number (INCR)                         |
+| channel beamlet:logs:<job>            | pubsub | worker output lines for that job's driver      |
+| channel beamlet:errors:<job>          | pubsub | warnings for a driver (infeasible tasks, ...)  |
+| channel beamlet:node_events           | pubsub | "<node> DEAD" when a node is declared dead     |
+| list beamlet:forward                  | list   | tasks a raylet could not place (global sched.) |
+| list beamlet:forward_to:<node>        | list   | tasks the global scheduler placed on a node    |
+"""
+
+P = "beamlet:"
+CLUSTER = P + "cluster"
+NODES = P + "nodes"
+HEARTBEATS = P + "heartbeats"
+JOBS = P + "jobs"
+JOB_COUNTER = P + "counter:job"
+NODE_EVENTS = P + "node_events"
+FORWARD = P + "forward"
+TASK_TTL_S = 600
+
+
+def node(node_id: bytes) -> str:
+    return f"{P}node:{node_id.hex()}"
+
+
+def function(key: bytes) -> str:
+    return f"{P}fn:{key.hex()}"
+
+
+def job(job_id: bytes) -> str:
+    return f"{P}job:{job_id.hex()}"
+
+
+def task(task_id: bytes) -> str:
+    return f"{P}task:{task_id.hex()}"
+
+
+def obj(object_id: bytes) -> str:
+    return f"{P}obj:{object_id.hex()}"
+
+
+def actor(actor_id: bytes) -> str:
+    return f"{P}actor:{actor_id.hex()}"
+
+
+def actor_names(namespace: str) -> str:
+    return f"{P}actor_names:{namespace}"
+
+
+def logs_channel(job_id: bytes) -> str:
+    return f"{P}logs:{job_id.hex()}"
+
+
+def errors_channel(job_id: bytes) -> str:
+    return f"{P}errors:{job_id.hex()}"
+
+
+def forward_to(node_id: bytes) -> str:
+    return f"{P}forward_to:{node_id.hex()}"

@@ -1,0 +1,83 @@
+"""ObjectRef: a reference to an immutable object in the cluster.
+
+While an ObjectRef exists in any process, inside another live object, or as a
+pending task's argument, its object stays available.  Creating and dropping refs
+costs a dict update; the raylet hears about it in batches.
+"""
+import asyncio
+import concurrent.futures
+
+from ._private import serialization
+from .worker import core_worker
+
+
+class ObjectRef:
+    __slots__ = ("id", "_core", "__weakref__")
+
+    def __init__(self, object_id: bytes, _registered=False):
+        self.id = object_id
+        core = core_worker.global_worker
+        self._core = core
+        if core is not None:
+            core.ref_inc(object_id, _registered)
+
+    def __del__(self):
+        core = self._core
+        if core is not None and not core.closed:
+            core.ref_dec(self.id)
+
+    def __reduce__(self):
+        serialization.record_contained_ref(self.id)
+        return (ObjectRef, (self.id,))
+
+    def binary(self) -> bytes:
+        return self.id
+
+    def hex(self) -> str:
+        return self.id.hex()
+
+    def task_id(self):
+        from ._private.ids import TaskID
+        return TaskID(self.id[:16])
+
+    def __eq__(self, other):
+        return type(other) is ObjectRef and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __lt__(self, other):
+        return self.id < other.id
+
+    def __repr__(self):
+        return f"ObjectRef({self.id.hex()})"
+
+    # ---- futures / asyncio
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future resolved with the object's value."""
+        from . import api
+        fut = concurrent.futures.Future()
+
+        def run():
+            try:
+                fut.set_result(api.get(self))
+            except BaseException as e:
+                fut.set_exception(e)
+        _executor().submit(run)
+        return fut
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+_pool = None
+
+
+def _executor():
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="beamlet-await")
+    return _pool
+
+
+ObjectID = ObjectRef

@@ -1,0 +1,1 @@
+"""The raylet: one process per node — local scheduler, object store, worker pool."""

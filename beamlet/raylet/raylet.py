@@ -1,0 +1,1249 @@
+"""The raylet process: the asyncio shell around the local scheduler, the object
+store and the worker pool of one node.
+
+    driver ──unix socket──┐
+    worker ──unix socket──┤  Raylet (one asyncio loop)
+    worker ──unix socket──┘    ├─ ObjectTable (object_store.py, pure)
+                               ├─ ResourceSet / ReadyQueue (scheduler.py, pure)
+                               ├─ WorkerPool (worker_pool.py)
+                               └─ GCS: node record, heartbeats, write-behind of
+                                  task states and object locations (thread)
+
+Every message from a client is handled to completion on the loop; replies are
+queued on the connection and written once per loop turn (coalesced).
+"""
+import argparse
+import asyncio
+import collections
+import json
+import mmap
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from .. import exceptions
+from .._private import config, ids, process, serialization
+from .._private import protocol as P
+from ..gcs import keys
+from ..gcs.client import GcsClient, WriteBehind
+from .object_store import ObjectTable, ObjState
+from .scheduler import ReadyQueue, ResourceSet, Task, TaskState
+from .worker_pool import WorkerPool, WState
+
+TS = TaskState
+
+
+def desc_is_error(desc) -> bool:
+    return bool(desc[2] if desc[0] == P.INLINE else desc[3])
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+class Conn(asyncio.Protocol):
+    """One client connection (a driver or a worker)."""
+
+    def __init__(self, raylet):
+        self.raylet = raylet
+        self.transport = None
+        self.reader = P.FrameReader()
+        self.out = []
+        self.flush_pending = False
+        self.role = None
+        self.pid = None
+        self.job_id = b""
+        self.worker = None
+        self.refs = collections.Counter()   # oid -> refs this client holds
+        self.pins = collections.Counter()   # oid -> arena views it holds
+        self.closed = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        handle = self.raylet.handlers
+        for msg in self.reader.feed(data):
+            try:
+                handle[msg[0]](self, msg)
+            except Exception:
+                log("error handling", P.NAMES[msg[0]], traceback.format_exc())
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.raylet.client_lost(self)
+
+    def send(self, msg):
+        if self.closed:
+            return
+        self.out.append(msg)
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.raylet.loop.call_soon(self.flush)
+
+    def flush(self):
+        self.flush_pending = False
+        if self.out and not self.closed:
+            msgs, self.out = self.out, []
+            self.transport.write(P.frames(msgs))
+
+
+class Actor:
+    __slots__ = ("actor_id", "creation_spec", "creation_oid", "worker", "state",
+                 "queue", "inflight", "max_concurrency", "restarts_left",
+                 "max_task_retries", "name", "namespace", "detached", "death_cause",
+                 "resources", "gpu_ids", "job_id", "class_name", "num_restarts",
+                 "keepalive")
+
+    def __init__(self, spec):
+        opts = spec.actor_options or {}
+        self.actor_id = spec.actor_id
+        self.creation_spec = spec
+        self.creation_oid = ids.return_id(spec.task_id, 1)
+        self.worker = None
+        self.state = "PENDING_CREATION"
+        self.queue = collections.deque()     # actor tasks not yet sent
+        self.inflight = {}                   # task_id -> Task sent to the worker
+        self.max_concurrency = int(opts.get("max_concurrency") or 1)
+        self.restarts_left = int(opts.get("max_restarts") or 0)
+        self.max_task_retries = int(opts.get("max_task_retries") or 0)
+        self.name = opts.get("name")
+        self.namespace = opts.get("namespace")
+        self.detached = opts.get("lifetime") == "detached"
+        self.death_cause = None
+        self.resources = opts.get("lifetime_resources") or {}
+        self.gpu_ids = []
+        self.job_id = spec.job_id
+        self.class_name = spec.name
+        self.num_restarts = 0
+        self.keepalive = False
+
+
+class Raylet:
+    def __init__(self, args):
+        self.args = args
+        self.node_id = bytes.fromhex(args.node_id) if args.node_id else ids.random_id(16)
+        self.session_dir = args.session_dir
+        self.socket_path = args.socket
+        self.loop = None
+        self.resources = ResourceSet(json.loads(args.resources))
+        self.ready = ReadyQueue()
+        self.infeasible = []
+        self.tasks = {}          # task_id -> Task (not yet finished)
+        self.actors = {}         # actor_id -> Actor
+        self.creation_to_actor = {}   # creation oid -> Actor
+        self.clients = set()
+        self.drivers = {}        # job_id -> Conn
+        self.getters = []
+        self.pending_creates = []   # (deadline, conn, req, oid, size)
+        self.functions = {}      # fn key -> blob cache (served to workers)
+        self.arena_size = args.object_store_memory
+        self.store = ObjectTable(self.arena_size)
+        self.spill_dir = os.path.join(self.session_dir, "spill")
+        self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
+        self.wb = WriteBehind(self.gcs.r, config.GCS_FLUSH_S)
+        self.pool = WorkerPool(self.socket_path, self.session_dir, self.node_id)
+        self.schedule_pending = False
+        self.stopping = False
+        self.handlers = {
+            P.HELLO: self.on_hello, P.SUBMIT: self.on_submit, P.PUT: self.on_put,
+            P.CREATE: self.on_create, P.SEAL: self.on_seal, P.GET: self.on_get,
+            P.WAIT: self.on_wait, P.REF_ADD: self.on_ref_add,
+            P.REF_DEL: self.on_ref_del, P.UNPIN: self.on_unpin, P.DONE: self.on_done,
+            P.CALL: self.on_call,
+        }
+        self.calls = {
+            "resources": self.call_resources, "fetch_function": self.call_fetch_function,
+            "kill_actor": self.call_kill_actor, "cancel": self.call_cancel,
+            "memory": self.call_memory, "actor_state": self.call_actor_state,
+            "status": self.call_status, "ping": lambda conn: "pong",
+        }
+        self._lost_error_cache = {}
+
+    # ------------------------------------------------------------------ startup
+    def setup_arena(self):
+        self.arena_fd = os.memfd_create("beamlet-object-store", os.MFD_CLOEXEC)
+        os.ftruncate(self.arena_fd, self.arena_size)
+        self.arena = mmap.mmap(self.arena_fd, self.arena_size)
+        self.arena_view = memoryview(self.arena)
+        self.arena_path = f"/proc/{os.getpid()}/fd/{self.arena_fd}"
+
+    async def main(self):
+        self.loop = asyncio.get_running_loop()
+        self.setup_arena()
+        os.makedirs(self.spill_dir, exist_ok=True)
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        server = await self.loop.create_unix_server(lambda: Conn(self), self.socket_path)
+        self.stopped = self.loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
+        if self.args.owner_pid:
+            self.watch_owner(self.args.owner_pid)
+        self.gcs.register_node(self.node_id, {
+            "address": self.args.node_ip, "socket": self.socket_path,
+            "hostname": socket.gethostname(), "pid": os.getpid(), "state": "ALIVE",
+            "resources_total": self.resources.total,
+            "resources_available": self.resources.available,
+            "object_store_memory": self.arena_size, "started_at": time.time(),
+            "session_dir": self.session_dir, "is_head": int(self.args.head)})
+        for _ in range(self.args.prestart):
+            self.start_worker()
+        ticker = self.loop.create_task(self.tick())
+        # tell the starter we are ready
+        print("RAYLET_READY", flush=True)
+        try:
+            await self.stopped
+        finally:
+            ticker.cancel()
+            server.close()
+            self.shutdown()
+
+    def watch_owner(self, pid):
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            if not process.pid_alive(pid):
+                self.stop("owner already dead")
+            return
+
+        def gone():
+            self.loop.remove_reader(fd)
+            os.close(fd)
+            self.stop(f"owner process {pid} exited")
+        self.loop.add_reader(fd, gone)
+
+    def stop(self, why=""):
+        if not self.stopping:
+            self.stopping = True
+            log("raylet stopping:", why)
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+
+    def shutdown(self):
+        try:
+            self.gcs.r.hset(keys.node(self.node_id), "state", "DEAD")
+            self.gcs.r.hset(keys.node(self.node_id), "death_reason", "stopped")
+        except Exception:
+            pass
+        self.pool.kill_all()
+        self.wb.close()
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+        try:
+            import shutil
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+        except Exception:
+            pass
+
+    async def tick(self):
+        """Heartbeats, reaping idle workers, expiring creates, infeasible warnings."""
+        hb_key = keys.node(self.node_id)
+        while True:
+            await asyncio.sleep(config.HEARTBEAT_S)
+            now = time.time()
+            self.wb.put("zadd", keys.HEARTBEATS, {self.node_id.hex(): now})
+            self.wb.put("hset", hb_key, mapping={
+                "resources_available": json.dumps(self.resources.snapshot()),
+                "demand": json.dumps(self.ready.demand() + [
+                    {"resources": t.spec.resources, "count": 1, "infeasible": True}
+                    for t in self.infeasible]),
+                "object_store_used": self.store.allocator.used})
+            self.check_workers()
+            self.expire_creates()
+            self.warn_infeasible()
+
+    # ------------------------------------------------------------------ workers
+    def start_worker(self):
+        logdir = os.path.join(self.session_dir, "logs")
+        w = self.pool.start_worker(stdout=asyncio.subprocess.PIPE,
+                                   stderr=asyncio.subprocess.PIPE)
+        w.log_name = f"pid={w.pid}"
+        for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
+            self.loop.create_task(self.forward_output(w, stream, is_err))
+        return w
+
+    async def forward_output(self, w, stream, is_err):
+        """Read a worker's stdout/stderr and publish each line to its job's driver."""
+        reader = asyncio.StreamReader()
+        await self.loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), stream)
+        while True:
+            try:
+                line = await reader.readline()
+            except Exception:
+                break
+            if not line:
+                break
+            text = line.decode(errors="replace").rstrip("\n")
+            if not text.startswith("("):
+                text = f"(pid={w.pid}) {text}"
+            job = w.job_id
+            if job:
+                self.wb.put("publish", keys.logs_channel(job),
+                            ("E" if is_err else "O") + text)
+            else:
+                log("worker output:", text)
+
+    def check_workers(self):
+        now = time.monotonic()
+        for w in list(self.pool.workers.values()):
+            if w.state is WState.STARTING and w.proc.poll() is not None:
+                self.pool.remove(w)
+                self.pool.start_failures += 1
+                log(f"worker {w.pid} failed to start: {process.describe_exit(w.proc.returncode)}")
+                if self.pool.start_failures >= 5:
+                    self.fail_queued(exceptions.RaySystemError(
+                        "beamlet workers fail to start; see the logs in "
+                        f"{self.session_dir}/logs"))
+                else:
+                    self.request_schedule()
+        ncpu = int(self.resources.total.get("CPU", 1))
+        idle = [w for w in self.pool.workers.values() if w.state is WState.IDLE]
+        excess = len(idle) - max(ncpu, 1)
+        for w in sorted(idle, key=lambda w: w.idle_since):
+            if excess <= 0:
+                break
+            if now - w.idle_since > config.IDLE_WORKER_S:
+                w.conn.send([P.EXIT, "idle"])
+                self.pool.remove(w)
+                excess -= 1
+
+    def worker_lost(self, w, conn):
+        """A worker's connection closed: it exited or crashed."""
+        if w.state is WState.DEAD:
+            return
+        prev_state = w.state
+        self.pool.remove(w)
+        code = w.proc.poll() if w.proc else None
+        if code is None and w.proc:
+            try:
+                code = w.proc.wait(0.5)
+            except Exception:
+                code = None
+        how = process.describe_exit(code)
+        if w.actor is not None:
+            self.actor_died(w.actor, f"The actor's worker process (pid={w.pid}) {how}.",
+                            restart=True)
+        elif w.task is not None:
+            t = w.task
+            w.task = None
+            self.release_task_resources(t, w)
+            if t.cancelled:
+                self.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            elif t.retries_left != 0:
+                t.retries_left -= 1
+                t.move(TS.WAITING_FOR_RESOURCES)
+                self.ready.push(t, front=True)
+            else:
+                self.fail_task(t, exceptions.WorkerCrashedError(
+                    f"The worker running {t.spec.name} (pid={w.pid}) {how} while "
+                    f"running it, and the task has no retries left "
+                    f"(max_retries={t.spec.max_retries})."))
+        elif prev_state is WState.BLOCKED and w.lent is not None:
+            pass
+        self.request_schedule()
+
+    # ------------------------------------------------------------------ clients
+    def on_hello(self, conn, msg):
+        _, version, role, worker_id, pid, job_id = msg
+        if version != P.VERSION:
+            conn.send([P.REPLY, 0, {"error": f"protocol version {version} != {P.VERSION}"}])
+            return
+        conn.role, conn.pid, conn.job_id = role, pid, job_id
+        self.clients.add(conn)
+        if role == "worker":
+            w = self.pool.workers.get(worker_id)
+            if w is None:
+                conn.send([P.EXIT, "unknown worker"])
+                return
+            conn.worker = w
+            self.pool.connected(w, conn)
+        elif role == "driver" and job_id:
+            self.drivers[job_id] = conn
+        conn.send([P.REPLY, 0, {
+            "node_id": self.node_id, "arena_path": self.arena_path,
+            "arena_size": self.arena_size, "session_dir": self.session_dir,
+            "redis": [self.args.redis_host, self.args.redis_port,
+                      self.args.redis_password],
+            "node_ip": self.args.node_ip, "raylet_pid": os.getpid(),
+            "inline_threshold": config.INLINE_THRESHOLD,
+        }])
+        if role == "worker":
+            self.request_schedule()
+
+    def client_lost(self, conn):
+        self.clients.discard(conn)
+        if conn.worker is not None:
+            self.worker_lost(conn.worker, conn)
+        for oid, n in list(conn.pins.items()):
+            o = self.store.objects.get(oid)
+            if o is not None:
+                o.pins -= n
+                if o.pins <= 0:
+                    self.unpinned(o)
+        conn.pins.clear()
+        for oid, n in list(conn.refs.items()):
+            for _ in range(n):
+                self.decref(oid)
+        conn.refs.clear()
+        self.getters = [g for g in self.getters if g.conn is not conn]
+        if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
+            del self.drivers[conn.job_id]
+            self.job_finished(conn.job_id)
+
+    def job_finished(self, job_id):
+        """The driver left: its non-detached actors die with it."""
+        for a in list(self.actors.values()):
+            if a.job_id == job_id and not a.detached and a.state != "DEAD":
+                self.kill_actor(a, "The actor's job (driver) exited.", no_restart=True)
+
+    # ------------------------------------------------------------------ refs
+    def incref(self, oid):
+        o = self.store.objects.get(oid)
+        if o is not None:
+            o.refcount += 1
+
+    def decref(self, oid):
+        o = self.store.objects.get(oid)
+        if o is None:
+            return
+        o.refcount -= 1
+        if o.refcount <= 0:
+            self.free(o)
+
+    def free(self, o):
+        st = o.state
+        if st is ObjState.PENDING or st is ObjState.CREATING:
+            return  # freed when its value arrives (seal sees refcount 0)
+        del self.store.objects[o.oid]
+        if st is ObjState.SPILLED:
+            self.store.spilled_bytes -= o.size
+            try:
+                os.unlink(o.spill_path)
+            except OSError:
+                pass
+        elif o.pins > 0:
+            o.free_when_unpinned = True
+        else:
+            self.store.release_memory(o)
+            self.memory_freed()
+        o.state = ObjState.FREED
+        if o.in_arena or o.spill_path:
+            self.wb.put("delete", keys.obj(o.oid))
+        for c in o.contained:
+            self.decref(c)
+        a = self.creation_to_actor.get(o.oid)
+        if a is not None:
+            del self.creation_to_actor[o.oid]
+            if a.state != "DEAD":
+                self.kill_actor(a, "All handles to the actor went out of scope.",
+                                no_restart=True, graceful=True)
+
+    def on_ref_add(self, conn, msg):
+        objects = self.store.objects
+        refs = conn.refs
+        for oid in msg[1]:
+            o = objects.get(oid)
+            if o is not None:
+                o.refcount += 1
+                refs[oid] += 1
+
+    def on_ref_del(self, conn, msg):
+        refs = conn.refs
+        for oid in msg[1]:
+            n = refs.get(oid, 0)
+            if n <= 0:
+                continue
+            if n == 1:
+                del refs[oid]
+            else:
+                refs[oid] = n - 1
+            self.decref(oid)
+
+    def on_unpin(self, conn, msg):
+        for oid in msg[1]:
+            n = conn.pins.get(oid, 0)
+            if n <= 0:
+                continue
+            if n == 1:
+                del conn.pins[oid]
+            else:
+                conn.pins[oid] = n - 1
+            o = self.store.objects.get(oid)
+            if o is None:
+                continue
+            o.pins -= 1
+            if o.pins <= 0:
+                self.unpinned(o)
+
+    def unpinned(self, o):
+        o.pins = 0
+        if o.free_when_unpinned:
+            o.free_when_unpinned = False
+            self.store.release_memory(o)
+            self.memory_freed()
+
+    def pin_descriptor(self, conn, o):
+        """Descriptor of a sealed object for `conn`, counting the pin if in the arena."""
+        if o.state is ObjState.SPILLED:
+            err = self.restore(o)
+            if err:
+                return [P.INLINE, self.error_bytes(err), True]
+        o.last_access = time.monotonic()
+        if o.data is None:
+            o.pins += 1
+            conn.pins[o.oid] += 1
+        return o.descriptor()
+
+    # ------------------------------------------------------------------ objects
+    def seal_waiters(self, waiters):
+        for w in waiters:
+            w()
+
+    def on_put(self, conn, msg):
+        _, oid, data, contained = msg
+        o = self.store.get_or_create(oid)
+        o.refcount += 1
+        conn.refs[oid] += 1
+        self.seal_object_inline(o, data, False, contained)
+
+    def seal_object_inline(self, o, data, is_error, contained):
+        for c in contained or ():
+            self.incref(c)
+        waiters = self.store.seal_inline(o, data, is_error, contained)
+        if o.refcount <= 0:
+            self.free(o)
+        self.seal_waiters(waiters)
+
+    def on_create(self, conn, msg):
+        _, req, oid, size = msg
+        o = self.store.get_or_create(oid)
+        if ids.is_put_object(oid) and o.state is ObjState.PENDING:
+            o.refcount += 1
+            conn.refs[oid] += 1
+        self.try_create(conn, req, o, size, time.monotonic() + config.CREATE_WAIT_S)
+
+    def try_create(self, conn, req, o, size, deadline):
+        cap = self.store.allocator.capacity
+        if size > cap:
+            conn.send([P.REPLY, req, [None,
+                f"An object of {size} bytes can never fit in this node's object store "
+                f"of {cap} bytes. Start beamlet with a larger object_store_memory "
+                f"(init(object_store_memory=...)) or split the object."]])
+            return
+        off = self.store.reserve(o, size)
+        while off is None:
+            victims = self.store.spill_candidates()
+            if not victims:
+                break
+            err = self.spill(victims[0])
+            if err:
+                conn.send([P.REPLY, req, [None, err]])
+                return
+            off = self.store.reserve(o, size)
+        if off is None:
+            self.pending_creates.append((deadline, conn, req, o, size))
+            return
+        self.wb.put("hset", keys.obj(o.oid), self.node_id.hex(), size)
+        conn.send([P.REPLY, req, [off]])
+
+    def memory_freed(self):
+        if self.pending_creates:
+            pend, self.pending_creates = self.pending_creates, []
+            for deadline, conn, req, o, size in pend:
+                if not conn.closed:
+                    self.try_create(conn, req, o, size, deadline)
+
+    def expire_creates(self):
+        now = time.monotonic()
+        keep = []
+        for item in self.pending_creates:
+            deadline, conn, req, o, size = item
+            if now < deadline:
+                keep.append(item)
+                continue
+            st = self.store.stats()
+            conn.send([P.REPLY, req, [None,
+                f"The object store is full: an object of {size} bytes does not fit "
+                f"({st['arena_used']} of {st['arena_capacity']} bytes used, largest "
+                f"free block {self.store.allocator.largest_hole()} bytes) and every "
+                f"object in it is in use (mapped by a process), so none can be "
+                f"spilled. Release references to large objects (del the arrays you "
+                f"got) or give the store more memory (object_store_memory)."]])
+        self.pending_creates = keep
+
+    def on_seal(self, conn, msg):
+        _, oid, contained, is_error = msg
+        o = self.store.objects.get(oid)
+        if o is None:
+            return
+        for c in contained or ():
+            self.incref(c)
+        waiters = self.store.seal_arena(o, is_error, contained)
+        if o.refcount <= 0:
+            self.free(o)
+        self.seal_waiters(waiters)
+
+    def spill(self, o):
+        """Move a sealed arena object to a file.  Returns an error message or None."""
+        path = os.path.join(self.spill_dir, o.oid.hex())
+        try:
+            with open(path, "wb") as f:
+                f.write(self.arena_view[o.offset:o.offset + o.size])
+        except OSError as e:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return (f"The object store is full and spilling to {self.spill_dir} failed "
+                    f"({e}); free disk space or release references to objects.")
+        self.store.release_memory(o)
+        o.move(ObjState.SPILLED)
+        o.spill_path = path
+        self.store.spilled_bytes += o.size
+        return None
+
+    def restore(self, o):
+        """Bring a spilled object back into the arena.  Returns an error or None."""
+        size = o.size
+        off = self.store.allocator.alloc(size)
+        while off is None:
+            victims = self.store.spill_candidates()
+            if not victims:
+                return exceptions.ObjectStoreFullError(
+                    f"Cannot restore spilled object {o.oid.hex()} ({size} bytes): the "
+                    f"object store is full of objects in use.")
+            err = self.spill(victims[0])
+            if err:
+                return exceptions.ObjectStoreFullError(err)
+            off = self.store.allocator.alloc(size)
+        with open(o.spill_path, "rb") as f:
+            f.readinto(self.arena_view[off:off + size])
+        os.unlink(o.spill_path)
+        o.spill_path = None
+        o.offset = off
+        o.move(ObjState.SEALED)
+        self.store.spilled_bytes -= size
+        return None
+
+    def error_bytes(self, err) -> bytes:
+        return serialization.serialize(err).to_bytes()
+
+    def lost_descriptor(self, oid):
+        err = exceptions.ObjectLostError(
+            f"Object {oid.hex()} is lost: no node holds it and it cannot be rebuilt "
+            f"(its references were all released, or it was never created here).")
+        return [P.INLINE, self.error_bytes(err), True]
+
+    # ------------------------------------------------------------------ get / wait
+    class Getter:
+        __slots__ = ("conn", "req", "oids", "missing", "timer", "done", "kind",
+                     "num_returns", "worker")
+
+    def on_get(self, conn, msg):
+        _, req, oids, timeout = msg
+        self.start_getter(conn, req, oids, timeout, "get", len(oids))
+
+    def on_wait(self, conn, msg):
+        _, req, oids, num_returns, timeout = msg
+        self.start_getter(conn, req, oids, timeout, "wait", num_returns)
+
+    def start_getter(self, conn, req, oids, timeout, kind, num_returns):
+        objects = self.store.objects
+        missing = 0
+        g = Raylet.Getter()
+        g.conn, g.req, g.oids, g.kind, g.num_returns = conn, req, oids, kind, num_returns
+        g.done = False
+        g.timer = None
+        g.worker = None
+        ready = 0
+        for oid in oids:
+            o = objects.get(oid)
+            if o is None or o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
+                ready += 1
+        if ready >= num_returns or timeout == 0:
+            self.finish_getter(g)
+            return
+        # not ready: wait for the objects
+        g.missing = num_returns - ready
+        seen = set()
+        for oid in oids:
+            o = objects.get(oid)
+            if o is not None and (o.state is ObjState.PENDING or
+                                  o.state is ObjState.CREATING) and oid not in seen:
+                seen.add(oid)
+                o.waiters.append(lambda g=g: self.getter_progress(g))
+        if timeout is not None and timeout >= 0:
+            g.timer = self.loop.call_later(timeout, self.finish_getter, g)
+        w = conn.worker
+        if w is not None and w.state is WState.BUSY and w.task is not None:
+            # lend the CPU back while this worker waits, so nested tasks can run
+            g.worker = w
+            w.state = WState.BLOCKED
+            t = w.task
+            w.lent = {k: v for k, v in t.spec.resources.items() if k == "CPU"}
+            if w.lent:
+                self.resources.release(w.lent, [])
+            self.request_schedule()
+
+    def getter_progress(self, g):
+        if g.done:
+            return
+        g.missing -= 1
+        if g.missing <= 0:
+            self.finish_getter(g)
+
+    def finish_getter(self, g):
+        if g.done:
+            return
+        g.done = True
+        if g.timer is not None:
+            g.timer.cancel()
+        conn = g.conn
+        w = g.worker
+        if w is not None and w.state is WState.BLOCKED:
+            w.state = WState.BUSY
+            if w.lent:
+                # take the CPU back (may oversubscribe for a moment, as Ray does)
+                for k, v in w.lent.items():
+                    self.resources.available[k] = self.resources.available.get(k, 0) - v
+                w.lent = None
+        if conn.closed:
+            return
+        objects = self.store.objects
+        if g.kind == "get":
+            out = []
+            for oid in g.oids:
+                o = objects.get(oid)
+                if o is None:
+                    out.append(self.lost_descriptor(oid))
+                elif o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
+                    out.append(self.pin_descriptor(conn, o))
+                else:
+                    out.append(None)
+            conn.send([P.REPLY, g.req, out])
+        else:
+            ready = []
+            for i, oid in enumerate(g.oids):
+                o = objects.get(oid)
+                if o is None or o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
+                    ready.append(i)
+                    if len(ready) >= g.num_returns:
+                        break
+            conn.send([P.REPLY, g.req, ready])
+
+    # ------------------------------------------------------------------ tasks
+    def on_submit(self, conn, msg):
+        wire = msg[1]
+        spec = P.TaskSpec.from_wire(wire)
+        t = Task(spec)
+        objects = self.store.objects
+        for oid in spec.return_ids():
+            o = self.store.get_or_create(oid, t)
+            o.refcount += 1
+            conn.refs[oid] += 1
+        for a in spec.args:
+            if a[0] == P.ARG_VALUE:
+                for oid in a[2]:   # refs nested in a by-value argument
+                    o = objects.get(oid)
+                    if o is not None:
+                        o.refcount += 1
+                        t.held.append(oid)
+                continue
+            oid = a[1]
+            o = objects.get(oid)
+            if o is None:
+                continue
+            if True:
+                o.refcount += 1
+                t.held.append(oid)
+                if o.state is ObjState.PENDING or o.state is ObjState.CREATING:
+                    t.missing += 1
+                    o.waiters.append(lambda t=t: self.arg_ready(t))
+        if spec.kind == P.ACTOR_TASK:
+            a = self.actors.get(spec.actor_id)
+            if a is None or a.state == "DEAD":
+                cause = a.death_cause if a else "The actor does not exist on this node."
+                t.move(TS.WAITING_FOR_RESOURCES)
+                self.fail_task(t, exceptions.ActorDiedError(
+                    f"Cannot call {spec.name}: the actor is dead. {cause}"))
+                return
+            self.incref(a.creation_oid)
+            t.held.append(a.creation_oid)
+            self.tasks[spec.task_id] = t
+            a.queue.append(t)
+            self.pump_actor(a)
+            return
+        self.tasks[spec.task_id] = t
+        if spec.kind == P.ACTOR_CREATION_TASK:
+            a = Actor(spec)
+            self.actors[spec.actor_id] = a
+            self.creation_to_actor[a.creation_oid] = a
+            if a.name or a.detached:
+                a.keepalive = True
+                o = objects.get(a.creation_oid)
+                o.refcount += 1
+            self.record_actor(a)
+        self.wb.put("hset", keys.task(spec.task_id), mapping={
+            "name": spec.name, "state": "WAITING_FOR_ARGS", "node": self.node_id.hex(),
+            "job": spec.job_id.hex()})
+        if t.missing == 0:
+            self.make_ready(t)
+
+    def arg_ready(self, t):
+        t.missing -= 1
+        if t.missing == 0 and t.state is TS.WAITING_FOR_ARGS:
+            self.make_ready(t)
+
+    def failed_arg(self, t):
+        """The serialized error of the first argument that is an error, if any."""
+        objects = self.store.objects
+        for a in t.spec.args:
+            if a[0] == P.ARG_REF:
+                o = objects.get(a[1])
+                if o is None:
+                    return self.lost_descriptor(a[1])[1]
+                if o.is_error and o.data is not None:
+                    return o.data
+        return None
+
+    def make_ready(self, t):
+        if t.cancelled:
+            t.move(TS.CANCELLED)
+            self.finish_with_error(t, self.error_bytes(
+                exceptions.TaskCancelledError(t.spec.name)))
+            return
+        t.move(TS.WAITING_FOR_RESOURCES)
+        err = self.failed_arg(t)
+        if err is not None:
+            self.finish_with_error(t, err)
+            return
+        if not self.resources.feasible(t.spec.resources):
+            self.infeasible.append(t)
+            self.warn_infeasible()
+            return
+        self.ready.push(t)
+        self.request_schedule()
+
+    def warn_infeasible(self):
+        for t in self.infeasible:
+            if t.warned_infeasible:
+                continue
+            t.warned_infeasible = True
+            msg = (f"Task {t.spec.name} (id {t.spec.task_id.hex()}) cannot be scheduled: "
+                   f"it requires {t.spec.resources} but the cluster has "
+                   f"{self.resources.total} in total. It stays pending until a node "
+                   f"with these resources joins the cluster.")
+            self.wb.put("publish", keys.errors_channel(t.spec.job_id), msg)
+            log("infeasible:", msg)
+
+    def request_schedule(self):
+        if not self.schedule_pending:
+            self.schedule_pending = True
+            self.loop.call_soon(self.schedule)
+
+    def schedule(self):
+        self.schedule_pending = False
+        res = self.resources
+        want = 0
+        for shape, q in self.ready.heads():
+            while q:
+                t = q[0]
+                req = t.spec.resources
+                if not res.fits(req):
+                    break
+                w = self.pool.pop_idle()
+                if w is None:
+                    want += len(q)
+                    break
+                q.popleft()
+                self.ready.count -= 1
+                self.dispatch(t, w)
+        if want:
+            # start workers for what could run now, within the CPU budget
+            can_run = max(1, int(res.available.get("CPU", 0) + 0.999))
+            need = min(want, can_run) - self.pool.starting
+            for _ in range(max(0, need)):
+                self.start_worker()
+
+    def arg_descriptors(self, conn, spec):
+        objects = self.store.objects
+        out = []
+        for a in spec.args:
+            if a[0] == P.ARG_REF:
+                o = objects.get(a[1])
+                out.append(self.pin_descriptor(conn, o) if o is not None
+                           else self.lost_descriptor(a[1]))
+        return out
+
+    def dispatch(self, t, w):
+        spec = t.spec
+        t.gpu_ids = self.resources.acquire(spec.resources)
+        t.move(TS.RUNNING)
+        t.worker = w
+        w.state = WState.BUSY
+        w.task = t
+        w.job_id = spec.job_id
+        if spec.kind == P.ACTOR_CREATION_TASK:
+            a = self.actors.get(spec.actor_id)
+            if a is not None:
+                a.worker = w
+                w.actor = a
+        w.conn.send([P.EXECUTE, spec.to_wire(), self.arg_descriptors(w.conn, spec),
+                     t.gpu_ids])
+
+    def release_task_resources(self, t, w):
+        if w is not None and w.state is WState.BLOCKED and w.lent:
+            # the CPU was lent back already
+            req = {k: v for k, v in t.spec.resources.items() if k not in w.lent}
+            w.lent = None
+        else:
+            req = t.spec.resources
+        self.resources.release(req, t.gpu_ids)
+        t.gpu_ids = []
+
+    def on_done(self, conn, msg):
+        _, task_id, results, flag = msg
+        w = conn.worker
+        if w is None:
+            return
+        a = w.actor
+        if a is not None and task_id in a.inflight:
+            t = a.inflight.pop(task_id)
+            if flag == "exit":
+                self.fail_task(t, exceptions.ActorDiedError(
+                    f"The actor {a.class_name} exited: exit_actor() was called in "
+                    f"{t.spec.name}."))
+                self.kill_actor(a, "The actor called exit_actor().", no_restart=True,
+                                graceful=True)
+                return
+            self.complete_task(t, results)
+            self.pump_actor(a)
+            return
+        t = w.task
+        if t is None or t.spec.task_id != task_id:
+            return
+        w.task = None
+        self.release_task_resources(t, w)
+        if t.spec.kind == P.ACTOR_CREATION_TASK and a is not None:
+            failed = any(desc_is_error(r[1]) for r in results)
+            if failed:
+                w.actor = None
+                a.worker = None
+                self.complete_task(t, results)
+                cause = "The actor's constructor raised an exception."
+                try:
+                    err = serialization.deserialize(results[0][1][1])
+                    cause += "\n" + str(err)
+                except Exception:
+                    pass
+                self.actor_died(a, cause, restart=False)
+                self.pool.make_idle(w)
+            else:
+                w.state = WState.ACTOR
+                a.state = "ALIVE"
+                a.gpu_ids = self.resources.acquire(a.resources) if a.resources else []
+                self.complete_task(t, results)
+                self.record_actor(a)
+                self.pump_actor(a)
+            self.request_schedule()
+            return
+        if flag == "retry" and t.retries_left != 0 and not t.cancelled:
+            t.retries_left -= 1
+            t.move(TS.WAITING_FOR_RESOURCES)
+            self.pool.make_idle(w)
+            self.ready.push(t, front=True)
+            self.request_schedule()
+            return
+        self.pool.make_idle(w)
+        self.complete_task(t, results)
+        self.request_schedule()
+
+    def complete_task(self, t, results):
+        t.move(TS.FAILED if any(desc_is_error(r[1]) for r in results) else TS.FINISHED)
+        objects = self.store.objects
+        for oid, desc in results:
+            o = objects.get(oid)
+            if o is None:
+                if desc[0] == P.ARENA:
+                    # nobody wants it any more: give the space back
+                    self.store.allocator.free(desc[1], desc[2])
+                continue
+            if desc[0] == P.INLINE:
+                if o.state is ObjState.PENDING:
+                    self.seal_object_inline(o, desc[1], desc[2], desc[3] if len(desc) > 3 else ())
+            else:
+                if o.state is ObjState.CREATING:
+                    contained = desc[4] if len(desc) > 4 else ()
+                    for c in contained:
+                        self.incref(c)
+                    waiters = self.store.seal_arena(o, desc[3], contained)
+                    if o.refcount <= 0:
+                        self.free(o)
+                    self.seal_waiters(waiters)
+        self.task_ended(t)
+
+    def task_ended(self, t):
+        self.tasks.pop(t.spec.task_id, None)
+        self.wb.put("hset", keys.task(t.spec.task_id), "state", t.state.value)
+        self.wb.put("expire", keys.task(t.spec.task_id), keys.TASK_TTL_S)
+        held, t.held = t.held, []
+        for oid in held:
+            self.decref(oid)
+
+    def fail_task(self, t, err):
+        self.finish_with_error(t, self.error_bytes(err))
+
+    def finish_with_error(self, t, data):
+        if t.state not in (TS.FAILED, TS.CANCELLED):
+            t.move(TS.FAILED)
+        objects = self.store.objects
+        for oid in t.spec.return_ids():
+            o = objects.get(oid)
+            if o is not None and o.state is ObjState.PENDING:
+                self.seal_object_inline(o, data, True, ())
+        self.task_ended(t)
+        if t.spec.kind == P.ACTOR_CREATION_TASK:
+            a = self.actors.get(t.spec.actor_id)
+            if a is not None and a.state != "DEAD":
+                self.actor_died(a, "The actor's creation failed.", restart=False)
+
+    def fail_queued(self, err):
+        for shape, q in self.ready.heads():
+            while q:
+                t = q.popleft()
+                self.ready.count -= 1
+                self.fail_task(t, err)
+
+    # ------------------------------------------------------------------ actors
+    def pump_actor(self, a):
+        """Send queued calls to the actor's worker, in order, while deps are ready."""
+        if a.state != "ALIVE" or a.worker is None:
+            return
+        conn = a.worker.conn
+        while a.queue and len(a.inflight) < a.max_concurrency:
+            t = a.queue[0]
+            if t.missing:
+                t.state = TS.WAITING_FOR_ARGS
+                # re-pump when its args arrive
+                break
+            a.queue.popleft()
+            if t.cancelled:
+                t.move(TS.CANCELLED) if t.state is TS.WAITING_FOR_ARGS else None
+                self.finish_with_error(t, self.error_bytes(
+                    exceptions.TaskCancelledError(t.spec.name)))
+                continue
+            if t.state is TS.WAITING_FOR_ARGS:
+                t.move(TS.WAITING_FOR_RESOURCES)
+            err = self.failed_arg(t)
+            if err is not None:
+                self.finish_with_error(t, err)
+                continue
+            t.move(TS.RUNNING)
+            a.inflight[t.spec.task_id] = t
+            conn.send([P.EXECUTE, t.spec.to_wire(), self.arg_descriptors(conn, t.spec),
+                       a.gpu_ids])
+
+    def record_actor(self, a):
+        w = a.worker
+        self.wb.put("hset", keys.actor(a.actor_id), mapping={
+            "class": a.class_name, "name": a.name or "", "namespace": a.namespace or "",
+            "state": a.state, "node": self.node_id.hex(),
+            "pid": w.pid if w else 0, "detached": int(a.detached),
+            "restarts": a.num_restarts, "death_cause": a.death_cause or "",
+            "job": a.job_id.hex()})
+
+    def actor_died(self, a, cause, restart=True):
+        w = a.worker
+        a.worker = None
+        if w is not None:
+            w.actor = None
+        inflight = list(a.inflight.values())
+        a.inflight.clear()
+        if a.resources and a.state == "ALIVE":
+            self.resources.release(a.resources, a.gpu_ids)
+            a.gpu_ids = []
+        if restart and a.restarts_left != 0 and a.state != "DEAD":
+            a.restarts_left -= 1
+            a.num_restarts += 1
+            a.state = "RESTARTING"
+            retry = []
+            for t in inflight:
+                if a.max_task_retries != 0:
+                    retry.append(t)
+                else:
+                    self.fail_task(t, exceptions.ActorDiedError(
+                        f"The actor {a.class_name} died while running {t.spec.name}: "
+                        f"{cause} It is restarting; the call was not retried "
+                        f"(max_task_retries=0)."))
+            for t in reversed(retry):
+                t.state = TS.WAITING_FOR_RESOURCES
+                a.queue.appendleft(t)
+            spec = a.creation_spec
+            nt = Task(spec)
+            nt.state = TS.WAITING_FOR_RESOURCES
+            self.record_actor(a)
+            self.ready.push(nt, front=True)
+            self.request_schedule()
+            return
+        a.state = "DEAD"
+        a.death_cause = cause
+        self.record_actor(a)
+        err = exceptions.ActorDiedError(f"The actor {a.class_name} is dead: {cause}")
+        for t in inflight + list(a.queue):
+            self.fail_task(t, err)
+        a.queue.clear()
+        if a.name:
+            try:
+                k = keys.actor_names(a.namespace or "")
+                if self.gcs.r.hget(k, a.name) == a.actor_id.hex().encode():
+                    self.gcs.r.hdel(k, a.name)
+            except Exception:
+                pass
+        if a.keepalive:
+            a.keepalive = False
+            self.decref(a.creation_oid)
+
+    def kill_actor(self, a, cause, no_restart=True, graceful=False):
+        w = a.worker
+        if no_restart:
+            a.restarts_left = 0
+        if w is None:
+            if a.state != "DEAD":
+                # not created yet: drop its creation task
+                t = self.tasks.get(a.creation_spec.task_id)
+                if t is not None and self.ready.remove(t):
+                    self.fail_task(t, exceptions.ActorDiedError(cause))
+                self.actor_died(a, cause, restart=not no_restart)
+            return
+        if graceful and not a.inflight and not a.queue:
+            w.conn.send([P.EXIT, "actor out of scope"])
+        else:
+            self.pool.signal(w, signal.SIGKILL)
+        # the connection loss finishes the job (worker_lost -> actor_died)
+        a.death_cause = cause
+        if no_restart:
+            self.actor_died(a, cause, restart=False)
+            self.pool.remove(w)
+
+    # ------------------------------------------------------------------ calls
+    def on_call(self, conn, msg):
+        _, req, method, args = msg
+        try:
+            result = self.calls[method](conn, *args)
+        except Exception as e:
+            result = {"error": f"{type(e).__name__}: {e}"}
+        if req:
+            conn.send([P.REPLY, req, result])
+
+    def call_resources(self, conn):
+        return {"total": self.resources.total, "available": self.resources.snapshot()}
+
+    def call_fetch_function(self, conn, key):
+        blob = self.functions.get(key)
+        if blob is None:
+            blob = self.gcs.fetch_function(key)
+            if blob is not None:
+                self.functions[key] = blob
+        return blob
+
+    def call_actor_state(self, conn, actor_id):
+        a = self.actors.get(actor_id)
+        if a is None:
+            return None
+        return {"state": a.state, "death_cause": a.death_cause,
+                "pid": a.worker.pid if a.worker else None,
+                "num_restarts": a.num_restarts}
+
+    def call_kill_actor(self, conn, actor_id, no_restart):
+        a = self.actors.get(actor_id)
+        if a is None or a.state == "DEAD":
+            return False
+        if no_restart:
+            self.kill_actor(a, "The actor was killed by beamlet.kill().", no_restart=True)
+        else:
+            self.pool.signal(a.worker, signal.SIGKILL) if a.worker else None
+        return True
+
+    def call_cancel(self, conn, oid, force, recursive):
+        t = self.tasks.get(ids.task_of(oid))
+        if t is None:
+            return False
+        t.cancelled = True
+        err = exceptions.TaskCancelledError(t.spec.name)
+        if t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
+            t.move(TS.CANCELLED)
+            self.fail_task(t, err)
+        elif t.state is TS.WAITING_FOR_ARGS:
+            if t.spec.kind == P.ACTOR_TASK:
+                return True
+            t.move(TS.CANCELLED)
+            self.fail_task(t, err)
+        elif t.state is TS.RUNNING and t.worker is not None:
+            if t.spec.kind == P.ACTOR_TASK:
+                return False
+            if force:
+                self.pool.signal(t.worker, signal.SIGKILL)
+            else:
+                self.pool.signal(t.worker, signal.SIGINT)
+        return True
+
+    def call_status(self, conn):
+        return {"resources": self.call_resources(conn),
+                "demand": self.ready.demand(),
+                "infeasible": [{"task": t.spec.name, "resources": t.spec.resources}
+                               for t in self.infeasible],
+                "workers": {s.value: self.pool.count(s) for s in WState},
+                "store": self.store.stats()}
+
+    def call_memory(self, conn):
+        holders = collections.defaultdict(list)
+        for c in self.clients:
+            for oid, n in c.refs.items():
+                holders[oid].append(f"{c.role} pid={c.pid}")
+        out = []
+        for o in self.store.objects.values():
+            out.append({
+                "object_id": o.oid.hex(), "size": o.size, "state": o.state.value,
+                "where": ("inline" if o.data is not None else
+                          "spilled" if o.state is ObjState.SPILLED else
+                          "arena" if o.in_arena else "-"),
+                "refcount": o.refcount, "pins": o.pins,
+                "holders": holders.get(o.oid, []),
+                "spill_path": o.spill_path})
+        return {"objects": out, "stats": self.store.stats()}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="beamlet-raylet",
+                                 description="beamlet's per-node raylet (started by beamlet)")
+    ap.add_argument("--node-id", default="")
+    ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--socket", required=True)
+    ap.add_argument("--redis-host", default="127.0.0.1")
+    ap.add_argument("--redis-port", type=int, required=True)
+    ap.add_argument("--redis-password", required=True)
+    ap.add_argument("--node-ip", default="127.0.0.1")
+    ap.add_argument("--resources", default='{"CPU": 1}')
+    ap.add_argument("--object-store-memory", type=int, required=True)
+    ap.add_argument("--prestart", type=int, default=0)
+    ap.add_argument("--owner-pid", type=int, default=0)
+    ap.add_argument("--head", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    process.set_pdeathsig()
+    r = Raylet(args)
+    asyncio.run(r.main())
+
+
+if __name__ == "__main__":
+    main()

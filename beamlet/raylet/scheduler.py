@@ -1,0 +1,181 @@
+"""The local scheduler's state (pure: no I/O).
+
+Task states and their legal transitions are written once, in TRANSITIONS:
+
+    WAITING_FOR_ARGS -> WAITING_FOR_RESOURCES -> RUNNING -> FINISHED | FAILED
+    (and from any waiting state: -> CANCELLED, FAILED; RUNNING -> WAITING_FOR_RESOURCES
+    when a crashed worker's task is retried; WAITING_FOR_RESOURCES -> FORWARDED)
+
+`Resources` tracks a node's totals and what is free, with GPU ids handed out per
+task.  The raylet (the asyncio shell) asks `ResourceSet` questions and moves tasks;
+it never edits the counts by hand.
+"""
+import collections
+import enum
+import time
+
+
+class TaskState(enum.Enum):
+    WAITING_FOR_ARGS = "WAITING_FOR_ARGS"
+    WAITING_FOR_RESOURCES = "WAITING_FOR_RESOURCES"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    FORWARDED = "FORWARDED"
+    CANCELLED = "CANCELLED"
+
+
+S = TaskState
+TRANSITIONS = {
+    S.WAITING_FOR_ARGS: {S.WAITING_FOR_RESOURCES, S.FAILED, S.CANCELLED},
+    S.WAITING_FOR_RESOURCES: {S.RUNNING, S.FAILED, S.CANCELLED, S.FORWARDED},
+    S.RUNNING: {S.FINISHED, S.FAILED, S.WAITING_FOR_RESOURCES, S.CANCELLED},
+    S.FINISHED: set(),
+    S.FAILED: set(),
+    S.FORWARDED: set(),
+    S.CANCELLED: set(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+class Task:
+    __slots__ = ("spec", "state", "missing", "worker", "retries_left", "history",
+                 "gpu_ids", "held", "warned_infeasible", "cancelled")
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.state = S.WAITING_FOR_ARGS
+        self.missing = 0           # count of ref args not yet sealed
+        self.worker = None
+        self.retries_left = spec.max_retries
+        self.history = [(time.time(), S.WAITING_FOR_ARGS)]
+        self.gpu_ids = []
+        self.held = []             # oids this task keeps alive until it ends
+        self.warned_infeasible = False
+        self.cancelled = False
+
+    def move(self, new_state):
+        if new_state not in TRANSITIONS[self.state]:
+            story = ", ".join(f"{s.value}@{t:.3f}" for t, s in self.history[-6:])
+            raise IllegalTransition(
+                f"task {self.spec.name} {self.spec.task_id.hex()}: "
+                f"{self.state.value} -> {new_state.value} (history: {story})")
+        self.state = new_state
+        if len(self.history) < 16:
+            self.history.append((time.time(), new_state))
+
+
+EPS = 1e-9
+
+
+class ResourceSet:
+    """A node's resources: totals, what is free, and which GPU ids are free."""
+
+    def __init__(self, total: dict):
+        self.total = {k: float(v) for k, v in total.items() if v}
+        self.available = dict(self.total)
+        n_gpus = int(self.total.get("GPU", 0))
+        # free fraction of each GPU id; fractional requests pack onto one id
+        self.gpu_free = [1.0] * n_gpus
+
+    def feasible(self, req: dict) -> bool:
+        """Could this node ever run `req` (with nothing else running)?"""
+        for k, v in req.items():
+            if v > self.total.get(k, 0.0) + EPS:
+                return False
+        if req.get("GPU", 0) > 1 and req["GPU"] != int(req["GPU"]):
+            return False
+        return True
+
+    def fits(self, req: dict) -> bool:
+        avail = self.available
+        for k, v in req.items():
+            if v > avail.get(k, 0.0) + EPS:
+                return False
+        g = req.get("GPU", 0)
+        if 0 < g < 1 and not any(f + EPS >= g for f in self.gpu_free):
+            return False
+        return True
+
+    def acquire(self, req: dict) -> list:
+        """Take `req` (which must fit); returns the GPU ids assigned."""
+        avail = self.available
+        for k, v in req.items():
+            avail[k] = avail.get(k, 0.0) - v
+        g = req.get("GPU", 0)
+        ids = []
+        if g >= 1:
+            for i, f in enumerate(self.gpu_free):
+                if len(ids) == int(g):
+                    break
+                if f >= 1.0 - EPS:
+                    self.gpu_free[i] = 0.0
+                    ids.append(i)
+        elif g > 0:
+            # pack: the most used GPU that still has room
+            best = min((i for i, f in enumerate(self.gpu_free) if f + EPS >= g),
+                       key=lambda i: self.gpu_free[i])
+            self.gpu_free[best] -= g
+            ids.append(best)
+        return ids
+
+    def release(self, req: dict, gpu_ids: list) -> None:
+        avail = self.available
+        for k, v in req.items():
+            avail[k] = min(self.total.get(k, 0.0), avail.get(k, 0.0) + v)
+        g = req.get("GPU", 0)
+        for i in gpu_ids:
+            self.gpu_free[i] = min(1.0, self.gpu_free[i] + (g if g < 1 else 1.0))
+
+    def snapshot(self) -> dict:
+        return {k: round(v, 6) for k, v in self.available.items()}
+
+
+class ReadyQueue:
+    """Tasks waiting for resources, in submission order.  Tasks with the same
+    resource shape form one FIFO; the scheduler looks only at the head of each,
+    so the cost of a scheduling pass does not grow with the queue's length."""
+
+    def __init__(self):
+        self.by_shape = collections.OrderedDict()
+        self.count = 0
+
+    @staticmethod
+    def shape(req: dict):
+        return tuple(sorted(req.items()))
+
+    def push(self, task, front=False):
+        key = self.shape(task.spec.resources)
+        q = self.by_shape.get(key)
+        if q is None:
+            q = self.by_shape[key] = collections.deque()
+        if front:
+            q.appendleft(task)
+        else:
+            q.append(task)
+        self.count += 1
+
+    def heads(self):
+        """(shape key, deque) pairs whose deque is non-empty."""
+        return [(k, q) for k, q in self.by_shape.items() if q]
+
+    def remove(self, task) -> bool:
+        q = self.by_shape.get(self.shape(task.spec.resources))
+        if q is not None:
+            try:
+                q.remove(task)
+                self.count -= 1
+                return True
+            except ValueError:
+                pass
+        return False
+
+    def __len__(self):
+        return self.count
+
+    def demand(self) -> list:
+        return [{"resources": dict(k), "count": len(q)}
+                for k, q in self.by_shape.items() if q]

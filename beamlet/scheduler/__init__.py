@@ -1,0 +1,1 @@
+"""The global scheduler and monitor (head node)."""

@@ -1,0 +1,110 @@
+"""The global scheduler / monitor process of the head node.
+
+- Liveness: every raylet heartbeats into the `beamlet:heartbeats` sorted set; a
+  node silent for NODE_DEATH_S is marked DEAD and its death published on
+  `beamlet:node_events` (raylets and drivers react to it).
+- Session reaper: when the cluster belongs to a driver (`init()`), this process
+  watches the driver's pid; once it is gone it waits for the raylet to exit, stops
+  redis-server and removes the session directory, so a driver killed with SIGKILL
+  leaves nothing behind.
+"""
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+
+from .._private import config, process
+from ..gcs import keys
+from ..gcs.client import GcsClient
+
+
+def dead_nodes(beats: dict, now: float, states: dict, timeout: float) -> list:
+    """Pure decision: which ALIVE nodes missed their heartbeats for `timeout` s."""
+    return [n for n, t in beats.items()
+            if states.get(n) == "ALIVE" and now - t > timeout]
+
+
+class Monitor:
+    def __init__(self, args):
+        self.args = args
+        self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
+        self.stopping = False
+
+    def check_nodes(self):
+        r = self.gcs.r
+        beats = {k.decode(): s for k, s in r.zrange(keys.HEARTBEATS, 0, -1, withscores=True)}
+        p = r.pipeline()
+        for n in beats:
+            p.hget(keys.node(bytes.fromhex(n)), "state")
+        states = {n: (s.decode() if s else None) for n, s in zip(beats, p.execute())}
+        for n in dead_nodes(beats, time.time(), states, config.NODE_DEATH_S):
+            r.hset(keys.node(bytes.fromhex(n)), mapping={
+                "state": "DEAD", "death_reason":
+                f"no heartbeat for {config.NODE_DEATH_S} s"})
+            r.publish(keys.NODE_EVENTS, f"{n} DEAD")
+            print(f"node {n} declared dead", file=sys.stderr, flush=True)
+
+    def run(self):
+        owner = self.args.owner_pid
+        while not self.stopping:
+            time.sleep(config.HEARTBEAT_S)
+            if owner and not process.pid_alive(owner):
+                self.reap()
+                return
+            try:
+                self.check_nodes()
+            except Exception as e:
+                if owner and not process.pid_alive(owner):
+                    self.reap()
+                    return
+                print("monitor: GCS error:", e, file=sys.stderr, flush=True)
+                time.sleep(1)
+
+    def reap(self):
+        """The owning driver died without shutdown(): clean the session up."""
+        deadline = time.time() + 5
+        # the raylet watches the owner too; give it a moment to stop its workers
+        while time.time() < deadline:
+            try:
+                node_pids = []
+                with open(os.path.join(self.args.session_dir, "cluster.json")) as f:
+                    import json
+                    node_pids = json.load(f).get("pids", [])[:1]
+            except Exception:
+                node_pids = []
+            if not any(process.pid_alive(p) for p in node_pids):
+                break
+            time.sleep(0.05)
+        if self.args.redis_pid:
+            try:
+                os.kill(self.args.redis_pid, signal.SIGTERM)
+            except OSError:
+                pass
+        shutil.rmtree(self.args.session_dir, ignore_errors=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="beamlet-monitor",
+                                 description="beamlet global scheduler / monitor")
+    ap.add_argument("--redis-host", default="127.0.0.1")
+    ap.add_argument("--redis-port", type=int, required=True)
+    ap.add_argument("--redis-password", required=True)
+    ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--owner-pid", type=int, default=0)
+    ap.add_argument("--redis-pid", type=int, default=0)
+    args = ap.parse_args(argv)
+    m = Monitor(args)
+
+    def on_term(*_):
+        if args.owner_pid and not process.pid_alive(args.owner_pid):
+            m.reap()
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+    process.set_pdeathsig()
+    m.run()
+
+
+if __name__ == "__main__":
+    main()

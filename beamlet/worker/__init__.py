@@ -1,0 +1,1 @@
+"""Worker processes, and the core worker shared by drivers and workers."""

@@ -1,0 +1,418 @@
+"""The core worker: what a driver or a worker process uses to talk to its raylet.
+
+One instance per process (`global_worker`).  It owns:
+
+- the connection to the raylet (one unix socket; every message of the process goes
+  through it, so the raylet sees a process's messages in the order it made them —
+  reference counting relies on that);
+- the process's reference counts: ObjectRef.__init__/__del__ only touch a dict and
+  append to a deque; the deque becomes REF_ADD/REF_DEL messages on the next send;
+- a cache of the small objects this process holds refs to (a `get` of one is
+  answered locally, with no round trip);
+- the mappings of the shared-memory arena: one read-write mapping for writing new
+  objects, and one read-only mapping per object being read, whose lifetime is the
+  lifetime of the values built on it; when it is collected the raylet is told
+  (UNPIN), so an object is never freed or moved while a view of it exists.
+
+Threads: any thread may send; replies are demultiplexed by request number.  The
+thread that waits for a reply reads the socket itself while no other thread is
+reading (leader/followers), so a single-threaded driver pays no thread hop.
+"""
+import collections
+import itertools
+import mmap
+import os
+import socket
+import threading
+import time
+import weakref
+
+from .. import exceptions
+from .._private import config, ids, serialization
+from .._private import protocol as P
+
+
+class ConnectionLost(exceptions.RaySystemError):
+    pass
+
+
+class Connection:
+    def __init__(self, path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.path = path
+        self.send_lock = threading.RLock()
+        self.out = []
+        self.cond = threading.Condition(threading.Lock())
+        self.replies = {}
+        self.pushes = collections.deque()
+        self.reading = False
+        self.reader = P.FrameReader()
+        self.next_req = itertools.count(1).__next__
+        self.lost = None
+        self.before_send = None     # hook: lets the core worker add ref messages
+
+    # ---- sending
+    def queue(self, msg) -> None:
+        with self.send_lock:
+            if self.before_send:
+                self.before_send(self.out)
+            self.out.append(msg)
+
+    def flush(self) -> None:
+        with self.send_lock:
+            if self.before_send:
+                self.before_send(self.out)
+            if not self.out:
+                return
+            msgs, self.out = self.out, []
+            data = P.frames(msgs)
+            try:
+                self.sock.sendall(data)
+            except OSError as e:
+                self._lost(e)
+
+    def send(self, msg) -> None:
+        self.queue(msg)
+        self.flush()
+
+    def _lost(self, e):
+        if self.lost is None:
+            self.lost = ConnectionLost(
+                f"Lost the connection to the raylet ({self.path}): {e}. The local "
+                f"beamlet cluster has stopped (its raylet died or shutdown() ran).")
+        with self.cond:
+            self.cond.notify_all()
+        raise self.lost
+
+    # ---- receiving
+    def request(self, build, timeout=None):
+        """Send the message `build(req)` and wait for its reply."""
+        req = self.next_req()
+        self.send(build(req))
+        return self.wait_reply(req, timeout)
+
+    def wait_reply(self, req, timeout=None):
+        return self._wait(lambda: req in self.replies, lambda: self.replies.pop(req),
+                          timeout)
+
+    def next_push(self, timeout=None):
+        return self._wait(lambda: bool(self.pushes), self.pushes.popleft, timeout)
+
+    def _wait(self, ready, take, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self.cond
+        with cond:
+            while True:
+                if ready():
+                    return take()
+                if self.lost is not None:
+                    raise self.lost
+                if not self.reading:
+                    self.reading = True
+                    break
+                cond.wait(None if deadline is None else max(0, deadline - time.monotonic()))
+                if deadline is not None and time.monotonic() >= deadline and not ready():
+                    return None
+        # we are the reader now
+        try:
+            while True:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self.sock.settimeout(left)
+                try:
+                    data = self.sock.recv(1 << 20)
+                except socket.timeout:
+                    return None
+                except OSError as e:
+                    data = b""
+                    err = e
+                finally:
+                    if deadline is not None:
+                        self.sock.settimeout(None)
+                if not data:
+                    with cond:
+                        self.reading = False
+                    self._lost(locals().get("err", "connection closed"))
+                msgs = self.reader.feed(data)
+                with cond:
+                    for m in msgs:
+                        if m[0] == P.REPLY:
+                            self.replies[m[1]] = m[2]
+                        else:
+                            self.pushes.append(m)
+                    if ready():
+                        return take()
+                    cond.notify_all()
+        finally:
+            with cond:
+                self.reading = False
+                cond.notify_all()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class TaskContext:
+    """What the process is running now (for put ids, nested tasks, runtime context)."""
+    __slots__ = ("task_id", "put_counter", "name", "actor_id")
+
+    def __init__(self, task_id, name="", actor_id=None):
+        self.task_id = task_id
+        self.put_counter = itertools.count(1).__next__
+        self.name = name
+        self.actor_id = actor_id
+
+
+class CoreWorker:
+    def __init__(self, socket_path: str, role: str, job_id: bytes = b"",
+                 worker_id: bytes = None):
+        self.role = role
+        self.worker_id = worker_id or ids.random_id(16)
+        self.job_id = job_id
+        self.conn = Connection(socket_path)
+        self.refops = collections.deque()   # ("a"|"d"|"u", oid), from any thread
+        self.conn.before_send = self._drain_refops
+        self.counts = {}
+        self.count_lock = threading.RLock()
+        self.cache = {}          # oid -> (data, is_error) for small objects we hold
+        self.maps = {}           # oid -> weakref to a read-only mmap of the object
+        self.exported = set()
+        self.local = threading.local()
+        self.closed = False
+        # HELLO is answered with request number 0
+        self.conn.send([P.HELLO, P.VERSION, role, self.worker_id, os.getpid(), job_id])
+        info = self.conn.wait_reply(0)
+        if "error" in info:
+            raise exceptions.RaySystemError(info["error"])
+        self.node_info = info
+        self.node_id = info["node_id"]
+        self.inline_threshold = info["inline_threshold"]
+        self.arena_size = info["arena_size"]
+        self.arena_fd = os.open(info["arena_path"], os.O_RDWR)
+        self._rw = None
+        self.driver_task = TaskContext(ids.new_task_id())
+        self._flusher_wake = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                         name="beamlet-flush")
+        self._flusher.start()
+
+    # ------------------------------------------------------------ context
+    @property
+    def task(self) -> TaskContext:
+        return getattr(self.local, "task", None) or self.driver_task
+
+    def set_task(self, ctx):
+        self.local.task = ctx
+
+    # ------------------------------------------------------------ ref counting
+    def ref_inc(self, oid, registered=False):
+        with self.count_lock:
+            n = self.counts.get(oid, 0)
+            self.counts[oid] = n + 1
+            if n == 0 and not registered:
+                self.refops.append(("a", oid))
+
+    def ref_dec(self, oid):
+        with self.count_lock:
+            n = self.counts.get(oid, 0) - 1
+            if n > 0:
+                self.counts[oid] = n
+                return
+            self.counts.pop(oid, None)
+            if n == 0:
+                self.refops.append(("d", oid))
+                self.cache.pop(oid, None)
+
+    def _drain_refops(self, out):
+        ops = self.refops
+        if not ops:
+            return
+        kind, batch = None, None
+        while True:
+            try:
+                op, oid = ops.popleft()
+            except IndexError:
+                break
+            if op != kind:
+                kind = op
+                batch = []
+                out.append([P.REF_ADD if op == "a" else P.REF_DEL if op == "d"
+                            else P.UNPIN, batch])
+            batch.append(oid)
+
+    def _flush_loop(self):
+        """Backstop: send what fire-and-forget calls and __del__ queued."""
+        while not self.closed:
+            woke = self._flusher_wake.wait(0.05)
+            if woke:
+                self._flusher_wake.clear()
+                time.sleep(0.001)
+            if self.refops or self.conn.out:
+                try:
+                    self.conn.flush()
+                except Exception:
+                    return
+
+    def queue(self, msg):
+        self.conn.queue(msg)
+        if len(self.conn.out) >= 256:
+            self.conn.flush()
+        else:
+            self._flusher_wake.set()
+
+    # ------------------------------------------------------------ arena
+    @property
+    def rw(self):
+        if self._rw is None:
+            self._rw = memoryview(mmap.mmap(self.arena_fd, self.arena_size))
+        return self._rw
+
+    def _unpin(self, oid):
+        self.maps.pop(oid, None)
+        if not self.closed:
+            self.refops.append(("u", oid))
+
+    def _map(self, oid, offset, size):
+        """A read-only view of an arena object; the raylet has pinned it for us."""
+        ref = self.maps.get(oid)
+        m = ref() if ref is not None else None
+        if m is not None:
+            self.refops.append(("u", oid))   # we pinned it already
+            return memoryview(m)
+        m = mmap.mmap(self.arena_fd, size, offset=offset, prot=mmap.PROT_READ)
+        self.maps[oid] = weakref.ref(m)
+        weakref.finalize(m, self._unpin, oid)
+        return memoryview(m)
+
+    # ------------------------------------------------------------ put
+    def put(self, value):
+        """Store a value; returns its id.  The caller must wrap it at once in
+        ObjectRef(oid, _registered=True): the raylet counts this process's ref."""
+        oid = ids.put_id(self.task.task_id, self.task.put_counter())
+        self.put_serialized(oid, serialization.serialize(value))
+        return oid
+
+    def put_serialized(self, oid, s):
+        if s.size < self.inline_threshold:
+            data = s.to_bytes()
+            self.cache[oid] = (data, False)
+            self.queue([P.PUT, oid, data, s.contained])
+        else:
+            off = self.create(oid, s.size)
+            s.write_to(self.rw[off:off + s.size])
+            self.queue([P.SEAL, oid, s.contained, False])
+
+    def create(self, oid, size):
+        off, *err = self.conn.request(lambda req: [P.CREATE, req, oid, size])
+        if off is None:
+            raise exceptions.ObjectStoreFullError(err[0])
+        return off
+
+    # ------------------------------------------------------------ get / wait
+    def get_values(self, oids, timeout=None):
+        """Values of `oids` (raising the first error in list order)."""
+        cache = self.cache
+        missing = [o for o in dict.fromkeys(oids) if o not in cache]
+        fetched = {}
+        if missing:
+            descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
+            timed_out = []
+            for oid, d in zip(missing, descs):
+                if d is None:
+                    timed_out.append(oid)
+                elif d[0] == P.INLINE:
+                    if oid in self.counts:
+                        cache[oid] = (d[1], d[2])
+                    fetched[oid] = (d[1], d[2])
+                else:
+                    fetched[oid] = (self._map(oid, d[1], d[2]), d[3])
+            if timed_out:
+                raise exceptions.GetTimeoutError(
+                    f"Get timed out after {timeout} s: {len(timed_out)} of "
+                    f"{len(missing)} objects were not ready (first: "
+                    f"{timed_out[0].hex()}).")
+        out = []
+        for oid in oids:
+            data, is_error = cache.get(oid) or fetched[oid]
+            value = serialization.deserialize(data)
+            if is_error:
+                if isinstance(value, exceptions.TaskError):
+                    raise value.as_instanceof_cause()
+                raise value
+            out.append(value)
+        return out
+
+    def descriptor_value(self, desc, oid):
+        """Deserialize an object from a descriptor the raylet sent (task args)."""
+        if desc[0] == P.INLINE:
+            return serialization.deserialize(desc[1]), desc[2]
+        return serialization.deserialize(self._map(oid, desc[1], desc[2])), desc[3]
+
+    def wait(self, oids, num_returns, timeout):
+        cache = self.cache
+        # objects we hold in the cache are ready without asking
+        ready_local = [i for i, o in enumerate(oids) if o in cache]
+        if len(ready_local) >= num_returns:
+            return ready_local[:num_returns]
+        idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns, timeout])
+        return idx
+
+    # ------------------------------------------------------------ tasks
+    def export(self, gcs, key, blob):
+        if key not in self.exported:
+            gcs.export_function(key, blob)
+            self.exported.add(key)
+
+    def encode_args(self, args, kwargs, keep):
+        """Wire arguments; large values are put first (their refs kept in `keep`)."""
+        from ..object_ref import ObjectRef
+        out = []
+        threshold = self.inline_threshold
+        for a in (args if not kwargs else list(args) + list(kwargs.values())):
+            if type(a) is ObjectRef:
+                out.append([P.ARG_REF, a.id])
+                continue
+            s = serialization.serialize(a)
+            if s.size < threshold:
+                out.append([P.ARG_VALUE, s.to_bytes(), s.contained])
+            else:
+                oid = ids.put_id(self.task.task_id, self.task.put_counter())
+                self.put_serialized(oid, s)
+                keep.append(ObjectRef(oid, _registered=True))
+                out.append([P.ARG_REF, oid])
+        return out
+
+    def submit(self, spec):
+        """Queue a task; the raylet counts the returned refs as ours (the caller
+        makes them with ObjectRef(..., _registered=True))."""
+        self.queue([P.SUBMIT, spec.to_wire()])
+
+    def call(self, method, *args, timeout=None):
+        r = self.conn.request(lambda req: [P.CALL, req, method, list(args)], timeout)
+        if isinstance(r, dict) and "error" in r and len(r) == 1:
+            raise exceptions.RaySystemError(f"raylet call {method} failed: {r['error']}")
+        return r
+
+    def close(self):
+        if self.closed:
+            return
+        try:
+            self.conn.flush()
+        except Exception:
+            pass
+        self.closed = True
+        self._flusher_wake.set()
+        self.conn.close()
+        try:
+            os.close(self.arena_fd)
+        except OSError:
+            pass
+
+
+global_worker = None
