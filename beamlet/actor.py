@@ -2,9 +2,12 @@
 import inspect
 import json
 
+import redis
+
 from . import exceptions
 from ._private import ids
 from ._private import protocol as P
+from .gcs import keys
 from .object_ref import ObjectRef
 from .remote_function import (FunctionExport, bind_check, check_options,
                               resource_request, _signature)
@@ -72,27 +75,13 @@ class ActorClass:
             except TypeError as e:
                 raise TypeError(f"{self.__name__}.remote(): {e}") from None
         gcs = api._state.gcs
+        _check_actor_options(options)
         name = options.get("name")
-        namespace = options.get("namespace") or api._state.namespace or ""
+        namespace = options.get("namespace")
+        if namespace is None:
+            namespace = current_namespace()
         lifetime = options.get("lifetime")
-        if lifetime not in (None, "detached", "non_detached"):
-            raise ValueError(f"lifetime must be 'detached' or None, got {lifetime!r}.")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"An actor name must be a non-empty string, got {name!r}.")
         actor_id = ids.random_id(16)
-        if name:
-            holder = gcs.claim_actor_name(namespace, name, actor_id)
-            if holder != actor_id:
-                info = gcs.actor_info(holder)
-                if info.get("state") == "DEAD" or not info:
-                    gcs.r.hset(f"beamlet:actor_names:{namespace}", name, actor_id.hex())
-                elif options.get("get_if_exists"):
-                    return _handle_from_gcs(holder)
-                else:
-                    raise ValueError(
-                        f"An actor named {name!r} already exists in namespace "
-                        f"{namespace!r}. Use a different name, get it with "
-                        f"get_actor({name!r}), or pass get_if_exists=True.")
         key = self._export.ensure_exported(core, gcs)
         keep = []
         wire_args = core.encode_args(args, kwargs, keep)
@@ -117,12 +106,30 @@ class ActorClass:
         }
         task_id = ids.new_task_id()
         creation_oid = ids.return_id(task_id, 1)
-        gcs.r.hset(f"beamlet:actor:{actor_id.hex()}", mapping={
+        # the record first, so whoever finds the name finds a complete record
+        gcs.r.hset(keys.actor(actor_id), mapping={
             "class": self.__name__, "class_key": key.hex(),
             "creation_oid": creation_oid.hex(), "is_async": int(self._is_async),
             "methods": json.dumps(self._methods), "name": name or "",
             "namespace": namespace, "state": "PENDING_CREATION",
             "max_task_retries": actor_opts["max_task_retries"]})
+        if name:
+            holder = gcs.claim_actor_name(namespace, name, actor_id)
+            if holder != actor_id and _actor_dead(gcs, holder):
+                # the name's last holder is dead: take the name over (atomically,
+                # so that of two racing creators only one wins)
+                if _take_over_name(gcs, namespace, name, holder, actor_id):
+                    holder = actor_id
+            if holder != actor_id:
+                gcs.r.delete(keys.actor(actor_id))
+                if options.get("get_if_exists"):
+                    return _handle_from_gcs(holder)
+                raise ValueError(
+                    f"An actor named {name!r} already exists in namespace "
+                    f"{namespace!r}. Use a different name, get the existing actor "
+                    f"with get_actor({name!r}"
+                    f"{', namespace=%r' % namespace if options.get('namespace') else ''}"
+                    f"), or pass get_if_exists=True to options().")
         spec = P.TaskSpec(
             task_id, core.job_id, P.ACTOR_CREATION_TASK, key, self.__name__, wire_args,
             list(kwargs), 1, placement, 0, False, actor_id=actor_id,
@@ -137,6 +144,68 @@ class ActorClass:
 
 def make_actor_class(cls, options):
     return ActorClass(cls, options)
+
+
+def _check_actor_options(options):
+    """Clear errors for bad actor options (those check_options does not cover)."""
+    name = options.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"An actor name must be a non-empty string, got {name!r}.")
+    ns = options.get("namespace")
+    if ns is not None and (not isinstance(ns, str) or not ns):
+        raise ValueError(f"namespace must be a non-empty string, got {ns!r}.")
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(f"lifetime must be 'detached', 'non_detached' or None, got "
+                         f"{lifetime!r}.")
+    for k in ("max_restarts", "max_task_retries"):
+        v = options.get(k)
+        if v is not None and (type(v) is not int or v < -1):
+            raise ValueError(f"{k} must be an int >= -1 (-1: unlimited), got {v!r}.")
+    if options.get("get_if_exists") and not name:
+        raise ValueError("get_if_exists=True needs a name: use "
+                         ".options(name=..., get_if_exists=True).")
+
+
+_job_namespaces = {}
+
+
+def current_namespace() -> str:
+    """The namespace of this process's job: the driver's init(namespace=...), or,
+    inside a task or actor, the namespace of the job it runs for."""
+    from . import api
+    if api._state.namespace is not None:
+        return api._state.namespace
+    core = api._core()
+    ns = _job_namespaces.get(core.job_id)
+    if ns is None:
+        v = api._state.gcs.r.hget(keys.job(core.job_id), "namespace")
+        ns = _job_namespaces[core.job_id] = v.decode() if v else ""
+    return ns
+
+
+def _actor_dead(gcs, actor_id) -> bool:
+    info = gcs.actor_info(actor_id)
+    return not info or info.get("state") == "DEAD"
+
+
+def _take_over_name(gcs, namespace, name, old_id, new_id) -> bool:
+    """Replace `old_id` by `new_id` as the holder of `name`, unless someone else
+    did first."""
+    k = keys.actor_names(namespace)
+    with gcs.r.pipeline() as p:
+        try:
+            p.watch(k)
+            cur = p.hget(k, name)
+            if cur is not None and cur.decode() != old_id.hex():
+                p.unwatch()
+                return False
+            p.multi()
+            p.hset(k, name, new_id.hex())
+            p.execute()
+            return True
+        except redis.WatchError:
+            return False
 
 
 class ActorMethod:
@@ -193,13 +262,18 @@ class ActorHandle:
         self._methods = methods
         self._creation_ref = creation_ref    # keeps the actor alive
         self._max_task_retries = max_task_retries
-        for name, m in methods.items():
-            object.__setattr__(self, name, ActorMethod(self, name, m["num_returns"]))
 
     def __getattr__(self, name):
-        if name.startswith("_"):
+        # Methods are made on access, not stored: a stored ActorMethod pointing
+        # back at its handle would make a cycle, and the actor would only be freed
+        # by the garbage collector instead of when the last handle goes away.
+        m = self.__dict__.get("_methods", {}).get(name)
+        if m is not None:
+            return ActorMethod(self, name, m["num_returns"])
+        if name.startswith("__"):
             raise AttributeError(name)
-        raise AttributeError(f"Actor {self._class_name} has no method {name!r}.")
+        raise AttributeError(f"Actor {self.__dict__.get('_class_name')} has no method "
+                             f"{name!r}.")
 
     def __reduce__(self):
         return (ActorHandle, (self._actor_id, self._class_name, self._methods,
@@ -236,7 +310,7 @@ def get_actor(name: str, namespace=None) -> ActorHandle:
     api._core()
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty name, got {name!r}.")
-    ns = namespace if namespace is not None else (api._state.namespace or "")
+    ns = namespace if namespace is not None else current_namespace()
     actor_id = api._state.gcs.lookup_actor_name(ns, name)
     if actor_id is None or api._state.gcs.actor_info(actor_id).get("state") == "DEAD":
         raise ValueError(f"Failed to look up actor with name {name!r} in namespace "

@@ -1,6 +1,7 @@
 """The driver-facing API: init, shutdown, remote, get, put, wait, and friends."""
 import atexit
 import inspect
+import json
 import os
 import sys
 import threading
@@ -113,6 +114,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             _state._gcs = gcs
             _state.namespace = namespace or ("anon-" + ids.random_id(6).hex())
             job_id = gcs.new_job(os.getpid(), b"", _state.namespace)
+            # Workers add the driver's sys.path, so that what the driver imports
+            # from its own directories (a class pickled by reference) loads there.
+            gcs.r.hset(keys.job(job_id), "sys_path", json.dumps(sys.path))
             core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
             core_worker.global_worker = core
             if log_to_driver:
@@ -363,14 +367,19 @@ def get_gpu_ids() -> list:
 
 
 def timeline(filename=None):
-    """Task events (chrome://tracing format) of the tasks the GCS still records."""
+    """Task events (chrome://tracing format) of the tasks the GCS still records:
+    one instant event per task at its last state change."""
     import json
     r = _state.gcs.r
     events = []
-    for k in r.scan_iter(f"{keys.P}task:*"):
-        h = {a.decode(): b.decode() for a, b in r.hgetall(k).items()}
-        events.append({"name": h.get("name"), "cat": "task", "ph": "i",
-                       "args": h, "pid": h.get("node", ""), "tid": 0, "ts": 0})
+    for key in r.scan_iter(f"{keys.P}tasks:*"):
+        node = key.decode().rsplit(":", 1)[1]
+        for tid, v in r.hgetall(key).items():
+            state, name, job, ts = v.decode().split(" ")
+            events.append({"name": name, "cat": "task", "ph": "i", "pid": node,
+                           "tid": job, "ts": float(ts) * 1e6,
+                           "args": {"task_id": tid.decode(), "state": state}})
+    events.sort(key=lambda e: e["ts"])
     if filename:
         with open(filename, "w") as f:
             json.dump(events, f)

@@ -23,8 +23,8 @@ class TaskError(BeamletError):
         return f"{self.function_name}(){where}\n{self.traceback_str.rstrip()}"
 
     def __reduce__(self):
-        return (TaskError, (self.function_name, self.traceback_str, self.cause,
-                            self.pid, self.ip))
+        return (TaskError, (self.function_name, self.traceback_str,
+                            _CauseBox(self.cause), self.pid, self.ip))
 
     def __str__(self):
         return self._message()
@@ -52,6 +52,39 @@ class TaskError(BeamletError):
             return self
 
 
+class _CauseBox:
+    """Pickles a TaskError's cause so that it loads even when its class's
+    __init__ does not take its own args (`def __init__(self, a, b)` calling
+    super().__init__(f"{a}-{b}") breaks plain exception pickling)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        e = self.exc
+        if isinstance(e, BaseException) and type(e).__reduce__ is BaseException.__reduce__:
+            return (_restore_exception, (type(e), e.args, getattr(e, "__dict__", None)))
+        return (_identity, (e,))
+
+
+def _identity(x):
+    return x
+
+
+def _restore_exception(cls, args, state):
+    try:
+        e = cls(*args)
+    except Exception:
+        e = cls.__new__(cls, *args)
+        e.args = args
+    if state:
+        try:
+            e.__dict__.update(state)
+        except AttributeError:
+            pass
+    return e
+
+
 def _dual_init(self, function_name, traceback_str, cause=None, pid=None, ip=None):
     self.function_name = function_name
     self.traceback_str = traceback_str
@@ -75,6 +108,9 @@ class TaskCancelledError(BeamletError):
         self.task_name = task_name
         super().__init__(message or f"Task {task_name} was cancelled.")
 
+    def __reduce__(self):
+        return (TaskCancelledError, (self.task_name, self.args[0] if self.args else None))
+
 
 class WorkerCrashedError(BeamletError):
     """The worker process running the task died (and retries ran out)."""
@@ -92,8 +128,11 @@ class ObjectLostError(BeamletError):
     """Every copy of the object is gone and it cannot be rebuilt."""
 
 
-class ObjectStoreFullError(BeamletError, MemoryError):
-    """The object can never fit in the object store (or spilling is impossible)."""
+class ObjectStoreFullError(BeamletError):
+    """The object can never fit in the object store (or spilling is impossible).
+    Not a MemoryError (as in Ray): MemoryError's special allocator makes a class
+    deriving from it and from TaskError impossible to instantiate, which would
+    break `except ObjectStoreFullError` around a task's failed return."""
 
 
 class OutOfDiskError(ObjectStoreFullError):
@@ -102,6 +141,15 @@ class OutOfDiskError(ObjectStoreFullError):
 
 class SerializationError(BeamletError, TypeError):
     """A value could not be pickled or unpickled."""
+
+
+class TaskUnschedulableError(BeamletError):
+    """The task's placement constraint (node affinity, placement group) can never
+    be met."""
+
+
+class ActorUnschedulableError(TaskUnschedulableError):
+    """The actor's placement constraint can never be met."""
 
 
 class NodeDiedError(BeamletError):

@@ -46,6 +46,26 @@ def default_object_store_memory() -> int:
     return size
 
 
+def check_object_store_memory(value) -> int:
+    """The arena size to use: `value` validated, or the default when None."""
+    if value is None:
+        return default_object_store_memory()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"object_store_memory must be a whole number of bytes, got "
+                         f"{value!r}.")
+    value = int(value)
+    if value < 2**20:
+        raise ValueError(f"object_store_memory={value} is too small: give at least 1 MiB "
+                         f"(1048576 bytes); the value is in bytes, not MiB.")
+    import psutil
+    total = psutil.virtual_memory().total
+    if value > total:
+        raise ValueError(f"object_store_memory={value} bytes is more than this machine's "
+                         f"memory ({total} bytes); give a smaller size, or leave it unset "
+                         f"for the default ({config.OBJECT_STORE_FRACTION:.0%} of memory).")
+    return value
+
+
 def node_resources(num_cpus=None, num_gpus=None, resources=None, object_store_memory=0):
     import psutil
     res = dict(resources or {})
@@ -78,7 +98,7 @@ class Node:
                  redis_address=None, password=None, owner_pid=None, prestart=None):
         self.head = head
         self.node_ip = node_ip
-        self.object_store_memory = object_store_memory or default_object_store_memory()
+        self.object_store_memory = check_object_store_memory(object_store_memory)
         self.resources = node_resources(num_cpus, num_gpus, resources,
                                         self.object_store_memory)
         self.redis_port = redis_port
@@ -93,6 +113,7 @@ class Node:
         self.monitor_proc = None
         self.raylet_proc = None
         self.socket_path = None
+        self.node_id = os.urandom(16)   # given to the raylet (--node-id)
 
     @property
     def address(self) -> str:
@@ -118,11 +139,13 @@ class Node:
                      "--owner-pid", str(self.owner_pid or 0),
                      "--redis-pid", str(self.redis_proc.pid)],
                     stdout=open(os.path.join(logs, "monitor.out"), "ab"),
-                    stderr=open(os.path.join(logs, "monitor.err"), "ab"))
+                    stderr=open(os.path.join(logs, "monitor.err"), "ab"),
+                    die_with_parent=bool(self.owner_pid))
             self.socket_path = os.path.join(self.session_dir, "sockets", "raylet")
             self.raylet_proc = process.spawn_python(
                 "beamlet.raylet.raylet",
                 ["--session-dir", self.session_dir, "--socket", self.socket_path,
+                 "--node-id", self.node_id.hex(),
                  "--redis-host", self.redis_host, "--redis-port", str(self.redis_port),
                  "--redis-password", self.password, "--node-ip", self.node_ip,
                  "--resources", json.dumps(self.resources),
@@ -130,7 +153,8 @@ class Node:
                  "--prestart", str(self.prestart),
                  "--owner-pid", str(self.owner_pid or 0)] + (["--head"] if self.head else []),
                 stdout=open(os.path.join(logs, "raylet.out"), "ab"),
-                stderr=open(os.path.join(logs, "raylet.err"), "ab"))
+                stderr=open(os.path.join(logs, "raylet.err"), "ab"),
+                die_with_parent=bool(self.owner_pid))
             self.wait_for_raylet()
             self.write_cluster_file()
         except BaseException:
@@ -171,7 +195,10 @@ class Node:
         info = {"redis_host": self.redis_host, "redis_port": self.redis_port,
                 "password": self.password, "raylet_socket": self.socket_path,
                 "session_dir": self.session_dir, "node_ip": self.node_ip,
-                "head": self.head, "pids": self.pids()}
+                "head": self.head, "pids": self.pids(),
+                # started by `beamlet start` (outlives its command; `beamlet stop`
+                # stops it) rather than owned by a driver's init()
+                "detached": not self.owner_pid, "node_id": self.node_id_hex()}
         path = os.path.join(self.session_dir, "cluster.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -184,6 +211,9 @@ class Node:
                 os.symlink(self.session_dir, latest)
             except OSError:
                 pass
+
+    def node_id_hex(self):
+        return self.node_id.hex()
 
     def pids(self):
         return [p.pid for p in (self.raylet_proc, self.monitor_proc, self.redis_proc) if p]
@@ -212,6 +242,14 @@ def find_cluster(address=None) -> dict:
             return find_cluster(env)
         path = os.path.join(root, "session_latest", "cluster.json")
         if not os.path.exists(path):
+            # no head here: a worker node started by `beamlet start --address`?
+            for name in sorted(os.listdir(root) if os.path.isdir(root) else [],
+                               reverse=True):
+                cand = os.path.join(root, name, "cluster.json")
+                if name != "session_latest" and os.path.exists(cand):
+                    path = cand
+                    break
+        if not os.path.exists(path):
             raise ConnectionError(
                 "No running beamlet cluster found on this machine (init(address='auto') "
                 "looks for one started with `beamlet start --head`). Start one, or call "
@@ -225,6 +263,7 @@ def find_cluster(address=None) -> dict:
         names = sorted(os.listdir(root), reverse=True)
     except OSError:
         names = []
+    matches = []
     for name in names:
         path = os.path.join(root, name, "cluster.json")
         if name == "session_latest" or not os.path.exists(path):
@@ -235,7 +274,13 @@ def find_cluster(address=None) -> dict:
         except (OSError, ValueError):
             continue
         if int(info["redis_port"]) == int(port):
-            return info
+            matches.append(info)
+    # a worker node's cluster.json names the head's GCS too: a driver on a machine
+    # that runs only a worker node joins through that (local) raylet; where the head
+    # runs here as well, through the head's
+    matches.sort(key=lambda i: not i.get("head"))
+    if matches:
+        return matches[0]
     raise ConnectionError(
         f"No beamlet cluster with its GCS at {address} was found on this machine. "
         f"Check the address printed by `beamlet start --head`.")

@@ -52,10 +52,19 @@ def resource_request(options: dict, default_cpus=1.0) -> dict:
 
 
 def scheduling_wire(options: dict):
+    """The wire form of a task's placement constraint (see raylet.check_constraint)."""
     s = options.get("scheduling_strategy")
+    pg = options.get("placement_group")
+    if pg is not None and pg != "default":
+        from .util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        s = PlacementGroupSchedulingStrategy(
+            pg, options.get("placement_group_bundle_index", -1))
     if s is None or s == "DEFAULT":
         return None
     if isinstance(s, str):
+        if s not in ("SPREAD",):
+            raise ValueError(f"Unknown scheduling_strategy {s!r}: use 'DEFAULT', 'SPREAD' "
+                             f"or a strategy object from beamlet.util.scheduling_strategies.")
         return [s]
     to_wire = getattr(s, "to_wire", None)
     if to_wire is None:

@@ -99,6 +99,78 @@ def _kw(a, b=10, *, c=100):
     return a + b + c
 
 
+# Tests with their own cluster come before the first use of the module-scoped
+# shared_cluster (it stays up until the module ends).
+@ray.remote
+def _leaf(x):
+    return x * 10
+
+
+@ray.remote
+def _mid(x):
+    return sum(ray.get([_leaf.remote(x), _leaf.remote(x + 1)]))
+
+
+@ray.remote
+def _top():
+    return sum(ray.get([_mid.remote(i) for i in range(3)]))
+
+
+def test_nested_get_no_deadlock_on_one_cpu(ray_start_1cpu):
+    # every level blocks in get() on one CPU: the blocked worker must lend it back
+    assert ray.get(_top.remote(), timeout=60) == 10 * (0 + 1 + 1 + 2 + 2 + 3)
+
+
+def test_parallelism_is_real():
+    ray.init(num_cpus=10)
+    try:
+        @ray.remote
+        def sleeper():
+            time.sleep(1)
+            return os.getpid()
+        ray.get([_echo.remote(i) for i in range(10)])  # workers are up
+        t0 = time.time()
+        pids = ray.get([sleeper.remote() for _ in range(10)])
+        elapsed = time.time() - t0
+        assert elapsed < 4.0, f"ten 1 s sleeps on 10 CPUs took {elapsed:.1f} s"
+        assert len(set(pids)) == 10
+    finally:
+        ray.shutdown()
+
+
+@ray.remote
+def _sleep_then(t, v):
+    time.sleep(t)
+    return v
+
+
+def test_wait_semantics(ray_start_4cpu):
+    fast, slow = _sleep_then.remote(0, "fast"), _sleep_then.remote(3, "slow")
+    ready, not_ready = ray.wait([slow, fast], num_returns=1, timeout=10)
+    assert ready == [fast] and not_ready == [slow]
+    # timeout: returns what is ready
+    t0 = time.time()
+    ready, not_ready = ray.wait([slow, fast], num_returns=2, timeout=0.2)
+    assert time.time() - t0 < 2.0
+    assert ready == [fast] and not_ready == [slow]
+    # all ready: input order is kept
+    refs = [ray.put(i) for i in range(5)]
+    ready, not_ready = ray.wait(refs, num_returns=3)
+    assert ready == refs[:3] and not_ready == refs[3:]
+    ready, not_ready = ray.wait(refs, num_returns=5)
+    assert ready == refs and not_ready == []
+    # ready ones come back in input order, not completion order
+    a, b, c = (_sleep_then.remote(0.6, 1), _sleep_then.remote(0.3, 2),
+               _sleep_then.remote(0, 3))
+    ready, not_ready = ray.wait([a, b, c], num_returns=3, timeout=20)
+    assert ready == [a, b, c] and not_ready == []
+    with pytest.raises(ValueError):
+        ray.wait(refs, num_returns=6)
+    with pytest.raises(TypeError):
+        ray.wait(refs[0])
+    assert ray.get(slow) == "slow"
+
+
 def test_remote_with_and_without_options(shared_cluster):
     assert ray.get(_echo.remote("x")) == "x"
     assert ray.get(_with_options.remote(4)) == 8
@@ -186,43 +258,6 @@ def test_chain_and_tree(shared_cluster):
     assert ray.get(refs[0]) == sum(range(64))
 
 
-@ray.remote
-def _leaf(x):
-    return x * 10
-
-
-@ray.remote
-def _mid(x):
-    return sum(ray.get([_leaf.remote(x), _leaf.remote(x + 1)]))
-
-
-@ray.remote
-def _top():
-    return sum(ray.get([_mid.remote(i) for i in range(3)]))
-
-
-def test_nested_get_no_deadlock_on_one_cpu(ray_start_1cpu):
-    # every level blocks in get() on one CPU: the blocked worker must lend it back
-    assert ray.get(_top.remote(), timeout=60) == 10 * (0 + 1 + 1 + 2 + 2 + 3)
-
-
-def test_parallelism_is_real():
-    ray.init(num_cpus=10)
-    try:
-        @ray.remote
-        def sleeper():
-            time.sleep(1)
-            return os.getpid()
-        ray.get([_echo.remote(i) for i in range(10)])  # workers are up
-        t0 = time.time()
-        pids = ray.get([sleeper.remote() for _ in range(10)])
-        elapsed = time.time() - t0
-        assert elapsed < 4.0, f"ten 1 s sleeps on 10 CPUs took {elapsed:.1f} s"
-        assert len(set(pids)) == 10
-    finally:
-        ray.shutdown()
-
-
 def test_tasks_never_run_in_driver(shared_cluster):
     @ray.remote
     def pid():
@@ -259,39 +294,6 @@ def test_get_timeout(shared_cluster):
     with pytest.raises(TimeoutError):   # GetTimeoutError is a TimeoutError
         ray.get([ray.put(1), ref], timeout=0)
     assert ray.get(ref, timeout=30) == 1
-
-
-@ray.remote
-def _sleep_then(t, v):
-    time.sleep(t)
-    return v
-
-
-def test_wait_semantics(ray_start_4cpu):
-    fast, slow = _sleep_then.remote(0, "fast"), _sleep_then.remote(3, "slow")
-    ready, not_ready = ray.wait([slow, fast], num_returns=1, timeout=10)
-    assert ready == [fast] and not_ready == [slow]
-    # timeout: returns what is ready
-    t0 = time.time()
-    ready, not_ready = ray.wait([slow, fast], num_returns=2, timeout=0.2)
-    assert time.time() - t0 < 2.0
-    assert ready == [fast] and not_ready == [slow]
-    # all ready: input order is kept
-    refs = [ray.put(i) for i in range(5)]
-    ready, not_ready = ray.wait(refs, num_returns=3)
-    assert ready == refs[:3] and not_ready == refs[3:]
-    ready, not_ready = ray.wait(refs, num_returns=5)
-    assert ready == refs and not_ready == []
-    # ready ones come back in input order, not completion order
-    a, b, c = (_sleep_then.remote(0.6, 1), _sleep_then.remote(0.3, 2),
-               _sleep_then.remote(0, 3))
-    ready, not_ready = ray.wait([a, b, c], num_returns=3, timeout=20)
-    assert ready == [a, b, c] and not_ready == []
-    with pytest.raises(ValueError):
-        ray.wait(refs, num_returns=6)
-    with pytest.raises(TypeError):
-        ray.wait(refs[0])
-    assert ray.get(slow) == "slow"
 
 
 # ---------------------------------------------------------------- ObjectRef

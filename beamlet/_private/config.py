@@ -23,6 +23,9 @@ IDLE_WORKER_S = _env("IDLE_WORKER_S", 10.0, float)
 CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
 # Default retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
+# Calls the raylet sends ahead to an actor's worker (which runs them in order, at
+# most max_concurrency at a time): a window hides the round trip per call.
+ACTOR_PIPELINE_DEPTH = _env("ACTOR_PIPELINE_DEPTH", 32, int)
 # Not /tmp/beamlet: a directory named like the package in /tmp would shadow it
 # (as a namespace package) for scripts run from /tmp under an editable install.
 SESSION_ROOT = _env("SESSION_ROOT", "/tmp/beamlet-sessions", str)

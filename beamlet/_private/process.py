@@ -88,3 +88,9 @@ def terminate(procs, timeout=2.0) -> None:
                 p.wait(1)
             except Exception:
                 pass
+
+
+def cancel_file(session_dir: str, worker_id_hex: str) -> str:
+    """Where a raylet writes the id of the task it is about to interrupt (SIGINT)
+    in a worker: the worker interrupts only that task, never the one after it."""
+    return os.path.join(session_dir, "sockets", f"cancel-{worker_id_hex}")

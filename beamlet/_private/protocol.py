@@ -168,3 +168,31 @@ class TaskSpec:
 
     def __repr__(self):
         return f"<TaskSpec {self.name} {self.task_id.hex()[:12]}>"
+
+
+# --- raylet <-> raylet (TCP, see beamlet/raylet/peers.py) ----------------------------
+# Same framing (4-byte length + msgpack array).  The listener speaks first; nothing
+# but the two handshake frames (each at most PEER_HANDSHAKE_MAX bytes) is read from
+# a peer before it proved it holds the cluster token, and nothing from a peer is
+# ever unpickled by a raylet.
+#
+#   CHALLENGE  s→c  [PEER_CHALLENGE, version, nonce]            32 random bytes
+#   AUTH       c→s  [PEER_AUTH, hmac_sha256(token, nonce), node_id_hex, c_nonce]
+#   AUTH_OK    s→c  [PEER_AUTH_OK, hmac_sha256(token, c_nonce)]  (mutual)
+#   FORWARD    c→s  [PEER_FORWARD, spec, args]   run this task for me; args: oid ->
+#                   [data, is_error, contained] (inline objects) | None (pull it
+#                   from me); the sender keeps the arguments alive until TASK_DONE
+#   TASK_DONE  c→s  [PEER_TASK_DONE, task_id, results]  a FORWARDed task ended;
+#                   results: [[oid, [INLINE, data, is_error, contained]] |
+#                            [oid, [REMOTE, size, is_error, contained]]]; a REMOTE
+#                   result stays in the sender's store, held for the receiver
+#                   (a "remote ref") until it sends RELEASE
+#   RELEASE    c→s  [PEER_RELEASE, oids]          drop the remote refs on these
+#   PULL       c→s  [PEER_PULL, oid]  → [PEER_OBJECT, size, is_error, contained,
+#                   data | None] followed, when data is None, by `size` raw bytes
+#                   (the object's bytes from the arena, streamed in chunks); or
+#                   [PEER_MISSING, oid]
+PEER_CHALLENGE, PEER_AUTH, PEER_AUTH_OK, PEER_FORWARD, PEER_TASK_DONE, PEER_RELEASE, \
+    PEER_PULL, PEER_OBJECT, PEER_MISSING = range(100, 109)
+PEER_HANDSHAKE_MAX = 512
+REMOTE = 2   # result descriptor kind in TASK_DONE: the bytes stay on the sender

@@ -14,10 +14,12 @@ Functions, lambdas and classes defined in `__main__` or closures are pickled by
 value with cloudpickle.  ObjectRefs found inside a value are collected while it
 is pickled, so the store can keep them alive as long as the value lives.
 """
+import collections
 import io
 import pickle
 import struct
 import threading
+import types
 
 import cloudpickle
 
@@ -33,6 +35,25 @@ _local = threading.local()
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+# cloudpickle 3.1+ writes "<dynamic-code>" as the file name of the code it pickles
+# by value; keep the real one, so that remote tracebacks show the file, the line
+# and (where the file exists on the worker's machine) the source line.
+_cloudpickle_code_reduce = cloudpickle.CloudPickler.dispatch_table.get(types.CodeType)
+
+
+def _code_reduce_keep_filename(code):
+    fn, args = _cloudpickle_code_reduce(code)
+    return fn, tuple(code.co_filename if type(a) is str and a == "<dynamic-code>" else a
+                     for a in args)
+
+
+class _Pickler(cloudpickle.CloudPickler):
+    if _cloudpickle_code_reduce is not None:
+        dispatch_table = collections.ChainMap(
+            {types.CodeType: _code_reduce_keep_filename},
+            cloudpickle.CloudPickler.dispatch_table)
 
 
 def record_contained_ref(object_id: bytes) -> None:
@@ -98,7 +119,7 @@ def serialize(value) -> SerializedObject:
             return False
         try:
             f = io.BytesIO()
-            cloudpickle.CloudPickler(f, protocol=5, buffer_callback=take).dump(value)
+            _Pickler(f, protocol=5, buffer_callback=take).dump(value)
             pickled = f.getvalue()
         except Exception as e:
             raise exceptions.SerializationError(
@@ -153,7 +174,9 @@ def deserialize(data):
 def dumps_function(fn) -> bytes:
     """Pickle a function or class by value (for export to the GCS)."""
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        f = io.BytesIO()
+        _Pickler(f, protocol=5).dump(fn)
+        return f.getvalue()
     except Exception as e:
         raise exceptions.SerializationError(
             f"Could not serialize {getattr(fn, '__qualname__', fn)!r} for remote "

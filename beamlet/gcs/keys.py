@@ -14,14 +14,17 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | beamlet:heartbeats                    | zset   | node id -> time of its last heartbeat          |
 | beamlet:fn:<hash>                     | string | a cloudpickled function or class (by content)  |
 | beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
+|                                       |        | sys_path (json: the driver's, for workers)     |
 | beamlet:jobs                          | set    | job ids                                        |
-| beamlet:task:<task>                   | hash   | name, state, node, worker_pid, job, updated_at |
-|                                       |        | (write-behind; expires TASK_TTL_S after end)   |
+| beamlet:tasks:<node>                  | hash   | task id -> "STATE name job time" for the tasks |
+|                                       |        | of that node (write-behind, one HSET per flush;|
+|                                       |        | the last TASKS_KEPT finished ones are kept)    |
 | beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations)       |
 | beamlet:actor:<actor>                 | hash   | class, name, namespace, state, node, pid,      |
 |                                       |        | detached, restarts, death_cause                |
 | beamlet:actor_names:<namespace>       | hash   | actor name -> actor id                         |
 | beamlet:counter:job                   | string | last job number (INCR)                         |
+| beamlet:pg:<placement group>          | hash   | name, strategy, state, bundles (json), node    |
 | channel beamlet:logs:<job>            | pubsub | worker output lines for that job's driver      |
 | channel beamlet:errors:<job>          | pubsub | warnings for a driver (infeasible tasks, ...)  |
 | channel beamlet:node_events           | pubsub | "<node> DEAD" when a node is declared dead     |
@@ -37,7 +40,7 @@ JOBS = P + "jobs"
 JOB_COUNTER = P + "counter:job"
 NODE_EVENTS = P + "node_events"
 FORWARD = P + "forward"
-TASK_TTL_S = 600
+TASKS_KEPT = 10000
 
 
 def node(node_id: bytes) -> str:
@@ -52,8 +55,8 @@ def job(job_id: bytes) -> str:
     return f"{P}job:{job_id.hex()}"
 
 
-def task(task_id: bytes) -> str:
-    return f"{P}task:{task_id.hex()}"
+def tasks(node_id: bytes) -> str:
+    return f"{P}tasks:{node_id.hex()}"
 
 
 def obj(object_id: bytes) -> str:
@@ -66,6 +69,10 @@ def actor(actor_id: bytes) -> str:
 
 def actor_names(namespace: str) -> str:
     return f"{P}actor_names:{namespace}"
+
+
+def placement_group(pg_id: bytes) -> str:
+    return f"{P}pg:{pg_id.hex()}"
 
 
 def logs_channel(job_id: bytes) -> str:

@@ -46,7 +46,7 @@ def start(session_dir: str, password: str, host="127.0.0.1", port=None,
                 "--dir", session_dir, "--logfile", os.path.join(session_dir, "logs",
                                                                "redis.log"),
                 "--databases", "1", "--loglevel", "warning"]
-        proc = process.spawn(args, die_with_parent=True)
+        proc = process.spawn(args, die_with_parent=bool(owner_pid))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -141,6 +141,9 @@ class ObjectTable:
         self.allocator = Allocator(arena_capacity)
         self.inline_bytes = 0
         self.spilled_bytes = 0
+        # Objects freed (no reference left) while a process still maps them: out
+        # of `objects`, but their arena range stays allocated until the last UNPIN.
+        self.freed_pinned = {}
 
     def get_or_create(self, oid, owner_task=None) -> Obj:
         o = self.objects.get(oid)
@@ -184,6 +187,11 @@ class ObjectTable:
         c.sort(key=lambda o: o.last_access)
         return c
 
+    def pinned(self, oid):
+        """The object an UNPIN refers to: live, or freed but still mapped."""
+        o = self.objects.get(oid)
+        return o if o is not None else self.freed_pinned.get(oid)
+
     def release_memory(self, o: Obj) -> None:
         """Return the memory of an object that is being freed."""
         if o.data is not None:
@@ -200,4 +208,5 @@ class ObjectTable:
             "arena_used": self.allocator.used,
             "inline_bytes": self.inline_bytes,
             "spilled_bytes": self.spilled_bytes,
+            "freed_pinned": len(self.freed_pinned),
         }

@@ -29,7 +29,9 @@ from .._private import config, ids, process, serialization
 from .._private import protocol as P
 from ..gcs import keys
 from ..gcs.client import GcsClient, WriteBehind
+from .object_manager import ObjectManager
 from .object_store import ObjectTable, ObjState
+from .placement_groups import PlacementGroup, PlacementGroups, PGState
 from .scheduler import ReadyQueue, ResourceSet, Task, TaskState
 from .worker_pool import WorkerPool, WState
 
@@ -38,6 +40,17 @@ TS = TaskState
 
 def desc_is_error(desc) -> bool:
     return bool(desc[2] if desc[0] == P.INLINE else desc[3])
+
+
+# At most this many workers start at once (each costs ~0.1 s of CPU to boot).
+MAX_STARTING = 8
+
+
+def node_gpu_ids(pool, ids):
+    """GPU ids of a pool (a placement-group bundle numbers its GPUs from 0) as the
+    node's ids."""
+    m = getattr(pool, "gpu_map", None)
+    return [m[i] for i in ids] if m else ids
 
 
 def log(*a):
@@ -96,7 +109,7 @@ class Actor:
                  "queue", "inflight", "max_concurrency", "restarts_left",
                  "max_task_retries", "name", "namespace", "detached", "death_cause",
                  "resources", "gpu_ids", "job_id", "class_name", "num_restarts",
-                 "keepalive")
+                 "keepalive", "pool", "held", "creation_task")
 
     def __init__(self, spec):
         opts = spec.actor_options or {}
@@ -120,6 +133,11 @@ class Actor:
         self.class_name = spec.name
         self.num_restarts = 0
         self.keepalive = False
+        self.pool = None          # ResourceSet its lifetime resources come from
+        # the constructor's ref arguments, kept until the actor is dead so that a
+        # restart can run the constructor again with them
+        self.held = []
+        self.creation_task = None            # the Task creating it now, if any
 
 
 class Raylet:
@@ -138,6 +156,8 @@ class Raylet:
         self.clients = set()
         self.drivers = {}        # job_id -> Conn
         self.getters = []
+        self.task_events = {}        # task_id -> Task whose state the GCS lacks
+        self.finished_task_ids = collections.deque()
         self.pending_creates = []   # (deadline, conn, req, oid, size)
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.arena_size = args.object_store_memory
@@ -146,6 +166,7 @@ class Raylet:
         self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
         self.wb = WriteBehind(self.gcs.r, config.GCS_FLUSH_S)
         self.pool = WorkerPool(self.socket_path, self.session_dir, self.node_id)
+        self.pgs = PlacementGroups(self.resources)
         self.schedule_pending = False
         self.stopping = False
         self.handlers = {
@@ -159,9 +180,12 @@ class Raylet:
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
             "kill_actor": self.call_kill_actor, "cancel": self.call_cancel,
             "memory": self.call_memory, "actor_state": self.call_actor_state,
-            "status": self.call_status, "ping": lambda conn: "pong",
+            "status": self.call_status, "pg_create": self.call_pg_create,
+            "pg_remove": self.call_pg_remove, "pg_table": self.call_pg_table, "ping": lambda conn: "pong",
         }
         self._lost_error_cache = {}
+        # cross-node work (forwarding, pulls, remote refs): object_manager.py
+        self.om = ObjectManager(self)
 
     # ------------------------------------------------------------------ startup
     def setup_arena(self):
@@ -190,6 +214,7 @@ class Raylet:
             "resources_available": self.resources.available,
             "object_store_memory": self.arena_size, "started_at": time.time(),
             "session_dir": self.session_dir, "is_head": int(self.args.head)})
+        await self.om.start()
         for _ in range(self.args.prestart):
             self.start_worker()
         ticker = self.loop.create_task(self.tick())
@@ -200,6 +225,7 @@ class Raylet:
         finally:
             ticker.cancel()
             server.close()
+            self.om.close()
             self.shutdown()
 
     def watch_owner(self, pid):
@@ -248,12 +274,14 @@ class Raylet:
             await asyncio.sleep(config.HEARTBEAT_S)
             now = time.time()
             self.wb.put("zadd", keys.HEARTBEATS, {self.node_id.hex(): now})
+            self.om.spawn(self.om.tick())
             self.wb.put("hset", hb_key, mapping={
                 "resources_available": json.dumps(self.resources.snapshot()),
                 "demand": json.dumps(self.ready.demand() + [
                     {"resources": t.spec.resources, "count": 1, "infeasible": True}
                     for t in self.infeasible]),
                 "object_store_used": self.store.allocator.used})
+            self.flush_task_events()
             self.check_workers()
             self.expire_creates()
             self.warn_infeasible()
@@ -317,6 +345,9 @@ class Raylet:
     def worker_lost(self, w, conn):
         """A worker's connection closed: it exited or crashed."""
         if w.state is WState.DEAD:
+            # removed on purpose (actor killed or freed): just reap the process
+            if w.proc is not None and w.proc.poll() is None:
+                self.loop.call_later(0.5, w.proc.poll)
             return
         prev_state = w.state
         self.pool.remove(w)
@@ -328,6 +359,7 @@ class Raylet:
                 code = None
         how = process.describe_exit(code)
         if w.actor is not None:
+            self.drop_creation(w.actor, w)   # it died inside the constructor
             self.actor_died(w.actor, f"The actor's worker process (pid={w.pid}) {how}.",
                             restart=True)
         elif w.task is not None:
@@ -382,7 +414,7 @@ class Raylet:
         if conn.worker is not None:
             self.worker_lost(conn.worker, conn)
         for oid, n in list(conn.pins.items()):
-            o = self.store.objects.get(oid)
+            o = self.store.pinned(oid)
             if o is not None:
                 o.pins -= n
                 if o.pins <= 0:
@@ -429,7 +461,9 @@ class Raylet:
             except OSError:
                 pass
         elif o.pins > 0:
+            # still mapped somewhere: the range is released at the last UNPIN
             o.free_when_unpinned = True
+            self.store.freed_pinned[o.oid] = o
         else:
             self.store.release_memory(o)
             self.memory_freed()
@@ -475,7 +509,7 @@ class Raylet:
                 del conn.pins[oid]
             else:
                 conn.pins[oid] = n - 1
-            o = self.store.objects.get(oid)
+            o = self.store.pinned(oid)
             if o is None:
                 continue
             o.pins -= 1
@@ -486,6 +520,7 @@ class Raylet:
         o.pins = 0
         if o.free_when_unpinned:
             o.free_when_unpinned = False
+            self.store.freed_pinned.pop(o.oid, None)
             self.store.release_memory(o)
             self.memory_freed()
 
@@ -783,6 +818,10 @@ class Raylet:
         self.tasks[spec.task_id] = t
         if spec.kind == P.ACTOR_CREATION_TASK:
             a = Actor(spec)
+            a.creation_task = t
+            for oid in t.held:
+                self.incref(oid)
+                a.held.append(oid)
             self.actors[spec.actor_id] = a
             self.creation_to_actor[a.creation_oid] = a
             if a.name or a.detached:
@@ -790,15 +829,43 @@ class Raylet:
                 o = objects.get(a.creation_oid)
                 o.refcount += 1
             self.record_actor(a)
-        self.wb.put("hset", keys.task(spec.task_id), mapping={
-            "name": spec.name, "state": "WAITING_FOR_ARGS", "node": self.node_id.hex(),
-            "job": spec.job_id.hex()})
+        self.task_event(t)
         if t.missing == 0:
             self.make_ready(t)
+
+    def task_event(self, t):
+        """Note a task's state for the GCS; flushed in batches by flush_task_events."""
+        self.task_events[t.spec.task_id] = t
+
+    def flush_task_events(self):
+        """One HSET per flush for all tasks that changed (not one per task), and
+        trim the table to the most recent TASKS_KEPT finished tasks."""
+        if not self.task_events:
+            return
+        events, self.task_events = self.task_events, {}
+        fields = {}
+        done = self.finished_task_ids
+        for tid, t in events.items():
+            st = t.state
+            fields[tid.hex()] = f"{st.value} {t.spec.name} {t.spec.job_id.hex()} " \
+                                f"{t.history[-1][0]:.3f}"
+            if st in (TS.FINISHED, TS.FAILED, TS.CANCELLED):
+                done.append(tid.hex())
+        key = keys.tasks(self.node_id)
+        self.wb.put("hset", key, mapping=fields)
+        if len(done) > keys.TASKS_KEPT:
+            drop = [done.popleft() for _ in range(len(done) - keys.TASKS_KEPT)]
+            self.wb.put("hdel", key, *drop)
 
     def arg_ready(self, t):
         t.missing -= 1
         if t.missing == 0 and t.state is TS.WAITING_FOR_ARGS:
+            if t.spec.kind == P.ACTOR_TASK:
+                # actor calls wait in their actor's queue, in order, not here
+                a = self.actors.get(t.spec.actor_id)
+                if a is not None:
+                    self.pump_actor(a)
+                return
             self.make_ready(t)
 
     def failed_arg(self, t):
@@ -824,7 +891,19 @@ class Raylet:
         if err is not None:
             self.finish_with_error(t, err)
             return
+        sched = t.spec.scheduling
+        if sched and sched[0] in ("PG", "NODE"):
+            err = self.check_constraint(t)
+            if err is not None:
+                self.fail_task(t, err)
+                return
+            if sched[0] == "PG":
+                self.ready.push(t)
+                self.request_schedule()
+                return
         if not self.resources.feasible(t.spec.resources):
+            if self.om.nodes and self.om.forward(t):
+                return   # another node has what it needs
             self.infeasible.append(t)
             self.warn_infeasible()
             return
@@ -852,23 +931,31 @@ class Raylet:
         self.schedule_pending = False
         res = self.resources
         want = 0
+        if self.pgs.groups:
+            self.reserve_placement_groups()
         for shape, q in self.ready.heads():
             while q:
                 t = q[0]
                 req = t.spec.resources
-                if not res.fits(req):
+                if shape[1] is None:
+                    pool = res if res.fits(req) else None
+                else:
+                    pool = self.constrained_pool(t)
+                if pool is None:
                     break
                 w = self.pool.pop_idle()
                 if w is None:
-                    want += len(q)
+                    # start workers for what could run now: as many as the free
+                    # resources allow for this shape (all of them if it needs no CPU)
+                    cpu = req.get("CPU", 0)
+                    fit = int(pool.available.get("CPU", 0) / cpu + 1e-9) if cpu else len(q)
+                    want += max(1, min(len(q), fit))
                     break
                 q.popleft()
                 self.ready.count -= 1
-                self.dispatch(t, w)
+                self.dispatch(t, w, pool)
         if want:
-            # start workers for what could run now, within the CPU budget
-            can_run = max(1, int(res.available.get("CPU", 0) + 0.999))
-            need = min(want, can_run) - self.pool.starting
+            need = min(want, MAX_STARTING) - self.pool.starting
             for _ in range(max(0, need)):
                 self.start_worker()
 
@@ -882,9 +969,10 @@ class Raylet:
                            else self.lost_descriptor(a[1]))
         return out
 
-    def dispatch(self, t, w):
+    def dispatch(self, t, w, pool):
         spec = t.spec
-        t.gpu_ids = self.resources.acquire(spec.resources)
+        t.pool = pool
+        t.gpu_ids = pool.acquire(spec.resources)
         t.move(TS.RUNNING)
         t.worker = w
         w.state = WState.BUSY
@@ -896,7 +984,7 @@ class Raylet:
                 a.worker = w
                 w.actor = a
         w.conn.send([P.EXECUTE, spec.to_wire(), self.arg_descriptors(w.conn, spec),
-                     t.gpu_ids])
+                     node_gpu_ids(pool, t.gpu_ids)])
 
     def release_task_resources(self, t, w):
         if w is not None and w.state is WState.BLOCKED and w.lent:
@@ -905,7 +993,7 @@ class Raylet:
             w.lent = None
         else:
             req = t.spec.resources
-        self.resources.release(req, t.gpu_ids)
+        (t.pool or self.resources).release(req, t.gpu_ids)
         t.gpu_ids = []
 
     def on_done(self, conn, msg):
@@ -930,9 +1018,17 @@ class Raylet:
         if t is None or t.spec.task_id != task_id:
             return
         w.task = None
-        self.release_task_resources(t, w)
-        if t.spec.kind == P.ACTOR_CREATION_TASK and a is not None:
-            failed = any(desc_is_error(r[1]) for r in results)
+        creation = t.spec.kind == P.ACTOR_CREATION_TASK and a is not None
+        failed = any(desc_is_error(r[1]) for r in results)
+        if creation and not failed and a.resources:
+            # explicit resources: the actor keeps what its creation took (same
+            # GPU ids, same placement-group bundle) for its whole life
+            a.pool, a.gpu_ids = t.pool, t.gpu_ids
+            t.gpu_ids = []
+        else:
+            self.release_task_resources(t, w)
+        if creation:
+            a.creation_task = None
             if failed:
                 w.actor = None
                 a.worker = None
@@ -944,11 +1040,12 @@ class Raylet:
                 except Exception:
                     pass
                 self.actor_died(a, cause, restart=False)
-                self.pool.make_idle(w)
+                # the worker holds a half-built instance: do not reuse it
+                w.conn.send([P.EXIT, "actor constructor failed"])
+                self.pool.remove(w)
             else:
                 w.state = WState.ACTOR
                 a.state = "ALIVE"
-                a.gpu_ids = self.resources.acquire(a.resources) if a.resources else []
                 self.complete_task(t, results)
                 self.record_actor(a)
                 self.pump_actor(a)
@@ -991,11 +1088,12 @@ class Raylet:
 
     def task_ended(self, t):
         self.tasks.pop(t.spec.task_id, None)
-        self.wb.put("hset", keys.task(t.spec.task_id), "state", t.state.value)
-        self.wb.put("expire", keys.task(t.spec.task_id), keys.TASK_TTL_S)
+        self.task_event(t)
         held, t.held = t.held, []
         for oid in held:
             self.decref(oid)
+        if self.om.from_peer and t.spec.task_id in self.om.from_peer:
+            self.om.task_ended(t)   # a peer's task: send it the results
 
     def fail_task(self, t, err):
         self.finish_with_error(t, self.error_bytes(err))
@@ -1011,8 +1109,14 @@ class Raylet:
         self.task_ended(t)
         if t.spec.kind == P.ACTOR_CREATION_TASK:
             a = self.actors.get(t.spec.actor_id)
-            if a is not None and a.state != "DEAD":
-                self.actor_died(a, "The actor's creation failed.", restart=False)
+            if a is not None and a.state != "DEAD" and a.creation_task is t:
+                a.creation_task = None
+                cause = "The actor's creation failed."
+                try:
+                    cause += " " + str(serialization.deserialize(data))
+                except Exception:
+                    pass
+                self.actor_died(a, cause, restart=False)
 
     def fail_queued(self, err):
         for shape, q in self.ready.heads():
@@ -1022,12 +1126,33 @@ class Raylet:
                 self.fail_task(t, err)
 
     # ------------------------------------------------------------------ actors
+    def drop_creation(self, a, w):
+        """`w` is going away while it runs `a`'s constructor: give back the
+        creation task's resources and end that task (a restart makes a new one)."""
+        t = w.task if w is not None else None
+        if t is None or t.spec.kind != P.ACTOR_CREATION_TASK:
+            return
+        w.task = None
+        a.creation_task = None
+        self.release_task_resources(t, w)
+        if t.state not in (TS.FAILED, TS.CANCELLED, TS.FINISHED):
+            t.move(TS.FAILED)
+        self.task_ended(t)
+
     def pump_actor(self, a):
         """Send queued calls to the actor's worker, in order, while deps are ready."""
         if a.state != "ALIVE" or a.worker is None:
             return
         conn = a.worker.conn
-        while a.queue and len(a.inflight) < a.max_concurrency:
+        # A sequential or threaded actor's worker runs calls in arrival order,
+        # max_concurrency at a time, so sending a window of calls ahead is safe and
+        # saves a round trip per call (calls already sent can no longer be
+        # cancelled, as in Ray).  An async actor's worker starts every call it
+        # gets at once: there the raylet's count is the concurrency limit.
+        window = a.max_concurrency
+        if not (a.creation_spec.actor_options or {}).get("is_async"):
+            window = max(window, config.ACTOR_PIPELINE_DEPTH)
+        while a.queue and len(a.inflight) < window:
             t = a.queue[0]
             if t.missing:
                 t.state = TS.WAITING_FOR_ARGS
@@ -1048,7 +1173,7 @@ class Raylet:
             t.move(TS.RUNNING)
             a.inflight[t.spec.task_id] = t
             conn.send([P.EXECUTE, t.spec.to_wire(), self.arg_descriptors(conn, t.spec),
-                       a.gpu_ids])
+                       node_gpu_ids(a.pool, a.gpu_ids)])
 
     def record_actor(self, a):
         w = a.worker
@@ -1066,28 +1191,36 @@ class Raylet:
             w.actor = None
         inflight = list(a.inflight.values())
         a.inflight.clear()
-        if a.resources and a.state == "ALIVE":
-            self.resources.release(a.resources, a.gpu_ids)
+        if a.resources and a.state == "ALIVE" and a.pool is not None:
+            a.pool.release(a.resources, a.gpu_ids)
+            a.pool = None
             a.gpu_ids = []
+            self.request_schedule()     # queued work may fit now
         if restart and a.restarts_left != 0 and a.state != "DEAD":
             a.restarts_left -= 1
             a.num_restarts += 1
             a.state = "RESTARTING"
             retry = []
             for t in inflight:
-                if a.max_task_retries != 0:
+                # a call's retries_left starts at the handle's max_task_retries
+                if t.retries_left != 0 and not t.cancelled:
+                    if t.retries_left > 0:
+                        t.retries_left -= 1
                     retry.append(t)
                 else:
                     self.fail_task(t, exceptions.ActorDiedError(
                         f"The actor {a.class_name} died while running {t.spec.name}: "
                         f"{cause} It is restarting; the call was not retried "
-                        f"(max_task_retries=0)."))
+                        f"(max_task_retries={t.spec.max_retries})."))
             for t in reversed(retry):
-                t.state = TS.WAITING_FOR_RESOURCES
+                # resent first, in their original order, once the actor is back
+                t.move(TS.WAITING_FOR_RESOURCES)
                 a.queue.appendleft(t)
             spec = a.creation_spec
-            nt = Task(spec)
+            nt = Task(spec)      # holds nothing: the actor keeps the args (a.held)
             nt.state = TS.WAITING_FOR_RESOURCES
+            a.creation_task = nt
+            self.tasks[spec.task_id] = nt
             self.record_actor(a)
             self.ready.push(nt, front=True)
             self.request_schedule()
@@ -1099,6 +1232,13 @@ class Raylet:
         for t in inflight + list(a.queue):
             self.fail_task(t, err)
         a.queue.clear()
+        o = self.store.objects.get(a.creation_oid)
+        if o is not None and o.state is ObjState.PENDING:
+            # never created: the creation object will not come from a constructor
+            self.seal_object_inline(o, self.error_bytes(err), True, ())
+        held, a.held = a.held, []
+        for oid in held:
+            self.decref(oid)
         if a.name:
             try:
                 k = keys.actor_names(a.namespace or "")
@@ -1116,13 +1256,21 @@ class Raylet:
             a.restarts_left = 0
         if w is None:
             if a.state != "DEAD":
-                # not created yet: drop its creation task
-                t = self.tasks.get(a.creation_spec.task_id)
-                if t is not None and self.ready.remove(t):
-                    self.fail_task(t, exceptions.ActorDiedError(cause))
+                # not created yet (or restarting): drop its creation task
+                t, a.creation_task = a.creation_task, None
+                if t is not None:
+                    t.cancelled = True   # if its args arrive later, it ends there
+                    queued = self.ready.remove(t)
+                    if t in self.infeasible:
+                        self.infeasible.remove(t)
+                        queued = True
+                    if queued or t.state is TS.WAITING_FOR_ARGS:
+                        self.fail_task(t, exceptions.ActorDiedError(cause))
                 self.actor_died(a, cause, restart=not no_restart)
             return
-        if graceful and not a.inflight and not a.queue:
+        constructing = w.task is not None
+        self.drop_creation(a, w)
+        if graceful and not constructing and not a.inflight and not a.queue:
             w.conn.send([P.EXIT, "actor out of scope"])
         else:
             self.pool.signal(w, signal.SIGKILL)
@@ -1131,6 +1279,120 @@ class Raylet:
         if no_restart:
             self.actor_died(a, cause, restart=False)
             self.pool.remove(w)
+
+    # ------------------------------------------------------------------ placement
+    def check_constraint(self, t):
+        """An error if a task's placement constraint can never be met here."""
+        sched, req = t.spec.scheduling, t.spec.resources
+        if sched[0] == "PG":
+            pg = self.pgs.groups.get(sched[1])
+            if pg is None or pg.state is PGState.REMOVED:
+                return exceptions.TaskUnschedulableError(
+                    f"{t.spec.name} cannot run: its placement group "
+                    f"{sched[1].hex()} was removed or does not exist.")
+            if sched[2] is not None and sched[2] >= len(pg.bundles):
+                return exceptions.TaskUnschedulableError(
+                    f"{t.spec.name} asks for bundle {sched[2]} but its placement group "
+                    f"has {len(pg.bundles)} bundles.")
+            if not self.pgs.bundle_feasible(sched, req):
+                which = "any bundle" if sched[2] is None or sched[2] < 0 else \
+                    f"bundle {sched[2]} ({pg.bundles[sched[2]].request})"
+                return exceptions.TaskUnschedulableError(
+                    f"{t.spec.name} requires {req}, more than {which} of its placement "
+                    f"group reserves; tasks in a bundle use only its resources.")
+            return None
+        node, soft = sched[1], sched[2]
+        if node != self.node_id and not soft:
+            return exceptions.TaskUnschedulableError(
+                f"{t.spec.name} must run on node {node.hex()} (NodeAffinity, soft=False) "
+                f"but that node is not part of this cluster or is dead.")
+        return None
+
+    def constrained_pool(self, t):
+        """The ResourceSet a placement-constrained task takes its resources from now,
+        or None if it must wait."""
+        sched, req = t.spec.scheduling, t.spec.resources
+        if sched[0] == "NODE":
+            return self.resources if self.resources.fits(req) else None
+        try:
+            pool, _bundle = self.pgs.pool_for(sched, req)
+        except LookupError as e:
+            self.ready.remove(t)
+            self.fail_task(t, exceptions.TaskUnschedulableError(f"{t.spec.name}: {e}."))
+            self.request_schedule()
+            return None
+        return pool
+
+    def reserve_placement_groups(self):
+        for pg in self.pgs.pending():
+            if self.pgs.try_reserve(pg):
+                for b in pg.bundles:
+                    b.resources.gpu_map = b.gpu_map
+                o = self.store.objects.get(pg.ready_oid)
+                if o is not None and o.state is ObjState.PENDING:
+                    self.seal_object_inline(o, serialization.serialize(True).to_bytes(),
+                                            False, ())
+                self.record_placement_group(pg)
+
+    def record_placement_group(self, pg):
+        self.wb.put("hset", keys.placement_group(pg.pg_id), mapping={
+            "name": pg.name or "", "strategy": pg.strategy, "state": pg.state.value,
+            "bundles": json.dumps([b.request for b in pg.bundles]),
+            "node": self.node_id.hex()})
+
+    def call_pg_create(self, conn, pg_id, bundles, strategy, name, detached):
+        ready_oid = ids.return_id(pg_id, 1)
+        pg = PlacementGroup(pg_id, bundles, strategy, name, ready_oid, conn.job_id,
+                            detached)
+        self.pgs.groups[pg_id] = pg
+        o = self.store.get_or_create(ready_oid)
+        o.refcount += 1
+        conn.refs[ready_oid] += 1
+        self.record_placement_group(pg)
+        if not self.pgs.feasible_here(pg):
+            msg = (f"Placement group {name or pg_id.hex()} ({strategy}, bundles "
+                   f"{[b.request for b in pg.bundles]}) cannot be created: the cluster "
+                   f"has {self.resources.total} on one node. It stays pending until "
+                   f"enough nodes with these resources join.")
+            self.wb.put("publish", keys.errors_channel(conn.job_id), msg)
+        self.request_schedule()
+        return True
+
+    def call_pg_remove(self, conn, pg_id):
+        pg = self.pgs.groups.get(pg_id)
+        if pg is None or pg.state is PGState.REMOVED:
+            return False
+        in_pg = lambda spec: bool(spec.scheduling) and spec.scheduling[0] == "PG" and \
+            spec.scheduling[1] == pg_id
+        why = f"its placement group {pg.name or pg_id.hex()} was removed"
+        for a in list(self.actors.values()):
+            if in_pg(a.creation_spec) and a.state != "DEAD":
+                self.kill_actor(a, f"The actor was killed because {why}.", no_restart=True)
+        for shape, q in self.ready.heads():
+            if shape[1] is not None and shape[1][0] == "PG" and shape[1][1] == pg_id:
+                while q:
+                    t = q.popleft()
+                    self.ready.count -= 1
+                    self.fail_task(t, exceptions.TaskUnschedulableError(
+                        f"{t.spec.name} cannot run: {why}."))
+        for w in list(self.pool.workers.values()):
+            t = w.task
+            if t is not None and w.actor is None and in_pg(t.spec):
+                t.retries_left = 0
+                t.cancelled = True
+                self.pool.signal(w, signal.SIGKILL)
+        self.pgs.remove(pg)
+        o = self.store.objects.get(pg.ready_oid)
+        if o is not None and o.state is ObjState.PENDING:
+            self.seal_object_inline(o, self.error_bytes(exceptions.TaskUnschedulableError(
+                f"Placement group {pg.name or pg_id.hex()} was removed before it was "
+                f"created.")), True, ())
+        self.record_placement_group(pg)
+        self.request_schedule()
+        return True
+
+    def call_pg_table(self, conn):
+        return {pg.pg_id.hex(): pg.table() for pg in self.pgs.groups.values()}
 
     # ------------------------------------------------------------------ calls
     def on_call(self, conn, msg):
@@ -1191,6 +1453,11 @@ class Raylet:
             if force:
                 self.pool.signal(t.worker, signal.SIGKILL)
             else:
+                # name the task first: the signal may reach the worker before it
+                # starts the task, or after it finished it (see worker/main.py)
+                path = process.cancel_file(self.session_dir, t.worker.worker_id.hex())
+                with open(path, "w") as f:
+                    f.write(t.spec.task_id.hex())
                 self.pool.signal(t.worker, signal.SIGINT)
         return True
 
@@ -1203,22 +1470,36 @@ class Raylet:
                 "store": self.store.stats()}
 
     def call_memory(self, conn):
+        """Every object of this node with where it is and who keeps it alive
+        (what `beamlet memory` prints)."""
         holders = collections.defaultdict(list)
         for c in self.clients:
             for oid, n in c.refs.items():
-                holders[oid].append(f"{c.role} pid={c.pid}")
-        out = []
+                holders[oid].append(f"{c.role} pid={c.pid}" + (f" x{n}" if n > 1 else ""))
+        for t in self.tasks.values():
+            for oid in t.held:
+                holders[oid].append(f"task {t.spec.name} ({t.state.value})")
         for o in self.store.objects.values():
+            for c in o.contained:
+                holders[c].append(f"inside object {o.oid.hex()}")
+        pinners = collections.defaultdict(list)
+        for c in self.clients:
+            for oid in c.pins:
+                pinners[oid].append(c.pid)
+        out = []
+        objs = list(self.store.objects.values()) + list(self.store.freed_pinned.values())
+        for o in objs:
             out.append({
                 "object_id": o.oid.hex(), "size": o.size, "state": o.state.value,
                 "where": ("inline" if o.data is not None else
                           "spilled" if o.state is ObjState.SPILLED else
                           "arena" if o.in_arena else "-"),
                 "refcount": o.refcount, "pins": o.pins,
+                "pinned_by": pinners.get(o.oid, []),
                 "holders": holders.get(o.oid, []),
                 "spill_path": o.spill_path})
-        return {"objects": out, "stats": self.store.stats()}
-
+        return {"objects": out, "stats": self.store.stats(),
+                "node_id": self.node_id.hex()}
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="beamlet-raylet",
@@ -1235,12 +1516,17 @@ def parse_args(argv=None):
     ap.add_argument("--prestart", type=int, default=0)
     ap.add_argument("--owner-pid", type=int, default=0)
     ap.add_argument("--head", action="store_true")
+    ap.add_argument("--peer-port", type=int, default=0,
+                    help="TCP port for peer raylets (0: any free port)")
     return ap.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    process.set_pdeathsig()
+    if args.owner_pid:
+        # owned by a driver (init()): die with our parent; `beamlet start` nodes
+        # (owner 0) must outlive the CLI that started them
+        process.set_pdeathsig()
     r = Raylet(args)
     asyncio.run(r.main())
 

@@ -32,7 +32,9 @@ TRANSITIONS = {
     S.RUNNING: {S.FINISHED, S.FAILED, S.WAITING_FOR_RESOURCES, S.CANCELLED},
     S.FINISHED: set(),
     S.FAILED: set(),
-    S.FORWARDED: set(),
+    # a forwarded task ends when its results come back from the node that ran it,
+    # or is placed again when that node dies
+    S.FORWARDED: {S.FINISHED, S.FAILED, S.WAITING_FOR_RESOURCES, S.CANCELLED},
     S.CANCELLED: set(),
 }
 
@@ -43,7 +45,7 @@ class IllegalTransition(RuntimeError):
 
 class Task:
     __slots__ = ("spec", "state", "missing", "worker", "retries_left", "history",
-                 "gpu_ids", "held", "warned_infeasible", "cancelled")
+                 "gpu_ids", "held", "warned_infeasible", "cancelled", "pool")
 
     def __init__(self, spec):
         self.spec = spec
@@ -56,6 +58,7 @@ class Task:
         self.held = []             # oids this task keeps alive until it ends
         self.warned_infeasible = False
         self.cancelled = False
+        self.pool = None           # the ResourceSet it took resources from
 
     def move(self, new_state):
         if new_state not in TRANSITIONS[self.state]:
@@ -144,11 +147,14 @@ class ReadyQueue:
         self.count = 0
 
     @staticmethod
-    def shape(req: dict):
-        return tuple(sorted(req.items()))
+    def shape(spec):
+        """Tasks with equal resources and placement constraints share a FIFO."""
+        sched = spec.scheduling
+        return (tuple(sorted(spec.resources.items())),
+                tuple(sched) if sched and sched[0] in ("PG", "NODE") else None)
 
     def push(self, task, front=False):
-        key = self.shape(task.spec.resources)
+        key = self.shape(task.spec)
         q = self.by_shape.get(key)
         if q is None:
             q = self.by_shape[key] = collections.deque()
@@ -163,7 +169,7 @@ class ReadyQueue:
         return [(k, q) for k, q in self.by_shape.items() if q]
 
     def remove(self, task) -> bool:
-        q = self.by_shape.get(self.shape(task.spec.resources))
+        q = self.by_shape.get(self.shape(task.spec))
         if q is not None:
             try:
                 q.remove(task)
@@ -177,5 +183,5 @@ class ReadyQueue:
         return self.count
 
     def demand(self) -> list:
-        return [{"resources": dict(k), "count": len(q)}
+        return [{"resources": dict(k[0]), "count": len(q)}
                 for k, q in self.by_shape.items() if q]

@@ -102,7 +102,8 @@ def main(argv=None):
             m.reap()
         sys.exit(0)
     signal.signal(signal.SIGTERM, on_term)
-    process.set_pdeathsig()
+    if args.owner_pid:
+        process.set_pdeathsig()   # `beamlet start` nodes (owner 0) outlive the CLI
     m.run()
 
 

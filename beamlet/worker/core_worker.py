@@ -273,12 +273,15 @@ class CoreWorker:
             self._rw = memoryview(mmap.mmap(self.arena_fd, self.arena_size))
         return self._rw
 
-    def _unpin(self, oid):
-        self.maps.pop(oid, None)
+    def _unpin(self, oid, ref):
+        # only forget the entry if it is still this (dead) mapping's: another
+        # thread may have mapped the object anew meanwhile
+        if self.maps.get(oid) is ref:
+            del self.maps[oid]
         if not self.closed:
             self.refops.append(("u", oid))
 
-    def _map(self, oid, offset, size):
+    def _map(self, oid, offset, size, is_error=False):
         """A read-only view of an arena object; the raylet has pinned it for us."""
         ref = self.maps.get(oid)
         m = ref() if ref is not None else None
@@ -286,9 +289,19 @@ class CoreWorker:
             self.refops.append(("u", oid))   # we pinned it already
             return memoryview(m)
         m = mmap.mmap(self.arena_fd, size, offset=offset, prot=mmap.PROT_READ)
-        self.maps[oid] = weakref.ref(m)
-        weakref.finalize(m, self._unpin, oid)
+        ref = weakref.ref(m)
+        if not is_error:   # get() reuses a live mapping without asking the raylet
+            self.maps[oid] = ref
+        weakref.finalize(m, self._unpin, oid, ref)
         return memoryview(m)
+
+    def _mapped(self, oid):
+        """A live mapping of `oid` in this process, or None.  While it lives the
+        object is pinned for us (it cannot be freed, spilled or moved) and it is
+        immutable, so reading it again needs no round trip to the raylet."""
+        ref = self.maps.get(oid)
+        m = ref() if ref is not None else None
+        return memoryview(m) if m is not None else None
 
     # ------------------------------------------------------------ put
     def put(self, value):
@@ -320,6 +333,15 @@ class CoreWorker:
         cache = self.cache
         missing = [o for o in dict.fromkeys(oids) if o not in cache]
         fetched = {}
+        if missing and self.maps:
+            still = []
+            for oid in missing:
+                mv = self._mapped(oid)
+                if mv is None:
+                    still.append(oid)
+                else:
+                    fetched[oid] = (mv, False)
+            missing = still
         if missing:
             descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
             timed_out = []
@@ -331,7 +353,7 @@ class CoreWorker:
                         cache[oid] = (d[1], d[2])
                     fetched[oid] = (d[1], d[2])
                 else:
-                    fetched[oid] = (self._map(oid, d[1], d[2]), d[3])
+                    fetched[oid] = (self._map(oid, d[1], d[2], d[3]), d[3])
             if timed_out:
                 raise exceptions.GetTimeoutError(
                     f"Get timed out after {timeout} s: {len(timed_out)} of "
@@ -352,7 +374,7 @@ class CoreWorker:
         """Deserialize an object from a descriptor the raylet sent (task args)."""
         if desc[0] == P.INLINE:
             return serialization.deserialize(desc[1]), desc[2]
-        return serialization.deserialize(self._map(oid, desc[1], desc[2])), desc[3]
+        return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
     def wait(self, oids, num_returns, timeout):
         cache = self.cache

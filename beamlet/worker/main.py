@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import inspect
+import json
 import os
 import signal
 import socket
@@ -24,8 +25,14 @@ import cloudpickle
 from .. import exceptions
 from .._private import ids, process, serialization
 from .._private import protocol as P
+from ..gcs import keys
 from . import core_worker
 from .core_worker import CoreWorker, TaskContext
+
+
+class _Cancelled(KeyboardInterrupt):
+    """cancel() of the running task (SIGINT from the raylet).  A KeyboardInterrupt,
+    as in Ray, so `finally` blocks run and user code may catch it."""
 
 
 class ActorExit(BaseException):
@@ -85,12 +92,30 @@ class Worker:
         self.running_name = threading.local()
         self.ip = self.core.node_info.get("node_ip", "127.0.0.1")
         self.in_task = False
+        self.running_task = None     # id of the task the main thread runs
+        self.early_interrupt = False  # SIGINT came while no task was running
+        self.cancel_path = process.cancel_file(args.session_dir, args.worker_id)
+        self.jobs_seen = set()       # jobs whose driver's sys.path we added
         signal.signal(signal.SIGINT, self.on_sigint)
 
     def on_sigint(self, signum, frame):
-        # cancel(): interrupt the running task, never the worker's own loop
-        if self.in_task and threading.current_thread() is threading.main_thread():
-            raise KeyboardInterrupt
+        # cancel(): interrupt the task the raylet named, never the worker's own
+        # loop nor a task that started after the cancelled one ended
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if not self.in_task:
+            self.early_interrupt = True   # maybe for a task not yet read: see execute
+            return
+        self.check_cancelled()
+
+    def check_cancelled(self):
+        try:
+            with open(self.cancel_path) as f:
+                target = f.read().strip()
+        except OSError:
+            return
+        if self.running_task is not None and target == self.running_task.hex():
+            raise _Cancelled()
 
     def current_name(self):
         return getattr(self.running_name, "v", None) or self.actor_name or "worker"
@@ -161,9 +186,26 @@ class Worker:
         self.core.set_task(TaskContext(spec.task_id, spec.name, spec.actor_id))
         self.running_name.v = spec.name
         self.core.job_id = spec.job_id
+        if spec.job_id not in self.jobs_seen:
+            self.add_job_sys_path(spec.job_id)
         if gpu_ids or spec.resources.get("GPU"):
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
         self.gpu_ids = gpu_ids
+
+    def add_job_sys_path(self, job_id):
+        """Append the driver's sys.path entries (GCS job record) to ours, once per
+        job: values and functions pickled by reference to the driver's own
+        modules must import here too."""
+        self.jobs_seen.add(job_id)
+        try:
+            from .. import api
+            raw = api._state.gcs.r.hget(keys.job(job_id), "sys_path")
+            paths = json.loads(raw) if raw else []
+        except Exception:
+            return
+        for p in paths:
+            if isinstance(p, str) and p not in sys.path:
+                sys.path.append(p)
 
     def target(self, spec):
         if spec.kind == P.NORMAL_TASK:
@@ -177,7 +219,7 @@ class Worker:
             def create(*a, **kw):
                 self.actor = cls(*a, **kw)
                 if opts.get("is_async"):
-                    self.start_event_loop()
+                    self.start_event_loop(int(opts.get("max_concurrency") or 1000))
                 elif int(opts.get("max_concurrency") or 1) > 1:
                     self.pool = concurrent.futures.ThreadPoolExecutor(
                         int(opts["max_concurrency"]), thread_name_prefix="actor")
@@ -190,10 +232,14 @@ class Worker:
         return getattr(self.actor, spec.method)
 
     def execute(self, spec, descs, gpu_ids):
-        self.prepare(spec, gpu_ids)
         flag = None
+        self.running_task = spec.task_id
         self.in_task = True
         try:
+            self.prepare(spec, gpu_ids)
+            if self.early_interrupt:   # a cancel() that came before the task
+                self.early_interrupt = False
+                self.check_cancelled()
             args, kwargs = self.resolve_args(spec, descs)
             fn = self.target(spec)
             result = fn(*args, **kwargs)
@@ -202,15 +248,25 @@ class Worker:
         except ActorExit:
             self.finish(spec, [], "exit")
             self.exit(0)
-        except KeyboardInterrupt:
+        except _Cancelled:
+            self.in_task = False
             results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
         except BaseException as e:
+            self.in_task = False
             results = self.error_returns(spec, self.task_error(spec, e))
             flag = "retry" if self.retryable(spec, e) else None
         self.in_task = False
+        self.running_task = None
         self.finish(spec, results, flag)
 
     async def execute_async(self, spec, descs, gpu_ids):
+        # the raylet sends calls ahead (a pipeline window): at most
+        # max_concurrency of them run at once; the semaphore is FIFO, so they
+        # start in arrival order
+        async with self.asem:
+            await self._execute_async(spec, descs, gpu_ids)
+
+    async def _execute_async(self, spec, descs, gpu_ids):
         self.prepare(spec, gpu_ids)
         flag = None
         try:
@@ -244,12 +300,15 @@ class Worker:
             return False
         if r is True:
             return isinstance(e, Exception)
-        return any(c in r for c in (f"{type(k).__module__}.{k.__qualname__}"
-                                    for k in type(e).__mro__))
+        # names as the driver wrote them: "module.QualName" of each class listed
+        return any(f"{k.__module__}.{k.__qualname__}" in r for k in type(e).__mro__)
 
     def task_error(self, spec, e):
         if isinstance(e, exceptions.TaskError):
-            cause = e   # a failed dependency or nested task: keep it whole
+            # a failed dependency or nested task: keep its original cause, so the
+            # caller's `except ValueError` still works; the text keeps both
+            # tracebacks (this task's, then the inner one in the message)
+            cause = e.cause if e.cause is not None else e
             tb = traceback.format_exc()
         else:
             cause = e
@@ -261,12 +320,20 @@ class Worker:
     def error_returns(self, spec, err):
         try:
             data = serialization.serialize(err).to_bytes()
+            serialization.deserialize(data)   # the driver must be able to load it
         except Exception:
-            # the exception itself cannot be pickled: keep its text
-            err = exceptions.TaskError(err.function_name, err.traceback_str, None,
-                                       err.pid, err.ip) if isinstance(
-                err, exceptions.TaskError) else exceptions.RaySystemError(repr(err))
-            data = serialization.serialize(err).to_bytes()
+            # the exception cannot be pickled or unpickled: keep its text, and its
+            # class when a copy made from its args pickles
+            if isinstance(err, exceptions.TaskError):
+                err = exceptions.TaskError(err.function_name, err.traceback_str,
+                                           _plain_copy(err.cause), err.pid, err.ip)
+            else:
+                err = exceptions.RaySystemError(repr(err))
+            try:
+                data = serialization.serialize(err).to_bytes()
+            except Exception:
+                err.cause = None
+                data = serialization.serialize(err).to_bytes()
         return [[oid, [P.INLINE, data, True, []]] for oid in spec.return_ids()]
 
     def store_returns(self, spec, result):
@@ -295,16 +362,30 @@ class Worker:
                 out.append([oid, [P.ARENA, off, s.size, False, s.contained]])
         return out
 
-    def start_event_loop(self):
+    def start_event_loop(self, max_concurrency):
         ready = threading.Event()
 
         def run():
             self.aloop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.aloop)
+            self.asem = asyncio.Semaphore(max_concurrency)
             ready.set()
             self.aloop.run_forever()
         threading.Thread(target=run, daemon=True, name="actor-loop").start()
         ready.wait()
+
+
+def _plain_copy(exc):
+    """A copy of an exception made from its class and args only (no attributes),
+    or None when that cannot be made or does not survive pickling."""
+    if exc is None:
+        return None
+    try:
+        copy = type(exc)(*exc.args)
+        serialization.deserialize(serialization.serialize(copy).to_bytes())
+        return copy
+    except Exception:
+        return None
 
 
 def main(argv=None):

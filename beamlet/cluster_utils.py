@@ -1,0 +1,121 @@
+"""A multi-node cluster on one machine, for tests and experiments (as Ray's).
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    node2 = cluster.add_node(num_cpus=2, resources={"node2": 1})
+    beamlet.init(address=cluster.address)
+    ...
+    cluster.remove_node(node2)          # or allow_graceful=False: SIGKILL
+    cluster.shutdown()
+
+Every node is a separate raylet process with its own session directory, unix
+socket, shared-memory store, TCP port for peers and resources; all belong to this
+process (they exit with it).
+"""
+import os
+import signal
+import time
+
+from .gcs.client import GcsClient
+from .node import Node
+
+# small stores by default: many nodes share one machine's /dev/shm
+DEFAULT_STORE = 256 * 1024 * 1024
+
+
+class Cluster:
+    def __init__(self, initialize_head=False, connect=False, head_node_args=None,
+                 shutdown_at_exit=True):
+        self.head_node = None
+        self.worker_nodes = []
+        self._gcs = None
+        if initialize_head:
+            self.add_node(**(head_node_args or {}))
+            if connect:
+                self.connect()
+
+    @property
+    def address(self):
+        if self.head_node is None:
+            raise RuntimeError("The cluster has no head node yet: call add_node() "
+                               "(the first node added is the head).")
+        return self.head_node.address
+
+    def connect(self, namespace=None):
+        import beamlet
+        return beamlet.init(address=self.address, namespace=namespace)
+
+    def _node_args(self, num_cpus, num_gpus, resources, object_store_memory):
+        return dict(num_cpus=1 if num_cpus is None else num_cpus,
+                    num_gpus=0 if num_gpus is None else num_gpus,
+                    resources=resources,
+                    object_store_memory=object_store_memory or DEFAULT_STORE,
+                    owner_pid=os.getpid(), prestart=0)
+
+    def add_node(self, num_cpus=None, num_gpus=None, resources=None,
+                 object_store_memory=None, wait=True, **kw):
+        """Start a node (the first one is the head) and return its handle."""
+        unknown = set(kw) - {"node_ip_address", "port", "include_dashboard"}
+        if unknown:
+            raise TypeError(f"add_node() got unexpected keyword argument(s) "
+                            f"{sorted(unknown)}.")
+        args = self._node_args(num_cpus, num_gpus, resources, object_store_memory)
+        ip = kw.get("node_ip_address") or "127.0.0.1"
+        if self.head_node is None:
+            node = Node(head=True, node_ip=ip, redis_port=kw.get("port"), **args).start()
+            self.head_node = node
+            self._gcs = GcsClient(node.redis_host, node.redis_port, node.password)
+        else:
+            h = self.head_node
+            node = Node(head=False, node_ip=ip, redis_address=(h.redis_host, h.redis_port),
+                        password=h.password, **args).start()
+            self.worker_nodes.append(node)
+        if wait:
+            self._wait_alive([node.node_id.hex()])
+        return node
+
+    def remove_node(self, node, allow_graceful=True):
+        """Stop a node: gracefully (its raylet deregisters) or by SIGKILL (it just
+        goes silent, as a crashed machine would)."""
+        if node is self.head_node:
+            raise ValueError("remove_node() cannot remove the head node; use shutdown().")
+        if node not in self.worker_nodes:
+            raise ValueError(f"{node!r} is not a node of this cluster.")
+        self.worker_nodes.remove(node)
+        if not allow_graceful and node.raylet_proc.poll() is None:
+            node.raylet_proc.send_signal(signal.SIGKILL)
+            node.raylet_proc.wait(5)
+        node.stop()
+
+    def list_all_nodes(self):
+        return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
+
+    def _wait_alive(self, node_ids, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = {n["node_id"] for n in self._gcs.nodes() if n.get("state") == "ALIVE"}
+            if all(i in alive for i in node_ids):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes {node_ids} did not register within {timeout} s")
+            time.sleep(0.02)
+
+    def wait_for_nodes(self, timeout=30.0):
+        """Wait until every node added is registered ALIVE in the GCS."""
+        self._wait_alive([n.node_id.hex() for n in self.list_all_nodes()], timeout)
+
+    def shutdown(self):
+        import beamlet
+        if beamlet.is_initialized():
+            beamlet.shutdown()
+        for node in reversed(self.worker_nodes):
+            node.stop()
+        self.worker_nodes = []
+        if self._gcs is not None:
+            try:
+                self._gcs.r.close()
+            except Exception:
+                pass
+            self._gcs = None
+        if self.head_node is not None:
+            self.head_node.stop()
+            self.head_node = None

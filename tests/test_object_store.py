@@ -1,0 +1,443 @@
+"""The shared-memory object store (issue 3): inline vs arena, zero-copy reads,
+pinning, reference counting, spilling, the full-store error, sizing, cleanup and
+`beamlet memory`.  Real clusters; the store's state is read through the raylet's
+"status" and "memory" calls."""
+import dataclasses
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import beamlet as ray
+from beamlet import node as node_mod
+from beamlet.worker import core_worker
+
+from conftest import wait_for
+
+MiB = 2**20
+
+
+def core():
+    return core_worker.global_worker
+
+
+def store():
+    return core().call("status")["store"]
+
+
+def objects():
+    return {o["object_id"]: o for o in core().call("memory")["objects"]}
+
+
+def entry(ref):
+    return objects().get(ref.hex())
+
+
+def arena_used_settles(at_most=0, timeout=10):
+    """Wait until the arena holds at most `at_most` bytes (refs are released in
+    batches, so the raylet hears of a drop a moment later)."""
+    gc.collect()
+    wait_for(lambda: store()["arena_used"] <= at_most, timeout,
+             msg=f"arena use <= {at_most} (is {store()['arena_used']})")
+
+
+def memfd_location(arr):
+    """(inode, byte offset in the file) of an array's first byte, from
+    /proc/self/maps: the same pair in two processes means the same memory."""
+    addr = arr.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= addr < hi:
+                path = " ".join(parts[5:])
+                return int(parts[4]), int(parts[2], 16) + addr - lo, path
+    return None
+
+
+def fresh(**kw):
+    """A cluster of this test's own (after the module's shared one, if still up:
+    the tests that need their own store size come after those that share one)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(**kw)
+
+
+@pytest.fixture(scope="module")
+def store_cluster():
+    ray.init(num_cpus=2, object_store_memory=512 * MiB)
+    yield ray
+    ray.shutdown()
+
+
+# ----------------------------------------------------------------- inline / arena
+def test_small_values_inline_large_in_arena(store_cluster):
+    arena0 = store()["arena_used"]
+    small = [ray.put(0), ray.put("x" * 1000), ray.put(np.zeros(100))]
+    for r in small:
+        assert entry(r)["where"] == "inline"
+    assert store()["arena_used"] == arena0
+    big = ray.put(np.zeros(1 * MiB // 8))
+    e = entry(big)
+    assert e["where"] == "arena" and e["size"] >= 1 * MiB
+    assert store()["arena_used"] >= arena0 + 1 * MiB
+
+
+@ray.remote
+def make(n):
+    return np.ones(n, dtype=np.uint8)
+
+
+def test_task_returns_inline_or_arena(store_cluster):
+    s, b = make.remote(10), make.remote(2 * MiB)
+    assert ray.get(s).sum() == 10 and ray.get(b).sum() == 2 * MiB
+    assert entry(s)["where"] == "inline"
+    assert entry(b)["where"] == "arena"
+
+
+# ----------------------------------------------------------------- zero-copy
+def test_get_is_zero_copy_and_read_only(store_cluster):
+    a = np.arange(4 * MiB // 8, dtype=np.int64)
+    r = ray.put(a)
+    x, y = ray.get(r), ray.get(r)
+    assert np.shares_memory(x, y)
+    assert not x.flags.writeable
+    with pytest.raises(ValueError):
+        x[0] = 5
+    assert np.array_equal(x, a)
+    # the array's memory is the arena (the memfd), not a private copy
+    inode, off, path = memfd_location(x)
+    assert "beamlet-object-store" in path
+    del x, y
+
+
+@dataclasses.dataclass
+class Holder:
+    name: str
+    data: np.ndarray
+
+
+def test_nested_arrays_zero_copy(store_cluster):
+    a = np.arange(1 * MiB // 8, dtype=np.float64)
+    r = ray.put({"list": [a, a + 1], "dc": Holder("h", a * 2), "t": (1, a + 3)})
+    v1, v2 = ray.get(r), ray.get(r)
+    pairs = [(v1["list"][0], v2["list"][0]), (v1["list"][1], v2["list"][1]),
+             (v1["dc"].data, v2["dc"].data), (v1["t"][1], v2["t"][1])]
+    for p, q in pairs:
+        assert np.shares_memory(p, q) and not p.flags.writeable
+        assert "beamlet-object-store" in memfd_location(p)[2]
+    assert np.array_equal(v1["dc"].data, a * 2) and v1["dc"].name == "h"
+
+
+@ray.remote
+def where_is(arr):
+    """In a worker: the array's checksum and where its memory is."""
+    return float(arr.sum()), memfd_location(arr), arr.flags.writeable
+
+
+def test_two_processes_share_memory(store_cluster):
+    a = np.random.default_rng(0).random(2 * MiB // 8)
+    r = ray.put(a)
+    mine = ray.get(r)
+    total, loc, writeable = ray.get(where_is.remote(r))
+    assert total == pytest.approx(a.sum()) and not writeable
+    # same memfd inode, same byte offset in it: the same physical pages
+    assert loc[:2] == memfd_location(mine)[:2]
+    assert "beamlet-object-store" in loc[2]
+
+
+# ----------------------------------------------------------------- beamlet memory
+def test_beamlet_memory_command(store_cluster):
+    big = ray.put(np.ones(2 * MiB))
+    small = ray.put("hello")
+    address = ray.get_runtime_context().gcs_address if hasattr(
+        ray.get_runtime_context(), "gcs_address") else None
+    info = ray.init(ignore_reinit_error=True)
+    address = info.address if hasattr(info, "address") else info["address"]
+    cmd = [sys.executable, "-m", "beamlet.cli", "memory", "--address", address]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = {l.split()[0]: l for l in out.stdout.splitlines() if l.strip()}
+    assert "arena" in lines[big.hex()] and "driver pid=" in lines[big.hex()]
+    assert "inline" in lines[small.hex()]
+    js = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=60)
+    table = {o["object_id"]: o for o in json.loads(js.stdout)["objects"]}
+    assert table[big.hex()]["refcount"] == 1 and table[big.hex()]["where"] == "arena"
+    h = subprocess.run([sys.executable, "-m", "beamlet.cli", "memory", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert h.returncode == 0 and "spilled" in h.stdout
+
+
+# ----------------------------------------------------------------- ref counting
+def test_freed_when_last_ref_dropped(store_cluster):
+    r = ray.put(np.zeros(MiB))
+    oid = r.hex()
+    assert oid in objects()
+    del r
+    wait_for(lambda: oid not in objects(), msg="object freed")
+
+
+@ray.remote
+class Keeper:
+    def __init__(self):
+        self.refs = None
+
+    def keep(self, refs):
+        self.refs = refs     # a list: the ref inside stays a ref
+        return True
+
+    def total(self):
+        return float(ray.get(self.refs[0]).sum())
+
+    def drop(self):
+        self.refs = None
+        return True
+
+
+def test_ref_held_by_another_process(store_cluster):
+    r = ray.put(np.ones(MiB))
+    oid = r.hex()
+    k = Keeper.remote()
+    assert ray.get(k.keep.remote([r]))
+    del r
+    time.sleep(0.3)
+    assert oid in objects(), "freed while an actor holds a ref"
+    assert any("worker" in h for h in objects()[oid]["holders"])
+    assert ray.get(k.total.remote()) == MiB
+    assert ray.get(k.drop.remote())
+    wait_for(lambda: oid not in objects(), msg="freed after the actor dropped it")
+    ray.kill(k)
+
+
+@ray.remote
+def wait_for_file(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return 1
+
+
+@ray.remote
+def total_of(gate, arr):
+    return float(arr.sum())
+
+
+def test_pending_task_arg_keeps_object(store_cluster, tmp_path):
+    gate_file = str(tmp_path / "go")
+    r = ray.put(np.ones(MiB))
+    oid = r.hex()
+    gate = wait_for_file.remote(gate_file)
+    out = total_of.remote(gate, r)
+    del r
+    time.sleep(0.3)
+    e = objects().get(oid)
+    assert e is not None, "freed while a pending task needs it"
+    assert any("total_of" in h for h in e["holders"])
+    open(gate_file, "w").close()
+    assert ray.get(out) == MiB
+    wait_for(lambda: oid not in objects(), msg="freed after the task ran")
+
+
+def test_nested_ref_kept_alive_by_outer(store_cluster):
+    inner = ray.put(np.arange(MiB // 8))
+    inner_id = inner.hex()
+    outer = ray.put([inner, "meta"])
+    del inner
+    time.sleep(0.3)
+    assert inner_id in objects()
+    assert any("inside object" in h for h in objects()[inner_id]["holders"])
+    got = ray.get(outer)
+    assert ray.get(got[0])[5] == 5
+    del got, outer
+    wait_for(lambda: inner_id not in objects(), msg="inner freed with the outer")
+
+
+# ----------------------------------------------------------------- pinning
+def test_view_pins_object_after_ref_dropped():
+    fresh(num_cpus=1, object_store_memory=64 * MiB)
+    try:
+        n = 16 * MiB // 8
+        r = ray.put(np.full(n, 7, dtype=np.int64))
+        view = ray.get(r)
+        oid = r.hex()
+        del r
+        # no ref left: the object is freed, but its range stays allocated
+        wait_for(lambda: store()["freed_pinned"] == 1, msg="freed but pinned")
+        assert objects()[oid]["state"] == "FREED" and objects()[oid]["pins"] == 1
+        # fill the store again and again: nothing may overwrite the viewed range
+        for i in range(20):
+            ref = ray.put(np.full(n, i, dtype=np.int64))
+            keep = [ray.put(np.full(n, -i, dtype=np.int64)) for _ in range(2)]
+            del ref, keep
+        assert (view == 7).all()
+        # a view derived from it keeps it pinned too
+        part = view[10:20]
+        del view
+        gc.collect()
+        time.sleep(0.1)
+        assert store()["freed_pinned"] == 1 and (part == 7).all()
+        del part
+        arena_used_settles(0)
+        assert store()["freed_pinned"] == 0
+    finally:
+        ray.shutdown()
+
+
+# ----------------------------------------------------------------- put/drop loop
+def test_put_drop_loop_500x100MB():
+    fresh(num_cpus=1, object_store_memory=1024 * MiB)
+    try:
+        a = np.ones(100 * MiB // 8)
+        for _ in range(500):
+            ref = ray.put(a)
+            del ref
+        arena_used_settles(0)
+        assert store()["spilled_bytes"] == 0
+    finally:
+        ray.shutdown()
+
+
+# ----------------------------------------------------------------- spilling
+def test_spill_3x_store_and_read_back():
+    fresh(num_cpus=1, object_store_memory=128 * MiB)
+    try:
+        n = 16 * MiB // 8
+        refs = [ray.put(np.full(n, i, dtype=np.int64)) for i in range(24)]  # 384 MiB
+        st = store()
+        assert st["spilled_bytes"] > 0 and st["arena_used"] <= 128 * MiB
+        spill_dir = os.path.join(ray.get_runtime_context().session_dir
+                                 if hasattr(ray.get_runtime_context(), "session_dir")
+                                 else core().node_info["session_dir"], "spill")
+        assert os.listdir(spill_dir)
+        for i, r in enumerate(refs):
+            v = ray.get(r)
+            assert v[0] == i and v[-1] == i
+            del v
+        # in reverse too (restores spill others back out)
+        for i, r in reversed(list(enumerate(refs))):
+            assert ray.get(r)[n // 2] == i
+        wheres = {o["where"] for o in objects().values()}
+        assert "spilled" in wheres
+        del refs, r
+        wait_for(lambda: store()["spilled_bytes"] == 0 and store()["objects"] == 0,
+                 msg="all freed")
+        wait_for(lambda: not os.listdir(spill_dir), msg="spill files removed")
+        arena_used_settles(0)
+    finally:
+        ray.shutdown()
+
+
+@ray.remote
+def sum_all(*arrs):
+    return float(sum(a.sum() for a in arrs))
+
+
+def test_spilled_objects_as_task_args():
+    fresh(num_cpus=1, object_store_memory=64 * MiB)
+    try:
+        n = 8 * MiB // 8
+        refs = [ray.put(np.full(n, 1.0)) for _ in range(20)]   # 160 MiB
+        assert store()["spilled_bytes"] > 0
+        outs = [sum_all.remote(r) for r in refs]
+        assert ray.get(outs) == [float(n)] * 20
+    finally:
+        ray.shutdown()
+
+
+# ----------------------------------------------------------------- full store
+def test_store_full_error_only_when_it_can_never_fit():
+    fresh(num_cpus=1, object_store_memory=32 * MiB)
+    try:
+        with pytest.raises(ray.exceptions.ObjectStoreFullError) as ei:
+            ray.put(np.zeros(40 * MiB // 8))
+        msg = str(ei.value)
+        assert str(32 * MiB) in msg and "object_store_memory" in msg
+        assert str(40 * MiB) in msg[:200] or "4194" in msg  # the object's size
+        # a task whose return can never fit fails with the same error at get
+        with pytest.raises(ray.exceptions.ObjectStoreFullError):
+            ray.get(make.remote(40 * MiB))
+        # objects that fit one at a time always work (spilling the others)
+        keep = [ray.put(np.zeros(12 * MiB // 8)) for _ in range(8)]
+        assert all(ray.get(r).shape == (12 * MiB // 8,) for r in keep)
+    finally:
+        ray.shutdown()
+
+
+# ----------------------------------------------------------------- sizing
+def test_object_store_memory_option():
+    fresh(num_cpus=1, object_store_memory=200 * MiB)
+    try:
+        assert store()["arena_capacity"] == 200 * MiB
+        assert ray.cluster_resources()["object_store_memory"] == 200 * MiB
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 100, 1.5, "1GB", 10**15])
+def test_bad_object_store_memory(bad):
+    with pytest.raises(ValueError, match="object_store_memory"):
+        fresh(num_cpus=1, object_store_memory=bad)
+    assert not ray.is_initialized()
+
+
+def test_default_object_store_memory(monkeypatch):
+    import psutil
+    size = node_mod.default_object_store_memory()
+    st = os.statvfs("/dev/shm")
+    assert 0 < size <= st.f_bavail * st.f_frsize
+    assert size <= psutil.virtual_memory().total * 0.31
+    # a /dev/shm too small for the store: a clear error saying what to do
+    real = os.statvfs
+
+    class Tiny:
+        f_bavail, f_frsize = 10, 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Tiny() if p == "/dev/shm" else real(p))
+    with pytest.raises(RuntimeError, match=r"/dev/shm.*(shm-size|object_store_memory)"):
+        node_mod.default_object_store_memory()
+
+
+# ----------------------------------------------------------------- cleanup
+def _dev_shm():
+    try:
+        return set(os.listdir("/dev/shm"))
+    except OSError:
+        return set()
+
+
+def test_shutdown_leaves_nothing_in_dev_shm():
+    before = _dev_shm()
+    fresh(num_cpus=1, object_store_memory=64 * MiB)
+    r = ray.put(np.ones(4 * MiB))
+    assert ray.get(r).sum() == 4 * MiB
+    raylet_pid = core().node_info["raylet_pid"]
+    del r
+    ray.shutdown()
+    assert _dev_shm() - before == set()
+    wait_for(lambda: not os.path.exists(f"/proc/{raylet_pid}"), msg="raylet gone")
+
+
+def test_driver_death_leaves_nothing():
+    before = _dev_shm()
+    code = textwrap.dedent("""
+        import os, sys, numpy as np, beamlet as ray
+        from beamlet.worker import core_worker
+        ray.init(num_cpus=1, object_store_memory=64 * 2**20)
+        r = ray.put(np.ones(2**20))
+        x = ray.get(r)
+        print(core_worker.global_worker.node_info["raylet_pid"],
+              core_worker.global_worker.node_info["session_dir"], flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    pid, session = p.stdout.split()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 15, msg="raylet exits")
+    assert _dev_shm() - before == set()
