@@ -2,7 +2,6 @@
 import inspect
 import json
 
-import redis
 
 from . import exceptions
 from ._private import ids
@@ -192,6 +191,7 @@ def _actor_dead(gcs, actor_id) -> bool:
 def _take_over_name(gcs, namespace, name, old_id, new_id) -> bool:
     """Replace `old_id` by `new_id` as the holder of `name`, unless someone else
     did first."""
+    import redis  # only drivers get here; workers never import redis
     k = keys.actor_names(namespace)
     with gcs.r.pipeline() as p:
         try:
@@ -332,5 +332,9 @@ def exit_actor():
     core = core_worker.global_worker
     if core is None or core.role != "worker" or core.task.actor_id is None:
         raise TypeError("exit_actor() can only be called inside an actor method.")
-    from .worker.main import ActorExit
     raise ActorExit()
+
+
+class ActorExit(BaseException):
+    """Raised by exit_actor() to end the actor after the current call.  A
+    BaseException, so that a method's `except Exception` does not swallow it."""

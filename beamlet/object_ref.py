@@ -4,7 +4,6 @@ While an ObjectRef exists in any process, inside another live object, or as a
 pending task's argument, its object stays available.  Creating and dropping refs
 costs a dict update; the raylet hears about it in batches.
 """
-import asyncio
 import concurrent.futures
 
 from ._private import serialization
@@ -67,6 +66,7 @@ class ObjectRef:
         return fut
 
     def __await__(self):
+        import asyncio
         return asyncio.wrap_future(self.future()).__await__()
 
 

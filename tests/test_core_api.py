@@ -46,6 +46,14 @@ def test_init_no_args():
     try:
         assert ray.cluster_resources()["CPU"] == os.cpu_count()
         assert ray.get(_echo.remote(5)) == 5
+        # the GCS is a password-protected Redis on a free port
+        import redis
+        from beamlet import api
+        host, port, password = api._core().node_info["redis"]
+        assert password and port != 6379
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host=host, port=port).ping()
+        assert redis.Redis(host=host, port=port, password=password).ping()
     finally:
         ray.shutdown()
 

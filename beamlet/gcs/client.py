@@ -4,12 +4,13 @@ import queue
 import threading
 import time
 
-import redis
-
 from . import keys
 
 
-def connect(host: str, port: int, password: str) -> redis.Redis:
+def connect(host: str, port: int, password: str):
+    # imported here: worker processes import beamlet but never talk to Redis, and
+    # the redis package costs them ~70 ms and ~15 MiB
+    import redis
     return redis.Redis(host=host, port=port, password=password, socket_timeout=30,
                        socket_connect_timeout=10)
 
@@ -105,7 +106,7 @@ class WriteBehind:
     """Batches GCS writes off the hot path: callers enqueue (cheap), a thread
     flushes every GCS_FLUSH_S in one pipeline."""
 
-    def __init__(self, r: redis.Redis, interval: float):
+    def __init__(self, r, interval: float):
         self.r = r
         self.interval = interval
         self.q = queue.SimpleQueue()

@@ -94,8 +94,13 @@ class ObjectManager:
     def spawn(self, coro):
         t = asyncio.get_running_loop().create_task(coro)
         self.owned.add(t)
-        t.add_done_callback(self.owned.discard)
+        t.add_done_callback(self._done)
         return t
+
+    def _done(self, t):
+        self.owned.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log("background task failed:", repr(t.exception()))
 
     def holder(self, node_hex):
         h = self.holders.get(node_hex)

@@ -15,6 +15,7 @@ queued on the connection and written once per loop turn (coalesced).
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import json
 import mmap
 import os
@@ -159,6 +160,9 @@ class Raylet:
         self.task_events = {}        # task_id -> Task whose state the GCS lacks
         self.finished_task_ids = collections.deque()
         self.pending_creates = []   # (deadline, conn, req, oid, size)
+        self.spill_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="spill")
+        self.spilling_bytes = 0      # bytes of objects being written out now
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.arena_size = args.object_store_memory
         self.store = ObjectTable(self.arena_size)
@@ -261,6 +265,7 @@ class Raylet:
             os.unlink(self.socket_path)
         except OSError:
             pass
+        self.spill_thread.shutdown(wait=True, cancel_futures=True)
         try:
             import shutil
             shutil.rmtree(self.spill_dir, ignore_errors=True)
@@ -573,17 +578,11 @@ class Raylet:
                 f"(init(object_store_memory=...)) or split the object."]])
             return
         off = self.store.reserve(o, size)
-        while off is None:
-            victims = self.store.spill_candidates()
-            if not victims:
-                break
-            err = self.spill(victims[0])
-            if err:
-                conn.send([P.REPLY, req, [None, err]])
-                return
-            off = self.store.reserve(o, size)
         if off is None:
+            # wait for space: spill least recently used objects (in the spill
+            # thread) or wait for processes to release what they map
             self.pending_creates.append((deadline, conn, req, o, size))
+            self.make_room()
             return
         self.wb.put("hset", keys.obj(o.oid), self.node_id.hex(), size)
         conn.send([P.REPLY, req, [off]])
@@ -595,12 +594,79 @@ class Raylet:
                 if not conn.closed:
                     self.try_create(conn, req, o, size, deadline)
 
+    # Spilling for creates runs in a thread, so that writing hundreds of MB to
+    # disk never stalls the event loop (every client's messages).  An object
+    # being spilled is pinned by the raylet itself: it stays readable, and
+    # cannot be freed or moved until the write is done.
+    def make_room(self):
+        """Start spilling LRU objects until the bytes being spilled cover what
+        the waiting creates need (fragmentation may call for another round)."""
+        need = sum(p[4] for p in self.pending_creates if not p[1].closed)
+        need -= self.spilling_bytes + self.store.allocator.largest_hole()
+        if need <= 0:
+            return
+        for v in self.store.spill_candidates():
+            if need <= 0:
+                break
+            self.start_spill(v)
+            need -= v.size
+
+    def start_spill(self, o):
+        o.pins += 1
+        self.spilling_bytes += o.size
+        path = os.path.join(self.spill_dir, o.oid.hex())
+        fut = self.spill_thread.submit(self.write_spill_file, path, o.offset, o.size)
+        fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(
+            self.spill_done, o, path, f))
+
+    def write_spill_file(self, path, offset, size):
+        """(spill thread) Write one object's bytes to `path`."""
+        try:
+            with open(path, "wb") as f:
+                f.write(self.arena_view[offset:offset + size])
+        except OSError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+
+    def spill_done(self, o, path, fut):
+        self.spilling_bytes -= o.size
+        o.pins -= 1
+        err = fut.exception()
+        if o.state is ObjState.FREED or o.pins > 0 or err is not None:
+            # freed meanwhile, got by a process meanwhile (it stays in memory),
+            # or the write failed: the file is not needed
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            if o.pins <= 0:
+                self.unpinned(o)   # releases the range if it was freed
+            if err is not None:
+                msg = (f"The object store is full and spilling to {self.spill_dir} "
+                       f"failed ({err}); free disk space there, or release references "
+                       f"to large objects.")
+                log("spill failed:", msg)
+                for _, conn, req, _, size in self.pending_creates:
+                    conn.send([P.REPLY, req, [None, f"An object of {size} bytes does "
+                               f"not fit in the object store. {msg}"]])
+                self.pending_creates = []
+                return
+        else:
+            self.store.release_memory(o)
+            o.move(ObjState.SPILLED)
+            o.spill_path = path
+            self.store.spilled_bytes += o.size
+        self.memory_freed()
+
     def expire_creates(self):
         now = time.monotonic()
         keep = []
         for item in self.pending_creates:
             deadline, conn, req, o, size = item
-            if now < deadline:
+            if now < deadline or self.spilling_bytes:   # spilling: progress is made
                 keep.append(item)
                 continue
             st = self.store.stats()

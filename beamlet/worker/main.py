@@ -9,7 +9,6 @@ Output written to stdout/stderr is prefixed per line with "(task_name pid=N)" an
 reaches the driver through the raylet.
 """
 import argparse
-import asyncio
 import concurrent.futures
 import inspect
 import json
@@ -35,8 +34,9 @@ class _Cancelled(KeyboardInterrupt):
     as in Ray, so `finally` blocks run and user code may catch it."""
 
 
-class ActorExit(BaseException):
-    """Raised by exit_actor() to end the actor after the current call."""
+# Raised by exit_actor(). Defined in beamlet.actor, not here: this module runs as
+# __main__ in a worker, so a class defined here would not be the one raised.
+from ..actor import ActorExit  # noqa: E402
 
 
 class PrefixedStream:
@@ -141,6 +141,7 @@ class Worker:
                 if spec.kind == P.ACTOR_TASK and self.pool is not None:
                     self.pool.submit(self.execute, spec, msg[2], msg[3])
                 elif spec.kind == P.ACTOR_TASK and self.aloop is not None:
+                    import asyncio  # imported lazily: only async actors use it
                     asyncio.run_coroutine_threadsafe(
                         self.execute_async(spec, msg[2], msg[3]), self.aloop)
                 else:
@@ -260,6 +261,7 @@ class Worker:
         self.finish(spec, results, flag)
 
     async def execute_async(self, spec, descs, gpu_ids):
+        import asyncio  # imported lazily: only async actors use it
         # the raylet sends calls ahead (a pipeline window): at most
         # max_concurrency of them run at once; the semaphore is FIFO, so they
         # start in arrival order
@@ -287,12 +289,12 @@ class Worker:
 
     def finish(self, spec, results, flag):
         self.core.conn.send([P.DONE, spec.task_id, results, flag])
-        self.running_name.v = None
-        try:
+        try:   # a last line without "\n" still gets this task's prefix
             sys.stdout.flush()
             sys.stderr.flush()
         except Exception:
             pass
+        self.running_name.v = None
 
     def retryable(self, spec, e):
         r = spec.retry_exceptions
@@ -363,6 +365,7 @@ class Worker:
         return out
 
     def start_event_loop(self, max_concurrency):
+        import asyncio  # imported lazily: only async actors use it
         ready = threading.Event()
 
         def run():
