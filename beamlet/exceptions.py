@@ -31,10 +31,12 @@ class TaskError(BeamletError):
 
     def as_instanceof_cause(self):
         """This error as an instance of a class deriving from TaskError and the
-        cause's class (when that class can be subclassed)."""
+        cause's class (when that class can be subclassed).  Only for Exception
+        subclasses: a remote KeyboardInterrupt or SystemExit must not look like a
+        Ctrl-C or sys.exit() of the driver itself."""
         cause_cls = type(self.cause) if self.cause is not None else None
         if cause_cls is None or issubclass(cause_cls, TaskError) or \
-                not issubclass(cause_cls, BaseException):
+                not issubclass(cause_cls, Exception):
             return self
         try:
             cls = _dual_classes.get(cause_cls)
@@ -48,8 +50,8 @@ class TaskError(BeamletError):
             _dual_init(err, self.function_name, self.traceback_str, self.cause,
                        self.pid, self.ip)
             return err
-        except TypeError:  # e.g. a class with an incompatible layout
-            return self
+        except Exception:  # e.g. a class with an incompatible layout, or one
+            return self    # whose __init_subclass__ or metaclass refuses us
 
 
 class _CauseBox:

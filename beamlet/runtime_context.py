@@ -53,6 +53,9 @@ class RuntimeContext:
 
     @property
     def namespace(self):
+        if self._namespace is None:
+            from .actor import current_namespace
+            self._namespace = current_namespace()
         return self._namespace
 
     def get_assigned_resources(self):

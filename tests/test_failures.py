@@ -91,11 +91,14 @@ def test_worker_killed_from_outside(ray_start, tmp_path):
 
 def test_shutdown_removes_session():
     info = ray.init(num_cpus=1)
-    session = info["session_dir"]
-    assert os.path.isdir(session)
-    children = psutil.Process().children(recursive=True)
-    assert ray.get(pid_of.remote()) in {c.pid for c in children}
-    ray.shutdown()
+    try:
+        session = info["session_dir"]
+        assert os.path.isdir(session)
+        worker = ray.get(pid_of.remote())
+        children = psutil.Process().children(recursive=True)
+        assert worker in {c.pid for c in children}
+    finally:
+        ray.shutdown()
     assert not os.path.exists(session)
     for c in children:
         assert not c.is_running() or c.status() == psutil.STATUS_ZOMBIE

@@ -26,6 +26,9 @@ DEFAULT_MAX_RETRIES = 3
 # Calls the raylet sends ahead to an actor's worker (which runs them in order, at
 # most max_concurrency at a time): a window hides the round trip per call.
 ACTOR_PIPELINE_DEPTH = _env("ACTOR_PIPELINE_DEPTH", 32, int)
+# A process keeps the arena mapping it made last (and so its pin) this long after
+# its values are gone: repeated get()s of one large object need no round trip.
+RECENT_MAP_S = _env("RECENT_MAP_S", 0.1, float)
 # Not /tmp/beamlet: a directory named like the package in /tmp would shadow it
 # (as a namespace package) for scripts run from /tmp under an editable install.
 SESSION_ROOT = _env("SESSION_ROOT", "/tmp/beamlet-sessions", str)

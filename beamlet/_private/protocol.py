@@ -19,6 +19,8 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
   GET      c→r  [GET, req, oids, timeout_s]  → REPLY [descriptor | None per oid]
                 None: not ready when the timeout passed; blocks a worker's CPU lease
   WAIT     c→r  [WAIT, req, oids, num_returns, timeout_s]  → REPLY [ready indexes]
+                every index ready at reply time, even beyond num_returns (the
+                client remembers them: a later wait on them needs no request)
   REF_ADD  c→r  [REF_ADD, oids]           this process now holds these refs
   REF_DEL  c→r  [REF_DEL, oids]           ... and no longer holds these
   UNPIN    c→r  [UNPIN, oids]             arena views of these were all released

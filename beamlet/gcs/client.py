@@ -1,6 +1,7 @@
 """Typed access to the GCS (see keys.py for the schema)."""
 import json
 import queue
+import sys
 import threading
 import time
 
@@ -136,8 +137,13 @@ class WriteBehind:
         try:
             p = self.r.pipeline(transaction=False)
             for op, args, kw in ops:
-                getattr(p, op)(*args, **kw)
-            p.execute()
+                try:
+                    getattr(p, op)(*args, **kw)
+                except Exception as e:
+                    # one malformed write must not drop the whole batch
+                    print(f"GCS write-behind: skipped {op}{args!r:.200}: {e}",
+                          file=sys.stderr, flush=True)
+            p.execute(raise_on_error=False)
         except Exception:
             pass  # the GCS is gone (shutting down); nothing to do
 

@@ -46,7 +46,10 @@ def start(session_dir: str, password: str, host="127.0.0.1", port=None,
                 "--dir", session_dir, "--logfile", os.path.join(session_dir, "logs",
                                                                "redis.log"),
                 "--databases", "1", "--loglevel", "warning"]
-        proc = process.spawn(args, die_with_parent=bool(owner_pid))
+        # its output goes to its logfile; inheriting our stdout would keep the pipe
+        # of whoever ran `beamlet start` open for as long as the node lives
+        proc = process.spawn(args, die_with_parent=bool(owner_pid),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:

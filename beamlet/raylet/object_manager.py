@@ -70,6 +70,8 @@ class ObjectManager:
         self.from_peer = {}    # task id -> node hex: tasks we run for a peer
         self.forwarded = {}    # task id -> [Task, node hex]: our tasks run elsewhere
         self.pulls = {}        # oid -> asyncio.Task (one pull per object at a time)
+        self.remote_refs = {}  # oid -> node hex that keeps the original for us
+        self.unwarned = []     # infeasible tasks to warn about after a table refresh
         self.owned = set()     # background coroutines, cancelled on close
         self.server = None
         self.port = None
@@ -133,12 +135,22 @@ class ObjectManager:
 
     async def tick(self):
         """Every heartbeat: node table, infeasible tasks, backlog spill-over."""
+        if self.refreshing:
+            return      # the previous tick is still reading the node table
         await self.refresh_nodes()
+        r = self.r
+        if self.unwarned:
+            pending, self.unwarned = self.unwarned, []
+            for t in pending:
+                if t in r.infeasible and not self.forward(t):
+                    t.warned_infeasible = False
+                elif t in r.infeasible:
+                    r.infeasible.remove(t)
+            r.warn_infeasible()
         if not self.nodes:
             return
-        r = self.r
         for t in list(r.infeasible):
-            if self.forward(t, exclude_self=True):
+            if t.state is not TS.WAITING_FOR_RESOURCES or self.forward(t):
                 r.infeasible.remove(t)
         self.spill_backlog()
 
@@ -166,7 +178,7 @@ class ObjectManager:
             rec["resources_available"] = avail
 
     # ------------------------------------------------------------------ forwarding
-    def forward(self, t, exclude_self=True) -> bool:
+    def forward(self, t) -> bool:
         """Place a task that cannot run here on another node; False if none can."""
         spec = t.spec
         if spec.kind != P.NORMAL_TASK or not self.nodes or spec.scheduling:
@@ -210,8 +222,8 @@ class ObjectManager:
                 args[oid] = [o.data, o.is_error, list(o.contained)]
             else:
                 args[oid] = None
-        self.r.wb.put("hset", keys.task(spec.task_id), mapping={
-            "state": "FORWARDED", "node": node_hex})
+        if hasattr(self.r, "task_event"):
+            self.r.task_event(t)
         self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args]))
 
     async def send(self, node_hex, msg):
@@ -307,7 +319,16 @@ class ObjectManager:
             if o is None or o.state is not ObjState.PENDING:
                 continue   # nobody here wants it (any more)
             ok = await self.pull(oid, [peer]) and ok
-        self.spawn(self.send(peer, [P.PEER_RELEASE, remote]))
+        # the producer keeps its copy while ours lives (a remote ref): it is where
+        # later tasks using the object run best; release() drops it
+        objects = self.r.store.objects
+        done = [oid for oid in remote if (o := objects.get(oid)) is not None
+                and o.state is not ObjState.PENDING and o.state is not ObjState.FREED]
+        for oid in done:
+            self.remote_refs[oid] = peer
+        rest = [oid for oid in remote if oid not in self.remote_refs]
+        if rest:
+            self.spawn(self.send(peer, [P.PEER_RELEASE, rest]))
         if self.forwarded.get(task_id) is not entry:
             return
         if not ok:
@@ -317,6 +338,17 @@ class ObjectManager:
             return
         del self.forwarded[task_id]
         self.r.complete_task(entry[0], inline)
+
+    def release(self, oid):
+        """Raylet hook: our copy of `oid` was freed; the producer may free its own."""
+        peer = self.remote_refs.pop(oid)
+        if peer not in self.dead:
+            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+
+    def defer_infeasible_warning(self, t):
+        """Warn only once a fresh node table confirms no node can run it."""
+        t.warned_infeasible = True
+        self.unwarned.append(t)
 
     def retry(self, t, why):
         self.forwarded.pop(t.spec.task_id, None)

@@ -164,6 +164,8 @@ class Raylet:
             1, thread_name_prefix="spill")
         self.spilling_bytes = 0      # bytes of objects being written out now
         self.functions = {}      # fn key -> blob cache (served to workers)
+        self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
+        self.output_tasks = set()  # tasks forwarding workers' stdout/stderr
         self.arena_size = args.object_store_memory
         self.store = ObjectTable(self.arena_size)
         self.spill_dir = os.path.join(self.session_dir, "spill")
@@ -183,6 +185,7 @@ class Raylet:
         self.calls = {
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
             "kill_actor": self.call_kill_actor, "cancel": self.call_cancel,
+            "job_sys_path": self.call_job_sys_path,
             "memory": self.call_memory, "actor_state": self.call_actor_state,
             "status": self.call_status, "pg_create": self.call_pg_create,
             "pg_remove": self.call_pg_remove, "pg_table": self.call_pg_table, "ping": lambda conn: "pong",
@@ -298,7 +301,12 @@ class Raylet:
                                    stderr=asyncio.subprocess.PIPE)
         w.log_name = f"pid={w.pid}"
         for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
-            self.loop.create_task(self.forward_output(w, stream, is_err))
+            # keep a strong reference: the loop holds tasks weakly, and so does the
+            # pipe's StreamReaderProtocol its reader, so an unreferenced reading
+            # task is garbage-collected mid-read and the worker's output is lost
+            t = self.loop.create_task(self.forward_output(w, stream, is_err))
+            self.output_tasks.add(t)
+            t.add_done_callback(self.output_tasks.discard)
         return w
 
     async def forward_output(self, w, stream, is_err):
@@ -473,8 +481,11 @@ class Raylet:
             self.store.release_memory(o)
             self.memory_freed()
         o.state = ObjState.FREED
-        if o.in_arena or o.spill_path:
-            self.wb.put("delete", keys.obj(o.oid))
+        if o.size >= config.INLINE_THRESHOLD:
+            # this node no longer holds it (other nodes' copies stay listed)
+            self.wb.put("hdel", keys.obj(o.oid), self.node_id.hex())
+        if self.om.remote_refs and o.oid in self.om.remote_refs:
+            self.om.release(o.oid)   # the copy we fetched is gone: unpin the origin's
         for c in o.contained:
             self.decref(c)
         a = self.creation_to_actor.get(o.oid)
@@ -830,13 +841,12 @@ class Raylet:
                     out.append(None)
             conn.send([P.REPLY, g.req, out])
         else:
+            # every ready index, not just num_returns: the client remembers them
             ready = []
             for i, oid in enumerate(g.oids):
                 o = objects.get(oid)
                 if o is None or o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
                     ready.append(i)
-                    if len(ready) >= g.num_returns:
-                        break
             conn.send([P.REPLY, g.req, ready])
 
     # ------------------------------------------------------------------ tasks
@@ -968,8 +978,9 @@ class Raylet:
                 self.request_schedule()
                 return
         if not self.resources.feasible(t.spec.resources):
-            if self.om.nodes and self.om.forward(t):
+            if self.om.forward(t):
                 return   # another node has what it needs
+            self.om.defer_infeasible_warning(t)
             self.infeasible.append(t)
             self.warn_infeasible()
             return
@@ -1480,6 +1491,14 @@ class Raylet:
             if blob is not None:
                 self.functions[key] = blob
         return blob
+
+    def call_job_sys_path(self, conn, job_id):
+        """The driver's sys.path (json) of a job, for its workers."""
+        cache = self.job_sys_paths
+        if job_id not in cache:
+            raw = self.gcs.r.hget(keys.job(job_id), "sys_path")
+            cache[job_id] = raw.decode() if raw else "[]"
+        return cache[job_id]
 
     def call_actor_state(self, conn, actor_id):
         a = self.actors.get(actor_id)

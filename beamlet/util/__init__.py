@@ -3,3 +3,5 @@ from .placement_group import (PlacementGroup, get_current_placement_group,
                               get_placement_group, placement_group,
                               placement_group_table, remove_placement_group)
 from . import scheduling_strategies
+from . import queue
+from .actor_pool import ActorPool

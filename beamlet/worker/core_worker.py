@@ -32,6 +32,12 @@ from .._private import config, ids, serialization
 from .._private import protocol as P
 
 
+# madvise(MADV_POPULATE_WRITE) (Linux 5.14+): map a range's pages in one call.
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if os.uname().sysname == "Linux"
+                          else 0)
+_CHUNK = 2 * 1024 * 1024
+
+
 class ConnectionLost(exceptions.RaySystemError):
     pass
 
@@ -181,6 +187,7 @@ class CoreWorker:
         self.counts = {}
         self.count_lock = threading.RLock()
         self.cache = {}          # oid -> (data, is_error) for small objects we hold
+        self.known_ready = set() # oids we hold that a WAIT reply said were ready
         self.maps = {}           # oid -> weakref to a read-only mmap of the object
         self.exported = set()
         self.local = threading.local()
@@ -198,6 +205,11 @@ class CoreWorker:
         self._rw = None
         self.driver_task = TaskContext(ids.new_task_id())
         self._flusher_wake = threading.Event()
+        # the last arena mapping made, kept alive (with its pin) for a moment so
+        # that a loop of get() on one large object reuses it instead of asking
+        # the raylet each time; the flusher thread lets it go after RECENT_MAP_S
+        self._recent_map = None
+        self._recent_at = 0.0
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="beamlet-flush")
         self._flusher.start()
@@ -228,6 +240,7 @@ class CoreWorker:
             if n == 0:
                 self.refops.append(("d", oid))
                 self.cache.pop(oid, None)
+                self.known_ready.discard(oid)
 
     def _drain_refops(self, out):
         ops = self.refops
@@ -253,6 +266,9 @@ class CoreWorker:
             if woke:
                 self._flusher_wake.clear()
                 time.sleep(0.001)
+            if self._recent_map is not None and \
+                    time.monotonic() - self._recent_at > config.RECENT_MAP_S:
+                self._recent_map = None   # may unpin (finalizer queues UNPIN)
             if self.refops or self.conn.out:
                 try:
                     self.conn.flush()
@@ -270,8 +286,33 @@ class CoreWorker:
     @property
     def rw(self):
         if self._rw is None:
-            self._rw = memoryview(mmap.mmap(self.arena_fd, self.arena_size))
+            self._rw_map = mmap.mmap(self.arena_fd, self.arena_size)
+            self._rw = memoryview(self._rw_map)
+            # which 2 MiB chunks of this mapping have their pages mapped already
+            self._faulted = bytearray(self.arena_size // _CHUNK + 1)
         return self._rw
+
+    def write_object(self, off, s):
+        """Lay serialized object `s` out at arena offset `off`.
+
+        The first write to a range of the mapping would take one page fault per
+        4 KiB page; asking the kernel to map the whole range at once
+        (MADV_POPULATE_WRITE) is much cheaper.  A range stays mapped for the life
+        of the process, so this happens at most once per chunk."""
+        rw = self.rw
+        end = off + s.size
+        faulted = self._faulted
+        first, last = off // _CHUNK, (end - 1) // _CHUNK
+        if _POPULATE_WRITE and not all(faulted[first:last + 1]):
+            # whole chunks (it changes no data, so the neighbours' bytes are safe)
+            start = first * _CHUNK
+            try:
+                self._rw_map.madvise(_POPULATE_WRITE, start,
+                                     min(self.arena_size, (last + 1) * _CHUNK) - start)
+            except OSError:   # kernel older than 5.14: fault page by page
+                pass
+            faulted[first:last + 1] = b"\x01" * (last + 1 - first)
+        s.write_to(rw[off:end])
 
     def _unpin(self, oid, ref):
         # only forget the entry if it is still this (dead) mapping's: another
@@ -292,6 +333,7 @@ class CoreWorker:
         ref = weakref.ref(m)
         if not is_error:   # get() reuses a live mapping without asking the raylet
             self.maps[oid] = ref
+            self._recent_map, self._recent_at = m, time.monotonic()
         weakref.finalize(m, self._unpin, oid, ref)
         return memoryview(m)
 
@@ -301,7 +343,11 @@ class CoreWorker:
         immutable, so reading it again needs no round trip to the raylet."""
         ref = self.maps.get(oid)
         m = ref() if ref is not None else None
-        return memoryview(m) if m is not None else None
+        if m is None:
+            return None
+        if m is self._recent_map:
+            self._recent_at = time.monotonic()
+        return memoryview(m)
 
     # ------------------------------------------------------------ put
     def put(self, value):
@@ -318,7 +364,7 @@ class CoreWorker:
             self.queue([P.PUT, oid, data, s.contained])
         else:
             off = self.create(oid, s.size)
-            s.write_to(self.rw[off:off + s.size])
+            self.write_object(off, s)
             self.queue([P.SEAL, oid, s.contained, False])
 
     def create(self, oid, size):
@@ -377,13 +423,23 @@ class CoreWorker:
         return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
     def wait(self, oids, num_returns, timeout):
-        cache = self.cache
-        # objects we hold in the cache are ready without asking
-        ready_local = [i for i, o in enumerate(oids) if o in cache]
-        if len(ready_local) >= num_returns:
-            return ready_local[:num_returns]
+        cache, known = self.cache, self.known_ready
+        # objects in the cache, or that an earlier WAIT reported ready, are ready
+        # without asking (a ready object stays ready while we hold its ref): a
+        # loop of wait(num_returns=1) costs one request per batch, not per ref
+        if cache or known:
+            ready_local = []
+            for i, o in enumerate(oids):    # stops at the num_returns-th ready ref
+                if o in cache or o in known:
+                    ready_local.append(i)
+                    if len(ready_local) >= num_returns:
+                        return ready_local
         idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns, timeout])
-        return idx
+        counts = self.counts
+        for i in idx:
+            if oids[i] in counts:
+                known.add(oids[i])
+        return idx[:num_returns]
 
     # ------------------------------------------------------------ tasks
     def export(self, gcs, key, blob):

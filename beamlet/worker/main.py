@@ -24,7 +24,6 @@ import cloudpickle
 from .. import exceptions
 from .._private import ids, process, serialization
 from .._private import protocol as P
-from ..gcs import keys
 from . import core_worker
 from .core_worker import CoreWorker, TaskContext
 
@@ -194,14 +193,12 @@ class Worker:
         self.gpu_ids = gpu_ids
 
     def add_job_sys_path(self, job_id):
-        """Append the driver's sys.path entries (GCS job record) to ours, once per
+        """Append the driver's sys.path entries (GCS job record, via the raylet) to ours, once per
         job: values and functions pickled by reference to the driver's own
         modules must import here too."""
         self.jobs_seen.add(job_id)
-        try:
-            from .. import api
-            raw = api._state.gcs.r.hget(keys.job(job_id), "sys_path")
-            paths = json.loads(raw) if raw else []
+        try:   # through the raylet: workers do not load the redis client
+            paths = json.loads(self.core.call("job_sys_path", job_id))
         except Exception:
             return
         for p in paths:
@@ -360,7 +357,7 @@ class Worker:
                 out.append([oid, [P.INLINE, s.to_bytes(), False, s.contained]])
             else:
                 off = core.create(oid, s.size)
-                s.write_to(core.rw[off:off + s.size])
+                core.write_object(off, s)
                 out.append([oid, [P.ARENA, off, s.size, False, s.contained]])
         return out
 

@@ -1,0 +1,254 @@
+"""Multi-node clusters on one machine (beamlet.cluster_utils.Cluster): placement
+across nodes, object transfer, node death, join/leave, peer authentication."""
+import os
+import socket
+import struct
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+import beamlet
+from beamlet.cluster_utils import Cluster
+from beamlet.gcs.client import GcsClient
+from beamlet.scheduler.placement import choose_node
+
+from conftest import wait_for
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    yield c
+    c.shutdown()
+
+
+@beamlet.remote
+def node_of(*args):
+    return beamlet.get_runtime_context().get_node_id()
+
+
+@beamlet.remote
+def total_bytes(*arrays):
+    return beamlet.get_runtime_context().get_node_id(), sum(int(a.sum()) for a in arrays)
+
+
+def _node_record(c, node):
+    gcs = GcsClient(c.head_node.redis_host, c.head_node.redis_port, c.head_node.password)
+    try:
+        return next(n for n in gcs.nodes() if n["node_id"] == node.node_id.hex())
+    finally:
+        gcs.r.close()
+
+
+# ---- the placement policy (pure) ------------------------------------------------------
+def _n(i, total, avail, demand=()):
+    return {"node_id": i, "state": "ALIVE", "resources_total": total,
+            "resources_available": avail, "demand": list(demand)}
+
+
+def test_choose_node_policy():
+    a = _n("a", {"CPU": 4}, {"CPU": 0})
+    b = _n("b", {"CPU": 4, "gpu_x": 1}, {"CPU": 4, "gpu_x": 1})
+    c = _n("c", {"CPU": 4}, {"CPU": 2})
+    # only b has the resource
+    assert choose_node({"gpu_x": 1}, [a, b, c]) == "b"
+    assert choose_node({"tpu": 1}, [a, b, c]) is None
+    # argument bytes win over load
+    assert choose_node({"CPU": 1}, [a, b, c], {"a": 10**8, "c": 10}) == "a"
+    # then where it fits now, least loaded
+    assert choose_node({"CPU": 1}, [a, b, c]) == "b"
+    dead = dict(b, state="DEAD")
+    assert choose_node({"CPU": 1}, [a, dead, c]) == "c"
+
+
+# ---- placement ---------------------------------------------------------------------------
+def test_custom_resource_placement_and_join(cluster):
+    beamlet.init(address=cluster.address)
+    head = cluster.head_node.node_id.hex()
+    assert beamlet.get(node_of.remote()) == head
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    n3 = cluster.add_node(num_cpus=1, resources={"node3": 1})
+    refs = [node_of.options(resources={"node2": 1}).remote() for _ in range(3)] + \
+           [node_of.options(resources={"node3": 1}).remote() for _ in range(3)]
+    got = beamlet.get(refs, timeout=60)
+    assert got == [n2.node_id.hex()] * 3 + [n3.node_id.hex()] * 3
+    alive = [n for n in beamlet.nodes() if n["Alive"]]
+    assert len(alive) == 3
+    # leave: a removed node is reported dead, the rest keeps working
+    cluster.remove_node(n3)
+    wait_for(lambda: sum(n["Alive"] for n in beamlet.nodes()) == 2, 20, msg="node 3 gone")
+    assert beamlet.get(node_of.options(resources={"node2": 1}).remote(),
+                       timeout=60) == n2.node_id.hex()
+
+
+def test_nested_submission_from_worker_node(cluster):
+    """A task on node 2 submits one needing node 3's resource."""
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    n3 = cluster.add_node(num_cpus=1, resources={"node3": 1})
+    beamlet.init(address=cluster.address)
+
+    @beamlet.remote(resources={"node2": 1})
+    def outer():
+        return (beamlet.get_runtime_context().get_node_id(),
+                beamlet.get(node_of.options(resources={"node3": 1}).remote()))
+    assert beamlet.get(outer.remote(), timeout=60) == (n2.node_id.hex(), n3.node_id.hex())
+
+
+def test_locality_prefers_node_with_argument_bytes(cluster):
+    n2 = cluster.add_node(num_cpus=1, resources={"shared": 1})
+    n3 = cluster.add_node(num_cpus=1, resources={"shared": 1, "maker": 1})
+    beamlet.init(address=cluster.address)
+
+    @beamlet.remote(resources={"maker": 1})
+    def make():
+        return np.ones(20_000_000, dtype=np.uint8)
+    ref = make.remote()
+    beamlet.wait([ref], timeout=60)
+    # node 3 still holds the result (the driver's node holds a copy and a remote ref)
+    for _ in range(3):
+        nid, s = beamlet.get(total_bytes.options(resources={"shared": 1}).remote(ref),
+                             timeout=60)
+        assert nid == n3.node_id.hex() and s == 20_000_000
+
+
+# ---- object transfer ---------------------------------------------------------------------
+def test_large_objects_both_ways(cluster):
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1},
+                          object_store_memory=700 * 2**20)
+    beamlet.init(address=cluster.address)
+    big = np.arange(25_000_000, dtype=np.int64)          # 200 MB, driver's node
+    ref = beamlet.put(big)
+
+    @beamlet.remote(resources={"node2": 1})
+    def roundtrip(a):
+        assert a.nbytes == 200_000_000
+        return beamlet.get_runtime_context().get_node_id(), int(a[-1]), a[::-1].copy()
+    nid, last, back = beamlet.get(roundtrip.remote(ref), timeout=120)
+    assert nid == n2.node_id.hex() and last == 25_000_000 - 1
+    assert back.nbytes == 200_000_000 and back[0] == 25_000_000 - 1 and back[-1] == 0
+    del back
+
+
+def test_many_small_objects_and_shared_argument(cluster):
+    cluster.add_node(num_cpus=2, resources={"node2": 2})
+    beamlet.init(address=cluster.address)
+    smalls = [beamlet.put(np.full(10, i)) for i in range(200)]
+    mids = [beamlet.put(np.full(200_000, i, dtype=np.uint8)) for i in range(5)]
+
+    @beamlet.remote(resources={"node2": 1})
+    def add(x, m):
+        return int(x[0]) + int(m[0])
+    refs = [add.remote(s, mids[i % 5]) for i, s in enumerate(smalls)]
+    assert beamlet.get(refs, timeout=120) == [i + i % 5 for i in range(200)]
+
+    # results made on node 2 come back as many small objects
+    @beamlet.remote(resources={"node2": 1})
+    def make(i):
+        return np.full(1000, i)
+    outs = beamlet.get([make.remote(i) for i in range(100)], timeout=120)
+    assert [int(o[0]) for o in outs] == list(range(100))
+
+
+def test_objects_freed_on_both_nodes(cluster):
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    beamlet.init(address=cluster.address)
+
+    @beamlet.remote(resources={"node2": 1})
+    def make():
+        return np.ones(5_000_000, dtype=np.uint8)
+    ref = make.remote()
+    assert beamlet.get(ref, timeout=60).sum() == 5_000_000
+    used = lambda node: int(_node_record(cluster, node).get("object_store_used", 0))
+    wait_for(lambda: used(n2) >= 5_000_000, 10, msg="node 2 holds the result")
+    del ref
+    wait_for(lambda: used(n2) == 0, 20, msg="node 2 freed its copy")
+    wait_for(lambda: used(cluster.head_node) == 0, 20, msg="head freed its copy")
+
+
+# ---- node death --------------------------------------------------------------------------
+def test_node_killed_mid_task_is_retried_elsewhere(cluster, tmp_path):
+    n2 = cluster.add_node(num_cpus=1, resources={"shared": 1})
+    beamlet.init(address=cluster.address)
+    marker = tmp_path / "started"
+
+    @beamlet.remote(resources={"shared": 1}, max_retries=2)
+    def slow(path):
+        import pathlib
+        pathlib.Path(path).touch()
+        time.sleep(3)
+        return beamlet.get_runtime_context().get_node_id(), np.ones(1_000_000)
+    ref = slow.remote(str(marker))
+    wait_for(marker.exists, 60, msg="the task started on node 2")
+    n3 = cluster.add_node(num_cpus=1, resources={"shared": 1})
+    cluster.remove_node(n2, allow_graceful=False)        # SIGKILL: it goes silent
+    nid, arr = beamlet.get(ref, timeout=90)
+    assert nid == n3.node_id.hex() and arr.sum() == 1_000_000
+
+
+def test_node_killed_without_retries_fails_clearly(cluster, tmp_path):
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    beamlet.init(address=cluster.address)
+    marker = tmp_path / "started"
+
+    @beamlet.remote(resources={"node2": 1}, max_retries=0)
+    def slow(path):
+        import pathlib
+        pathlib.Path(path).touch()
+        time.sleep(60)
+    ref = slow.remote(str(marker))
+    wait_for(marker.exists, 60, msg="the task started on node 2")
+    cluster.remove_node(n2, allow_graceful=False)
+    with pytest.raises(beamlet.exceptions.NodeDiedError, match="no retries left"):
+        beamlet.get(ref, timeout=60)
+
+
+# ---- security ----------------------------------------------------------------------------
+def _read_frame(s):
+    hdr = b""
+    while len(hdr) < 4:
+        chunk = s.recv(4 - len(hdr))
+        if not chunk:
+            return None
+        hdr += chunk
+    (n,) = struct.unpack("<I", hdr)
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return msgpack.unpackb(body, raw=False)
+
+
+def test_unauthenticated_peer_refused(cluster):
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    rec = _node_record(cluster, n2)
+    addr = (rec["address"], int(rec["peer_port"]))
+    # 1. a wrong proof: the connection is closed without an answer
+    with socket.create_connection(addr, timeout=10) as s:
+        challenge = _read_frame(s)
+        assert challenge[0] == 100     # PEER_CHALLENGE
+        body = msgpack.packb([101, b"\0" * 32, "intruder", b"\1" * 32])
+        s.sendall(struct.pack("<I", len(body)) + body)
+        assert _read_frame(s) is None
+    # 2. skipping the handshake (a PULL right away, or a huge frame): closed too
+    with socket.create_connection(addr, timeout=10) as s:
+        _read_frame(s)
+        body = msgpack.packb([106, b"x" * 20])
+        s.sendall(struct.pack("<I", len(body)) + body)
+        assert _read_frame(s) is None
+    with socket.create_connection(addr, timeout=10) as s:
+        _read_frame(s)
+        s.sendall(struct.pack("<I", 1 << 30))
+        assert _read_frame(s) is None
+    # the node still works for the cluster
+    beamlet.init(address=cluster.address)
+    assert beamlet.get(node_of.options(resources={"node2": 1}).remote(),
+                       timeout=60) == n2.node_id.hex()
+    # and Redis wants the token too
+    import redis
+    r = redis.Redis(cluster.head_node.redis_host, cluster.head_node.redis_port)
+    with pytest.raises(redis.AuthenticationError):
+        r.ping()
