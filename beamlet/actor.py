@@ -8,7 +8,7 @@ from ._private import ids
 from ._private import protocol as P
 from .gcs import keys
 from .object_ref import ObjectRef
-from .remote_function import (FunctionExport, bind_check, check_options,
+from .remote_function import (WithOptions, FunctionExport, bind_check, check_options,
                               resource_request, _signature)
 
 ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime",
@@ -53,14 +53,7 @@ class ActorClass:
 
     def options(self, **options):
         check_options(options, ACTOR_OPTIONS, f"actor class {self.__name__}")
-        merged = dict(self._options)
-        merged.update(options)
-        parent = self
-
-        class _Bound:
-            def remote(self_inner, *args, **kwargs):
-                return parent._create(args, kwargs, merged)
-        return _Bound()
+        return WithOptions(self, self._create, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
         return self._create(args, kwargs, self._options)

@@ -109,6 +109,21 @@ def _signature(fn):
         return None
 
 
+class WithOptions:
+    """What `.options(...)` returns: `.remote()` with those options applied."""
+
+    def __init__(self, target, submit, options):
+        self._target = target
+        self._submit = submit
+        self._options = options
+
+    def remote(self, *args, **kwargs):
+        return self._submit(args, kwargs, self._options)
+
+    def __call__(self, *args, **kwargs):
+        return self._target(*args, **kwargs)   # raises the "use .remote" TypeError
+
+
 class RemoteFunction:
     def __init__(self, fn, options=None):
         self._function = fn
@@ -132,17 +147,7 @@ class RemoteFunction:
 
     def options(self, **options):
         check_options(options, TASK_OPTIONS, f"remote function {self._name}")
-        merged = dict(self._options)
-        merged.update(options)
-        parent = self
-
-        class _Bound:
-            def remote(self_inner, *args, **kwargs):
-                return parent._submit(args, kwargs, merged)
-
-            def __call__(self_inner, *a, **k):
-                return parent(*a, **k)
-        return _Bound()
+        return WithOptions(self, self._submit, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
         return self._submit(args, kwargs, self._options)

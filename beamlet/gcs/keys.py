@@ -10,7 +10,8 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | beamlet:node:<node>                   | hash   | address, port, socket, hostname, pid, state    |
 |                                       |        | (ALIVE/DEAD), resources_total (json),          |
 |                                       |        | resources_available (json), demand (json),     |
-|                                       |        | started_at, death_reason                       |
+|                                       |        | started_at, death_reason, peer_port (the TCP   |
+|                                       |        | port peer raylets connect to), object_store_used|
 | beamlet:heartbeats                    | zset   | node id -> time of its last heartbeat          |
 | beamlet:fn:<hash>                     | string | a cloudpickled function or class (by content)  |
 | beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
@@ -28,8 +29,14 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | channel beamlet:logs:<job>            | pubsub | worker output lines for that job's driver      |
 | channel beamlet:errors:<job>          | pubsub | warnings for a driver (infeasible tasks, ...)  |
 | channel beamlet:node_events           | pubsub | "<node> DEAD" when a node is declared dead     |
-| list beamlet:forward                  | list   | tasks a raylet could not place (global sched.) |
-| list beamlet:forward_to:<node>        | list   | tasks the global scheduler placed on a node    |
+| list beamlet:forward                  | list   | (unused: see below)                            |
+| list beamlet:forward_to:<node>        | list   | (unused: see below)                            |
+
+Tasks do not travel through Redis: a raylet that cannot run a task chooses a node
+with the global policy (beamlet/scheduler/placement.py) over the node records above
+and sends the task straight to that node's raylet over TCP (PEER_FORWARD in
+_private/protocol.py; beamlet/raylet/object_manager.py).  Object locations
+(beamlet:obj:<object>) guide that choice (locality).
 """
 
 P = "beamlet:"

@@ -46,7 +46,7 @@ class IllegalTransition(RuntimeError):
 class Obj:
     __slots__ = ("oid", "state", "data", "offset", "size", "is_error", "refcount",
                  "pins", "contained", "waiters", "last_access", "spill_path",
-                 "free_when_unpinned", "owner_task")
+                 "free_when_unpinned", "owner_task", "restoring")
 
     def __init__(self, oid, owner_task=None):
         self.oid = oid
@@ -63,6 +63,7 @@ class Obj:
         self.spill_path = None
         self.free_when_unpinned = False
         self.owner_task = owner_task
+        self.restoring = False    # being read back from its spill file
 
     def move(self, new_state):
         if new_state not in TRANSITIONS[self.state]:

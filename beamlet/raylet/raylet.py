@@ -163,6 +163,7 @@ class Raylet:
         self.spill_thread = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="spill")
         self.spilling_bytes = 0      # bytes of objects being written out now
+        self.pending_restores = []   # spilled objects waiting for arena space
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
         self.output_tasks = set()  # tasks forwarding workers' stdout/stderr
@@ -469,10 +470,11 @@ class Raylet:
         del self.store.objects[o.oid]
         if st is ObjState.SPILLED:
             self.store.spilled_bytes -= o.size
-            try:
-                os.unlink(o.spill_path)
-            except OSError:
-                pass
+            if not o.restoring:   # else restore_done removes the file
+                try:
+                    os.unlink(o.spill_path)
+                except OSError:
+                    pass
         elif o.pins > 0:
             # still mapped somewhere: the range is released at the last UNPIN
             o.free_when_unpinned = True
@@ -599,6 +601,11 @@ class Raylet:
         conn.send([P.REPLY, req, [off]])
 
     def memory_freed(self):
+        if self.pending_restores:
+            pend, self.pending_restores = self.pending_restores, []
+            for o in pend:
+                if o.state is ObjState.SPILLED:
+                    self.request_restore(o)
         if self.pending_creates:
             pend, self.pending_creates = self.pending_creates, []
             for deadline, conn, req, o, size in pend:
@@ -613,6 +620,7 @@ class Raylet:
         """Start spilling LRU objects until the bytes being spilled cover what
         the waiting creates need (fragmentation may call for another round)."""
         need = sum(p[4] for p in self.pending_creates if not p[1].closed)
+        need += sum(o.size for o in self.pending_restores)
         need -= self.spilling_bytes + self.store.allocator.largest_hole()
         if need <= 0:
             return
@@ -721,6 +729,67 @@ class Raylet:
         self.store.spilled_bytes += o.size
         return None
 
+    def request_restore(self, o):
+        """Read a spilled object back into the arena in the spill thread; its
+        waiters run once it is SEALED again.  (A descriptor needed at once
+        still restores synchronously: see restore().)"""
+        if o.restoring or o in self.pending_restores:
+            return
+        off = self.store.allocator.alloc(o.size)
+        if off is None:
+            self.pending_restores.append(o)
+            self.make_room()
+            if not self.spilling_bytes:
+                # nothing can be spilled now: let the waiters take the
+                # synchronous path, which reports the full store
+                self.pending_restores.remove(o)
+                w, o.waiters = o.waiters, []
+                self.seal_waiters(w)
+            return
+        o.restoring = True
+        path = o.spill_path
+        fut = self.spill_thread.submit(self.read_spill_file, path, off, o.size)
+        fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(
+            self.restore_done, o, path, off, f))
+
+    def read_spill_file(self, path, off, size):
+        """(spill thread) Read a spilled object's bytes into the arena."""
+        with open(path, "rb") as f:
+            view = self.arena_view[off:off + size]
+            got = f.readinto(view)
+            view.release()
+        if got != size:
+            raise OSError(f"spill file {path} is truncated ({got} of {size} bytes)")
+
+    def restore_done(self, o, path, off, fut):
+        o.restoring = False
+        err = fut.exception()
+        if o.state is not ObjState.SPILLED or err is not None:
+            # freed meanwhile (or the read failed): give the range back
+            self.store.allocator.free(off, o.size)
+            if o.state is ObjState.FREED:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            elif o.state is ObjState.SPILLED:
+                log("restore failed:", err)
+            w, o.waiters = o.waiters, []
+            self.seal_waiters(w)    # a getter then reports the error
+            self.memory_freed()
+            return
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        o.spill_path = None
+        o.offset = off
+        o.move(ObjState.SEALED)
+        o.last_access = time.monotonic()
+        self.store.spilled_bytes -= o.size
+        w, o.waiters = o.waiters, []
+        self.seal_waiters(w)
+
     def restore(self, o):
         """Bring a spilled object back into the arena.  Returns an error or None."""
         size = o.size
@@ -775,9 +844,13 @@ class Raylet:
         g.timer = None
         g.worker = None
         ready = 0
+        # a get of a spilled object waits for its restore (done off the loop);
+        # for wait() a spilled object is ready
+        restore = kind == "get" and timeout != 0
         for oid in oids:
             o = objects.get(oid)
-            if o is None or o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
+            if o is None or o.state is ObjState.SEALED or (
+                    o.state is ObjState.SPILLED and not restore):
                 ready += 1
         if ready >= num_returns or timeout == 0:
             self.finish_getter(g)
@@ -788,9 +861,12 @@ class Raylet:
         for oid in oids:
             o = objects.get(oid)
             if o is not None and (o.state is ObjState.PENDING or
-                                  o.state is ObjState.CREATING) and oid not in seen:
+                                  o.state is ObjState.CREATING or
+                                  o.state is ObjState.SPILLED) and oid not in seen:
                 seen.add(oid)
                 o.waiters.append(lambda g=g: self.getter_progress(g))
+                if o.state is ObjState.SPILLED:
+                    self.request_restore(o)
         if timeout is not None and timeout >= 0:
             g.timer = self.loop.call_later(timeout, self.finish_getter, g)
         w = conn.worker
@@ -877,6 +953,11 @@ class Raylet:
                 if o.state is ObjState.PENDING or o.state is ObjState.CREATING:
                     t.missing += 1
                     o.waiters.append(lambda t=t: self.arg_ready(t))
+                elif o.state is ObjState.SPILLED:
+                    # restore it off the loop before the task can be dispatched
+                    t.missing += 1
+                    o.waiters.append(lambda t=t: self.arg_ready(t))
+                    self.request_restore(o)
         if spec.kind == P.ACTOR_TASK:
             a = self.actors.get(spec.actor_id)
             if a is None or a.state == "DEAD":
