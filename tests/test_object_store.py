@@ -423,6 +423,25 @@ def test_store_full_of_mapped_objects_waits_then_errors(monkeypatch):
         ray.shutdown()
 
 
+def test_restore_waits_for_room_then_errors(monkeypatch):
+    """A spilled object is restored when room can be made; if everything stays
+    mapped past the wait, get fails with the sizes, and works once released."""
+    monkeypatch.setenv("BEAMLET_CREATE_WAIT_S", "1.5")
+    fresh(num_cpus=1, object_store_memory=32 * MiB)
+    try:
+        n = 12 * MiB // 8
+        a = ray.put(np.full(n, 1.0))
+        views = [ray.get(ray.put(np.full(n, 2.0))) for _ in range(2)]  # spills a
+        assert entry(a)["where"] == "spilled"
+        with pytest.raises(ray.exceptions.ObjectStoreFullError, match="restore") as ei:
+            ray.get(a, timeout=30)
+        assert str(32 * MiB) in str(ei.value)
+        del views
+        assert ray.get(a, timeout=30)[0] == 1.0      # room again: restored
+    finally:
+        ray.shutdown()
+
+
 # ----------------------------------------------------------------- sizing
 def test_object_store_memory_option():
     fresh(num_cpus=1, object_store_memory=200 * MiB)

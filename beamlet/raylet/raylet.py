@@ -163,7 +163,7 @@ class Raylet:
         self.spill_thread = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="spill")
         self.spilling_bytes = 0      # bytes of objects being written out now
-        self.pending_restores = []   # spilled objects waiting for arena space
+        self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
         self.output_tasks = set()  # tasks forwarding workers' stdout/stderr
@@ -602,10 +602,10 @@ class Raylet:
 
     def memory_freed(self):
         if self.pending_restores:
-            pend, self.pending_restores = self.pending_restores, []
-            for o in pend:
+            pend, self.pending_restores = self.pending_restores, {}
+            for o, deadline in pend.items():
                 if o.state is ObjState.SPILLED:
-                    self.request_restore(o)
+                    self.request_restore(o, deadline)
         if self.pending_creates:
             pend, self.pending_creates = self.pending_creates, []
             for deadline, conn, req, o, size in pend:
@@ -620,7 +620,7 @@ class Raylet:
         """Start spilling LRU objects until the bytes being spilled cover what
         the waiting creates need (fragmentation may call for another round)."""
         need = sum(p[4] for p in self.pending_creates if not p[1].closed)
-        need += sum(o.size for o in self.pending_restores)
+        need += sum(o.size for o in self.pending_restores)   # (dict keys)
         need -= self.spilling_bytes + self.store.allocator.largest_hole()
         if need <= 0:
             return
@@ -697,6 +697,13 @@ class Raylet:
                 f"spilled. Release references to large objects (del the arrays you "
                 f"got) or give the store more memory (object_store_memory)."]])
         self.pending_creates = keep
+        for o, deadline in list(self.pending_restores.items()):
+            if now >= deadline and not self.spilling_bytes:
+                # give up: the waiters take the synchronous path, which
+                # reports the full store
+                del self.pending_restores[o]
+                w, o.waiters = o.waiters, []
+                self.seal_waiters(w)
 
     def on_seal(self, conn, msg):
         _, oid, contained, is_error = msg
@@ -729,7 +736,7 @@ class Raylet:
         self.store.spilled_bytes += o.size
         return None
 
-    def request_restore(self, o):
+    def request_restore(self, o, deadline=None):
         """Read a spilled object back into the arena in the spill thread; its
         waiters run once it is SEALED again.  (A descriptor needed at once
         still restores synchronously: see restore().)"""
@@ -737,14 +744,11 @@ class Raylet:
             return
         off = self.store.allocator.alloc(o.size)
         if off is None:
-            self.pending_restores.append(o)
+            # wait for room, as a CREATE does (spilling others, or processes
+            # releasing what they map); expire_creates ends the wait
+            self.pending_restores[o] = deadline or (time.monotonic() +
+                                                    config.CREATE_WAIT_S)
             self.make_room()
-            if not self.spilling_bytes:
-                # nothing can be spilled now: let the waiters take the
-                # synchronous path, which reports the full store
-                self.pending_restores.remove(o)
-                w, o.waiters = o.waiters, []
-                self.seal_waiters(w)
             return
         o.restoring = True
         path = o.spill_path
@@ -797,9 +801,14 @@ class Raylet:
         while off is None:
             victims = self.store.spill_candidates()
             if not victims:
+                st = self.store.stats()
                 return exceptions.ObjectStoreFullError(
                     f"Cannot restore spilled object {o.oid.hex()} ({size} bytes): the "
-                    f"object store is full of objects in use.")
+                    f"object store ({st['arena_used']} of {st['arena_capacity']} bytes "
+                    f"used) is full of objects in use (mapped by processes, e.g. arrays "
+                    f"got from it that are still alive), so none can be spilled. "
+                    f"Release them (del the arrays) or give the store more memory "
+                    f"(object_store_memory).")
             err = self.spill(victims[0])
             if err:
                 return exceptions.ObjectStoreFullError(err)

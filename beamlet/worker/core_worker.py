@@ -395,7 +395,8 @@ class CoreWorker:
                 if d is None:
                     timed_out.append(oid)
                 elif d[0] == P.INLINE:
-                    if oid in self.counts:
+                    # errors are not cached: some are transient (a full store)
+                    if oid in self.counts and not d[2]:
                         cache[oid] = (d[1], d[2])
                     fetched[oid] = (d[1], d[2])
                 else:
