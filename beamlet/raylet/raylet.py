@@ -736,25 +736,31 @@ class Raylet:
         self.store.spilled_bytes += o.size
         return None
 
-    def request_restore(self, o, deadline=None):
+    def request_restore(self, o, deadline=None, prefetch=False):
         """Read a spilled object back into the arena in the spill thread; its
         waiters run once it is SEALED again.  (A descriptor needed at once
-        still restores synchronously: see restore().)"""
+        still restores synchronously: see restore().)  `prefetch`: only if
+        there is free room now (task arguments: restoring those of a long queue
+        eagerly would spill each other out).  Returns whether it is restoring
+        or waiting to."""
         if o.restoring or o in self.pending_restores:
-            return
+            return True
         off = self.store.allocator.alloc(o.size)
+        if off is None and prefetch:
+            return False
         if off is None:
             # wait for room, as a CREATE does (spilling others, or processes
             # releasing what they map); expire_creates ends the wait
             self.pending_restores[o] = deadline or (time.monotonic() +
                                                     config.CREATE_WAIT_S)
             self.make_room()
-            return
+            return True
         o.restoring = True
         path = o.spill_path
         fut = self.spill_thread.submit(self.read_spill_file, path, off, o.size)
         fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(
             self.restore_done, o, path, off, f))
+        return True
 
     def read_spill_file(self, path, off, size):
         """(spill thread) Read a spilled object's bytes into the arena."""
@@ -962,11 +968,11 @@ class Raylet:
                 if o.state is ObjState.PENDING or o.state is ObjState.CREATING:
                     t.missing += 1
                     o.waiters.append(lambda t=t: self.arg_ready(t))
-                elif o.state is ObjState.SPILLED:
-                    # restore it off the loop before the task can be dispatched
+                elif o.state is ObjState.SPILLED and self.request_restore(o, prefetch=True):
+                    # being restored off the loop (there was free room); without
+                    # room it is restored when the task is dispatched
                     t.missing += 1
                     o.waiters.append(lambda t=t: self.arg_ready(t))
-                    self.request_restore(o)
         if spec.kind == P.ACTOR_TASK:
             a = self.actors.get(spec.actor_id)
             if a is None or a.state == "DEAD":

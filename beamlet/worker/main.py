@@ -285,7 +285,13 @@ class Worker:
         self.finish(spec, results, flag)
 
     def finish(self, spec, results, flag):
-        self.core.conn.send([P.DONE, spec.task_id, results, flag])
+        msg = [P.DONE, spec.task_id, results, flag]
+        if self.core.conn.pushes:
+            # more calls are already here (an actor's pipeline): this DONE goes
+            # out with the next write, or within ~1 ms from the flusher thread
+            self.core.queue(msg)
+        else:
+            self.core.conn.send(msg)
         try:   # a last line without "\n" still gets this task's prefix
             sys.stdout.flush()
             sys.stderr.flush()
