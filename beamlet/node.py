@@ -82,9 +82,40 @@ def node_resources(num_cpus=None, num_gpus=None, resources=None, object_store_me
     return res
 
 
+def remove_stale_sessions(root: str, min_age_s: float = 30.0) -> None:
+    """Remove session dirs left by a driver that was killed while it was still
+    starting its cluster (before the monitor that reaps sessions existed): the
+    creating pid (last part of the name) is dead and no process of the session
+    runs.  Sessions of `beamlet start` (their creator exits) keep live pids in
+    cluster.json and are left alone."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(root, name)
+        if not name.startswith("session_2") or os.path.islink(path):
+            continue
+        try:
+            creator = int(name.rsplit("_", 1)[1])
+            if now - os.stat(path).st_mtime < min_age_s or process.pid_alive(creator):
+                continue
+            pids = []
+            cfile = os.path.join(path, "cluster.json")
+            if os.path.exists(cfile):
+                with open(cfile) as f:
+                    pids = json.load(f).get("pids", [])
+            if not any(process.pid_alive(p) for p in pids):
+                shutil.rmtree(path, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
+
 def new_session_dir() -> str:
     root = config.SESSION_ROOT
     os.makedirs(root, exist_ok=True)
+    remove_stale_sessions(root)
     name = time.strftime("session_%Y-%m-%d_%H-%M-%S_") + f"{int(time.time()*1e6)%10**6:06d}_{os.getpid()}"
     path = os.path.join(root, name)
     os.makedirs(os.path.join(path, "logs"))
