@@ -264,7 +264,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError(f"timeout must be non-negative, got {timeout!r}.")
     if not object_refs or num_returns == 0:
         return [], list(object_refs)
-    idx = core.wait(oids, num_returns, timeout)   # ascending indexes
+    idx = core.wait(oids, num_returns, timeout, bool(fetch_local))   # ascending indexes
     ready = [object_refs[i] for i in idx]
     not_ready = list(object_refs)
     for i in reversed(idx):

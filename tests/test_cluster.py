@@ -252,3 +252,134 @@ def test_unauthenticated_peer_refused(cluster):
     r = redis.Redis(cluster.head_node.redis_host, cluster.head_node.redis_port)
     with pytest.raises(redis.AuthenticationError):
         r.ping()
+
+
+# ---- refs across nodes: nested, put inside forwarded tasks, on demand ----------------------
+@beamlet.remote
+def put_inside(n):
+    """Runs on another node: puts a small and a large object, returns their refs."""
+    small = beamlet.put(("small", n))
+    big = beamlet.put(np.full(3_000_000, n, dtype=np.uint8))
+    return [small, big]
+
+
+@beamlet.remote
+def read_nested(box):
+    """`box` is a list of refs (by value): get them here."""
+    vals = beamlet.get(box)
+    return [v if isinstance(v, tuple) else int(v.sum()) for v in vals]
+
+
+def test_refs_nested_and_put_in_forwarded_tasks(cluster):
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    n3 = cluster.add_node(num_cpus=1, resources={"node3": 1})
+    beamlet.init(address=cluster.address)
+    # objects put inside a task on node 2, their refs returned to the driver
+    small, big = beamlet.get(put_inside.options(resources={"node2": 1}).remote(7),
+                             timeout=60)
+    assert beamlet.get(small, timeout=60) == ("small", 7)
+    assert int(beamlet.get(big, timeout=60).sum()) == 7 * 3_000_000
+    # ... and read on a third node: refs nested in a by-value argument
+    assert beamlet.get(read_nested.options(resources={"node3": 1}).remote([small, big]),
+                       timeout=60) == [("small", 7), 7 * 3_000_000]
+    # refs nested inside an object (put on the driver's node) read on node 2
+    box = beamlet.put([small, big])
+    assert beamlet.get(read_nested.options(resources={"node2": 1}).remote(box),
+                       timeout=60) == [("small", 7), 7 * 3_000_000]
+
+    # a task on node 2 returns a ref made by a task it submitted to node 3
+    @beamlet.remote(resources={"node2": 1})
+    def outer():
+        return [put_inside.options(resources={"node3": 1}).remote(3)]
+    [inner] = beamlet.get(outer.remote(), timeout=60)
+    s, b = beamlet.get(inner, timeout=60)
+    assert beamlet.get(s, timeout=60) == ("small", 3)
+    assert int(beamlet.get(b, timeout=60).sum()) == 3 * 3_000_000
+    # everything is freed on every node once the driver lets go
+    del small, big, box, inner, s, b
+    used = lambda node: int(_node_record(cluster, node).get("object_store_used", 0))
+    for node in (cluster.head_node, n2, n3):
+        wait_for(lambda: used(node) == 0, 30, msg=f"node {node.node_id.hex()[:8]} freed")
+
+
+def test_unknown_id_found_through_gcs(cluster):
+    """A node that was never sent an id (here: raw bytes made into a ref) finds the
+    object through its GCS location."""
+    cluster.add_node(num_cpus=1, resources={"node2": 1})
+    cluster.add_node(num_cpus=1, resources={"node3": 1})
+    beamlet.init(address=cluster.address)
+    small, big = beamlet.get(put_inside.options(resources={"node2": 1}).remote(5),
+                             timeout=60)
+
+    @beamlet.remote(resources={"node3": 1})
+    def by_id(raw):
+        from beamlet.object_ref import ObjectRef
+        vals = beamlet.get([ObjectRef(r) for r in raw], timeout=60)
+        return vals[0], int(vals[1].sum())
+    assert beamlet.get(by_id.remote([small.binary(), big.binary()]), timeout=90) == \
+        (("small", 5), 5 * 3_000_000)
+
+
+def test_results_pulled_on_demand_and_wait_fetch_local(cluster):
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    beamlet.init(address=cluster.address)
+
+    @beamlet.remote(resources={"node2": 1})
+    def make():
+        return np.ones(30_000_000, dtype=np.uint8)
+    used = lambda node: int(_node_record(cluster, node).get("object_store_used", 0))
+    ref = make.remote()
+    # ready on node 2 without a copy here
+    ready, _ = beamlet.wait([ref], timeout=60, fetch_local=False)
+    assert ready == [ref]
+    wait_for(lambda: used(n2) >= 30_000_000, 10, msg="node 2 holds the result")
+    time.sleep(1.5)     # two heartbeats: a copy here would show by now
+    assert used(cluster.head_node) == 0, "the result was copied eagerly"
+    # fetch_local=True (the default) pulls it; get then reads the local copy
+    ready, _ = beamlet.wait([ref], timeout=60)
+    assert ready == [ref]
+    wait_for(lambda: used(cluster.head_node) >= 30_000_000, 10, msg="pulled here")
+    assert int(beamlet.get(ref, timeout=60).sum()) == 30_000_000
+
+
+def test_cancel_reaches_forwarded_task(cluster, tmp_path):
+    cluster.add_node(num_cpus=1, resources={"node2": 1})
+    beamlet.init(address=cluster.address)
+    marker = tmp_path / "started"
+
+    @beamlet.remote(resources={"node2": 1}, max_retries=0)
+    def sleeper(path):
+        import pathlib
+        pathlib.Path(path).touch()
+        time.sleep(120)
+    ref = sleeper.remote(str(marker))
+    wait_for(marker.exists, 60, msg="the task started on node 2")
+    beamlet.cancel(ref)
+    with pytest.raises(beamlet.exceptions.TaskCancelledError):
+        beamlet.get(ref, timeout=60)
+    # the node is free again
+    assert beamlet.get(node_of.options(resources={"node2": 1}).remote(), timeout=60)
+
+
+def test_lost_put_object_and_lineage_through_nested_refs(cluster):
+    n2 = cluster.add_node(num_cpus=1, resources={"shared": 1, "node2": 1})
+    beamlet.init(address=cluster.address)
+    # a put whose only copy is on node 2
+    small, big = beamlet.get(put_inside.options(resources={"node2": 1}).remote(1),
+                             timeout=60)
+
+    # a task result left on node 2 (not fetched), reachable only through a nested ref
+    @beamlet.remote(resources={"shared": 1}, max_retries=1)
+    def make():
+        return np.full(2_000_000, 9, dtype=np.uint8)
+    r = make.remote()
+    beamlet.wait([r], timeout=60, fetch_local=False)
+    box = beamlet.put([r])
+    del r
+    n3 = cluster.add_node(num_cpus=1, resources={"shared": 1})
+    cluster.remove_node(n2, allow_graceful=False)
+    for ref in (small, big):
+        with pytest.raises(beamlet.exceptions.ObjectLostError, match=ref.hex()):
+            beamlet.get(ref, timeout=60)
+    [r] = beamlet.get(box, timeout=60)
+    assert int(beamlet.get(r, timeout=90).sum()) == 9 * 2_000_000

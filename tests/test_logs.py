@@ -73,7 +73,21 @@ def test_print_reaches_capfd(capfd):
             seen.append(capfd.readouterr().out)
             return "SHOUT-12345" in "".join(seen)
         wait_for(got, timeout=10, msg="worker output")
-        assert re.search(r"\(\S*shout pid=\d+\) SHOUT-12345", "".join(seen))
+        assert re.search(r"^\(shout pid=\d+\) SHOUT-12345$", "".join(seen), re.M)
+
+        @ray.remote
+        class Talker:
+            def talk(self):
+                print("TALK-777")
+        t = Talker.remote()
+        ray.get(t.talk.remote())
+        seen.clear()
+
+        def got_actor():
+            seen.append(capfd.readouterr().out)
+            return "TALK-777" in "".join(seen)
+        wait_for(got_actor, timeout=10, msg="actor output")
+        assert re.search(r"^\(Talker pid=\d+\) TALK-777$", "".join(seen), re.M)
     finally:
         ray.shutdown()
 

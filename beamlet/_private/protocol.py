@@ -18,9 +18,11 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
   SEAL     c→r  [SEAL, oid, contained, is_error]  the large object is written, immutable
   GET      c→r  [GET, req, oids, timeout_s]  → REPLY [descriptor | None per oid]
                 None: not ready when the timeout passed; blocks a worker's CPU lease
-  WAIT     c→r  [WAIT, req, oids, num_returns, timeout_s]  → REPLY [ready indexes]
-                every index ready at reply time, even beyond num_returns (the
-                client remembers them: a later wait on them needs no request)
+  WAIT     c→r  [WAIT, req, oids, num_returns, timeout_s(, fetch_local)]
+                → REPLY [ready indexes]: every index ready at reply time, even
+                beyond num_returns (the client remembers them: a later wait on
+                them needs no request).  fetch_local=False (sent only then): an
+                object sealed on another node counts as ready without a copy here
   REF_ADD  c→r  [REF_ADD, oids]           this process now holds these refs
   REF_DEL  c→r  [REF_DEL, oids]           ... and no longer holds these
   UNPIN    c→r  [UNPIN, oids]             arena views of these were all released
@@ -62,6 +64,7 @@ ARG_VALUE, ARG_REF = 0, 1
 NORMAL_TASK, ACTOR_CREATION_TASK, ACTOR_TASK = 0, 1, 2
 
 _len = struct.Struct("<I")
+_FIRST_RETURN = (1).to_bytes(4, "big")
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -164,6 +167,8 @@ class TaskSpec:
 
     def return_ids(self) -> list:
         tid = self.task_id
+        if self.num_returns == 1:   # the common case, on every hop of every task
+            return [tid + _FIRST_RETURN]
         return [tid + i.to_bytes(4, "big") for i in range(1, self.num_returns + 1)]
 
     def ref_args(self) -> list:
@@ -186,20 +191,48 @@ _spec_fields = operator.attrgetter(*TaskSpec.__slots__)
 #   CHALLENGE  s→c  [PEER_CHALLENGE, version, nonce]            32 random bytes
 #   AUTH       c→s  [PEER_AUTH, hmac_sha256(token, nonce), node_id_hex, c_nonce]
 #   AUTH_OK    s→c  [PEER_AUTH_OK, hmac_sha256(token, c_nonce)]  (mutual)
-#   FORWARD    c→s  [PEER_FORWARD, spec, args]   run this task for me; args: oid ->
-#                   [data, is_error, contained] (inline objects) | None (pull it
-#                   from me); the sender keeps the arguments alive until TASK_DONE
-#   TASK_DONE  c→s  [PEER_TASK_DONE, task_id, results]  a FORWARDed task ended;
-#                   results: [[oid, [INLINE, data, is_error, contained]] |
+#   FORWARD    c→s  [PEER_FORWARD, spec, args, exported]   run this task for me;
+#                   args: oid -> [data, is_error, contained] (inline objects) | None
+#                   (pull it from me); the sender keeps the arguments alive until
+#                   TASK_DONE
+#   TASK_DONE  c→s  [PEER_TASK_DONE, task_id, results, exported]  a FORWARDed task
+#                   ended; results: [[oid, [INLINE, data, is_error, contained]] |
 #                            [oid, [REMOTE, size, is_error, contained]]]; a REMOTE
-#                   result stays in the sender's store, held for the receiver
-#                   (a "remote ref") until it sends RELEASE
+#                   result stays in the sender's store (or where the sender knows
+#                   it is), held for the receiver (a "remote ref") until RELEASE;
+#                   the receiver pulls it only when something there needs it
 #   RELEASE    c→s  [PEER_RELEASE, oids]          drop the remote refs on these
-#   PULL       c→s  [PEER_PULL, oid]  → [PEER_OBJECT, size, is_error, contained,
-#                   data | None] followed, when data is None, by `size` raw bytes
-#                   (the object's bytes from the arena, streamed in chunks); or
-#                   [PEER_MISSING, oid]
+#   PULL       c→s  [PEER_PULL, oid, want_data, hold]  answered once the object
+#                   exists (the server waits for it) with [PEER_OBJECT, size,
+#                   is_error, contained, data | None, exported] followed, when data
+#                   is None, by `size` raw bytes (streamed from the arena); or
+#                   [PEER_READY, oid, size] (want_data false, an arena object: it
+#                   exists there); [PEER_REDIRECT, oid, node_hex] (it is or will be
+#                   on that node: ask there); [PEER_MISSING, oid].  hold: the server
+#                   also keeps the object itself alive for the puller (exported)
+#   CANCEL     c→s  [PEER_CANCEL, task_id, force]  cancel() of a FORWARDed task
+#
+# `exported` (FORWARD, TASK_DONE, OBJECT): the ids of the refs inside what the
+# message carries (nested in values or by-value arguments) for which the sender
+# now holds a ref on the receiver's behalf; the receiver records where they are
+# (a proxy entry, fetched on demand) and RELEASEs each once it no longer needs it
+# (at once if it knew the object already).
 PEER_CHALLENGE, PEER_AUTH, PEER_AUTH_OK, PEER_FORWARD, PEER_TASK_DONE, PEER_RELEASE, \
-    PEER_PULL, PEER_OBJECT, PEER_MISSING = range(100, 109)
+    PEER_PULL, PEER_OBJECT, PEER_MISSING, PEER_REDIRECT, PEER_READY, \
+    PEER_CANCEL = range(100, 112)
 PEER_HANDSHAKE_MAX = 512
 REMOTE = 2   # result descriptor kind in TASK_DONE: the bytes stay on the sender
+
+# Cluster scheduling (beamlet/raylet/cluster_scheduling.py), same link and framing:
+#   ACTOR_CREATE c→s [PEER_ACTOR_CREATE, spec, args]  as FORWARD, for an actor's
+#                    creation task: the receiver hosts the actor, and keeps it while
+#                    the sender (its owner) holds its creation object (RELEASE ends it)
+#   ACTOR_KILL   c→s [PEER_ACTOR_KILL, actor_id, no_restart]   beamlet.kill() there
+#   PG_RESERVE   c→s [PEER_PG_RESERVE, pg_id, name, strategy, bundles, nodes, job_id,
+#                    detached]  reserve the bundles i with nodes[i] == receiver,
+#                    all or none  → [PEER_PG_RESERVED, pg_id, ok]
+#   PG_CANCEL    c→s [PEER_PG_CANCEL, pg_id]   undo a reservation (the group failed)
+#   PG_REMOVE    c→s [PEER_PG_REMOVE, pg_id]   remove_placement_group(): release the
+#                    receiver's bundles, kill its actors and tasks in the group
+PEER_ACTOR_CREATE, PEER_ACTOR_KILL, PEER_PG_RESERVE, PEER_PG_RESERVED, PEER_PG_CANCEL, \
+    PEER_PG_REMOVE = range(120, 126)

@@ -2,26 +2,42 @@
 
 None of this runs on the single-node fast path: it is entered only when a task
 cannot run here (no local node resources for it; or a backlog while other nodes
-idle) or when a task arrives from a peer.
+idle), when a task arrives from a peer, or when an object is not local.
 
     node A (submitter)                          node B (runs the task)
     make_ready: infeasible here ──FORWARD──────► on_forward: args present or pulled
       t: FORWARDED, args held                     (PULL from A, once per object),
                                                   on_submit as if from a client
     on_task_done ◄────────────TASK_DONE────────── the task ended: inline results
-      pull REMOTE results from B ──PULL─────────►   travel in the message, arena
-      seal them here, then RELEASE ─────────────►   ones stay held for A until
-      complete_task(t): the submitter's refs         RELEASE (a "remote ref")
-      see the values as if it ran here
+      inline results sealed here; REMOTE          travel in the message, arena
+      ones become proxies (see below), pulled     ones stay held for A until
+      only when a get/wait/argument here needs    RELEASE (a "remote ref")
+      them: PULL ──────────────────────────────►
 
-Results always come back to the submitting node (eagerly), so that node keeps
-every object its programs hold; the producing node keeps its copy while the
-submitter holds a remote ref on it, which also makes it the preferred place for
-later tasks using it (locality).  A peer is represented in the raylet's reference
-counts by a PeerHolder (like a client connection): its refs are released when it
-dies.  When a node dies, tasks forwarded to it are placed again (within
-max_retries), and results not yet copied back are rebuilt by re-running their
-task (its spec is kept until then: lineage).
+Remote refs and proxies.  Whenever a message to a peer carries object ids (a
+task's results, the refs nested inside a value or a by-value argument), the
+sender takes a ref on each on the receiver's behalf (PeerHolder) and lists them
+(`exported`).  The receiver makes a *proxy* for each id it did not know: a
+PENDING entry in its store with `remote_refs[oid] = sender` and
+`proxies[oid] = [sender]`, released (RELEASE) when the entry is freed there.
+Nothing is copied until something on the receiver needs the value: then it is
+pulled from the sender, who answers once the object exists there (it may still
+be being made), or redirects to the node that has it (its own proxy or the
+node it forwarded the task to).  So the node that holds a ref keeps, by this
+chain of remote refs, every copy the ref may need alive.  After a pull the
+origin keeps its copy while ours lives (locality: later tasks using it run best
+there).
+
+An id a node never heard of (passed by some way that no message above carried)
+is looked up in the GCS (`beamlet:obj:<oid>`: arena objects are listed from
+their creation, small ones once their id was sent to another node) and polled
+with backoff until it appears, while something here still wants it.
+
+Node death: tasks forwarded to a dead node are placed again (within
+max_retries); results a node received as REMOTE and has not copied yet are
+rebuilt by re-running their task (its spec and arguments are kept for that:
+lineage); a proxy whose only source died and that cannot be rebuilt (a put
+object, or one whose owner died) is sealed with an ObjectLostError naming it.
 """
 import asyncio
 import collections
@@ -29,6 +45,7 @@ import sys
 import time
 
 from .. import exceptions
+from .._private import ids
 from .._private import protocol as P
 from ..gcs import keys
 from ..scheduler.placement import choose_node, fits, idle_cpus
@@ -37,6 +54,10 @@ from .object_store import ObjState
 from .scheduler import TaskState as TS
 
 CHUNK = 8 * 1024 * 1024
+MAX_REDIRECTS = 4
+BACKOFF_MAX_S = 1.0
+PULL_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+               peers.PeerAuthError)
 
 
 def log(*a):
@@ -57,6 +78,33 @@ class PeerHolder:
         self.job_id = b""
 
 
+class Lineage:
+    """A forwarded task whose results are still only on the node that ran it: what
+    is needed to run it again if that node dies."""
+    __slots__ = ("spec", "held", "node", "remote")
+
+    def __init__(self, spec, held, node, remote):
+        self.spec = spec
+        self.held = held        # its ref arguments, kept alive for a re-run
+        self.node = node        # the node holding the results for us
+        self.remote = remote    # set of result oids not copied here yet
+
+
+class NoFetch:
+    """A wait(fetch_local=False) getter's callback: it fires once, when the object
+    is sealed here or known sealed on another node (whichever comes first)."""
+    __slots__ = ("fn", "fired")
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.fired = False
+
+    def __call__(self):
+        if not self.fired:
+            self.fired = True
+            self.fn()
+
+
 class ObjectManager:
     def __init__(self, raylet):
         self.r = raylet
@@ -64,6 +112,7 @@ class ObjectManager:
         self.node_hex = raylet.node_id.hex()
         self.nodes = {}        # node hex -> GCS record of every other ALIVE node
         self.dead = set()      # node hexes known dead
+        self.multi = False     # other nodes exist (or existed): unknown ids are looked up
         self.links = {}        # node hex -> StreamWriter (our control link to it)
         self.link_locks = collections.defaultdict(asyncio.Lock)
         self.holders = {}      # node hex -> PeerHolder
@@ -71,11 +120,18 @@ class ObjectManager:
         self.forwarded = {}    # task id -> [Task, node hex]: our tasks run elsewhere
         self.pulls = {}        # oid -> asyncio.Task (one pull per object at a time)
         self.remote_refs = {}  # oid -> node hex that keeps the original for us
+        self.proxies = {}      # oid -> [node hex, ...]: PENDING here, fetch from there
+        self.remote_ready = {} # oid -> node hex where it is sealed (no copy here)
+        self.lineage = {}      # task id -> Lineage
+        self.in_gcs = set()    # small objects whose location we published
+        self.watch = set()     # oids whose freeing we must hear of (raylet.free)
+        self.locating = set()  # oids looked up in the GCS (ids we were never sent)
         self.unwarned = []     # infeasible tasks to warn about after a table refresh
         self.owned = set()     # background coroutines, cancelled on close
         self.server = None
         self.port = None
         self.refreshing = False
+        self.arena_file = None   # the arena, opened for sendfile (serving pulls)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self):
@@ -124,14 +180,18 @@ class ObjectManager:
         finally:
             self.refreshing = False
         nodes = {}
+        died = []
         for n in recs:
             i = n["node_id"]
             if n.get("state") == "ALIVE" and i != self.node_hex and n.get("peer_port"):
                 nodes[i] = n
             elif n.get("state") == "DEAD" and i not in self.dead and i != self.node_hex:
                 self.dead.add(i)
-                self.node_died(i)
+                died.append(i)
         self.nodes = nodes
+        self.multi = bool(nodes) or bool(self.dead)
+        for i in died:
+            self.node_died(i)
 
     async def tick(self):
         """Every heartbeat: node table, infeasible tasks, backlog spill-over."""
@@ -177,6 +237,212 @@ class ObjectManager:
                     self.send_task(t, node_hex)
             rec["resources_available"] = avail
 
+    # ------------------------------------------------------------------ refs across nodes
+    def export_refs(self, peer, oids) -> list:
+        """Take a ref on each of `oids` known here on behalf of `peer`, which is
+        about to receive these ids; returns those taken (the message's `exported`).
+        Small objects also get a GCS location, so that a node that gets the id
+        by some other way can find them."""
+        if not oids:
+            return []
+        objects = self.r.store.objects
+        h = self.holder(peer)
+        out = []
+        for oid in oids:
+            o = objects.get(oid)
+            if o is None or o.state is ObjState.FREED:
+                continue
+            o.refcount += 1
+            h.refs[oid] += 1
+            out.append(oid)
+            if o.data is not None and oid not in self.in_gcs:
+                self.in_gcs.add(oid)
+                self.watch.add(oid)
+                self.r.wb.put("hset", keys.obj(oid), self.node_hex, o.size)
+        return out
+
+    def import_refs(self, peer, oids) -> list:
+        """`peer` holds refs on `oids` for us: make proxies of the ids we did not
+        know, RELEASE the others.  Returns the oids given a temporary ref each,
+        which the caller drops (decref) once it counted its own."""
+        if not oids:
+            return []
+        r = self.r
+        objects = r.store.objects
+        temp, release = [], []
+        for oid in oids:
+            o = objects.get(oid)
+            if o is None:
+                o = r.store.get_or_create(oid)
+                self.proxies[oid] = [peer]
+                self.hold_remote(oid, peer)
+            elif (o.state is ObjState.PENDING and oid in self.locating
+                  and oid not in self.remote_refs):
+                # an id we were looking up: now we know where it is, and hold it
+                self.proxies.setdefault(oid, []).insert(0, peer)
+                self.hold_remote(oid, peer)
+            else:
+                release.append(oid)
+                continue
+            o.refcount += 1
+            temp.append(oid)
+        if release:
+            self.spawn(self.send(peer, [P.PEER_RELEASE, release]))
+        return temp
+
+    def hold_remote(self, oid, peer):
+        self.remote_refs[oid] = peer
+        self.watch.add(oid)
+
+    def drop_temp(self, temp):
+        for oid in temp:
+            self.r.decref(oid)
+
+    def freed(self, o):
+        """Raylet hook (raylet.free): a watched object was freed here."""
+        oid = o.oid
+        self.watch.discard(oid)
+        self.locating.discard(oid)
+        self.proxies.pop(oid, None)
+        self.remote_ready.pop(oid, None)
+        if oid in self.in_gcs:
+            self.in_gcs.discard(oid)
+            self.r.wb.put("hdel", keys.obj(oid), self.node_hex)
+        peer = self.remote_refs.pop(oid, None)
+        if peer is not None and peer not in self.dead:
+            # our copy (or proxy) is gone: the origin may free its own
+            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+        self.lineage_done(oid)
+
+    def release(self, oid):
+        """Our copy of `oid` was freed; the node keeping it for us may free it."""
+        o = self.r.store.objects.get(oid)
+        if o is None:
+            peer = self.remote_refs.pop(oid, None)
+            if peer is not None and peer not in self.dead:
+                self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+
+    def drop_proxy(self, o):
+        """Raylet hook (raylet.free): nobody here holds a proxy any more."""
+        r = self.r
+        if o.oid in self.pulls:
+            return      # the pull holds a ref; impossible, but never free under it
+        del r.store.objects[o.oid]
+        o.move(ObjState.FREED)
+        w, o.waiters = o.waiters, []
+        r.seal_waiters(w)      # pulls served from here see it gone
+        self.freed(o)
+
+    def lineage_done(self, oid):
+        """`oid` is copied here or freed: its task no longer needs a re-run for it."""
+        if not self.lineage:
+            return
+        tid = ids.task_of(oid)
+        L = self.lineage.get(tid)
+        if L is None or oid not in L.remote:
+            return
+        L.remote.discard(oid)
+        if not L.remote:
+            del self.lineage[tid]
+            for a in L.held:
+                self.r.decref(a)
+
+    def reexecute(self, L, why):
+        """Run a task again whose results were lost with the node holding them."""
+        r = self.r
+        tid = L.spec.task_id
+        if self.lineage.get(tid) is not L:
+            return
+        del self.lineage[tid]
+        for oid in L.remote:
+            self.proxies.pop(oid, None)
+            self.remote_ready.pop(oid, None)
+            peer = self.remote_refs.pop(oid, None)
+            if peer is not None and peer not in self.dead:
+                self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+        log(f"results of {L.spec.name} lost ({why}); re-running it (lineage)")
+        # submitted as if by a client; its returns keep their waiters (getters,
+        # dependent tasks, pulls served from here)
+        h = self.holder("lineage")
+        r.on_submit(h, [P.SUBMIT, L.spec.to_wire()])
+        r.on_ref_del(h, [P.REF_DEL, L.spec.return_ids()])
+        for a in L.held:
+            r.decref(a)
+
+    def lost(self, o, why):
+        """No node holds `o` any more: rebuild it, or seal it with the error."""
+        oid = o.oid
+        tid = ids.task_of(oid)
+        L = self.lineage.get(tid)
+        if L is not None and oid in L.remote:
+            self.reexecute(L, why)
+            return
+        if tid in self.r.tasks or tid in self.forwarded:
+            return      # being made (again) here
+        if o.state is not ObjState.PENDING:
+            return
+        self.proxies.pop(oid, None)
+        self.remote_ready.pop(oid, None)
+        self.remote_refs.pop(oid, None)
+        what = ("it was made by put(), so it cannot be rebuilt" if ids.is_put_object(oid)
+                else "the node that owns its task is gone, so it cannot be rebuilt")
+        err = exceptions.ObjectLostError(
+            f"Object {oid.hex()} is lost: {why}, and {what}. Keep a reference to the "
+            f"data on a live node, or recompute it.")
+        log(f"object {oid.hex()} lost: {why}")
+        self.r.seal_object_inline(o, self.r.error_bytes(err), True, ())
+
+    # ------------------------------------------------------------------ wanting objects
+    def want(self, oid):
+        """Raylet hook: a get / wait / task argument here needs proxy `oid`."""
+        if oid not in self.pulls and oid in self.proxies:
+            self.spawn(self.pull(oid))
+
+    def wanted(self, o, fetch, cb):
+        """Raylet hook (start_getter, multi-node): a getter waits for PENDING `o`."""
+        oid = o.oid
+        if fetch:
+            if oid in self.proxies:
+                self.want(oid)
+            return
+        # wait(fetch_local=False): ready once sealed anywhere; a probe asks where
+        if oid in self.proxies and oid not in self.pulls:
+            self.spawn(self.pull(oid, want_data=False))
+
+    def nofetch_callback(self, fn):
+        return NoFetch(fn)
+
+    def ready_elsewhere(self, o, node_hex):
+        """`o` (PENDING here) is sealed on `node_hex`: wake wait(fetch_local=False)
+        getters; pull it if a get, a fetching wait or a task here waits for it."""
+        self.remote_ready[o.oid] = node_hex
+        if not o.waiters:
+            return
+        nofetch = [w for w in o.waiters if type(w) is NoFetch]
+        if nofetch:
+            o.waiters = [w for w in o.waiters if type(w) is not NoFetch]
+            for w in nofetch:
+                w()
+        if o.waiters:
+            self.want(o.oid)
+
+    def locate(self, oid):
+        """Raylet hook: an id this node never knew (multi-node): a PENDING entry
+        whose sources are found in the GCS.  The caller counts its ref on it."""
+        o = self.r.store.get_or_create(oid)
+        self.proxies[oid] = []
+        self.locating.add(oid)
+        self.watch.add(oid)
+        return o
+
+    async def gcs_locations(self, oid) -> list:
+        try:
+            h = await asyncio.get_running_loop().run_in_executor(
+                None, self.r.gcs.r.hgetall, keys.obj(oid))
+        except Exception:
+            return []
+        return [n.decode() for n in h if n.decode() != self.node_hex]
+
     # ------------------------------------------------------------------ forwarding
     def forward(self, t) -> bool:
         """Place a task that cannot run here on another node; False if none can."""
@@ -216,15 +482,21 @@ class ObjectManager:
         self.forwarded[spec.task_id] = [t, node_hex]
         objects = self.r.store.objects
         args = {}
+        nested = []
+        for a in spec.args:
+            if a[0] == P.ARG_VALUE:
+                nested.extend(a[2] or ())
         for oid in spec.ref_args():
             o = objects.get(oid)
             if o is not None and o.data is not None:
                 args[oid] = [o.data, o.is_error, list(o.contained)]
+                nested.extend(o.contained)
             else:
                 args[oid] = None
+        exported = self.export_refs(node_hex, nested)
         if hasattr(self.r, "task_event"):
             self.r.task_event(t)
-        self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args]))
+        self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args, exported]))
 
     async def send(self, node_hex, msg):
         try:
@@ -250,100 +522,114 @@ class ObjectManager:
 
     def on_forward(self, peer, msg):
         """A peer sends us a task: make its arguments local, then run it."""
-        _, wire, args = msg
+        wire, args = msg[1], msg[2]
+        exported = msg[3] if len(msg) > 3 else ()
         spec = P.TaskSpec.from_wire(wire)
         r = self.r
         objects = r.store.objects
-        temp = []
+        temp = self.import_refs(peer, exported)
         for oid, v in args.items():
             o = objects.get(oid)
             if o is not None and o.state is not ObjState.FREED:
-                continue    # here already (sealed, or being pulled)
+                continue    # here already (sealed, being pulled, or a proxy)
             o = r.store.get_or_create(oid)
             o.refcount += 1
             temp.append(oid)
             if v is not None:
                 r.seal_object_inline(o, v[0], v[1], v[2])
             else:
-                self.start_pull(oid, [peer])
+                # the submitter holds it until TASK_DONE; on_submit wants it now
+                self.proxies[oid] = [peer]
+                self.watch.add(oid)
         self.from_peer[spec.task_id] = peer
         r.on_submit(self.holder(peer), [P.SUBMIT, wire])
-        for oid in temp:
-            r.decref(oid)
+        self.drop_temp(temp)
 
     def task_ended(self, t):
         """Raylet hook: a task we ran for a peer ended; report its results."""
         peer = self.from_peer.pop(t.spec.task_id)
         h = self.holder(peer)
         objects = self.r.store.objects
-        results, drop = [], []
+        results, drop, nested = [], [], []
         for oid in t.spec.return_ids():
             o = objects.get(oid)
-            if o is None or o.state not in (ObjState.SEALED, ObjState.SPILLED):
+            if o is None:
                 continue
-            if o.data is not None:
-                results.append([oid, [P.INLINE, o.data, o.is_error, list(o.contained)]])
-                drop.append(oid)
-            else:
-                results.append([oid, [P.REMOTE, o.size, o.is_error, list(o.contained)]])
+            if o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
+                if o.data is not None:
+                    results.append([oid, [P.INLINE, o.data, o.is_error,
+                                          list(o.contained)]])
+                    nested.extend(o.contained)
+                    drop.append(oid)
+                else:
+                    results.append([oid, [P.REMOTE, o.size, o.is_error,
+                                          list(o.contained)]])
+            elif o.state is ObjState.PENDING and oid in self.proxies:
+                # we forwarded it on ourselves: the peer pulls it via us
+                results.append([oid, [P.REMOTE, 0, False, []]])
         if peer in self.dead:
             drop = [oid for oid, _ in results]
         else:
-            self.spawn(self.send(peer, [P.PEER_TASK_DONE, t.spec.task_id, results]))
+            exported = self.export_refs(peer, nested)
+            self.spawn(self.send(peer, [P.PEER_TASK_DONE, t.spec.task_id, results,
+                                        exported]))
         if drop:
             self.r.on_ref_del(h, [P.REF_DEL, drop])
 
     def on_task_done(self, peer, msg):
-        _, task_id, results = msg
+        task_id, results = msg[1], msg[2]
+        exported = msg[3] if len(msg) > 3 else []
+        remote = [oid for oid, d in results if d[0] == P.REMOTE]
         entry = self.forwarded.get(task_id)
         if entry is None or entry[1] != peer:
             # stale (re-placed after its node was thought dead): drop its refs
-            remote = [oid for oid, d in results if d[0] == P.REMOTE]
-            if remote:
-                self.spawn(self.send(peer, [P.PEER_RELEASE, remote]))
-            return
-        inline = [[oid, d] for oid, d in results if d[0] == P.INLINE]
-        remote = [oid for oid, d in results if d[0] == P.REMOTE]
-        if not remote:
-            del self.forwarded[task_id]
-            self.r.complete_task(entry[0], inline)
-            return
-        self.spawn(self.collect(task_id, peer, inline, remote))
-
-    async def collect(self, task_id, peer, inline, remote):
-        """Copy a forwarded task's arena results here, then complete it."""
-        entry = self.forwarded.get(task_id)
-        ok = True
-        for oid in remote:
-            o = self.r.store.objects.get(oid)
-            if o is None or o.state is not ObjState.PENDING:
-                continue   # nobody here wants it (any more)
-            ok = await self.pull(oid, [peer]) and ok
-        # the producer keeps its copy while ours lives (a remote ref): it is where
-        # later tasks using the object run best; release() drops it
-        objects = self.r.store.objects
-        done = [oid for oid in remote if (o := objects.get(oid)) is not None
-                and o.state is not ObjState.PENDING and o.state is not ObjState.FREED]
-        for oid in done:
-            self.remote_refs[oid] = peer
-        rest = [oid for oid in remote if oid not in self.remote_refs]
-        if rest:
-            self.spawn(self.send(peer, [P.PEER_RELEASE, rest]))
-        if self.forwarded.get(task_id) is not entry:
-            return
-        if not ok:
-            # the only copy went with its node: rebuild it by running the task again
-            log(f"results of {entry[0].spec.name} lost with node {peer[:12]}; re-running")
-            self.retry(entry[0], f"node {peer} died before its results were copied")
+            if remote or exported:
+                self.spawn(self.send(peer, [P.PEER_RELEASE, remote + list(exported)]))
             return
         del self.forwarded[task_id]
-        self.r.complete_task(entry[0], inline)
+        t = entry[0]
+        r = self.r
+        objects = r.store.objects
+        temp = self.import_refs(peer, exported)
+        inline = [[oid, d] for oid, d in results if d[0] == P.INLINE]
+        keep, release = [], []
+        for oid in remote:
+            o = objects.get(oid)
+            if o is None or o.state is not ObjState.PENDING or o.refcount <= 0:
+                release.append(oid)     # nobody here wants it (any more)
+                if o is not None and o.state is ObjState.PENDING:
+                    del objects[oid]
+                    o.move(ObjState.FREED)
+            else:
+                keep.append(oid)
+        if release:
+            self.spawn(self.send(peer, [P.PEER_RELEASE, release]))
+        if keep and t.spec.kind == P.NORMAL_TASK:
+            # fetched on demand; until copied, the task's spec and arguments are
+            # kept so that it can run again if `peer` dies (lineage)
+            held, t.held = t.held, []
+            self.lineage[task_id] = Lineage(t.spec, held, peer, set(keep))
+        if keep:
+            for oid in keep:
+                self.proxies[oid] = [peer]
+                self.hold_remote(oid, peer)
+        r.complete_task(t, inline)
+        for oid in keep:
+            o = objects.get(oid)
+            if o is not None and o.state is ObjState.PENDING:
+                self.ready_elsewhere(o, peer)
+        self.drop_temp(temp)
 
-    def release(self, oid):
-        """Raylet hook: our copy of `oid` was freed; the producer may free its own."""
-        peer = self.remote_refs.pop(oid)
-        if peer not in self.dead:
-            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+    def cancel(self, t, force):
+        """Raylet hook (cancel()): pass it on to the node running our task."""
+        entry = self.forwarded.get(t.spec.task_id)
+        if entry is not None:
+            self.spawn(self.send(entry[1], [P.PEER_CANCEL, t.spec.task_id, bool(force)]))
+
+    def on_cancel(self, peer, msg):
+        task_id, force = msg[1], msg[2]
+        if self.from_peer.get(task_id) == peer:
+            self.r.call_cancel(None, ids.return_id(task_id, 1), force, False)
 
     def defer_infeasible_warning(self, t):
         """Warn only once a fresh node table confirms no node can run it."""
@@ -351,8 +637,14 @@ class ObjectManager:
         self.unwarned.append(t)
 
     def retry(self, t, why):
+        if t.spec.kind != P.NORMAL_TASK:
+            return self.r.cs.retry(t, why)    # actors: cluster_scheduling.py
         self.forwarded.pop(t.spec.task_id, None)
         r = self.r
+        if t.cancelled:
+            t.move(TS.CANCELLED)
+            r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            return
         if t.retries_left == 0:
             t.move(TS.FAILED)
             r.fail_task(t, exceptions.NodeDiedError(
@@ -373,9 +665,14 @@ class ObjectManager:
         w = self.links.pop(node_hex, None)
         if w is not None:
             w.close()
+        self.r.cs.node_died(node_hex)   # actors and placement groups there
         for task_id, (t, where) in list(self.forwarded.items()):
             if where == node_hex:
                 self.retry(t, f"its node {node_hex} died")
+        for L in [L for L in self.lineage.values() if L.node == node_hex]:
+            self.reexecute(L, f"node {node_hex} died")
+        for oid in [oid for oid, n in self.remote_ready.items() if n == node_hex]:
+            del self.remote_ready[oid]
         h = self.holders.pop(node_hex, None)
         if h is not None:
             r = self.r
@@ -388,82 +685,170 @@ class ObjectManager:
             for oid, n in list(h.refs.items()):
                 for _ in range(n):
                     r.decref(oid)
+        # proxies whose only source it was fail (or are rebuilt) when next wanted;
+        # those wanted now are being pulled, and their pull notices
 
     # ------------------------------------------------------------------ pulls
-    def start_pull(self, oid, sources):
+    def start_pull(self, oid, sources=None):
         if oid not in self.pulls:
             self.spawn(self.pull(oid, sources))
 
-    async def pull(self, oid, sources) -> bool:
-        """Make `oid` (a PENDING entry here) local, from one of `sources`.  One
-        pull per object: concurrent callers wait for the same one."""
+    async def pull(self, oid, sources=None, want_data=True) -> bool:
+        """Make `oid` (a PENDING entry here) local, from `sources` (default: its
+        proxy's).  One pull per object: concurrent callers wait for the same one.
+        want_data=False: only learn that it exists somewhere (wait(fetch_local=
+        False)); small objects come anyway."""
         running = self.pulls.get(oid)
         if running is None:
-            running = self.pulls[oid] = self.spawn(self._pull(oid, sources))
+            running = self.pulls[oid] = self.spawn(self._pull(oid, sources, want_data))
             running.add_done_callback(lambda _t: self.pulls.pop(oid, None))
+        elif want_data and not running.want_data:
+            # a probe is running: fetch once it answered
+            try:
+                await asyncio.shield(running)
+            except Exception:
+                pass
+            return await self.pull(oid, sources, want_data)
+        running.want_data = getattr(running, "want_data", want_data)
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
+            log(f"pull of {oid.hex()} failed: {e!r}")
             return False
 
-    async def _pull(self, oid, sources) -> bool:
+    def _sources(self, oid, sources):
+        return list(sources) if sources is not None else list(self.proxies.get(oid, ()))
+
+    async def _pull(self, oid, sources, want_data) -> bool:
         r = self.r
         o = r.store.objects.get(oid)
         if o is None or o.state is not ObjState.PENDING:
             return True
+        asyncio.current_task().want_data = want_data
         o.refcount += 1     # held while the bytes travel
         try:
-            for src in sources:
-                rec = self.nodes.get(src)
-                if rec is None:
-                    continue
-                try:
-                    if await self._pull_from(o, rec):
+            delay = 0.05
+            while True:
+                srcs = self._sources(oid, sources)
+                had_source = bool(srcs)
+                if not any(s in self.nodes for s in srcs):
+                    srcs += [n for n in await self.gcs_locations(oid) if n not in srcs]
+                for src in srcs:
+                    if await self.pull_via(o, src, want_data):
                         return True
-                except (OSError, ConnectionError, asyncio.TimeoutError,
-                        asyncio.IncompleteReadError) as e:
-                    log(f"pull of {oid.hex()} from {src[:12]} failed: {e!r}")
-                if o.state is ObjState.CREATING:
-                    # a half-written copy: give the space back, wait for another
-                    r.store.allocator.free(o.offset, o.size)
-                    o.offset = -1
-                    o.state = ObjState.PENDING   # deliberate: undo the reservation
-            return False
+                    if o.state is not ObjState.PENDING:
+                        return True
+                if o.state is not ObjState.PENDING:
+                    return True
+                if o.refcount <= 1 and not o.waiters:
+                    return False        # nobody here wants it any more
+                if not any(s in self.nodes for s in srcs):
+                    if had_source or (srcs and all(s in self.dead for s in srcs)):
+                        gone = [s[:12] for s in srcs] or ["?"]
+                        self.lost(o, f"its copies were on node(s) {', '.join(gone)}, "
+                                     f"which died")
+                        return o.state is not ObjState.PENDING
+                    # an id we were never sent: not in the GCS (yet); wait for it
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                await self.refresh_nodes()
         finally:
             r.decref(oid)
 
-    async def _pull_from(self, o, rec) -> bool:
+    async def pull_via(self, o, src, want_data) -> bool:
+        """Pull `o` from `src`, following redirects; True once sealed here (or,
+        without want_data, known sealed somewhere)."""
+        for _ in range(MAX_REDIRECTS):
+            rec = self.nodes.get(src)
+            if rec is None:
+                return False
+            try:
+                res = await self._pull_from(o, rec, want_data)
+            except PULL_ERRORS as e:
+                log(f"pull of {o.oid.hex()} from {src[:12]} failed: {e!r}")
+                res = False
+            if o.state is ObjState.CREATING:
+                # a half-written copy: give the space back, wait for another
+                self.r.store.allocator.free(o.offset, o.size)
+                o.offset = -1
+                o.state = ObjState.PENDING   # deliberate: undo the reservation
+            if not isinstance(res, str):
+                return res
+            src = res
+            if src == self.node_hex:
+                return False
+        return False
+
+    async def _read_reply(self, loop, sock, src):
+        """The server answers once the object exists: wait, but give up if its
+        node is declared dead meanwhile (a vanished host sends no reset)."""
+        reading = asyncio.ensure_future(peers.sock_read_frame(loop, sock))
+        try:
+            while True:
+                done, _ = await asyncio.wait([reading], timeout=1.0)
+                if done:
+                    return reading.result()
+                if src in self.dead:
+                    raise ConnectionError(f"node {src[:12]} died")
+        finally:
+            if not reading.done():
+                reading.cancel()
+
+    async def _pull_from(self, o, rec, want_data):
+        """One attempt: True (done), False (it is not there) or a node hex
+        (redirected there)."""
         r = self.r
+        src = rec["node_id"]
         loop = asyncio.get_running_loop()
         sock = await peers.sock_connect(loop, rec["address"], int(rec["peer_port"]),
                                         self.token, self.node_hex)
         try:
-            await loop.sock_sendall(sock, P.frame([P.PEER_PULL, o.oid]))
-            msg = await peers.sock_read_frame(loop, sock)
-            if msg[0] != P.PEER_OBJECT:
-                return False
-            _, size, is_error, contained, data = msg
-            if data is not None:
-                r.seal_object_inline(o, data, is_error, contained)
+            hold = o.oid in self.locating and o.oid not in self.remote_refs
+            await loop.sock_sendall(sock, P.frame([P.PEER_PULL, o.oid, want_data, hold]))
+            msg = await self._read_reply(loop, sock, src)
+            kind = msg[0]
+            if kind == P.PEER_REDIRECT:
+                return str(msg[2])
+            if kind == P.PEER_READY:
+                self.ready_elsewhere(o, src)
                 return True
-            off = r.store.reserve(o, size)
-            while off is None:
-                victims = r.store.spill_candidates()
-                if not victims or r.spill(victims[0]):
-                    raise exceptions.ObjectStoreFullError(
-                        f"no room for object {o.oid.hex()} ({size} bytes) pulled from "
-                        f"node {rec['node_id']}")
-                off = r.store.reserve(o, size)
-            view = r.arena_view[off:off + size]
-            await peers.sock_recv_exact_into(loop, sock, view)
-            view.release()
-            for c in contained or ():
-                r.incref(c)
-            r.wb.put("hset", keys.obj(o.oid), self.node_hex, size)
-            waiters = r.store.seal_arena(o, is_error, contained)
-            r.seal_waiters(waiters)
+            if kind != P.PEER_OBJECT:
+                return False
+            size, is_error, contained, data = msg[1:5]
+            exported = msg[5] if len(msg) > 5 else ()
+            if o.state is not ObjState.PENDING:
+                return True     # sealed meanwhile by another way
+            temp = self.import_refs(src, exported)
+            try:
+                if data is not None:
+                    r.seal_object_inline(o, data, is_error, contained)
+                else:
+                    off = r.store.reserve(o, size)
+                    while off is None:
+                        victims = r.store.spill_candidates()
+                        if not victims or r.spill(victims[0]):
+                            raise exceptions.ObjectStoreFullError(
+                                f"no room for object {o.oid.hex()} ({size} bytes) "
+                                f"pulled from node {src}")
+                        off = r.store.reserve(o, size)
+                    view = r.arena_view[off:off + size]
+                    try:
+                        await peers.sock_recv_exact_into(loop, sock, view)
+                    finally:
+                        view.release()
+                    for c in contained or ():
+                        r.incref(c)
+                    r.wb.put("hset", keys.obj(o.oid), self.node_hex, size)
+                    waiters = r.store.seal_arena(o, is_error, contained)
+                    r.seal_waiters(waiters)
+            finally:
+                self.drop_temp(temp)
+            self.proxies.pop(o.oid, None)
+            self.remote_ready.pop(o.oid, None)
+            self.locating.discard(o.oid)
+            self.lineage_done(o.oid)
             return True
         finally:
             sock.close()
@@ -484,13 +869,17 @@ class ObjectManager:
                 msg = await peers.read_frame(reader)
                 kind = msg[0]
                 if kind == P.PEER_PULL:
-                    await self.serve_pull(peer, writer, msg[1])
+                    await self.serve_pull(peer, writer, msg)
                 elif kind == P.PEER_FORWARD:
                     self.on_forward(peer, msg)
                 elif kind == P.PEER_TASK_DONE:
                     self.on_task_done(peer, msg)
                 elif kind == P.PEER_RELEASE:
                     self.r.on_ref_del(self.holder(peer), [P.REF_DEL, msg[1]])
+                elif kind == P.PEER_CANCEL:
+                    self.on_cancel(peer, msg)
+                elif kind >= P.PEER_ACTOR_CREATE:
+                    self.r.cs.on_peer(peer, msg)   # cluster_scheduling.py
                 else:
                     log(f"unknown message {kind} from {peer[:12]}")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -500,21 +889,56 @@ class ObjectManager:
         finally:
             writer.close()
 
-    async def serve_pull(self, peer, writer, oid):
+    def where_else(self, oid, peer):
+        """A node other than us and `peer` that has or will have PENDING `oid`."""
+        n = self.remote_ready.get(oid)
+        if n is None:
+            entry = self.forwarded.get(ids.task_of(oid))
+            n = entry[1] if entry is not None else None
+        if n is None:
+            for s in self.proxies.get(oid, ()):
+                if s in self.nodes:
+                    n = s
+                    break
+        return n if n is not None and n != peer and n not in self.dead else None
+
+    async def serve_pull(self, peer, writer, msg):
         r = self.r
-        o = r.store.objects.get(oid)
+        oid = msg[1]
+        want_data = msg[2] if len(msg) > 2 else True
+        hold = msg[3] if len(msg) > 3 else False
+        objects = r.store.objects
+        o = objects.get(oid)
+        while o is not None and (o.state is ObjState.PENDING or
+                                 o.state is ObjState.CREATING):
+            # not made yet (or not here): wait for it, or send the peer on
+            where = self.where_else(oid, peer) if o.state is ObjState.PENDING else None
+            if where is not None:
+                writer.write(P.frame([P.PEER_REDIRECT, oid, where]))
+                return
+            if oid in self.proxies:
+                self.want(oid)      # its sources are in the GCS only: fetch it here
+            fut = asyncio.get_running_loop().create_future()
+            o.waiters.append(lambda: fut.done() or fut.set_result(None))
+            await fut
+            o = objects.get(oid)
         if o is None or o.state not in (ObjState.SEALED, ObjState.SPILLED):
             writer.write(P.frame([P.PEER_MISSING, oid]))
             return
+        if not want_data and o.data is None:
+            writer.write(P.frame([P.PEER_READY, oid, o.size]))
+            return
         h = self.holder(peer)
+        exported = self.export_refs(peer, list(o.contained) + ([oid] if hold else []))
         desc = r.pin_descriptor(h, o)
         if desc[0] == P.INLINE:
             writer.write(P.frame([P.PEER_OBJECT, len(desc[1]), desc[2],
-                                  list(o.contained), desc[1]]))
+                                  list(o.contained), desc[1], exported]))
             return
         _, off, size, is_error = desc[:4]
         try:
-            writer.write(P.frame([P.PEER_OBJECT, size, is_error, list(o.contained), None]))
+            writer.write(P.frame([P.PEER_OBJECT, size, is_error, list(o.contained), None,
+                                  exported]))
             view = r.arena_view
             for start in range(off, off + size, CHUNK):
                 writer.write(view[start:min(start + CHUNK, off + size)])

@@ -10,6 +10,11 @@ bundle take resources from that bundle's own ResourceSet, never from the node's.
 On one node: PACK, SPREAD and STRICT_PACK reserve every bundle here (SPREAD is a
 preference); STRICT_SPREAD needs one node per bundle, so a group of more than one
 bundle is infeasible on a single node and stays PENDING (as in Ray) until nodes join.
+
+Across nodes (beamlet/raylet/cluster_scheduling.py): the creating node places the
+bundles (`pg.nodes`: bundle index -> node id); every node holding some of them keeps
+a copy of the group in which only its own bundles have a ResourceSet (`resources`
+is None for a bundle reserved on another node).
 """
 import enum
 
@@ -36,7 +41,7 @@ class Bundle:
 
 class PlacementGroup:
     __slots__ = ("pg_id", "name", "strategy", "bundles", "state", "ready_oid",
-                 "job_id", "detached", "warned")
+                 "job_id", "detached", "warned", "nodes", "retry_at")
 
     def __init__(self, pg_id, bundles, strategy, name, ready_oid, job_id, detached):
         self.pg_id = pg_id
@@ -49,6 +54,8 @@ class PlacementGroup:
         self.job_id = job_id
         self.detached = detached
         self.warned = False
+        self.nodes = None       # bundle index -> node id (hex) when placed by the cluster
+        self.retry_at = 0.0     # cluster placement: next attempt after a failed one
 
     def total(self) -> dict:
         out = {}
@@ -91,8 +98,9 @@ class PlacementGroups:
     def remove(self, pg) -> None:
         if pg.state is PGState.CREATED:
             for b in pg.bundles:
-                self.node.release(b.request, b.gpu_map)
-                b.resources = None
+                if b.resources is not None:     # (None: reserved on another node)
+                    self.node.release(b.request, b.gpu_map)
+                    b.resources = None
         pg.state = PGState.REMOVED
 
     def pool_for(self, scheduling, req):
@@ -109,7 +117,7 @@ class PlacementGroups:
             return None, None
         cands = pg.bundles if idx is None or idx < 0 else [pg.bundles[idx]]
         for b in cands:
-            if b.resources.fits(req):
+            if b.resources is not None and b.resources.fits(req):
                 return b.resources, b
         return None, None
 

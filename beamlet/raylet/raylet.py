@@ -30,6 +30,7 @@ from .._private import config, ids, process, serialization
 from .._private import protocol as P
 from ..gcs import keys
 from ..gcs.client import GcsClient, WriteBehind
+from .cluster_scheduling import ClusterScheduler
 from .object_manager import ObjectManager
 from .object_store import ObjectTable, ObjState
 from .placement_groups import PlacementGroup, PlacementGroups, PGState
@@ -79,17 +80,12 @@ class Conn(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        r = self.raylet
-        handle = r.handlers
-        r.in_batch = True
-        try:
-            for msg in self.reader.feed(data):
-                try:
-                    handle[msg[0]](self, msg)
-                except Exception:
-                    log("error handling", P.NAMES[msg[0]], traceback.format_exc())
-        finally:
-            r.end_of_batch()
+        handle = self.raylet.handlers
+        for msg in self.reader.feed(data):
+            try:
+                handle[msg[0]](self, msg)
+            except Exception:
+                log("error handling", P.NAMES[msg[0]], traceback.format_exc())
 
     def connection_lost(self, exc):
         self.closed = True
@@ -101,11 +97,7 @@ class Conn(asyncio.Protocol):
         self.out.append(msg)
         if not self.flush_pending:
             self.flush_pending = True
-            r = self.raylet
-            if r.in_batch:   # written by end_of_batch, in this loop turn
-                r.dirty.append(self)
-            else:
-                r.loop.call_soon(self.flush)
+            self.raylet.loop.call_soon(self.flush)
 
     def flush(self):
         self.flush_pending = False
@@ -184,8 +176,6 @@ class Raylet:
         self.pool = WorkerPool(self.socket_path, self.session_dir, self.node_id)
         self.pgs = PlacementGroups(self.resources)
         self.schedule_pending = False
-        self.in_batch = False    # handling a read's messages (Conn.data_received)
-        self.dirty = []          # conns with output to write at the batch's end
         self.stopping = False
         self.handlers = {
             P.HELLO: self.on_hello, P.SUBMIT: self.on_submit, P.PUT: self.on_put,
@@ -205,6 +195,8 @@ class Raylet:
         self._lost_error_cache = {}
         # cross-node work (forwarding, pulls, remote refs): object_manager.py
         self.om = ObjectManager(self)
+        # cross-node scheduling (remote actors, strategies, placement groups)
+        self.cs = ClusterScheduler(self)
 
     # ------------------------------------------------------------------ startup
     def setup_arena(self):
@@ -300,6 +292,7 @@ class Raylet:
             now = time.time()
             self.wb.put("zadd", keys.HEARTBEATS, {self.node_id.hex(): now})
             self.om.spawn(self.om.tick())
+            self.cs.tick()
             self.wb.put("hset", hb_key, mapping={
                 "resources_available": json.dumps(self.resources.snapshot()),
                 "demand": json.dumps(self.ready.demand() + [
@@ -464,6 +457,7 @@ class Raylet:
         for a in list(self.actors.values()):
             if a.job_id == job_id and not a.detached and a.state != "DEAD":
                 self.kill_actor(a, "The actor's job (driver) exited.", no_restart=True)
+        self.cs.job_finished(job_id)
 
     # ------------------------------------------------------------------ refs
     def incref(self, oid):
@@ -482,6 +476,8 @@ class Raylet:
     def free(self, o):
         st = o.state
         if st is ObjState.PENDING or st is ObjState.CREATING:
+            if self.om.proxies and o.oid in self.om.proxies and st is ObjState.PENDING:
+                self.om.drop_proxy(o)   # a remote object nobody here needs now
             return  # freed when its value arrives (seal sees refcount 0)
         del self.store.objects[o.oid]
         if st is ObjState.SPILLED:
@@ -502,10 +498,13 @@ class Raylet:
         if o.size >= config.INLINE_THRESHOLD:
             # this node no longer holds it (other nodes' copies stay listed)
             self.wb.put("hdel", keys.obj(o.oid), self.node_id.hex())
-        if self.om.remote_refs and o.oid in self.om.remote_refs:
-            self.om.release(o.oid)   # the copy we fetched is gone: unpin the origin's
+        if (self.om.watch and o.oid in self.om.watch) or (
+                self.om.remote_refs and o.oid in self.om.remote_refs):
+            self.om.freed(o)   # e.g. the copy we fetched is gone: unpin the origin's
         for c in o.contained:
             self.decref(c)
+        if self.cs.owned_oids and o.oid in self.cs.owned_oids:
+            self.cs.creation_freed(o.oid)   # an actor we own on another node
         a = self.creation_to_actor.get(o.oid)
         if a is not None:
             del self.creation_to_actor[o.oid]
@@ -856,17 +855,18 @@ class Raylet:
     # ------------------------------------------------------------------ get / wait
     class Getter:
         __slots__ = ("conn", "req", "oids", "missing", "timer", "done", "kind",
-                     "num_returns", "worker")
+                     "num_returns", "worker", "fetch")
 
     def on_get(self, conn, msg):
         _, req, oids, timeout = msg
         self.start_getter(conn, req, oids, timeout, "get", len(oids))
 
     def on_wait(self, conn, msg):
-        _, req, oids, num_returns, timeout = msg
-        self.start_getter(conn, req, oids, timeout, "wait", num_returns)
+        _, req, oids, num_returns, timeout = msg[:5]
+        self.start_getter(conn, req, oids, timeout, "wait", num_returns,
+                          len(msg) < 6 or msg[5])
 
-    def start_getter(self, conn, req, oids, timeout, kind, num_returns):
+    def start_getter(self, conn, req, oids, timeout, kind, num_returns, fetch=True):
         objects = self.store.objects
         missing = 0
         g = Raylet.Getter()
@@ -874,7 +874,9 @@ class Raylet:
         g.done = False
         g.timer = None
         g.worker = None
+        g.fetch = fetch
         ready = 0
+        om = self.om
         # a get of a spilled object waits for its restore (done off the loop);
         # for wait() a spilled object is ready
         restore = kind == "get" and timeout != 0
@@ -882,7 +884,15 @@ class Raylet:
             o = objects.get(oid)
             if o is None or o.state is ObjState.SEALED or (
                     o.state is ObjState.SPILLED and not restore):
+                if o is None and om.multi and timeout != 0:
+                    # an id this node never knew: another node may have it (the
+                    # GCS says where); the client holds the ref: count it
+                    om.locate(oid).refcount += 1
+                    conn.refs[oid] += 1
+                    continue
                 ready += 1
+            elif not fetch and oid in om.remote_ready:
+                ready += 1      # wait(fetch_local=False): sealed on another node
         if ready >= num_returns or timeout == 0:
             self.finish_getter(g)
             return
@@ -895,9 +905,14 @@ class Raylet:
                                   o.state is ObjState.CREATING or
                                   o.state is ObjState.SPILLED) and oid not in seen:
                 seen.add(oid)
-                o.waiters.append(lambda g=g: self.getter_progress(g))
+                cb = lambda g=g: self.getter_progress(g)
+                if not fetch:
+                    cb = om.nofetch_callback(cb)
+                o.waiters.append(cb)
                 if o.state is ObjState.SPILLED:
                     self.request_restore(o)
+                elif om.multi and o.state is ObjState.PENDING:
+                    om.wanted(o, fetch, cb)     # pull it if it is on another node
         if timeout is not None and timeout >= 0:
             g.timer = self.loop.call_later(timeout, self.finish_getter, g)
         w = conn.worker
@@ -950,9 +965,11 @@ class Raylet:
         else:
             # every ready index, not just num_returns: the client remembers them
             ready = []
+            elsewhere = () if g.fetch else self.om.remote_ready
             for i, oid in enumerate(g.oids):
                 o = objects.get(oid)
-                if o is None or o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
+                if o is None or o.state is ObjState.SEALED or o.state is ObjState.SPILLED \
+                        or oid in elsewhere:
                     ready.append(i)
             conn.send([P.REPLY, g.req, ready])
 
@@ -977,13 +994,17 @@ class Raylet:
             oid = a[1]
             o = objects.get(oid)
             if o is None:
-                continue
+                if not self.om.multi:
+                    continue
+                o = self.om.locate(oid)   # another node may have it (GCS)
             if True:
                 o.refcount += 1
                 t.held.append(oid)
                 if o.state is ObjState.PENDING or o.state is ObjState.CREATING:
                     t.missing += 1
                     o.waiters.append(lambda t=t: self.arg_ready(t))
+                    if self.om.proxies and oid in self.om.proxies:
+                        self.om.want(oid)     # on another node: pull it
                 elif o.state is ObjState.SPILLED and self.request_restore(o, prefetch=True):
                     # being restored off the loop (there was free room); without
                     # room it is restored when the task is dispatched
@@ -991,6 +1012,8 @@ class Raylet:
                     o.waiters.append(lambda t=t: self.arg_ready(t))
         if spec.kind == P.ACTOR_TASK:
             a = self.actors.get(spec.actor_id)
+            if a is None and self.cs.actor_call(t):
+                return      # the actor lives on another node
             if a is None or a.state == "DEAD":
                 cause = a.death_cause if a else "The actor does not exist on this node."
                 t.move(TS.WAITING_FOR_RESOURCES)
@@ -1053,6 +1076,8 @@ class Raylet:
                 a = self.actors.get(t.spec.actor_id)
                 if a is not None:
                     self.pump_actor(a)
+                else:
+                    self.cs.arg_ready(t)    # a call to an actor on another node
                 return
             self.make_ready(t)
 
@@ -1080,6 +1105,9 @@ class Raylet:
             self.finish_with_error(t, err)
             return
         sched = t.spec.scheduling
+        if self.om.nodes and (sched or t.spec.kind == P.ACTOR_CREATION_TASK) and \
+                self.cs.route(t):
+            return   # runs on another node (strategy, or resources only it has)
         if sched and sched[0] in ("PG", "NODE"):
             err = self.check_constraint(t)
             if err is not None:
@@ -1106,7 +1134,7 @@ class Raylet:
             t.warned_infeasible = True
             msg = (f"Task {t.spec.name} (id {t.spec.task_id.hex()}) cannot be scheduled: "
                    f"it requires {t.spec.resources} but the cluster has "
-                   f"{self.resources.total} in total. It stays pending until a node "
+                   f"{self.cs.cluster_total()} in total. It stays pending until a node "
                    f"with these resources joins the cluster.")
             self.wb.put("publish", keys.errors_channel(t.spec.job_id), msg)
             log("infeasible:", msg)
@@ -1114,24 +1142,7 @@ class Raylet:
     def request_schedule(self):
         if not self.schedule_pending:
             self.schedule_pending = True
-            self.loop.call_soon(self._schedule_if_pending)
-
-    def _schedule_if_pending(self):
-        if self.schedule_pending:    # end_of_batch may have run it already
-            self.schedule()
-
-    def end_of_batch(self):
-        """After handling the messages of one read: schedule and write the
-        replies now, not one loop turn later each (a task's DONE -> the next
-        EXECUTE costs one loop turn instead of three)."""
-        try:
-            if self.schedule_pending:
-                self.schedule()
-        finally:
-            self.in_batch = False
-            dirty, self.dirty = self.dirty, []
-            for c in dirty:
-                c.flush()
+            self.loop.call_soon(self.schedule)
 
     def schedule(self):
         self.schedule_pending = False
@@ -1520,6 +1531,8 @@ class Raylet:
         sched, req = t.spec.scheduling, t.spec.resources
         if sched[0] == "NODE":
             return self.resources if self.resources.fits(req) else None
+        if self.om.nodes and self.cs.pg_forward(t):
+            return None     # its bundle is on another node: sent there
         try:
             pool, _bundle = self.pgs.pool_for(sched, req)
         except LookupError as e:
@@ -1530,6 +1543,9 @@ class Raylet:
         return pool
 
     def reserve_placement_groups(self):
+        if self.om.nodes:
+            self.cs.reserve_pending()   # bundles may go to other nodes
+            return
         for pg in self.pgs.pending():
             if self.pgs.try_reserve(pg):
                 for b in pg.bundles:
@@ -1544,7 +1560,8 @@ class Raylet:
         self.wb.put("hset", keys.placement_group(pg.pg_id), mapping={
             "name": pg.name or "", "strategy": pg.strategy, "state": pg.state.value,
             "bundles": json.dumps([b.request for b in pg.bundles]),
-            "node": self.node_id.hex()})
+            "node": self.node_id.hex(),
+            "bundle_nodes": json.dumps(pg.nodes or [self.node_id.hex()] * len(pg.bundles))})
 
     def call_pg_create(self, conn, pg_id, bundles, strategy, name, detached):
         ready_oid = ids.return_id(pg_id, 1)
@@ -1555,10 +1572,12 @@ class Raylet:
         o.refcount += 1
         conn.refs[ready_oid] += 1
         self.record_placement_group(pg)
-        if not self.pgs.feasible_here(pg):
+        if not self.pgs.feasible_here(pg) and not (self.om.nodes and
+                                                   self.cs.pg_feasible(pg)):
             msg = (f"Placement group {name or pg_id.hex()} ({strategy}, bundles "
                    f"{[b.request for b in pg.bundles]}) cannot be created: the cluster "
-                   f"has {self.resources.total} on one node. It stays pending until "
+                   f"has {self.cs.cluster_total()} in total on "
+                   f"{1 + len(self.om.nodes)} node(s). It stays pending until "
                    f"enough nodes with these resources join.")
             self.wb.put("publish", keys.errors_channel(conn.job_id), msg)
         self.request_schedule()
@@ -1566,7 +1585,9 @@ class Raylet:
 
     def call_pg_remove(self, conn, pg_id):
         pg = self.pgs.groups.get(pg_id)
-        if pg is None or pg.state is PGState.REMOVED:
+        if pg is None:
+            return self.cs.pg_remove_unknown(pg_id)   # created on another node
+        if pg.state is PGState.REMOVED:
             return False
         in_pg = lambda spec: bool(spec.scheduling) and spec.scheduling[0] == "PG" and \
             spec.scheduling[1] == pg_id
@@ -1588,6 +1609,7 @@ class Raylet:
                 t.cancelled = True
                 self.pool.signal(w, signal.SIGKILL)
         self.pgs.remove(pg)
+        self.cs.pg_removed(pg)      # its bundles on other nodes
         o = self.store.objects.get(pg.ready_oid)
         if o is not None and o.state is ObjState.PENDING:
             self.seal_object_inline(o, self.error_bytes(exceptions.TaskUnschedulableError(
@@ -1598,7 +1620,14 @@ class Raylet:
         return True
 
     def call_pg_table(self, conn):
-        return {pg.pg_id.hex(): pg.table() for pg in self.pgs.groups.values()}
+        out = {}
+        for pg in self.pgs.groups.values():
+            t = out[pg.pg_id.hex()] = pg.table()
+            # which node holds each bundle (as Ray's "bundles_to_node_id")
+            t["bundles_to_node_id"] = {
+                i: (pg.nodes[i] if pg.nodes else self.node_id.hex())
+                for i in range(len(pg.bundles))} if pg.state is PGState.CREATED else {}
+        return out
 
     # ------------------------------------------------------------------ calls
     def on_call(self, conn, msg):
@@ -1639,7 +1668,9 @@ class Raylet:
 
     def call_kill_actor(self, conn, actor_id, no_restart):
         a = self.actors.get(actor_id)
-        if a is None or a.state == "DEAD":
+        if a is None:
+            return self.cs.kill_remote(actor_id, no_restart)   # on another node
+        if a.state == "DEAD":
             return False
         if no_restart:
             self.kill_actor(a, "The actor was killed by beamlet.kill().", no_restart=True)
@@ -1673,6 +1704,8 @@ class Raylet:
                 with open(path, "w") as f:
                     f.write(t.spec.task_id.hex())
                 self.pool.signal(t.worker, signal.SIGINT)
+        elif t.state is TS.FORWARDED and t.spec.kind == P.NORMAL_TASK:
+            self.om.cancel(t, force)    # it runs on another node: cancel it there
         return True
 
     def call_status(self, conn):

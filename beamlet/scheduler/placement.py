@@ -56,3 +56,89 @@ def idle_cpus(node: dict) -> int:
     if node.get("demand"):
         return 0
     return int(node.get("resources_available", {}).get("CPU", 0.0) + EPS)
+
+
+# ---- placement groups and strategies across nodes ---------------------------------
+def _take(avail: dict, req: dict) -> None:
+    for k, v in req.items():
+        avail[k] = avail.get(k, 0.0) - v
+
+
+def _sum(bundles) -> dict:
+    out = {}
+    for b in bundles:
+        for k, v in b.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def place_bundles(bundles: list, strategy: str, nodes: list):
+    """Which node each bundle of a placement group goes to, or None if the group
+    cannot be placed (all or nothing).
+
+    bundles: resource dicts; nodes: [(node_id, resources dict)] in order of
+    preference (the creating node first), with what is available now (to place)
+    or the totals (to tell whether the group could ever be placed).
+      STRICT_PACK   every bundle on one node;
+      PACK          one node if one can hold them all, else as few as first-fit gives;
+      STRICT_SPREAD every bundle on a different node;
+      SPREAD        each bundle on the node holding fewest bundles of the group so
+                    far (different nodes while there are enough)."""
+    avail = [(nid, dict(a)) for nid, a in nodes]
+    n = len(bundles)
+    if strategy in ("PACK", "STRICT_PACK"):
+        total = _sum(bundles)
+        for nid, a in avail:
+            if fits(a, total):
+                return [nid] * n
+        if strategy == "STRICT_PACK":
+            return None
+        out = []
+        for b in bundles:
+            for nid, a in avail:
+                if fits(a, b):
+                    _take(a, b)
+                    out.append(nid)
+                    break
+            else:
+                return None
+        return out
+    if strategy == "STRICT_SPREAD":
+        if n > len(avail):
+            return None
+        out, used = [None] * n, set()
+        # the biggest bundles choose first: they have the fewest candidates
+        for i in sorted(range(n), key=lambda i: -sum(bundles[i].values())):
+            for nid, a in avail:
+                if nid not in used and fits(a, bundles[i]):
+                    _take(a, bundles[i])
+                    used.add(nid)
+                    out[i] = nid
+                    break
+            else:
+                return None
+        return out
+    if strategy == "SPREAD":
+        count = {nid: 0 for nid, _ in avail}
+        out = []
+        for b in bundles:
+            cands = [(count[nid], k, nid, a) for k, (nid, a) in enumerate(avail)
+                     if fits(a, b)]
+            if not cands:
+                return None
+            _, _, nid, a = min(cands, key=lambda c: (c[0], c[1]))
+            _take(a, b)
+            count[nid] += 1
+            out.append(nid)
+        return out
+    raise ValueError(f"unknown placement group strategy {strategy!r}")
+
+
+def spread_node(req: dict, nodes: list, turn: int):
+    """SPREAD: the node (id) for the `turn`-th task, round robin over the nodes
+    that could ever run it (nodes: [(node_id, totals)] in a stable order); None
+    if none can."""
+    cands = [nid for nid, total in nodes if feasible(total, req)]
+    if not cands:
+        return None
+    return cands[turn % len(cands)]

@@ -423,7 +423,7 @@ class CoreWorker:
             return serialization.deserialize(desc[1]), desc[2]
         return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
-    def wait(self, oids, num_returns, timeout):
+    def wait(self, oids, num_returns, timeout, fetch_local=True):
         cache, known = self.cache, self.known_ready
         # objects in the cache, or that an earlier WAIT reported ready, are ready
         # without asking (a ready object stays ready while we hold its ref): a
@@ -435,6 +435,11 @@ class CoreWorker:
                     ready_local.append(i)
                     if len(ready_local) >= num_returns:
                         return ready_local
+        if not fetch_local:
+            # ready may mean "sealed on another node": not remembered as local
+            idx = self.conn.request(
+                lambda req: [P.WAIT, req, oids, num_returns, timeout, False])
+            return idx[:num_returns]
         idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns, timeout])
         counts = self.counts
         for i in idx:

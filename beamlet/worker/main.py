@@ -184,7 +184,9 @@ class Worker:
 
     def prepare(self, spec, gpu_ids):
         self.core.set_task(TaskContext(spec.task_id, spec.name, spec.actor_id))
-        self.running_name.v = spec.name
+        # output prefix as in Ray: "(f pid=N)" for a task, "(Counter pid=N)" for an actor
+        self.running_name.v = (spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
+                               else spec.name.rsplit(".", 1)[-1])
         self.core.job_id = spec.job_id
         if spec.job_id not in self.jobs_seen:
             self.add_job_sys_path(spec.job_id)
@@ -266,6 +268,7 @@ class Worker:
             await self._execute_async(spec, descs, gpu_ids)
 
     async def _execute_async(self, spec, descs, gpu_ids):
+        import asyncio  # (lazy, as above) used for ref arguments below
         self.prepare(spec, gpu_ids)
         flag = None
         try:
@@ -285,13 +288,7 @@ class Worker:
         self.finish(spec, results, flag)
 
     def finish(self, spec, results, flag):
-        msg = [P.DONE, spec.task_id, results, flag]
-        if self.core.conn.pushes:
-            # more calls are already here (an actor's pipeline): this DONE goes
-            # out with the next write, or within ~1 ms from the flusher thread
-            self.core.queue(msg)
-        else:
-            self.core.conn.send(msg)
+        self.core.conn.send([P.DONE, spec.task_id, results, flag])
         try:   # a last line without "\n" still gets this task's prefix
             sys.stdout.flush()
             sys.stderr.flush()

@@ -1,0 +1,843 @@
+"""Cross-node scheduling decisions of a raylet: actors on other nodes, SPREAD and
+node affinity, placement groups whose bundles live on several nodes.
+
+The pure choices (which node) are in beamlet/scheduler/placement.py; this module
+moves tasks and keeps the state.  It works on top of the object manager's links
+and forwarding (object_manager.py): a task placed on another node travels as a
+FORWARD and its results come back as a TASK_DONE, as any forwarded task.  On a
+single node (no peers) none of this runs: every hook returns at once.
+
+Actors on another node
+    node A (owner: where the actor      node B (host)            node C (caller)
+    was created, holds its handle)
+    creation infeasible here ──ACTOR_CREATE──► runs the actor;
+    (or strategy says B)                      keeps it while A holds
+                                              its creation object
+    calls: Route(actor) ──FORWARD, in order──► actor queue ◄──FORWARD── Route(actor)
+                                                                (location from
+                                                                 the GCS record)
+  A caller's raylet keeps one `Route` per remote actor: its calls wait there, in
+  submission order, until their arguments are local, then go to the host over one
+  ordered outbox per node (so a caller's calls reach the actor in order).  The
+  owner also decides what happens when the host node dies: restart the actor
+  elsewhere (max_restarts) or declare it dead; callers then re-read its location.
+  kill() and a job's end reach the host as ACTOR_KILL.
+
+Placement groups across nodes
+  The creating raylet (owner) places every bundle with place_bundles() over the
+  node table (its own resources exactly, the others' as of their last heartbeat),
+  reserves its own bundles and asks each other node to reserve its share
+  (PG_RESERVE); when all say yes the group is CREATED, else every share is undone
+  (PG_CANCEL) and it retries later.  A task in the group runs on its bundle's node
+  (forwarded there if needed).  Removal (PG_REMOVE) reaches every node.
+"""
+import asyncio
+import collections
+import json
+import sys
+import time
+
+from .. import exceptions
+from .._private import ids, serialization
+from .._private import protocol as P
+from ..gcs import keys
+from ..scheduler.placement import choose_node, feasible, place_bundles, spread_node
+from .object_store import ObjState
+from .placement_groups import PlacementGroup, PGState
+from .scheduler import ResourceSet, Task, TaskState as TS
+
+PG_RETRY_S = 0.5        # a group that could not be placed is tried again after this
+RESOLVE_TIMEOUT_S = 60.0
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), "cluster_scheduling:", *a, file=sys.stderr, flush=True)
+
+
+class RemoteActor:
+    """This node's view of an actor that lives on another node."""
+
+    def __init__(self, actor_id):
+        self.actor_id = actor_id
+        self.node = None            # host node (hex) once known
+        self.queue = collections.deque()   # calls not yet sent, in order
+        self.dead = None            # death cause once known dead
+        self.resolving = False
+        self.pending_kill = None    # a kill(no_restart) to send once located
+        # owner side only (this node created it):
+        self.spec = None            # its creation TaskSpec
+        self.held = []              # constructor ref args, kept for restarts
+        self.keepalive = False      # named/detached: this node keeps a ref
+        self.restarts_left = 0
+        self.creation_task = None   # the creation Task while it is forwarded
+
+
+class ClusterScheduler:
+    def __init__(self, raylet):
+        self.r = raylet
+        self.om = raylet.om
+        self.me = raylet.node_id.hex()
+        self.actors = {}            # actor id -> RemoteActor
+        self.owned_oids = {}        # creation oid -> RemoteActor we own
+        self.outbox = {}            # node hex -> [msg] waiting for the drain
+        self.draining = set()
+        self.spread_turn = 0
+        self.pg_turn = 0
+        self.pg_inflight = {}       # pg id -> {node hex: None | bool}
+        self.pg_parked = collections.defaultdict(list)   # pg id -> [Task]
+        self.pg_resolving = set()
+        self.removing_from_peer = False
+
+    # ------------------------------------------------------------------ links
+    def send_ordered(self, node_hex, msg):
+        """Send to a peer after everything sent to it earlier through here."""
+        self.outbox.setdefault(node_hex, []).append(msg)
+        if node_hex not in self.draining:
+            self.draining.add(node_hex)
+            self.om.spawn(self._drain(node_hex))
+
+    async def _drain(self, node_hex):
+        try:
+            while self.outbox.get(node_hex):
+                w = await self.om.link(node_hex)
+                msgs, self.outbox[node_hex] = self.outbox[node_hex], []
+                w.write(P.frames(msgs))
+        except Exception as e:
+            # the monitor will declare it dead; node_died() handles its work
+            log(f"cannot reach node {node_hex[:12]}: {e!r}")
+            self.outbox.pop(node_hex, None)
+        finally:
+            self.draining.discard(node_hex)
+
+    def on_peer(self, peer, msg):
+        """A message of ours on a peer link (see protocol.py)."""
+        kind = msg[0]
+        if kind == P.PEER_ACTOR_CREATE:
+            self.on_actor_create(peer, msg)
+        elif kind == P.PEER_ACTOR_KILL:
+            self.r.call_kill_actor(None, msg[1], msg[2])
+        elif kind == P.PEER_PG_RESERVE:
+            self.on_pg_reserve(peer, msg)
+        elif kind == P.PEER_PG_RESERVED:
+            self.on_pg_reserved(peer, msg[1], msg[2])
+        elif kind == P.PEER_PG_CANCEL:
+            self.on_pg_cancel(msg[1])
+        elif kind == P.PEER_PG_REMOVE:
+            self.removing_from_peer = True
+            try:
+                self.r.call_pg_remove(None, msg[1])
+            finally:
+                self.removing_from_peer = False
+        else:
+            log(f"unknown message {kind} from {peer[:12]}")
+
+    # ------------------------------------------------------------------ views
+    def local_record(self):
+        r = self.r
+        return {"node_id": self.me, "state": "ALIVE",
+                "resources_total": r.resources.total,
+                "resources_available": r.resources.snapshot(),
+                "demand": r.ready.demand()}
+
+    def alive(self, node_hex):
+        return node_hex == self.me or (node_hex in self.om.nodes
+                                       and node_hex not in self.om.dead)
+
+    def cluster_total(self) -> dict:
+        """Total resources of every alive node (for messages)."""
+        total = dict(self.r.resources.total)
+        for rec in self.om.nodes.values():
+            for k, v in rec.get("resources_total", {}).items():
+                total[k] = total.get(k, 0.0) + v
+        return total
+
+    def from_peer(self, t):
+        return bool(self.om.from_peer) and t.spec.task_id in self.om.from_peer
+
+    # ------------------------------------------------------------------ routing
+    def route(self, t) -> bool:
+        """make_ready hook: send `t` to another node if its strategy (or, for an
+        actor, its resources) says so.  True if it was taken care of."""
+        spec = t.spec
+        sched = spec.scheduling
+        if sched is None and spec.kind != P.ACTOR_CREATION_TASK:
+            return False
+        if self.from_peer(t):
+            return False        # placed by the sender already: never bounce
+        target = None
+        if sched is None:
+            if self.r.resources.feasible(spec.resources):
+                return False
+            target = choose_node(spec.resources, list(self.om.nodes.values()))
+        elif sched[0] == "NODE":
+            node = sched[1].hex()
+            if node != self.me and self.alive(node):
+                target = node
+            elif node != self.me and sched[2] and \
+                    not self.r.resources.feasible(spec.resources):
+                # soft affinity to a node that is gone: anywhere that can
+                target = choose_node(spec.resources, list(self.om.nodes.values()))
+        elif sched[0] == "SPREAD":
+            nodes = [(self.me, self.r.resources.total)] + sorted(
+                (n, rec.get("resources_total", {})) for n, rec in self.om.nodes.items())
+            self.spread_turn += 1
+            target = spread_node(spec.resources, nodes, self.spread_turn)
+        elif sched[0] == "PG":
+            pg = self.r.pgs.groups.get(sched[1])
+            if pg is None:
+                self.park_for_pg(t)
+                return True
+            if pg.state is PGState.CREATED and pg.nodes is not None:
+                target = self.pg_target(t, pg)
+        if target is None or target == self.me:
+            return False
+        self.send_to(t, target)
+        return True
+
+    def send_to(self, t, target):
+        if t.spec.kind == P.ACTOR_CREATION_TASK:
+            self.place_actor(t, target)
+        else:
+            self.om.send_task(t, target)
+
+    def forward_args(self, spec) -> dict:
+        objects = self.r.store.objects
+        args = {}
+        for oid in spec.ref_args():
+            o = objects.get(oid)
+            if o is not None and o.data is not None:
+                args[oid] = [o.data, o.is_error, list(o.contained)]
+            else:
+                args[oid] = None    # in the arena here: the receiver pulls it
+        return args
+
+    def send_ordered_task(self, t, target, kind):
+        """Like ObjectManager.send_task, through the ordered outbox."""
+        if t.state is TS.WAITING_FOR_ARGS:
+            t.move(TS.WAITING_FOR_RESOURCES)
+        t.move(TS.FORWARDED)
+        self.om.forwarded[t.spec.task_id] = [t, target]
+        self.r.task_event(t)
+        self.send_ordered(target, [kind, t.spec.to_wire(), self.forward_args(t.spec)])
+
+    # ------------------------------------------------------------------ actors: owner
+    def place_actor(self, t, target):
+        """Create the actor of creation task `t` (WAITING_FOR_RESOURCES) on `target`."""
+        r = self.r
+        spec = t.spec
+        aid = spec.actor_id
+        ra = self.actors.get(aid) or RemoteActor(aid)
+        self.actors[aid] = ra
+        a = r.actors.pop(aid, None)
+        if a is not None:
+            # it was registered here at submission: its state moves to the owner
+            # record, and calls queued meanwhile go first, in order
+            r.creation_to_actor.pop(a.creation_oid, None)
+            ra.held, ra.keepalive, ra.restarts_left = a.held, a.keepalive, a.restarts_left
+            a.held = []
+            ra.queue.extendleft(reversed(a.queue))
+            a.queue.clear()
+        ra.spec = spec
+        ra.node = target
+        ra.dead = None
+        ra.creation_task = t
+        creation_oid = ids.return_id(spec.task_id, 1)
+        self.owned_oids[creation_oid] = ra
+        # our copy of the creation object stands for the host's: when it is freed
+        # (every handle gone) the host's is released, and the actor exits there
+        self.om.remote_refs[creation_oid] = target
+        r.wb.put("hset", keys.actor(aid), mapping={"node": target})
+        self.send_ordered_task(t, target, P.PEER_ACTOR_CREATE)
+        self.pump(ra)
+
+    def creation_freed(self, oid):
+        """raylet.free hook: every handle of an actor we own on another node is gone
+        (the object manager releases the host's copy, which ends the actor)."""
+        ra = self.owned_oids.pop(oid, None)
+        if ra is None:
+            return
+        self.drop_held(ra)
+
+    def drop_held(self, ra):
+        held, ra.held = ra.held, []
+        for oid in held:
+            self.r.decref(oid)
+
+    def job_finished(self, job_id):
+        """A driver of this node left: its non-detached actors elsewhere die."""
+        for ra in list(self.actors.values()):
+            spec = ra.spec
+            if spec is None or spec.job_id != job_id or ra.dead:
+                continue
+            if (spec.actor_options or {}).get("lifetime") == "detached":
+                continue
+            ra.restarts_left = 0
+            if ra.node and self.alive(ra.node):
+                self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, True])
+
+    def kill_remote(self, actor_id, no_restart) -> bool:
+        """call_kill_actor hook for an actor not on this node."""
+        if not self.om.nodes:
+            return False
+        ra = self.actors.get(actor_id)
+        if ra is None:
+            ra = self.actors[actor_id] = RemoteActor(actor_id)
+        if ra.dead:
+            return False
+        if no_restart and ra.spec is not None:
+            ra.restarts_left = 0
+        if ra.node is not None:
+            self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, actor_id, bool(no_restart)])
+        else:
+            ra.pending_kill = bool(no_restart)
+            self.resolve(ra)
+        return True
+
+    # ------------------------------------------------------------------ actors: host
+    def on_actor_create(self, peer, msg):
+        """Host an actor for its owner `peer`."""
+        _, wire, args = msg
+        self.om.on_forward(peer, [P.PEER_FORWARD, wire, args])
+        spec = P.TaskSpec.from_wire(wire)
+        creation_oid = ids.return_id(spec.task_id, 1)
+        o = self.r.store.objects.get(creation_oid)
+        if o is not None:
+            # the owner's ref: the actor lives while the owner holds a handle
+            # (released by its PEER_RELEASE, or when the owner's node dies)
+            o.refcount += 1
+            self.om.holder(peer).refs[creation_oid] += 1
+
+    # ------------------------------------------------------------------ actors: callers
+    def actor_call(self, t) -> bool:
+        """on_submit hook: a call to an actor that is not on this node.  True if it
+        is routed to another node (False: the caller reports it as unknown)."""
+        if not self.om.nodes and t.spec.actor_id not in self.actors:
+            return False
+        if self.from_peer(t):
+            return False   # sent here for an actor we do not hold: fail it
+        aid = t.spec.actor_id
+        ra = self.actors.get(aid)
+        if ra is None:
+            ra = self.actors[aid] = RemoteActor(aid)
+        ra.queue.append(t)
+        if ra.node is None and ra.dead is None:
+            self.resolve(ra)
+        else:
+            self.pump(ra)
+        return True
+
+    def arg_ready(self, t):
+        """raylet.arg_ready hook for a call to a remote actor."""
+        ra = self.actors.get(t.spec.actor_id)
+        if ra is not None:
+            self.pump(ra)
+
+    def pump(self, ra):
+        """Send the calls whose arguments are here, in order, to the host."""
+        if ra.dead is not None:
+            self.fail_calls(ra, ra.dead)
+            return
+        node = ra.node
+        if node is None:
+            return
+        r = self.r
+        if node == self.me:
+            # the actor lives here now (restarted here): hand the calls over
+            a = r.actors.get(ra.actor_id)
+            if a is None:
+                return
+            while ra.queue:
+                t = ra.queue.popleft()
+                r.tasks[t.spec.task_id] = t
+                r.incref(a.creation_oid)
+                t.held.append(a.creation_oid)
+                if t.state is not TS.WAITING_FOR_ARGS:
+                    t.state = TS.WAITING_FOR_ARGS   # (retried: back to the start)
+                a.queue.append(t)
+            r.pump_actor(a)
+            return
+        while ra.queue and ra.queue[0].missing == 0:
+            t = ra.queue.popleft()
+            if t.cancelled:
+                t.move(TS.CANCELLED)
+                r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+                continue
+            self.send_ordered_task(t, node, P.PEER_FORWARD)
+
+    def fail_calls(self, ra, cause):
+        while ra.queue:
+            t = ra.queue.popleft()
+            self.r.fail_task(t, exceptions.ActorDiedError(
+                f"Cannot run {t.spec.name}: the actor is dead. {cause}"))
+
+    def resolve(self, ra):
+        """Find where the actor lives (its GCS record), then send what waits."""
+        if not ra.resolving:
+            ra.resolving = True
+            self.om.spawn(self._resolve(ra))
+
+    async def _resolve(self, ra):
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + RESOLVE_TIMEOUT_S
+        try:
+            while ra.node is None and ra.dead is None:
+                if ra.actor_id in self.r.actors:
+                    ra.node = self.me
+                    break
+                try:
+                    info = await loop.run_in_executor(
+                        None, self.r.gcs.actor_info, ra.actor_id)
+                except Exception:
+                    info = {}
+                node = info.get("node")
+                if info.get("state") == "DEAD":
+                    ra.dead = info.get("death_cause") or "The actor died."
+                elif node and node != self.me and self.alive(node) and \
+                        info.get("state") != "RESTARTING":
+                    ra.node = node
+                elif time.monotonic() > deadline:
+                    ra.dead = (f"Its location could not be found within "
+                               f"{RESOLVE_TIMEOUT_S:.0f} s (no alive node hosts it).")
+                else:
+                    await asyncio.sleep(0.05)
+        finally:
+            ra.resolving = False
+        if ra.pending_kill is not None and ra.node not in (None, self.me):
+            self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, ra.pending_kill])
+        elif ra.pending_kill is not None and ra.node == self.me:
+            self.r.call_kill_actor(None, ra.actor_id, ra.pending_kill)
+        ra.pending_kill = None
+        self.pump(ra)
+
+    # ------------------------------------------------------------------ node death
+    def retry(self, t, why):
+        """ObjectManager.retry hook for a forwarded actor call or creation."""
+        self.om.forwarded.pop(t.spec.task_id, None)
+        ra = self.actors.get(t.spec.actor_id)
+        if t.spec.kind == P.ACTOR_CREATION_TASK:
+            if ra is not None and ra.creation_task is t:
+                return      # node_died() restarts the actor (or declares it dead)
+            self.r.fail_task(t, exceptions.ActorDiedError(
+                f"The actor {t.spec.name} could not be created: {why}."))
+            return
+        if ra is not None and t.retries_left != 0 and not t.cancelled:
+            if t.retries_left > 0:
+                t.retries_left -= 1
+            t.state = TS.WAITING_FOR_ARGS   # (args are here: sent again as is)
+            ra.queue.appendleft(t)
+            return
+        self.r.fail_task(t, exceptions.ActorDiedError(
+            f"The actor of {t.spec.name} died while running it: {why} (the call is "
+            f"not retried: max_task_retries={t.spec.max_retries})."))
+
+    def node_died(self, node_hex):
+        """ObjectManager.node_died hook (before it re-places its own tasks)."""
+        why = f"its node {node_hex} died"
+        # calls in flight there: retried (in order) or failed
+        lost = [(tid, t) for tid, (t, where) in self.om.forwarded.items()
+                if where == node_hex and t.spec.kind != P.NORMAL_TASK]
+        retried = collections.defaultdict(list)
+        for tid, t in lost:
+            del self.om.forwarded[tid]
+            ra = self.actors.get(t.spec.actor_id)
+            if t.spec.kind == P.ACTOR_CREATION_TASK:
+                if ra is None or ra.creation_task is not t:
+                    self.r.fail_task(t, exceptions.ActorDiedError(
+                        f"The actor {t.spec.name} could not be created: {why}."))
+                continue
+            if ra is not None and t.retries_left != 0 and not t.cancelled:
+                if t.retries_left > 0:
+                    t.retries_left -= 1
+                t.state = TS.WAITING_FOR_ARGS
+                retried[t.spec.actor_id].append(t)
+            else:
+                self.r.fail_task(t, exceptions.ActorDiedError(
+                    f"The actor of {t.spec.name} died while running it: {why} (the "
+                    f"call is not retried: max_task_retries={t.spec.max_retries})."))
+        for aid, ts in retried.items():
+            self.actors[aid].queue.extendleft(reversed(ts))
+        for ra in list(self.actors.values()):
+            if ra.node != node_hex or ra.dead is not None:
+                continue
+            ra.node = None
+            if ra.spec is not None:
+                self.om.spawn(self.restart(ra, f"The actor's node {node_hex} died."))
+            else:
+                self.resolve(ra)    # the owner decides; find out where it went
+        # placement groups being reserved there fail (and are tried again)
+        for pg_id, replies in list(self.pg_inflight.items()):
+            if node_hex in replies:
+                self.on_pg_reserved(node_hex, pg_id, False)
+
+    async def restart(self, ra, cause):
+        """Owner: the host of `ra` died.  Restart it elsewhere or declare it dead."""
+        r = self.r
+        loop = asyncio.get_running_loop()
+        try:
+            info = await loop.run_in_executor(None, r.gcs.actor_info, ra.actor_id)
+        except Exception:
+            info = {}
+        if info.get("state") == "DEAD":    # killed (or ended) before its node died
+            self.actor_dead(ra, info.get("death_cause") or cause, record=False)
+            return
+        spec = ra.spec
+        target = None
+        sched = spec.scheduling
+        # a placement-group bundle or hard node affinity cannot move elsewhere
+        movable = sched is None or sched[0] == "SPREAD" or \
+            (sched[0] == "NODE" and sched[2])
+        if ra.restarts_left != 0 and movable:
+            nodes = [self.local_record()] + list(self.om.nodes.values())
+            target = choose_node(spec.resources, nodes, exclude=self.om.dead)
+        if target is None:
+            why = cause if ra.restarts_left == 0 else \
+                cause + " No other node can host it."
+            self.actor_dead(ra, why)
+            return
+        if ra.restarts_left > 0:
+            ra.restarts_left -= 1
+        restarts = int(info.get("restarts") or 0) + 1
+        log(f"restarting actor {spec.name} {ra.actor_id.hex()[:12]} on node "
+            f"{target[:12]} ({cause})")
+        r.wb.put("hset", keys.actor(ra.actor_id), mapping={
+            "state": "RESTARTING", "node": target, "restarts": restarts})
+        t = ra.creation_task
+        if t is None or t.state is not TS.FORWARDED:
+            t = Task(spec)          # holds nothing: the owner keeps the args
+            t.state = TS.WAITING_FOR_RESOURCES
+            r.tasks[spec.task_id] = t
+        else:
+            t.move(TS.WAITING_FOR_RESOURCES)
+        creation_oid = ids.return_id(spec.task_id, 1)
+        if target == self.me:
+            self.restart_here(ra, t, creation_oid, restarts)
+            return
+        ra.node = target
+        ra.creation_task = t
+        self.om.remote_refs[creation_oid] = target
+        self.send_ordered_task(t, target, P.PEER_ACTOR_CREATE)
+        self.pump(ra)
+
+    def restart_here(self, ra, t, creation_oid, restarts):
+        """Owner: the actor comes back on this node, as a local actor."""
+        from .raylet import Actor
+        r = self.r
+        a = Actor(ra.spec)
+        a.held, ra.held = ra.held, []
+        a.keepalive = ra.keepalive
+        a.restarts_left = ra.restarts_left
+        a.num_restarts = restarts
+        a.creation_task = t
+        r.actors[ra.actor_id] = a
+        r.creation_to_actor[creation_oid] = a
+        self.om.remote_refs.pop(creation_oid, None)
+        self.owned_oids.pop(creation_oid, None)
+        ra.spec = None
+        ra.node = self.me
+        r.record_actor(a)
+        r.ready.push(t, front=True)
+        r.request_schedule()
+        self.pump(ra)       # waiting calls go to the local actor's queue
+
+    def actor_dead(self, ra, cause, record=True):
+        r = self.r
+        ra.dead = cause
+        if record:
+            r.wb.put("hset", keys.actor(ra.actor_id), mapping={
+                "state": "DEAD", "death_cause": cause})
+        t, ra.creation_task = ra.creation_task, None
+        if t is not None and t.state not in (TS.FINISHED, TS.FAILED, TS.CANCELLED):
+            if t.state is TS.FORWARDED:
+                t.move(TS.WAITING_FOR_RESOURCES)
+            r.fail_task(t, exceptions.ActorDiedError(
+                f"The actor {ra.spec.name} is dead: {cause}"))
+        self.fail_calls(ra, cause)
+        if ra.spec is not None:
+            creation_oid = ids.return_id(ra.spec.task_id, 1)
+            self.om.remote_refs.pop(creation_oid, None)
+            self.owned_oids.pop(creation_oid, None)
+            self.drop_held(ra)
+            if ra.keepalive:
+                ra.keepalive = False
+                r.decref(creation_oid)
+
+    # ------------------------------------------------------------------ periodic
+    def tick(self):
+        """Every heartbeat: pending placement groups, actors waiting for a node."""
+        r = self.r
+        if not self.om.nodes:
+            return
+        if r.pgs.groups:
+            self.reserve_pending(force=True)
+        for t in list(r.infeasible):
+            if t.spec.kind == P.ACTOR_CREATION_TASK and \
+                    t.state is TS.WAITING_FOR_RESOURCES:
+                target = choose_node(t.spec.resources, list(self.om.nodes.values()))
+                if target is not None:
+                    r.infeasible.remove(t)
+                    self.place_actor(t, target)
+
+    # ------------------------------------------------------------------ placement groups
+    def pg_node_views(self, totals=False):
+        r = self.r
+        mine = r.resources.total if totals else r.resources.available
+        views = [(self.me, dict(mine))]
+        for n in sorted(self.om.nodes):
+            rec = self.om.nodes[n]
+            views.append((n, dict(rec.get("resources_total" if totals else
+                                          "resources_available", {}))))
+        return views
+
+    def pg_feasible(self, pg) -> bool:
+        return place_bundles([b.request for b in pg.bundles], pg.strategy,
+                             self.pg_node_views(totals=True)) is not None
+
+    def reserve_pending(self, force=False):
+        """raylet.reserve_placement_groups hook (peers exist): place pending groups."""
+        r = self.r
+        now = time.monotonic()
+        views = None
+        for pg in r.pgs.pending():
+            if pg.pg_id in self.pg_inflight or (pg.retry_at > now and not force):
+                continue
+            if views is None:
+                views = self.pg_node_views()
+            plan = place_bundles([b.request for b in pg.bundles], pg.strategy, views)
+            if plan is None:
+                pg.retry_at = now + PG_RETRY_S
+                continue
+            for nid, a in views:     # what this pass placed is taken
+                for i, n in enumerate(plan):
+                    if n == nid:
+                        for k, v in pg.bundles[i].request.items():
+                            a[k] = a.get(k, 0.0) - v
+            mine = [i for i, n in enumerate(plan) if n == self.me]
+            if len(mine) == len(plan):
+                # all here: the single-node path
+                if r.pgs.try_reserve(pg):
+                    self.pg_created(pg)
+                continue
+            if not self.reserve_local(pg, mine):
+                pg.retry_at = now + PG_RETRY_S
+                continue
+            pg.nodes = plan
+            others = sorted(set(plan) - {self.me})
+            self.pg_inflight[pg.pg_id] = {n: None for n in others}
+            for n in others:
+                self.send_ordered(n, [P.PEER_PG_RESERVE, pg.pg_id, pg.name, pg.strategy,
+                                      [b.request for b in pg.bundles], plan, pg.job_id,
+                                      pg.detached])
+
+    def reserve_local(self, pg, idxs) -> bool:
+        """Reserve bundles `idxs` of `pg` on this node, all or none."""
+        node = self.r.resources
+        need = {}
+        for i in idxs:
+            for k, v in pg.bundles[i].request.items():
+                need[k] = need.get(k, 0.0) + v
+        if not node.fits(need):
+            return False
+        for i in idxs:
+            b = pg.bundles[i]
+            b.gpu_map = node.acquire(b.request)
+            b.resources = ResourceSet(b.request)
+            b.resources.gpu_map = b.gpu_map
+        return True
+
+    def release_local(self, pg):
+        node = self.r.resources
+        for b in pg.bundles:
+            if b.resources is not None:
+                node.release(b.request, b.gpu_map)
+                b.resources = None
+                b.gpu_map = []
+        self.r.request_schedule()
+
+    def pg_created(self, pg):
+        r = self.r
+        pg.state = PGState.CREATED
+        for b in pg.bundles:
+            if b.resources is not None:
+                b.resources.gpu_map = b.gpu_map
+        o = r.store.objects.get(pg.ready_oid)
+        if o is not None and o.state is ObjState.PENDING:
+            r.seal_object_inline(o, serialization.serialize(True).to_bytes(), False, ())
+        r.record_placement_group(pg)
+        r.request_schedule()
+
+    def on_pg_reserve(self, peer, msg):
+        _, pg_id, name, strategy, bundles, nodes, job_id, detached = msg
+        r = self.r
+        old = r.pgs.groups.get(pg_id)
+        ok = False
+        if old is None:
+            pg = PlacementGroup(pg_id, bundles, strategy, name,
+                                ids.return_id(pg_id, 1), job_id, detached)
+            mine = [i for i, n in enumerate(nodes) if n == self.me]
+            if self.reserve_local(pg, mine):
+                pg.nodes = nodes
+                pg.state = PGState.CREATED
+                r.pgs.groups[pg_id] = pg
+                ok = True
+        self.send_ordered(peer, [P.PEER_PG_RESERVED, pg_id, ok])
+
+    def on_pg_reserved(self, peer, pg_id, ok):
+        replies = self.pg_inflight.get(pg_id)
+        if replies is None or peer not in replies:
+            return
+        replies[peer] = bool(ok)
+        pg = self.r.pgs.groups.get(pg_id)
+        if pg is None:
+            return
+        if pg.state is PGState.REMOVED:
+            if ok:
+                self.send_ordered(peer, [P.PEER_PG_CANCEL, pg_id])
+            if all(v is not None for v in replies.values()):
+                del self.pg_inflight[pg_id]
+            return
+        if not ok:
+            # all or nothing: undo every share, try again later
+            del self.pg_inflight[pg_id]
+            for n, v in replies.items():
+                if n != peer and v is not False and self.alive(n):
+                    self.send_ordered(n, [P.PEER_PG_CANCEL, pg_id])
+            self.release_local(pg)
+            pg.nodes = None
+            pg.retry_at = time.monotonic() + PG_RETRY_S
+            return
+        if all(replies.values()):
+            del self.pg_inflight[pg_id]
+            self.pg_created(pg)
+
+    def on_pg_cancel(self, pg_id):
+        pg = self.r.pgs.groups.pop(pg_id, None)
+        if pg is not None:
+            self.release_local(pg)
+
+    def pg_removed(self, pg):
+        """call_pg_remove hook: the group is removed here; tell its other nodes."""
+        if pg.pg_id in self.pg_inflight:
+            self.release_local(pg)      # our share of a group still being reserved
+        if self.removing_from_peer or pg.nodes is None:
+            return
+        replies = self.pg_inflight.get(pg.pg_id)
+        for n in sorted(set(pg.nodes) - {self.me}):
+            if self.alive(n) and (replies is None or replies.get(n) is not False):
+                self.send_ordered(n, [P.PEER_PG_REMOVE, pg.pg_id])
+
+    def pg_remove_unknown(self, pg_id) -> bool:
+        """call_pg_remove hook for a group this node does not know: every node that
+        might hold part of it removes it."""
+        if not self.om.nodes or self.removing_from_peer:
+            return False
+        for n in self.om.nodes:
+            self.send_ordered(n, [P.PEER_PG_REMOVE, pg_id])
+        return True
+
+    def pg_target(self, t, pg):
+        """The node a task of group `pg` runs on; None for this node."""
+        sched = t.spec.scheduling
+        idx = sched[2]
+        if idx is not None and idx >= 0:
+            n = pg.nodes[idx]
+            return None if n == self.me else n
+        req = t.spec.resources
+        if any(b.resources is not None and b.resources.fits(req) for b in pg.bundles):
+            return None     # a bundle here has room now
+        fit = lambda b: all(v <= b.request.get(k, 0.0) + 1e-9 for k, v in req.items())
+        remote = sorted({pg.nodes[b.index] for b in pg.bundles
+                         if pg.nodes[b.index] != self.me and fit(b)
+                         and self.alive(pg.nodes[b.index])})
+        if not remote:
+            return None
+        self.pg_turn += 1
+        return remote[self.pg_turn % len(remote)]
+
+    def pg_forward(self, t) -> bool:
+        """constrained_pool hook: a queued task of a created group whose bundle is
+        on another node goes there (removed from the ready queue).  True if so."""
+        sched = t.spec.scheduling
+        pg = self.r.pgs.groups.get(sched[1])
+        if pg is None or pg.nodes is None or pg.state is not PGState.CREATED or \
+                self.from_peer(t):
+            return False
+        target = self.pg_target(t, pg)
+        if target is None:
+            return False
+        self.r.ready.remove(t)
+        if not self.alive(target):
+            self.r.fail_task(t, exceptions.TaskUnschedulableError(
+                f"{t.spec.name} cannot run: the node {target} of its placement group "
+                f"bundle died."))
+        else:
+            self.send_to(t, target)
+        self.r.request_schedule()
+        return True
+
+    def park_for_pg(self, t):
+        """A task of a group this node does not know: find it in the GCS."""
+        pg_id = t.spec.scheduling[1]
+        self.pg_parked[pg_id].append(t)
+        if pg_id not in self.pg_resolving:
+            self.pg_resolving.add(pg_id)
+            self.om.spawn(self._resolve_pg(pg_id))
+
+    def requeue(self, t):
+        """The end of raylet.make_ready for a PG task whose group became known."""
+        err = self.r.check_constraint(t)
+        if err is not None:
+            self.r.fail_task(t, err)
+        elif not self.route(t):
+            self.r.ready.push(t)
+            self.r.request_schedule()
+
+    async def _resolve_pg(self, pg_id):
+        loop = asyncio.get_running_loop()
+        r = self.r
+        start = time.monotonic()
+        nodes, error = None, None
+        try:
+            while True:
+                if pg_id in r.pgs.groups:
+                    break       # it reached us meanwhile (a bundle is here now)
+                try:
+                    rec = await loop.run_in_executor(
+                        None, r.gcs.r.hgetall, keys.placement_group(pg_id))
+                    rec = {k.decode(): v.decode() for k, v in rec.items()}
+                except Exception:
+                    rec = {}
+                state = rec.get("state")
+                if state == "REMOVED":
+                    error = "its placement group was removed"
+                    break
+                if state == "CREATED" and rec.get("bundle_nodes"):
+                    nodes = json.loads(rec["bundle_nodes"])
+                    break
+                if not rec and time.monotonic() - start > 10:
+                    error = "its placement group does not exist"
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            self.pg_resolving.discard(pg_id)
+        parked = self.pg_parked.pop(pg_id, [])
+        for t in parked:
+            if error is not None:
+                r.fail_task(t, exceptions.TaskUnschedulableError(
+                    f"{t.spec.name} cannot run: {error}."))
+                continue
+            if nodes is None:       # known here now: the local path
+                self.requeue(t)
+                continue
+            idx = t.spec.scheduling[2]
+            if idx is not None and idx >= 0:
+                target = nodes[idx] if idx < len(nodes) else None
+            else:
+                cands = sorted({n for n in nodes if self.alive(n)})
+                self.pg_turn += 1
+                target = cands[self.pg_turn % len(cands)] if cands else None
+            if target is None or not self.alive(target) or target == self.me:
+                r.fail_task(t, exceptions.TaskUnschedulableError(
+                    f"{t.spec.name} cannot run: no alive node holds the placement "
+                    f"group bundle it asks for."))
+            else:
+                self.send_to(t, target)
