@@ -87,6 +87,7 @@ class ClusterScheduler:
         self.pg_parked = collections.defaultdict(list)   # pg id -> [Task]
         self.pg_resolving = set()
         self.removing_from_peer = False
+        self.node_wait = set()      # tasks whose affinity node we are looking up
 
     # ------------------------------------------------------------------ links
     def send_ordered(self, node_hex, msg):
@@ -173,6 +174,12 @@ class ClusterScheduler:
             node = sched[1].hex()
             if node != self.me and self.alive(node):
                 target = node
+            elif node != self.me and node not in self.om.dead and \
+                    t not in self.node_wait:
+                # maybe a node that joined since our last look at the node table
+                self.node_wait.add(t)
+                self.om.spawn(self._wait_for_node(t, node))
+                return True
             elif node != self.me and sched[2] and \
                     not self.r.resources.feasible(spec.resources):
                 # soft affinity to a node that is gone: anywhere that can
@@ -193,6 +200,22 @@ class ClusterScheduler:
             return False
         self.send_to(t, target)
         return True
+
+    async def _wait_for_node(self, t, node):
+        """Re-read the node table (a few times) before deciding on `t`'s node."""
+        try:
+            for _ in range(3):
+                await self.om.refresh_nodes()
+                if node in self.om.nodes or node in self.om.dead:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            self.node_wait.discard(t)
+        if t.cancelled:
+            t.move(TS.CANCELLED)
+            self.r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+        elif t.state is TS.WAITING_FOR_RESOURCES:
+            self.requeue(t)
 
     def send_to(self, t, target):
         if t.spec.kind == P.ACTOR_CREATION_TASK:
@@ -788,6 +811,10 @@ class ClusterScheduler:
         if err is not None:
             self.r.fail_task(t, err)
         elif not self.route(t):
+            if not t.spec.scheduling or t.spec.scheduling[0] not in ("PG", "NODE"):
+                if not self.r.resources.feasible(t.spec.resources):
+                    self.r.infeasible.append(t)
+                    return
             self.r.ready.push(t)
             self.r.request_schedule()
 

@@ -1105,8 +1105,8 @@ class Raylet:
             self.finish_with_error(t, err)
             return
         sched = t.spec.scheduling
-        if self.om.nodes and (sched or t.spec.kind == P.ACTOR_CREATION_TASK) and \
-                self.cs.route(t):
+        if (sched or t.spec.kind == P.ACTOR_CREATION_TASK) and \
+                (self.om.nodes or sched and sched[0] == "NODE") and self.cs.route(t):
             return   # runs on another node (strategy, or resources only it has)
         if sched and sched[0] in ("PG", "NODE"):
             err = self.check_constraint(t)
