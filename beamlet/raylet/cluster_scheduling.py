@@ -163,6 +163,7 @@ class ClusterScheduler:
         sched = spec.scheduling
         if sched is None and spec.kind != P.ACTOR_CREATION_TASK:
             return False
+        log("DBG route", sched, self.from_peer(t), list(self.om.nodes), self.om.dead)
         if self.from_peer(t):
             return False        # placed by the sender already: never bounce
         target = None
@@ -807,10 +808,12 @@ class ClusterScheduler:
 
     def requeue(self, t):
         """The end of raylet.make_ready for a PG task whose group became known."""
+        if self.route(t):
+            return
         err = self.r.check_constraint(t)
         if err is not None:
             self.r.fail_task(t, err)
-        elif not self.route(t):
+        else:
             if not t.spec.scheduling or t.spec.scheduling[0] not in ("PG", "NODE"):
                 if not self.r.resources.feasible(t.spec.resources):
                     self.r.infeasible.append(t)

@@ -57,6 +57,8 @@ from .scheduler import TaskState as TS
 
 CHUNK = 8 * 1024 * 1024
 BODY_TIMEOUT_S = 60.0     # no byte of an object's body for this long: give up
+STRIPES = 4               # connections a large object is pulled over at once
+STRIPE_MIN = 32 * 1024 * 1024
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14+)
 POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else 0)
 MAX_REDIRECTS = 4
@@ -840,11 +842,11 @@ class ObjectManager:
                                 f"no room for object {o.oid.hex()} ({size} bytes) "
                                 f"pulled from node {src}")
                         off = r.store.reserve(o, size)
-                    # the bytes go straight into the arena, in a thread: one
-                    # blocking recv per 64 MiB instead of a loop turn per 64 KiB
-                    _t0 = time.perf_counter()
-                    await loop.run_in_executor(None, self.recv_body, sock, off, size)
-                    log("DBG body", size, time.perf_counter() - _t0)
+                    # the bytes go straight into the arena, in threads: one
+                    # blocking recv per 64 MiB instead of a loop turn per 64 KiB,
+                    # and a large object over several connections at once
+                    await self.recv_striped(loop, sock, rec, o.oid, off, size,
+                                            msg[6] if len(msg) > 6 else size)
                     for c in contained or ():
                         r.incref(c)
                     r.wb.put("hset", keys.obj(o.oid), self.node_hex, size)
@@ -860,16 +862,38 @@ class ObjectManager:
         finally:
             sock.close()
 
+    async def recv_striped(self, loop, sock, rec, oid, off, size, first):
+        """Receive an object's body: [0, first) on `sock` (which sent the header),
+        the rest in stripes over more connections, all at once."""
+        jobs = [loop.run_in_executor(None, self.recv_body, sock, off, first)]
+        socks = []
+        try:
+            rest = size - first
+            n = max(1, min(STRIPES - 1, rest // STRIPE_MIN)) if rest else 0
+            for i in range(n):
+                s, e = first + rest * i // n, first + rest * (i + 1) // n
+                ps = await peers.sock_connect(loop, rec["address"], int(rec["peer_port"]),
+                                              self.token, self.node_hex)
+                socks.append(ps)
+                await loop.sock_sendall(ps, P.frame([P.PEER_PULL, oid, True, False,
+                                                     [s, e]]))
+                jobs.append(loop.run_in_executor(None, self.recv_body, ps, off + s, e - s))
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            for ps in socks:
+                ps.close()
+        for res in results:
+            if isinstance(res, BaseException):
+                raise res
+
     def recv_body(self, sock, off, size):
         """(thread) Receive `size` bytes of an object into the arena at `off`."""
         r = self.r
-        _t0 = time.perf_counter()
         if POPULATE_WRITE:
             try:    # map the range's pages in one call, not one fault per page
                 r.arena.madvise(POPULATE_WRITE, off, size + (-size % mmap.PAGESIZE))
             except (OSError, ValueError):
                 pass
-        log("DBG populate", time.perf_counter() - _t0)
         sock.setblocking(True)
         sock.settimeout(BODY_TIMEOUT_S)
         view = r.arena_view[off:off + size]
@@ -957,6 +981,11 @@ class ObjectManager:
         if not want_data and o.data is None:
             writer.write(P.frame([P.PEER_READY, oid, o.size]))
             return
+        part = msg[4] if len(msg) > 4 else None
+        if part is not None:
+            if o.data is None and 0 <= part[0] <= part[1] <= o.size:
+                await self.send_body(peer, reader, writer, o, part[0], part[1])
+            return
         h = self.holder(peer)
         exported = self.export_refs(peer, list(o.contained) + ([oid] if hold else []))
         desc = r.pin_descriptor(h, o)
@@ -965,9 +994,26 @@ class ObjectManager:
                                   list(o.contained), desc[1], exported]))
             return
         _, off, size, is_error = desc[:4]
+        # a large object: this connection sends the first stripe, the puller
+        # asks for the others on more connections
+        first = size if size < 2 * STRIPE_MIN else size // STRIPES
+        writer.write(P.frame([P.PEER_OBJECT, size, is_error, list(o.contained), None,
+                              exported, first]))
+        await self.send_body(peer, reader, writer, o, 0, first, pinned=True)
+
+    async def send_body(self, peer, reader, writer, o, start, end, pinned=False):
+        """Send bytes [start, end) of arena object `o` (pinned for the puller)."""
+        r = self.r
+        h = self.holder(peer)
+        oid = o.oid
+        if not pinned:
+            desc = r.pin_descriptor(h, o)
+            if desc[0] == P.INLINE:      # it could not be restored: give up
+                r.on_unpin(h, [P.UNPIN, [oid]])
+                return
+        off = o.offset + start
+        size = end - start
         try:
-            writer.write(P.frame([P.PEER_OBJECT, size, is_error, list(o.contained), None,
-                                  exported]))
             if self.arena_file is None:
                 self.arena_file = open(r.arena_path, "rb")
             # sendfile: the kernel sends the arena's pages without a copy here
