@@ -213,18 +213,19 @@ def cmd_status(args):
             for k, v in res_t.items():
                 total[k] = total.get(k, 0) + v
                 avail[k] = avail.get(k, 0) + res_a.get(k, 0)
-            demand.extend(n.get("demand") or [])
+            demand.extend((n["node_id"], d) for d in n.get("demand") or [])
     print("Resources (used/total):")
     for k in sorted(total):
         if k in ("memory", "object_store_memory"):
             continue
         print(f"  {k}: {_fmt(total[k] - avail.get(k, 0))}/{_fmt(total[k])}")
-    print("Pending demand:")
+    # per node: what is queued there (waiting for resources) or infeasible
+    print("Pending demand (per node):")
     if not demand:
         print("  (none)")
-    for d in demand:
-        print(f"  {d.get('resources')} x {d.get('count', 1)}"
-              + (" (infeasible)" if d.get("infeasible") else ""))
+    for node, d in demand:
+        print(f"  {node[:12]}  {d.get('resources')} x {d.get('count', 1)}"
+              + (" (infeasible)" if d.get("infeasible") else " (queued)"))
     gcs.r.close()
     return 0
 

@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 import beamlet
+from beamlet._private.config import HEARTBEAT_S
 from beamlet.cluster_utils import Cluster
 from beamlet.exceptions import ActorDiedError, TaskUnschedulableError
 from beamlet.scheduler.placement import place_bundles, spread_node
@@ -24,6 +25,12 @@ def cluster():
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     yield c
     c.shutdown()
+
+
+def settle():
+    """Every raylet re-reads the node table each heartbeat: wait for that after
+    nodes join, so that placement decisions see them all."""
+    time.sleep(2 * HEARTBEAT_S + 0.2)
 
 
 def node_id():
@@ -193,6 +200,7 @@ def test_spread_uses_every_node(cluster):
     n2 = cluster.add_node(num_cpus=1)
     n3 = cluster.add_node(num_cpus=1, resources={"only3": 1})
     beamlet.init(address=cluster.address)
+    settle()
     got = beamlet.get([where.options(scheduling_strategy="SPREAD").remote()
                        for _ in range(12)], timeout=60)
     assert set(got) == {cluster.head_node.node_id.hex(), n2.node_id.hex(),
@@ -212,6 +220,7 @@ def _three_nodes(cluster):
     n2 = cluster.add_node(num_cpus=2)
     n3 = cluster.add_node(num_cpus=2)
     beamlet.init(address=cluster.address)
+    settle()
     return [cluster.head_node.node_id.hex(), n2.node_id.hex(), n3.node_id.hex()]
 
 
@@ -335,3 +344,35 @@ def test_infeasible_warning_reports_cluster_totals(cluster, capfd):
     # once a node with the resource joins, the task runs there
     n3 = cluster.add_node(num_cpus=1, resources={"nowhere": 1})
     assert beamlet.get(ref, timeout=60) == n3.node_id.hex()
+
+
+def test_status_shows_pending_demand_per_node(cluster):
+    import subprocess
+    import sys
+    n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
+    beamlet.init(address=cluster.address)
+    settle()
+
+    @beamlet.remote(resources={"node2": 1})
+    def hold():
+        time.sleep(30)
+    busy = [hold.remote() for _ in range(3)]        # 1 runs on node 2, 2 queue there
+    never = where.options(resources={"nowhere": 2}).remote()   # infeasible (head)
+
+    def status():
+        out = subprocess.run([sys.executable, "-m", "beamlet.cli", "status",
+                              "--address", cluster.address], capture_output=True,
+                             text=True, timeout=60)
+        status.text = out.stdout + out.stderr
+        lines = status.text.splitlines()
+        return any(n2.node_id.hex()[:12] in l and "'node2': 1.0" in l and "x 2" in l
+                   and "(queued)" in l for l in lines) and \
+            any(cluster.head_node.node_id.hex()[:12] in l and "'nowhere': 2.0" in l
+                and "(infeasible)" in l for l in lines)
+    status.text = ""
+    try:
+        wait_for(status, 30, interval=0.5, msg="pending demand in `beamlet status`")
+    except AssertionError:
+        raise AssertionError(status.text)
+    for r in busy + [never]:
+        beamlet.cancel(r, force=True)

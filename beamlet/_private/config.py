@@ -26,6 +26,10 @@ DEFAULT_MAX_RETRIES = 3
 # Calls the raylet sends ahead to an actor's worker (which runs them in order, at
 # most max_concurrency at a time): a window hides the round trip per call.
 ACTOR_PIPELINE_DEPTH = _env("ACTOR_PIPELINE_DEPTH", 32, int)
+# A busy worker is sent its next normal task ahead (to start on its DONE, without
+# waiting a round trip) only if the function it runs took less than this last
+# time: a task queued behind a long one would wait while other workers idle.
+PIPELINE_TASK_S = _env("PIPELINE_TASK_S", 0.002, float)
 # A process keeps the arena mapping it made last (and so its pin) this long after
 # its values are gone: repeated get()s of one large object need no round trip.
 RECENT_MAP_S = _env("RECENT_MAP_S", 0.1, float)

@@ -35,6 +35,11 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
   EXECUTE  r→c  [EXECUTE, spec, arg_descriptors]   run this task (workers only)
   REPLY    r→c  [REPLY, req, payload]
   EXIT     r→c  [EXIT, reason]            the worker must exit (pool shrink, kill)
+  REVOKE   r→c  [REVOKE, task_id]         give back a task sent ahead (pipelined
+                behind the running one) if it has not started; handled by whichever
+                thread reads the socket, at once (the worker may be blocked in get)
+  RETURNED c→r  [RETURNED, task_id, returned]  the answer: returned is False when
+                the task had started already (its DONE comes as usual)
 
 An object descriptor says where an object's serialized bytes are:
   [INLINE, data, is_error]           the bytes themselves (small objects, errors)
@@ -50,10 +55,11 @@ import msgpack
 VERSION = 1
 
 HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL, \
-    EXECUTE, REPLY, EXIT = range(15)
+    EXECUTE, REPLY, EXIT, REVOKE, RETURNED = range(17)
 
 NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
-         "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT"]
+         "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT", "REVOKE",
+         "RETURNED"]
 
 INLINE, ARENA = 0, 1
 

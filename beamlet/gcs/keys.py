@@ -20,7 +20,9 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | beamlet:tasks:<node>                  | hash   | task id -> "STATE name job time" for the tasks |
 |                                       |        | of that node (write-behind, one HSET per flush;|
 |                                       |        | the last TASKS_KEPT finished ones are kept)    |
-| beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations)       |
+| beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations):      |
+|                                       |        | arena objects from their creation, small ones  |
+|                                       |        | once their id was sent to another node         |
 | beamlet:actor:<actor>                 | hash   | class, name, namespace, state, node, pid,      |
 |                                       |        | detached, restarts, death_cause                |
 | beamlet:actor_names:<namespace>       | hash   | actor name -> actor id                         |

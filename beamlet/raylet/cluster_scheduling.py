@@ -163,7 +163,6 @@ class ClusterScheduler:
         sched = spec.scheduling
         if sched is None and spec.kind != P.ACTOR_CREATION_TASK:
             return False
-        log("DBG route", sched, self.from_peer(t), list(self.om.nodes), self.om.dead)
         if self.from_peer(t):
             return False        # placed by the sender already: never bounce
         target = None
@@ -175,7 +174,7 @@ class ClusterScheduler:
             node = sched[1].hex()
             if node != self.me and self.alive(node):
                 target = node
-            elif node != self.me and node not in self.om.dead and \
+            elif node != self.me and not sched[2] and node not in self.om.dead and \
                     t not in self.node_wait:
                 # maybe a node that joined since our last look at the node table
                 self.node_wait.add(t)
@@ -210,13 +209,18 @@ class ClusterScheduler:
                 if node in self.om.nodes or node in self.om.dead:
                     break
                 await asyncio.sleep(0.2)
+        except BaseException:
+            self.node_wait.discard(t)
+            raise
+        # (still in node_wait while requeued: route() does not wait a second time)
+        try:
+            if t.cancelled:
+                t.move(TS.CANCELLED)
+                self.r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            elif t.state is TS.WAITING_FOR_RESOURCES:
+                self.requeue(t)
         finally:
             self.node_wait.discard(t)
-        if t.cancelled:
-            t.move(TS.CANCELLED)
-            self.r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
-        elif t.state is TS.WAITING_FOR_RESOURCES:
-            self.requeue(t)
 
     def send_to(self, t, target):
         if t.spec.kind == P.ACTOR_CREATION_TASK:

@@ -711,7 +711,7 @@ class ObjectManager:
         if running is None:
             running = self.pulls[oid] = self.spawn(self._pull(oid, sources, want_data))
             running.add_done_callback(lambda _t: self.pulls.pop(oid, None))
-        elif want_data and not running.want_data:
+        elif want_data and not getattr(running, "want_data", True):
             # a probe is running: fetch once it answered
             try:
                 await asyncio.shield(running)
@@ -739,13 +739,14 @@ class ObjectManager:
         o.refcount += 1     # held while the bytes travel
         try:
             delay = 0.05
+            attempt = 0
             while True:
                 srcs = self._sources(oid, sources)
                 had_source = bool(srcs)
                 if not any(s in self.nodes for s in srcs):
                     srcs += [n for n in await self.gcs_locations(oid) if n not in srcs]
                 for src in srcs:
-                    if await self.pull_via(o, src, want_data):
+                    if await self.pull_via(o, src, want_data, quiet=attempt > 0):
                         return True
                     if o.state is not ObjState.PENDING:
                         return True
@@ -762,11 +763,14 @@ class ObjectManager:
                     # an id we were never sent: not in the GCS (yet); wait for it
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
+                attempt += 1
                 await self.refresh_nodes()
         finally:
+            if self.pulls.get(oid) is asyncio.current_task():
+                del self.pulls[oid]     # before the decref: it may drop the proxy
             r.decref(oid)
 
-    async def pull_via(self, o, src, want_data) -> bool:
+    async def pull_via(self, o, src, want_data, quiet=False) -> bool:
         """Pull `o` from `src`, following redirects; True once sealed here (or,
         without want_data, known sealed somewhere)."""
         for _ in range(MAX_REDIRECTS):
@@ -776,7 +780,8 @@ class ObjectManager:
             try:
                 res = await self._pull_from(o, rec, want_data)
             except PULL_ERRORS as e:
-                log(f"pull of {o.oid.hex()} from {src[:12]} failed: {e!r}")
+                if not quiet:
+                    log(f"pull of {o.oid.hex()} from {src[:12]} failed: {e!r}")
                 res = False
             if o.state is ObjState.CREATING:
                 # a half-written copy: give the space back, wait for another

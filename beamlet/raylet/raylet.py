@@ -166,6 +166,8 @@ class Raylet:
         self.spilling_bytes = 0      # bytes of objects being written out now
         self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.functions = {}      # fn key -> blob cache (served to workers)
+        self.fn_time = {}        # fn key -> how long its last task ran (send_ahead)
+        self.sent_ahead = 0      # tasks sent ahead so far (reported by "status")
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
         self.output_tasks = set()  # tasks forwarding workers' stdout/stderr
         self.arena_size = args.object_store_memory
@@ -182,7 +184,7 @@ class Raylet:
             P.CREATE: self.on_create, P.SEAL: self.on_seal, P.GET: self.on_get,
             P.WAIT: self.on_wait, P.REF_ADD: self.on_ref_add,
             P.REF_DEL: self.on_ref_del, P.UNPIN: self.on_unpin, P.DONE: self.on_done,
-            P.CALL: self.on_call,
+            P.CALL: self.on_call, P.RETURNED: self.on_returned,
         }
         self.calls = {
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
@@ -374,6 +376,12 @@ class Raylet:
             return
         prev_state = w.state
         self.pool.remove(w)
+        ahead, w.next, w.revoking = w.next, None, None
+        if ahead is not None:
+            # sent ahead, never started (the DONE before it would have come
+            # first): it goes back to the queue without using a retry, behind
+            # the crashed task (pushed to the front below)
+            self.give_back(ahead)
         code = w.proc.poll() if w.proc else None
         if code is None and w.proc:
             try:
@@ -920,6 +928,8 @@ class Raylet:
             # lend the CPU back while this worker waits, so nested tasks can run
             g.worker = w
             w.state = WState.BLOCKED
+            if w.next is not None:
+                self.revoke(w)   # others may run it (it may be what w waits for)
             t = w.task
             w.lent = {k: v for k, v in t.spec.resources.items() if k == "CPU"}
             if w.lent:
@@ -1171,6 +1181,8 @@ class Raylet:
                 q.popleft()
                 self.ready.count -= 1
                 self.dispatch(t, w, pool)
+            if q and shape[1] is None:
+                self.send_ahead(q)
         if want:
             need = min(want, MAX_STARTING) - self.pool.starting
             for _ in range(max(0, need)):
@@ -1191,6 +1203,7 @@ class Raylet:
         t.pool = pool
         t.gpu_ids = pool.acquire(spec.resources)
         t.move(TS.RUNNING)
+        t.started = time.monotonic()
         t.worker = w
         w.state = WState.BUSY
         w.task = t
@@ -1268,16 +1281,119 @@ class Raylet:
                 self.pump_actor(a)
             self.request_schedule()
             return
+        if t.spec.kind == P.NORMAL_TASK:
+            self.fn_time[t.spec.function_key] = time.monotonic() - t.started
         if flag == "retry" and t.retries_left != 0 and not t.cancelled:
             t.retries_left -= 1
             t.move(TS.WAITING_FOR_RESOURCES)
-            self.pool.make_idle(w)
+            self.start_next(w)
             self.ready.push(t, front=True)
             self.request_schedule()
             return
-        self.pool.make_idle(w)
+        self.start_next(w)
         self.complete_task(t, results)
         self.request_schedule()
+
+    # Pipelining of normal tasks.  A worker runs one task at a time; waiting for
+    # its DONE before sending the next costs each worker a raylet round trip per
+    # task.  So a busy worker whose running function is short (PIPELINE_TASK_S)
+    # is sent its next task of the same resource shape ahead (w.next).  That task
+    # holds no resources until the worker starts it, which the raylet knows from
+    # the DONE before it (start_next).  It is asked back (REVOKE; the worker
+    # answers RETURNED, returned or already started) when the worker blocks in
+    # get/wait (others may run it: it may be what the worker waits for) and when
+    # it is cancelled; a crash puts it back in the queue without using a retry.
+    def send_ahead(self, q):
+        """Give busy workers the next tasks of ready queue `q` (whose head could
+        not be dispatched now)."""
+        t = q[0]
+        req = t.spec.resources
+        if t.spec.kind != P.NORMAL_TASK or "GPU" in req:
+            return   # GPU ids are handed out per task: only when it starts
+        limit = config.PIPELINE_TASK_S
+        fn_time = self.fn_time
+        for w in self.pool.workers.values():
+            cur = w.task
+            if (w.next is None and w.state is WState.BUSY and w.revoking is None
+                    and cur is not None and cur.spec.kind == P.NORMAL_TASK
+                    and cur.spec.resources == req
+                    and fn_time.get(cur.spec.function_key, limit) < limit):
+                q.popleft()
+                self.ready.count -= 1
+                w.next = t
+                t.worker = w      # state stays WAITING_FOR_RESOURCES until it starts
+                self.sent_ahead += 1
+                w.conn.send([P.EXECUTE, t.spec.to_wire(),
+                             self.arg_descriptors(w.conn, t.spec), []])
+                if not q:
+                    return
+                t = q[0]
+                if t.spec.kind != P.NORMAL_TASK:
+                    return
+
+    def start_next(self, w):
+        """`w` finished its task: it is running the task sent ahead to it now, if
+        any (which takes its resources now), or else it is idle."""
+        t = w.next
+        if t is None:
+            self.pool.make_idle(w)
+            return
+        w.next = None
+        w.task = t
+        w.job_id = t.spec.job_id
+        t.pool = self.resources
+        # the finished task's resources were just released, so these fit, unless
+        # a blocked worker took its CPU back meanwhile: then the node is
+        # oversubscribed for a moment, as in finish_getter
+        t.gpu_ids = self.resources.acquire(t.spec.resources)
+        t.move(TS.RUNNING)
+        t.started = time.monotonic()
+
+    def revoke(self, w):
+        """Ask `w` to give back the task sent ahead to it (answer: on_returned)."""
+        if w.next is not None and w.revoking is None:
+            w.revoking = w.next
+            w.conn.send([P.REVOKE, w.next.spec.task_id])
+
+    def on_returned(self, conn, msg):
+        _, task_id, returned = msg
+        w = conn.worker
+        t = w.revoking if w is not None else None
+        if t is None or t.spec.task_id != task_id:
+            return
+        w.revoking = None
+        if not returned:
+            # it had started: it runs to its DONE, as any running task
+            if t.cancelled and w.task is t and t.state is TS.RUNNING:
+                self.interrupt(t, t.force_cancel)
+            return
+        # it will never run there: the arena arguments sent with it are not
+        # mapped by the worker, so unpin them as its UNPIN would have
+        objects = self.store.objects
+        self.on_unpin(conn, [P.UNPIN, [
+            a[1] for a in t.spec.args if a[0] == P.ARG_REF
+            and objects.get(a[1]) is not None and objects[a[1]].data is None]])
+        if w.next is t:
+            w.next = None
+        elif w.task is t:
+            # the DONE before it came first and made it the running task
+            self.release_task_resources(t, w)
+            t.move(TS.WAITING_FOR_RESOURCES)
+            self.pool.make_idle(w)
+        else:
+            return
+        self.give_back(t)
+        self.request_schedule()
+
+    def give_back(self, t):
+        """A task sent ahead that did not start goes back to the front of its
+        queue (or ends, if it was cancelled)."""
+        t.worker = None
+        if t.cancelled:
+            t.move(TS.CANCELLED)
+            self.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+        else:
+            self.ready.push(t, front=True)
 
     def complete_task(self, t, results):
         t.move(TS.FAILED if any(desc_is_error(r[1]) for r in results) else TS.FINISHED)
@@ -1684,7 +1800,13 @@ class Raylet:
             return False
         t.cancelled = True
         err = exceptions.TaskCancelledError(t.spec.name)
-        if t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
+        w = t.worker
+        if t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
+            # sent ahead to a busy worker: ask it back (on_returned ends it, or
+            # interrupts it if it had started meanwhile)
+            t.force_cancel = force
+            self.revoke(w)
+        elif t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
             t.move(TS.CANCELLED)
             self.fail_task(t, err)
         elif t.state is TS.WAITING_FOR_ARGS:
@@ -1695,18 +1817,22 @@ class Raylet:
         elif t.state is TS.RUNNING and t.worker is not None:
             if t.spec.kind == P.ACTOR_TASK:
                 return False
-            if force:
-                self.pool.signal(t.worker, signal.SIGKILL)
-            else:
-                # name the task first: the signal may reach the worker before it
-                # starts the task, or after it finished it (see worker/main.py)
-                path = process.cancel_file(self.session_dir, t.worker.worker_id.hex())
-                with open(path, "w") as f:
-                    f.write(t.spec.task_id.hex())
-                self.pool.signal(t.worker, signal.SIGINT)
+            self.interrupt(t, force)
         elif t.state is TS.FORWARDED and t.spec.kind == P.NORMAL_TASK:
             self.om.cancel(t, force)    # it runs on another node: cancel it there
         return True
+
+    def interrupt(self, t, force):
+        """cancel() of a running normal task: SIGINT (or SIGKILL) its worker."""
+        if force:
+            self.pool.signal(t.worker, signal.SIGKILL)
+        else:
+            # name the task first: the signal may reach the worker before it
+            # starts the task, or after it finished it (see worker/main.py)
+            path = process.cancel_file(self.session_dir, t.worker.worker_id.hex())
+            with open(path, "w") as f:
+                f.write(t.spec.task_id.hex())
+            self.pool.signal(t.worker, signal.SIGINT)
 
     def call_status(self, conn):
         return {"resources": self.call_resources(conn),
@@ -1714,6 +1840,7 @@ class Raylet:
                 "infeasible": [{"task": t.spec.name, "resources": t.spec.resources}
                                for t in self.infeasible],
                 "workers": {s.value: self.pool.count(s) for s in WState},
+                "tasks_sent_ahead": self.sent_ahead,
                 "store": self.store.stats()}
 
     def call_memory(self, conn):

@@ -45,7 +45,8 @@ class IllegalTransition(RuntimeError):
 
 class Task:
     __slots__ = ("spec", "state", "missing", "worker", "retries_left", "history",
-                 "gpu_ids", "held", "warned_infeasible", "cancelled", "pool")
+                 "gpu_ids", "held", "warned_infeasible", "cancelled", "pool",
+                 "started", "force_cancel")
 
     def __init__(self, spec):
         self.spec = spec
@@ -59,6 +60,8 @@ class Task:
         self.warned_infeasible = False
         self.cancelled = False
         self.pool = None           # the ResourceSet it took resources from
+        self.started = 0.0         # time.monotonic() when it started running
+        self.force_cancel = False  # cancel(force=True) of a task sent ahead
 
     def move(self, new_state):
         if new_state not in TRANSITIONS[self.state]:

@@ -17,7 +17,8 @@ class WState(enum.Enum):
 
 class Worker:
     __slots__ = ("worker_id", "proc", "pid", "conn", "state", "task", "actor",
-                 "idle_since", "job_id", "started_at", "lent", "log_name")
+                 "idle_since", "job_id", "started_at", "lent", "log_name", "next",
+                 "revoking")
 
     def __init__(self, worker_id, proc):
         self.worker_id = worker_id
@@ -31,6 +32,9 @@ class Worker:
         self.job_id = b""
         self.started_at = time.monotonic()
         self.lent = None        # resources lent back while blocked
+        # a normal task sent ahead, to start when `task` is DONE (raylet.send_ahead)
+        self.next = None
+        self.revoking = None    # the task a REVOKE asked back, until RETURNED
         self.log_name = ""
 
 

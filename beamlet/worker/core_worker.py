@@ -143,12 +143,27 @@ class Connection:
                         self.reading = False
                     self._lost(locals().get("err", "connection closed"))
                 msgs = self.reader.feed(data)
+                answers = None
                 with cond:
                     for m in msgs:
                         if m[0] == P.REPLY:
                             self.replies[m[1]] = m[2]
+                        elif m[0] == P.REVOKE:
+                            answers = answers or []
+                            answers.append(self._revoke(m[1]))
                         else:
                             self.pushes.append(m)
+                    if answers is None:
+                        if ready():
+                            return take()
+                        cond.notify_all()
+                        continue
+                # answered outside `cond` (flush takes send_lock, whose holder
+                # may want `cond` when the connection breaks)
+                for a in answers:
+                    self.queue(a)
+                self.flush()
+                with cond:
                     if ready():
                         return take()
                     cond.notify_all()
@@ -156,6 +171,17 @@ class Connection:
             with cond:
                 self.reading = False
                 cond.notify_all()
+
+    def _revoke(self, task_id):
+        """(holding `cond`) The raylet takes back a task it sent ahead: drop its
+        EXECUTE if no thread has taken it yet.  Done by the reading thread as the
+        message arrives, so a worker blocked in get() gives back the task queued
+        behind the one waiting (which may be what it waits for)."""
+        for m in self.pushes:
+            if m[0] == P.EXECUTE and m[1][0] == task_id:
+                self.pushes.remove(m)
+                return [P.RETURNED, task_id, True]
+        return [P.RETURNED, task_id, False]
 
     def close(self):
         try:

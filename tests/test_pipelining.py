@@ -1,0 +1,103 @@
+"""Normal tasks sent ahead to busy workers (raylet.send_ahead): a task queued behind
+a short running one must still behave as if it waited in the raylet's queue."""
+import os
+import time
+
+import pytest
+
+import beamlet as ray
+from beamlet import exceptions
+
+from conftest import wait_for
+
+
+def sent_ahead():
+    return ray.api._core().call("status")["tasks_sent_ahead"]
+
+
+@ray.remote
+def leaf(i):
+    return i
+
+
+@ray.remote
+def outer(i, nest):
+    return ray.get(leaf.remote(i)) if nest else i
+
+
+@ray.remote
+def nap(s, path=None):
+    if path:
+        with open(path, "a") as f:
+            f.write("ran\n")
+    time.sleep(s)
+    return s
+
+
+@ray.remote(max_retries=0)
+def maybe_die(die, s):
+    time.sleep(s)
+    if die:
+        os._exit(1)
+    return "ok"
+
+
+def test_blocked_worker_gives_back_the_task_sent_ahead(ray_start_1cpu):
+    # both functions are known to be short: on one CPU, the leaf is sent ahead to
+    # the worker running `outer`, which then blocks in get() on that very leaf;
+    # it must give it back so that another worker runs it (or this deadlocks)
+    assert ray.get([outer.remote(i, False) for i in range(10)]) == list(range(10))
+    assert ray.get([leaf.remote(i) for i in range(10)]) == list(range(10))
+    before = sent_ahead()
+    for i in range(3):
+        assert ray.get(outer.remote(i, True), timeout=60) == i
+    assert sent_ahead() > before
+    wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
+             msg="all resources free at rest")
+
+
+def test_cancel_of_a_task_sent_ahead(ray_start, tmp_path):
+    ray.get([nap.remote(0) for _ in range(6)])       # nap is short (last run)
+    busy = [nap.remote(1.0) for _ in range(2)]       # both CPUs
+    path = str(tmp_path / "ran")
+    before = sent_ahead()
+    queued = nap.remote(0, path)                     # sent ahead behind one of them
+    wait_for(lambda: sent_ahead() > before, msg="a task sent ahead")
+    ray.cancel(queued)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=30)
+    assert ray.get(busy, timeout=30) == [1.0, 1.0]
+    assert not os.path.exists(path), "a cancelled task that had not started ran"
+    wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
+             msg="all resources free at rest")
+
+
+def test_crash_requeues_the_task_sent_ahead_without_using_a_retry(ray_start):
+    ray.get([maybe_die.remote(False, 0) for _ in range(6)])
+    dying = maybe_die.remote(True, 0.5)
+    other = maybe_die.remote(False, 0.5)
+    before = sent_ahead()
+    behind = [maybe_die.remote(False, 0) for _ in range(4)]
+    wait_for(lambda: sent_ahead() >= before + 2, msg="tasks sent ahead")
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(dying, timeout=30)
+    # max_retries=0, yet the task queued behind the crashed one never started:
+    # it runs elsewhere instead of failing
+    assert ray.get(behind + [other], timeout=30) == ["ok"] * 5
+    wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
+             msg="all resources free at rest")
+
+
+def test_nothing_is_sent_ahead_behind_a_long_function(ray_start):
+    ray.get([nap.remote(0.05) for _ in range(2)])    # nap took 50 ms last time
+    before = sent_ahead()
+    assert ray.get([nap.remote(0.05) for _ in range(6)], timeout=30) == [0.05] * 6
+    assert sent_ahead() == before
+
+
+def test_resources_exact_after_a_burst(ray_start):
+    for _ in range(3):
+        assert ray.get([leaf.remote(i) for i in range(2000)]) == list(range(2000))
+    assert sent_ahead() > 0
+    wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
+             msg="all resources free at rest")
