@@ -22,7 +22,11 @@ def leaf(i):
 
 @ray.remote
 def outer(i, nest):
-    return ray.get(leaf.remote(i)) if nest else i
+    if not nest:
+        return i
+    ref = leaf.remote(i)
+    time.sleep(0.05)    # the raylet sends `leaf` ahead to this (busy) worker
+    return ray.get(ref)
 
 
 @ray.remote
@@ -46,12 +50,12 @@ def test_blocked_worker_gives_back_the_task_sent_ahead(ray_start_1cpu):
     # both functions are known to be short: on one CPU, the leaf is sent ahead to
     # the worker running `outer`, which then blocks in get() on that very leaf;
     # it must give it back so that another worker runs it (or this deadlocks)
-    assert ray.get([outer.remote(i, False) for i in range(10)]) == list(range(10))
     assert ray.get([leaf.remote(i) for i in range(10)]) == list(range(10))
-    before = sent_ahead()
     for i in range(3):
+        assert ray.get(outer.remote(i, False)) == i     # outer is short again
+        before = sent_ahead()
         assert ray.get(outer.remote(i, True), timeout=60) == i
-    assert sent_ahead() > before
+        assert sent_ahead() == before + 1
     wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
              msg="all resources free at rest")
 
