@@ -705,7 +705,7 @@ class ClusterScheduler:
             if self.reserve_local(pg, mine):
                 pg.nodes = nodes
                 pg.state = PGState.CREATED
-                r.pgs.groups[pg_id] = pg
+                r.pgs.add(pg)
                 ok = True
         self.send_ordered(peer, [P.PEER_PG_RESERVED, pg_id, ok])
 

@@ -74,7 +74,13 @@ class PlacementGroup:
 class PlacementGroups:
     def __init__(self, node: ResourceSet):
         self.node = node
-        self.groups = {}        # pg_id -> PlacementGroup
+        self.groups = {}        # pg_id -> PlacementGroup (removed ones included)
+        self.waiting = {}       # pg_id -> PlacementGroup still PENDING
+
+    def add(self, pg) -> None:
+        self.groups[pg.pg_id] = pg
+        if pg.state is PGState.PENDING:
+            self.waiting[pg.pg_id] = pg
 
     def feasible_here(self, pg) -> bool:
         if pg.strategy == "STRICT_SPREAD" and len(pg.bundles) > 1:
@@ -93,7 +99,11 @@ class PlacementGroups:
         return True
 
     def pending(self) -> list:
-        return [g for g in self.groups.values() if g.state is PGState.PENDING]
+        """Groups still waiting for their bundles (cost: the pending ones only, not
+        every group ever made)."""
+        for pg_id in [k for k, g in self.waiting.items() if g.state is not PGState.PENDING]:
+            del self.waiting[pg_id]
+        return list(self.waiting.values())
 
     def remove(self, pg) -> None:
         if pg.state is PGState.CREATED:

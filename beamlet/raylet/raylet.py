@@ -1158,7 +1158,7 @@ class Raylet:
         self.schedule_pending = False
         res = self.resources
         want = 0
-        if self.pgs.groups:
+        if self.pgs.waiting:
             self.reserve_placement_groups()
         for shape, q in self.ready.heads():
             while q:
@@ -1683,7 +1683,7 @@ class Raylet:
         ready_oid = ids.return_id(pg_id, 1)
         pg = PlacementGroup(pg_id, bundles, strategy, name, ready_oid, conn.job_id,
                             detached)
-        self.pgs.groups[pg_id] = pg
+        self.pgs.add(pg)
         o = self.store.get_or_create(ready_oid)
         o.refcount += 1
         conn.refs[ready_oid] += 1
