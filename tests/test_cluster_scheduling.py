@@ -376,3 +376,22 @@ def test_status_shows_pending_demand_per_node(cluster):
         raise AssertionError(status.text)
     for r in busy + [never]:
         beamlet.cancel(r, force=True)
+
+
+def test_refs_nested_in_remote_actor_arguments(cluster):
+    """Small objects referenced only from inside an argument of a remote actor's
+    constructor or method reach that actor (remote refs travel with the call)."""
+    cluster.add_node(num_cpus=1, resources={"node2": 1})
+    beamlet.init(address=cluster.address)
+
+    @beamlet.remote(resources={"node2": 1})
+    class Holder:
+        def __init__(self, boxed):
+            self.first = beamlet.get(boxed[0])
+
+        def read(self, boxed):
+            return self.first, beamlet.get(boxed["ref"])
+
+    h = Holder.remote([beamlet.put("in constructor")])
+    assert beamlet.get(h.read.remote({"ref": beamlet.put("in method")}), timeout=60) == \
+        ("in constructor", "in method")

@@ -228,16 +228,24 @@ class ClusterScheduler:
         else:
             self.om.send_task(t, target)
 
-    def forward_args(self, spec) -> dict:
+    def forward_args(self, spec, target) -> tuple:
+        """(ref arguments to send along, the ids exported to `target`): refs nested
+        in by-value arguments or in inline ref arguments are kept alive here for the
+        receiver (remote refs, see object_manager)."""
         objects = self.r.store.objects
         args = {}
+        nested = []
+        for a in spec.args:
+            if a[0] == P.ARG_VALUE:
+                nested.extend(a[2] or ())
         for oid in spec.ref_args():
             o = objects.get(oid)
             if o is not None and o.data is not None:
                 args[oid] = [o.data, o.is_error, list(o.contained)]
+                nested.extend(o.contained)
             else:
                 args[oid] = None    # in the arena here: the receiver pulls it
-        return args
+        return args, self.om.export_refs(target, nested)
 
     def send_ordered_task(self, t, target, kind):
         """Like ObjectManager.send_task, through the ordered outbox."""
@@ -246,7 +254,8 @@ class ClusterScheduler:
         t.move(TS.FORWARDED)
         self.om.forwarded[t.spec.task_id] = [t, target]
         self.r.task_event(t)
-        self.send_ordered(target, [kind, t.spec.to_wire(), self.forward_args(t.spec)])
+        args, exported = self.forward_args(t.spec, target)
+        self.send_ordered(target, [kind, t.spec.to_wire(), args, exported])
 
     # ------------------------------------------------------------------ actors: owner
     def place_actor(self, t, target):
@@ -324,8 +333,9 @@ class ClusterScheduler:
     # ------------------------------------------------------------------ actors: host
     def on_actor_create(self, peer, msg):
         """Host an actor for its owner `peer`."""
-        _, wire, args = msg
-        self.om.on_forward(peer, [P.PEER_FORWARD, wire, args])
+        wire, args = msg[1], msg[2]
+        exported = msg[3] if len(msg) > 3 else []
+        self.om.on_forward(peer, [P.PEER_FORWARD, wire, args, exported])
         spec = P.TaskSpec.from_wire(wire)
         creation_oid = ids.return_id(spec.task_id, 1)
         o = self.r.store.objects.get(creation_oid)
