@@ -3,12 +3,11 @@ import inspect
 import json
 
 
-from . import exceptions
 from ._private import ids
 from ._private import protocol as P
 from .gcs import keys
 from .object_ref import ObjectRef
-from .remote_function import (WithOptions, FunctionExport, bind_check, check_options,
+from .remote_function import (WithOptions, FunctionExport, check_options,
                               resource_request, _signature)
 
 ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime",

@@ -41,7 +41,7 @@ from .. import exceptions
 from .._private import ids, serialization
 from .._private import protocol as P
 from ..gcs import keys
-from ..scheduler.placement import choose_node, feasible, place_bundles, spread_node
+from ..scheduler.placement import choose_node, place_bundles, spread_node
 from .object_store import ObjState
 from .placement_groups import PlacementGroup, PGState
 from .scheduler import ResourceSet, Task, TaskState as TS
@@ -558,7 +558,7 @@ class ClusterScheduler:
 
     def restart_here(self, ra, t, creation_oid, restarts):
         """Owner: the actor comes back on this node, as a local actor."""
-        from .raylet import Actor
+        from .actors import Actor
         r = self.r
         a = Actor(ra.spec)
         a.held, ra.held = ra.held, []

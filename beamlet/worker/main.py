@@ -14,7 +14,6 @@ import inspect
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import traceback
@@ -22,7 +21,7 @@ import traceback
 import cloudpickle
 
 from .. import exceptions
-from .._private import ids, process, serialization
+from .._private import process, serialization
 from .._private import protocol as P
 from . import core_worker
 from .core_worker import CoreWorker, TaskContext
@@ -260,7 +259,6 @@ class Worker:
         self.finish(spec, results, flag)
 
     async def execute_async(self, spec, descs, gpu_ids):
-        import asyncio  # imported lazily: only async actors use it
         # the raylet sends calls ahead (a pipeline window): at most
         # max_concurrency of them run at once; the semaphore is FIFO, so they
         # start in arrival order

@@ -1,0 +1,23 @@
+"""What the raylet's modules share: small helpers and constants."""
+import sys
+import time
+
+from .._private import protocol as P
+
+def desc_is_error(desc) -> bool:
+    return bool(desc[2] if desc[0] == P.INLINE else desc[3])
+
+
+# At most this many workers start at once (each costs ~0.1 s of CPU to boot).
+MAX_STARTING = 8
+
+
+def node_gpu_ids(pool, ids):
+    """GPU ids of a pool (a placement-group bundle numbers its GPUs from 0) as the
+    node's ids."""
+    m = getattr(pool, "gpu_map", None)
+    return [m[i] for i in ids] if m else ids
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
