@@ -233,3 +233,24 @@ def test_many_queued_tasks_complete(ray_start):
     def one():
         return 1
     assert sum(ray.get([one.remote() for _ in range(20000)])) == 20000
+
+
+def test_100k_tasks_at_once_complete_in_bounded_memory(ray_start):
+    """Back-pressure: 100,000 tasks submitted at once all complete, and the
+    cluster's memory stays bounded (about 2 KB per queued task in the raylet)."""
+    import psutil
+
+    @ray.remote
+    def one():
+        return 1
+
+    def cluster_rss():
+        me = psutil.Process()
+        return sum(p.memory_info().rss for p in [me] + me.children(recursive=True))
+
+    ray.get([one.remote() for _ in range(100)])
+    before = cluster_rss()
+    refs = [one.remote() for _ in range(100_000)]
+    assert sum(ray.get(refs)) == 100_000
+    grown = cluster_rss() - before
+    assert grown < 1024 * 2**20, f"the cluster grew by {grown / 2**20:.0f} MiB"
