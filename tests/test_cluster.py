@@ -320,6 +320,27 @@ def test_unknown_id_found_through_gcs(cluster):
         (("small", 5), 5 * 3_000_000)
 
 
+def test_id_no_node_knows_is_lost_not_a_hang(monkeypatch):
+    """A get of an id that no node of a multi-node cluster ever listed ends with
+    ObjectLostError naming it (after UNKNOWN_OBJECT_WAIT_S), never a hang."""
+    monkeypatch.setenv("BEAMLET_UNKNOWN_OBJECT_WAIT_S", "2")
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        c.add_node(num_cpus=1)
+        c.wait_for_nodes()
+        time.sleep(1.2)   # one heartbeat: the head's raylet knows it has a peer
+        beamlet.init(address=c.address)
+        from beamlet.object_ref import ObjectRef
+        forged = ObjectRef(b"\x07" * 20)
+        start = time.time()
+        with pytest.raises(beamlet.exceptions.ObjectLostError, match="07070707"):
+            beamlet.get(forged, timeout=60)
+        assert time.time() - start < 30
+    finally:
+        beamlet.shutdown()
+        c.shutdown()
+
+
 def test_results_pulled_on_demand_and_wait_fetch_local(cluster):
     n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
     beamlet.init(address=cluster.address)

@@ -36,3 +36,6 @@ RECENT_MAP_S = _env("RECENT_MAP_S", 0.1, float)
 # Not /tmp/beamlet: a directory named like the package in /tmp would shadow it
 # (as a namespace package) for scripts run from /tmp under an editable install.
 SESSION_ROOT = _env("SESSION_ROOT", "/tmp/beamlet-sessions", str)
+# Multi-node: a GET of an object id that no node lists in the GCS (never created, or
+# freed) fails with ObjectLostError after this long instead of waiting forever.
+UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)

@@ -47,7 +47,7 @@ import sys
 import time
 
 from .. import exceptions
-from .._private import ids
+from .._private import config, ids
 from .._private import protocol as P
 from ..gcs import keys
 from ..scheduler.placement import choose_node, fits, idle_cpus
@@ -740,6 +740,7 @@ class ObjectManager:
         try:
             delay = 0.05
             attempt = 0
+            started = time.monotonic()
             while True:
                 srcs = self._sources(oid, sources)
                 had_source = bool(srcs)
@@ -760,7 +761,13 @@ class ObjectManager:
                         self.lost(o, f"its copies were on node(s) {', '.join(gone)}, "
                                      f"which died")
                         return o.state is not ObjState.PENDING
-                    # an id we were never sent: not in the GCS (yet); wait for it
+                    # an id we were never sent: not in the GCS (yet); wait for it,
+                    # but not forever: an id no node ever lists is lost, not late
+                    if not srcs and time.monotonic() - started > config.UNKNOWN_OBJECT_WAIT_S:
+                        self.lost(o, f"no node of the cluster has listed it in the GCS "
+                                     f"for {config.UNKNOWN_OBJECT_WAIT_S:.0f} s (it was "
+                                     f"never created, or it was freed)")
+                        return o.state is not ObjState.PENDING
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 attempt += 1
