@@ -162,3 +162,22 @@ def test_driver_sigkill_leaves_nothing(tmp_path):
             proc.wait()
         for p in _descendants(proc.pid):
             p.kill()
+
+
+def test_cluster_started_in_a_thread_outlives_the_thread():
+    """The node's processes die with the driver process, not with the thread that
+    called init() (PR_SET_PDEATHSIG is per thread)."""
+    import threading
+
+    t = threading.Thread(target=lambda: ray.init(num_cpus=1))
+    t.start()
+    t.join()
+    try:
+        time.sleep(1.0)   # the thread is gone; a per-thread death signal has fired
+
+        @ray.remote
+        def seven():
+            return 7
+        assert ray.get(seven.remote(), timeout=30) == 7
+    finally:
+        ray.shutdown()

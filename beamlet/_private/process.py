@@ -6,9 +6,11 @@ their owner's pid, so that a driver killed with SIGKILL leaves no orphans.
 """
 import ctypes
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 
 PR_SET_PDEATHSIG = 1
 _libc = None
@@ -24,7 +26,58 @@ def set_pdeathsig(sig=signal.SIGTERM) -> None:
         pass
 
 
+class _Keeper:
+    """A thread that lives as long as the process and starts its children.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the
+    process: a cluster started by init() in a short-lived thread would die with
+    that thread.  Children that must die with us are therefore forked from the
+    main thread or from this keeper thread."""
+
+    def __init__(self):
+        self.q = queue.SimpleQueue()
+        threading.Thread(target=self.run, name="beamlet-spawner", daemon=True).start()
+
+    def run(self):
+        while True:
+            fn, box, done = self.q.get()
+            try:
+                box.append((True, fn()))
+            except BaseException as e:
+                box.append((False, e))
+            done.set()
+
+    def call(self, fn):
+        box, done = [], threading.Event()
+        self.q.put((fn, box, done))
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+
+_keeper = None
+_keeper_lock = threading.Lock()
+
+
+def _in_long_lived_thread(fn):
+    global _keeper
+    if threading.current_thread() is threading.main_thread():
+        return fn()
+    with _keeper_lock:
+        if _keeper is None:
+            _keeper = _Keeper()
+    return _keeper.call(fn)
+
+
 def spawn(args, die_with_parent=True, env=None, stdout=None, stderr=None, **kw):
+    if die_with_parent:
+        return _in_long_lived_thread(lambda: _spawn(args, True, env, stdout, stderr, **kw))
+    return _spawn(args, False, env, stdout, stderr, **kw)
+
+
+def _spawn(args, die_with_parent, env, stdout, stderr, **kw):
     preexec = set_pdeathsig if die_with_parent else None
     # own session: a Ctrl-C meant for the driver must not hit beamlet's processes
     return subprocess.Popen(args, preexec_fn=preexec, env=env, stdin=subprocess.DEVNULL,
