@@ -49,6 +49,9 @@ class Actor:
         self.creation_task = None            # the Task creating it now, if any
 
 
+DEAD_ACTORS_KEPT = 10_000
+
+
 class ActorsMixin:
     """Part of Raylet (see raylet.py); methods use the Raylet's state."""
 
@@ -153,6 +156,7 @@ class ActorsMixin:
             self.request_schedule()
             return
         a.state = "DEAD"
+        self.forget_dead_actor_later(a)
         a.death_cause = cause
         self.record_actor(a)
         err = exceptions.ActorDiedError(f"The actor {a.class_name} is dead: {cause}")
@@ -176,6 +180,17 @@ class ActorsMixin:
         if a.keepalive:
             a.keepalive = False
             self.decref(a.creation_oid)
+
+    def forget_dead_actor_later(self, a):
+        """Dead actors are remembered (later calls raise with the cause), but only
+        the last DEAD_ACTORS_KEPT of them: the table must not grow forever."""
+        dead = self.dead_actors
+        dead.append(a.actor_id)
+        while len(dead) > DEAD_ACTORS_KEPT:
+            old = self.actors.get(dead.popleft())
+            if old is not None and old.state == "DEAD":
+                del self.actors[old.actor_id]
+                self.creation_to_actor.pop(old.creation_oid, None)
 
     def kill_actor(self, a, cause, no_restart=True, graceful=False):
         w = a.worker

@@ -103,6 +103,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         self.infeasible = []
         self.tasks = {}          # task_id -> Task (not yet finished)
         self.actors = {}         # actor_id -> Actor
+        self.dead_actors = collections.deque()   # ids of DEAD actors, oldest first
         self.creation_to_actor = {}   # creation oid -> Actor
         self.clients = set()
         self.drivers = {}        # job_id -> Conn
