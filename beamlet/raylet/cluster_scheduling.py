@@ -228,25 +228,6 @@ class ClusterScheduler:
         else:
             self.om.send_task(t, target)
 
-    def forward_args(self, spec, target) -> tuple:
-        """(ref arguments to send along, the ids exported to `target`): refs nested
-        in by-value arguments or in inline ref arguments are kept alive here for the
-        receiver (remote refs, see object_manager)."""
-        objects = self.r.store.objects
-        args = {}
-        nested = []
-        for a in spec.args:
-            if a[0] == P.ARG_VALUE:
-                nested.extend(a[2] or ())
-        for oid in spec.ref_args():
-            o = objects.get(oid)
-            if o is not None and o.data is not None:
-                args[oid] = [o.data, o.is_error, list(o.contained)]
-                nested.extend(o.contained)
-            else:
-                args[oid] = None    # in the arena here: the receiver pulls it
-        return args, self.om.export_refs(target, nested)
-
     def send_ordered_task(self, t, target, kind):
         """Like ObjectManager.send_task, through the ordered outbox."""
         if t.state is TS.WAITING_FOR_ARGS:
@@ -254,7 +235,7 @@ class ClusterScheduler:
         t.move(TS.FORWARDED)
         self.om.forwarded[t.spec.task_id] = [t, target]
         self.r.task_event(t)
-        args, exported = self.forward_args(t.spec, target)
+        args, exported = self.om.forward_args(t.spec, target)
         self.send_ordered(target, [kind, t.spec.to_wire(), args, exported])
 
     # ------------------------------------------------------------------ actors: owner

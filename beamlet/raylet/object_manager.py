@@ -484,11 +484,11 @@ class ObjectManager:
         except Exception:
             return {}
 
-    def send_task(self, t, node_hex):
-        """t (WAITING_FOR_RESOURCES, args sealed here) runs on node_hex."""
-        t.move(TS.FORWARDED)
-        spec = t.spec
-        self.forwarded[spec.task_id] = [t, node_hex]
+    def forward_args(self, spec, target) -> tuple:
+        """(ref arguments to send along with a task, the ids exported to `target`):
+        inline arguments travel in the message, arena ones are pulled by the
+        receiver; refs nested in by-value or inline arguments are kept alive here
+        for the receiver (remote refs)."""
         objects = self.r.store.objects
         args = {}
         nested = []
@@ -502,7 +502,14 @@ class ObjectManager:
                 nested.extend(o.contained)
             else:
                 args[oid] = None
-        exported = self.export_refs(node_hex, nested)
+        return args, self.export_refs(target, nested)
+
+    def send_task(self, t, node_hex):
+        """t (WAITING_FOR_RESOURCES, args sealed here) runs on node_hex."""
+        t.move(TS.FORWARDED)
+        spec = t.spec
+        self.forwarded[spec.task_id] = [t, node_hex]
+        args, exported = self.forward_args(spec, node_hex)
         if hasattr(self.r, "task_event"):
             self.r.task_event(t)
         self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args, exported]))
