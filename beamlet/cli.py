@@ -183,13 +183,21 @@ def _fmt(v):
     return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
-def cmd_status(args):
-    from .gcs.client import GcsClient
+def _find_cluster(args, command):
+    """The cluster.json of the cluster `args.address` names, or None after saying
+    why on stderr."""
     from .node import find_cluster
     try:
-        info = find_cluster(args.address)
+        return find_cluster(args.address)
     except (ConnectionError, ValueError) as e:
-        print(f"beamlet status: {e}", file=sys.stderr)
+        print(f"beamlet {command}: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_status(args):
+    from .gcs.client import GcsClient
+    info = _find_cluster(args, "status")
+    if info is None:
         return 1
     gcs = GcsClient(info["redis_host"], info["redis_port"],
                     args.redis_password or info["password"])
@@ -239,12 +247,9 @@ def _bytes(n):
 
 def cmd_memory(args):
     """Print what this machine's object store holds (like `ray memory`)."""
-    from .node import find_cluster
     from .worker.core_worker import CoreWorker
-    try:
-        info = find_cluster(args.address)
-    except (ConnectionError, ValueError) as e:
-        print(f"beamlet memory: {e}", file=sys.stderr)
+    info = _find_cluster(args, "memory")
+    if info is None:
         return 1
     # a light client of the raylet (no job): it only asks for the object table
     core = CoreWorker(info["raylet_socket"], "cli")
