@@ -2,6 +2,7 @@
 for two hosts (10.77.<k>.1 runs the head, 10.77.<k>.2 a worker node and the driver).
 Each "host" has its own session root, so nothing is shared through /tmp; the nodes
 talk over their own addresses only.  Needs root and `ip netns`: skips otherwise."""
+import glob
 import os
 import re
 import shutil
@@ -61,6 +62,16 @@ def hosts():
         subprocess.run(["ip", "netns", "del", NS_WORKER], capture_output=True)
 
 
+def raylet_logs(roots, lines=40):
+    """The end of every raylet's log under the session roots (for a failure)."""
+    out = []
+    for root in roots:
+        for path in sorted(glob.glob(os.path.join(root, "session_*", "logs", "raylet.err"))):
+            with open(path, errors="replace") as f:
+                out.append(f"--- {path}\n" + "".join(f.readlines()[-lines:]))
+    return "\n".join(out)
+
+
 def run_in(ns, root, cli_args, timeout=90, python=None):
     env = dict(os.environ, BEAMLET_SESSION_ROOT=root)
     env.pop("BEAMLET_ADDRESS", None)
@@ -106,7 +117,7 @@ def test_head_and_worker_in_separate_namespaces(hosts):
     # the driver runs on the worker host: it joins through that host's raylet
     d = run_in(NS_WORKER, hosts["roots"][1], None,
                python=DRIVER.format(address=address), timeout=180)
-    assert d.returncode == 0, d.stderr[-3000:]
+    assert d.returncode == 0, d.stderr[-3000:] + raylet_logs(hosts["roots"])
     assert "NODES 2" in d.stdout
     m = re.search(r"RESULT (\w+) (\d+) (\w+) (\d+)", d.stdout)
     assert m, d.stdout
