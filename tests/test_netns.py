@@ -101,7 +101,14 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def test_head_and_worker_in_separate_namespaces(hosts):
+@pytest.mark.parametrize("heartbeat_s", [None, "3"], ids=["default", "slow-refresh"])
+def test_head_and_worker_in_separate_namespaces(hosts, heartbeat_s, monkeypatch):
+    # slow-refresh: the head re-reads the node table only every 3 s, so it gets the
+    # worker node's forwarded task before it knows that node, and must still find
+    # it to send the result back (this once lost the result: a 120 s hang)
+    if heartbeat_s:
+        monkeypatch.setenv("BEAMLET_HEARTBEAT_S", heartbeat_s)
+        monkeypatch.setenv("BEAMLET_NODE_DEATH_S", "30")
     p = run_in(NS_HEAD, hosts["roots"][0],
                ["start", "--head", "--port", "0", "--node-ip-address", hosts["head_ip"],
                 "--num-cpus", "1", "--resources", '{"headres": 1}',

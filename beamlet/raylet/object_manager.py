@@ -522,6 +522,20 @@ class ObjectManager:
             log(f"cannot reach node {node_hex[:12]}: {e!r}")
             # the monitor will declare it dead; node_died() re-places its tasks
 
+    async def node_record(self, node_hex, wait_s=5.0):
+        """The GCS record of a live peer.  A node that joined since our last
+        refresh of the node table (one per heartbeat) may already talk to us — for
+        instance forward us a task whose result we must send back: re-read the
+        table until it shows up, rather than failing the send."""
+        deadline = time.monotonic() + wait_s
+        while node_hex not in self.nodes:
+            if time.monotonic() > deadline or node_hex in self.dead:
+                raise KeyError(f"node {node_hex} is not an alive node of the cluster")
+            await self.refresh_nodes()
+            if node_hex not in self.nodes:
+                await asyncio.sleep(0.05)
+        return self.nodes[node_hex]
+
     async def link(self, node_hex):
         w = self.links.get(node_hex)
         if w is not None and not w.is_closing():
@@ -530,7 +544,7 @@ class ObjectManager:
             w = self.links.get(node_hex)
             if w is not None and not w.is_closing():
                 return w
-            rec = self.nodes[node_hex]
+            rec = await self.node_record(node_hex)
             _, w = await peers.connect(rec["address"], int(rec["peer_port"]), self.token,
                                        self.node_hex)
             self.links[node_hex] = w
