@@ -54,6 +54,17 @@ def log(*a):
     print(time.strftime("%H:%M:%S"), "cluster_scheduling:", *a, file=sys.stderr, flush=True)
 
 
+
+def take_retry(t) -> bool:
+    """Spend one of an actor call's retries (-1: unlimited) and make it wait to be
+    sent again; False if it has none left or was cancelled."""
+    if t.retries_left == 0 or t.cancelled:
+        return False
+    if t.retries_left > 0:
+        t.retries_left -= 1
+    t.state = TS.WAITING_FOR_ARGS
+    return True
+
 class RemoteActor:
     """This node's view of an actor that lives on another node."""
 
@@ -439,11 +450,8 @@ class ClusterScheduler:
             self.r.fail_task(t, exceptions.ActorDiedError(
                 f"The actor {t.spec.name} could not be created: {why}."))
             return
-        if ra is not None and t.retries_left != 0 and not t.cancelled:
-            if t.retries_left > 0:
-                t.retries_left -= 1
-            t.state = TS.WAITING_FOR_ARGS   # (args are here: sent again as is)
-            ra.queue.appendleft(t)
+        if ra is not None and take_retry(t):
+            ra.queue.appendleft(t)          # (args are here: sent again as is)
             return
         self.r.fail_task(t, exceptions.ActorDiedError(
             f"The actor of {t.spec.name} died while running it: {why} (the call is "
@@ -464,10 +472,7 @@ class ClusterScheduler:
                     self.r.fail_task(t, exceptions.ActorDiedError(
                         f"The actor {t.spec.name} could not be created: {why}."))
                 continue
-            if ra is not None and t.retries_left != 0 and not t.cancelled:
-                if t.retries_left > 0:
-                    t.retries_left -= 1
-                t.state = TS.WAITING_FOR_ARGS
+            if ra is not None and take_retry(t):
                 retried[t.spec.actor_id].append(t)
             else:
                 self.r.fail_task(t, exceptions.ActorDiedError(
