@@ -73,7 +73,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
          log_to_driver=True, _redis_password=None, **kwargs):
     """Start a local cluster (address=None) or connect to a running one
     (address="auto" or "HOST:PORT"); returns a dict describing it."""
-    from .node import Node, find_cluster
+    from .node import Node, find_cluster, init_node_options, resolve_address
     with _state.lock:
         if is_initialized():
             if ignore_reinit_error:
@@ -88,12 +88,12 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
                                  "_system_config", "object_spilling_directory"}
         if unknown:
             raise TypeError(f"init() got unexpected keyword argument(s) {sorted(unknown)}.")
-        if address is None:
-            address = os.environ.get("BEAMLET_ADDRESS") or None
+        address = resolve_address(address)   # env, "local"; None: start a cluster
+        node_options = init_node_options(kwargs, connecting=address is not None)
         if address is None:
             node = Node(head=True, num_cpus=num_cpus, num_gpus=num_gpus,
                         resources=resources, object_store_memory=object_store_memory,
-                        owner_pid=os.getpid()).start()
+                        owner_pid=os.getpid(), **node_options).start()
             _state.node = node
             host, port, password = node.redis_host, node.redis_port, node.password
             socket_path = node.socket_path
@@ -106,7 +106,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
                 raise ValueError(
                     f"When connecting to an existing cluster, {sorted(given)} cannot be "
                     f"set: resources are fixed when a node starts (beamlet start ...).")
-            info = find_cluster(address)
+            info = find_cluster(address, root=node_options["session_root"])
             host, port = info["redis_host"], info["redis_port"]
             password = _redis_password or info["password"]
             socket_path = info["raylet_socket"]

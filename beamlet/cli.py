@@ -9,13 +9,21 @@
 Nodes made by `beamlet start` outlive the command (no owner pid, no parent-death
 signal); their session directories' cluster.json files list their pids, which is
 how `beamlet stop` finds them (never by process name).
+
+Every error is one line on stderr and exit status 1 (`-v`: with the traceback);
+the subcommands check what they are given before they start anything.
 """
 import argparse
 import json
 import os
 import signal
+import stat
 import sys
 import time
+
+
+class CliError(Exception):
+    """A mistake in what the command was given: printed as it is, one line."""
 
 
 def _parse_resources(text):
@@ -24,41 +32,103 @@ def _parse_resources(text):
     try:
         res = json.loads(text)
     except ValueError as e:
-        raise SystemExit(f"--resources must be a JSON object such as "
-                         f"'{{\"node2\": 1}}': {e}")
+        raise CliError(f"--resources must be a JSON object such as "
+                       f"'{{\"node2\": 1}}': {e}")
     if not isinstance(res, dict):
-        raise SystemExit("--resources must be a JSON object such as '{\"node2\": 1}'.")
+        raise CliError("--resources must be a JSON object such as '{\"node2\": 1}'.")
+    for k, v in res.items():
+        if k in ("CPU", "GPU"):
+            raise CliError(f"--resources: give {k} with --num-{k.lower()}s, not in "
+                           f"--resources.")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise CliError(f"--resources: {k!r} must be a non-negative number, got "
+                           f"{v!r}.")
     return res
 
 
+def _password(args):
+    """The cluster token given by --redis-password or --redis-password-file, or None."""
+    if getattr(args, "redis_password_file", None):
+        if args.redis_password:
+            raise CliError("give either --redis-password or --redis-password-file, "
+                           "not both.")
+        return _read_token_file(args.redis_password_file)
+    return args.redis_password or None
+
+
+def _read_token_file(path):
+    if path == "-":
+        token = sys.stdin.readline().strip()
+    else:
+        try:
+            st = os.stat(path)
+            with open(path) as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise CliError(f"--redis-password-file {path}: {e.strerror or e}.")
+        if st.st_mode & 0o077:
+            # as ssh does with keys: a token others can read is no secret
+            raise CliError(f"--redis-password-file {path} can be read by other users "
+                           f"(mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {path}`.")
+    if not token:
+        raise CliError(f"--redis-password-file {path} holds no token.")
+    return token
+
+
+def _start_options(args):
+    """Node() arguments common to a head and a worker node, checked with the
+    flags' names."""
+    from ._private import netaddr
+    from .node import check_object_store_memory
+    for flag, v in (("--num-cpus", args.num_cpus), ("--num-gpus", args.num_gpus)):
+        if v is not None and v < 0:
+            raise CliError(f"{flag} must be 0 or more, got {v:g}.")
+    if args.node_ip_address:
+        try:
+            netaddr.check_node_ip(args.node_ip_address, flag="--node-ip-address")
+        except ValueError as e:
+            raise CliError(str(e))
+    try:
+        store = check_object_store_memory(args.object_store_memory)
+    except ValueError as e:
+        raise CliError(str(e).replace("object_store_memory=", "--object-store-memory "))
+    return dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                resources=_parse_resources(args.resources), object_store_memory=store,
+                spill_dir=args.object_spilling_directory, owner_pid=0)
+
+
 def cmd_start(args):
+    from ._private import netaddr
     from .node import Node
     if bool(args.head) == bool(args.address):
-        raise SystemExit("beamlet start: give either --head (start a new cluster) or "
-                         "--address HOST:PORT (join the cluster whose head is there).")
-    resources = _parse_resources(args.resources)
+        raise CliError("give either --head (start a new cluster) or --address "
+                       "HOST:PORT (join the cluster whose head is there).")
+    opts = _start_options(args)
+    password = _password(args)
     if args.head:
+        port = 6379 if args.port is None else args.port
+        if not 0 <= port < 65536:
+            raise CliError(f"--port must be from 1 to 65535 (0: any free port), got "
+                           f"{port}.")
         ip = args.node_ip_address or "127.0.0.1"
-        node = Node(head=True, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                    resources=resources, object_store_memory=args.object_store_memory,
-                    node_ip=ip, redis_port=args.port or None, password=args.redis_password,
-                    owner_pid=0)
+        node = Node(head=True, node_ip=ip, redis_port=port or None, password=password,
+                    **opts)
     else:
-        host, _, port = args.address.rpartition(":")
-        if not host or not port.isdigit():
-            raise SystemExit(f"--address must be HOST:PORT, got {args.address!r}")
-        password = args.redis_password
+        if args.port is not None:
+            raise CliError("--port is the GCS port of a new head (--head); a worker "
+                           "node joins the GCS given by --address HOST:PORT.")
+        try:
+            host, port = netaddr.parse_host_port(args.address, "--address")
+        except ValueError as e:
+            raise CliError(str(e))
+        password = password or _local_password(args.address)
         if not password:
-            password = _local_password(args.address)
-        if not password:
-            raise SystemExit(
-                "beamlet start --address: the cluster token is needed to join; pass "
-                "--redis-password TOKEN (printed by `beamlet start --head`).")
+            raise CliError(
+                "joining needs the cluster token printed by `beamlet start --head`: "
+                "pass --redis-password TOKEN or --redis-password-file FILE.")
         ip = args.node_ip_address or _route_ip(host)
-        node = Node(head=False, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                    resources=resources, object_store_memory=args.object_store_memory,
-                    node_ip=ip, redis_address=(host, int(port)), password=password,
-                    owner_pid=0)
+        node = Node(head=False, node_ip=ip, redis_address=(host, port), password=password,
+                    **opts)
     node.start()
     if args.head:
         print(f"beamlet head node started: node id {node.node_id.hex()}")
@@ -67,6 +137,9 @@ def cmd_start(args):
         print("To add a worker node, run on it:")
         print(f"  beamlet start --address {node.address} "
               f"--redis-password {node.password}")
+        print("  (the token lets whoever has it run code on this cluster as you: to keep "
+              "it off command lines, put it in a file only you can read and pass "
+              "--redis-password-file FILE instead)")
         print("To connect a driver on a machine of the cluster:")
         print(f"  beamlet.init(address=\"{node.address}\")   (or address=\"auto\")")
         print("To stop the nodes of this machine: beamlet stop")
@@ -82,11 +155,14 @@ def cmd_start(args):
 
 def _local_password(address):
     """The token of a cluster whose head runs on this machine, if any."""
+    from ._private import netaddr
     from .node import find_cluster
     try:
-        return find_cluster(address)["password"]
-    except Exception:
-        return None
+        if netaddr.is_this_machine(netaddr.parse_host_port(address)[0]):
+            return find_cluster(address)["password"]
+    except (ConnectionError, ValueError, KeyError):
+        pass
+    return None
 
 
 def _route_ip(host):
@@ -116,22 +192,9 @@ def _block(node):
 
 def _session_files():
     from ._private import config
-    root = config.SESSION_ROOT
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        path = os.path.join(root, name)
-        if name == "session_latest" or os.path.islink(path):
-            continue
-        try:
-            with open(os.path.join(path, "cluster.json")) as f:
-                out.append((path, json.load(f)))
-        except (OSError, ValueError):
-            continue
-    return out
+    from .node import _cluster_files
+    return [(os.path.dirname(path), info)
+            for path, info in _cluster_files(config.SESSION_ROOT)]
 
 
 def _is_beamlet_process(pid):
@@ -146,6 +209,10 @@ def _is_beamlet_process(pid):
 
 def cmd_stop(args):
     from ._private import config, process
+    from .node import remove_session
+    if args.grace_period < 0:
+        raise CliError(f"--grace-period must be 0 or more seconds, got "
+                       f"{args.grace_period:g}.")
     stopped = 0
     for path, info in _session_files():
         if not info.get("detached"):
@@ -157,7 +224,7 @@ def cmd_stop(args):
                 os.kill(p, signal.SIGTERM)
             except OSError:
                 pass
-        deadline = time.monotonic() + (args.grace_period or 5)
+        deadline = time.monotonic() + args.grace_period
         while time.monotonic() < deadline and any(process.pid_alive(p) for p in pids):
             time.sleep(0.05)
         for p in pids:
@@ -166,11 +233,7 @@ def cmd_stop(args):
                     os.kill(p, signal.SIGKILL)
                 except OSError:
                     pass
-        import shutil
-        shutil.rmtree(path, ignore_errors=True)
-        latest = os.path.join(config.SESSION_ROOT, "session_latest")
-        if os.path.islink(latest) and not os.path.exists(latest):
-            os.unlink(latest)
+        remove_session(config.SESSION_ROOT, path, info.get("spill_dir"))
         print(f"stopped {'head' if info.get('head') else 'worker'} node "
               f"{info.get('node_id') or ''} ({len(pids)} processes), removed {path}")
         stopped += 1
@@ -183,25 +246,32 @@ def _fmt(v):
     return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
-def _find_cluster(args, command):
-    """The cluster.json of the cluster `args.address` names, or None after saying
-    why on stderr."""
-    from .node import find_cluster
+def _connect(args):
+    """(cluster.json of the local node to go through, a GcsClient that answered)
+    for the cluster that --address (or BEAMLET_ADDRESS / RAY_ADDRESS) names."""
+    from .gcs.client import GcsClient
+    from .node import check_gcs, find_cluster, resolve_address
+    address = resolve_address(args.address, default="auto")
+    info = find_cluster(address)
+    host, port = info["redis_host"], info["redis_port"]
+    password = _password(args) or info["password"]
     try:
-        return find_cluster(args.address)
-    except (ConnectionError, ValueError) as e:
-        print(f"beamlet {command}: {e}", file=sys.stderr)
-        return None
+        check_gcs(host, port, password)
+    except PermissionError as e:
+        raise CliError(f"{e} (--redis-password)")
+    except ConnectionError as e:
+        raise CliError(f"the GCS at {host}:{port} does not answer: {e}. Is the "
+                       f"cluster's head node running? (`beamlet stop` removes what a "
+                       f"dead one left)")
+    return info, GcsClient(host, port, password)
 
 
 def cmd_status(args):
-    from .gcs.client import GcsClient
-    info = _find_cluster(args, "status")
-    if info is None:
-        return 1
-    gcs = GcsClient(info["redis_host"], info["redis_port"],
-                    args.redis_password or info["password"])
-    nodes = gcs.nodes()
+    info, gcs = _connect(args)
+    try:
+        nodes = gcs.nodes()
+    finally:
+        gcs.r.close()
     alive = [n for n in nodes if n.get("state") == "ALIVE"]
     dead = [n for n in nodes if n.get("state") != "ALIVE"]
     print(f"beamlet cluster at {info['redis_host']}:{info['redis_port']}")
@@ -234,7 +304,6 @@ def cmd_status(args):
     for node, d in demand:
         print(f"  {node[:12]}  {d.get('resources')} x {d.get('count', 1)}"
               + (" (infeasible)" if d.get("infeasible") else " (queued)"))
-    gcs.r.close()
     return 0
 
 
@@ -248,11 +317,15 @@ def _bytes(n):
 def cmd_memory(args):
     """Print what this machine's object store holds (like `ray memory`)."""
     from .worker.core_worker import CoreWorker
-    info = _find_cluster(args, "memory")
-    if info is None:
-        return 1
+    info, gcs = _connect(args)
+    gcs.r.close()
     # a light client of the raylet (no job): it only asks for the object table
-    core = CoreWorker(info["raylet_socket"], "cli")
+    try:
+        core = CoreWorker(info["raylet_socket"], "cli")
+    except OSError as e:
+        raise CliError(f"cannot reach this machine's raylet at {info['raylet_socket']} "
+                       f"({e.strerror or e}): its node is not running (`beamlet stop` "
+                       f"removes what it left).")
     try:
         mem = core.call("memory")
     finally:
@@ -283,57 +356,139 @@ def cmd_memory(args):
     return 0
 
 
+def _subcommand(sub, name, func, help, description=None):
+    """A subparser with the options every subcommand has (-v)."""
+    p = sub.add_parser(name, help=help, description=description or help)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="on an error, print its details (the traceback) too")
+    p.set_defaults(func=func)
+    return p
+
+
+def _connection_options(p):
+    """--address and the token, for subcommands that talk to a running cluster."""
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="the GCS address of the cluster (as printed by `beamlet start "
+                   "--head`), or auto: the latest cluster started on this machine "
+                   "(default: $BEAMLET_ADDRESS, else $RAY_ADDRESS, else auto)")
+    p.add_argument("--redis-password", metavar="TOKEN",
+                   help="the cluster token (default: the one in the local node's "
+                   "session files)")
+    p.add_argument("--redis-password-file", metavar="FILE",
+                   help="read the cluster token from FILE (mode 0600; - for stdin) "
+                   "instead of giving it on the command line")
+
+
+def _add_start(sub):
+    p = _subcommand(sub, "start", cmd_start,
+                    "start a head node (--head) or a worker node (--address HOST:PORT) "
+                    "on this machine; it keeps running after the command returns")
+    p.add_argument("--head", action="store_true",
+                   help="start a new cluster's head node: the GCS (Redis), the monitor "
+                   "and a raylet")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="join the cluster whose head's GCS is at HOST:PORT with a worker "
+                   "node (a raylet)")
+    p.add_argument("--port", type=int, default=None,
+                   help="the GCS (Redis) port of a head node (default 6379; 0: any free "
+                   "port); it must be free")
+    p.add_argument("--num-cpus", type=float, metavar="N",
+                   help="CPUs this node offers to tasks (default: the machine's CPU "
+                   "count)")
+    p.add_argument("--num-gpus", type=float, metavar="N",
+                   help="GPUs this node offers (default: CUDA_VISIBLE_DEVICES, else the "
+                   "GPUs found in /proc/driver/nvidia)")
+    p.add_argument("--resources", metavar="JSON",
+                   help="custom resources of this node, as JSON: '{\"node2\": 1}'")
+    p.add_argument("--node-ip-address", metavar="IP",
+                   help="this node's address, one of this machine's: the GCS of a head "
+                   "and the raylet listen there (default: 127.0.0.1, loopback only, for "
+                   "a head; the address towards the head for a worker node)")
+    p.add_argument("--object-store-memory", type=int, metavar="BYTES",
+                   help="object store size in bytes (default: 30%% of memory, at most "
+                   "90%% of /dev/shm's free space)")
+    p.add_argument("--object-spilling-directory", metavar="DIR",
+                   help="spill objects to a directory of this node's own under DIR when "
+                   "the store is full (default: $BEAMLET_OBJECT_SPILLING_DIRECTORY, else "
+                   "the session directory)")
+    p.add_argument("--redis-password", metavar="TOKEN",
+                   help="the cluster token (default: a new random one for --head; for "
+                   "--address, the local head's if it runs on this machine)")
+    p.add_argument("--redis-password-file", metavar="FILE",
+                   help="read the cluster token from FILE (mode 0600; - for stdin) "
+                   "instead of giving it on the command line")
+    p.add_argument("--block", action="store_true",
+                   help="stay in the foreground; stop the node on Ctrl-C or SIGTERM")
+
+
+def _add_stop(sub):
+    p = _subcommand(sub, "stop", cmd_stop,
+                    "stop the nodes `beamlet start` ran on this machine (clusters owned "
+                    "by a driver's init() stop with that driver)")
+    p.add_argument("--grace-period", type=float, default=5, metavar="SECONDS",
+                   help="how long to wait after SIGTERM before SIGKILL (default: 5)")
+
+
+def _add_status(sub):
+    p = _subcommand(sub, "status", cmd_status,
+                    "nodes, resources used/total, pending demand")
+    _connection_options(p)
+
+
+def _add_memory(sub):
+    p = _subcommand(sub, "memory", cmd_memory,
+                    "the objects in this machine's object store: id, size, where "
+                    "(inline/arena/spilled), refcount, holders",
+                    description="List every object the local raylet's object store "
+                    "holds, with its size, where it is (inline in the raylet, in "
+                    "the shared-memory arena, or spilled to disk), its reference "
+                    "count, who holds the references (driver/worker processes, "
+                    "pending tasks, other objects) and which processes map it.")
+    _connection_options(p)
+    p.add_argument("--sort-by", choices=("size", "none"), default="size",
+                   help="order of the rows (default: size, largest first)")
+    p.add_argument("--json", action="store_true", help="print the raw table as JSON")
+
+
 def build_parser():
-    ap = argparse.ArgumentParser(prog="beamlet", description="beamlet cluster tools")
+    from . import __version__
+    ap = argparse.ArgumentParser(prog="beamlet", description="beamlet cluster tools: "
+                                 "start and stop nodes, look at a running cluster")
+    ap.add_argument("--version", action="version", version=f"beamlet {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    p = sub.add_parser("start", help="start a head node (--head) or a worker node "
-                       "(--address HOST:PORT) on this machine")
-    p.add_argument("--head", action="store_true", help="start a new cluster's head node")
-    p.add_argument("--address", help="HOST:PORT of the head node's GCS, to join it")
-    p.add_argument("--port", type=int, default=6379,
-                   help="the GCS (Redis) port of a head node (default 6379; 0: any free port)")
-    p.add_argument("--num-cpus", type=float)
-    p.add_argument("--num-gpus", type=float)
-    p.add_argument("--resources", help="custom resources, JSON: '{\"node2\": 1}'")
-    p.add_argument("--node-ip-address",
-                   help="this node's address (head default: 127.0.0.1, loopback only)")
-    p.add_argument("--object-store-memory", type=int, help="object store size in bytes")
-    p.add_argument("--redis-password", help="the cluster token (default: a new random "
-                   "one for --head; the local head's for --address)")
-    p.add_argument("--block", action="store_true",
-                   help="stay in the foreground; stop the node on Ctrl-C")
-    p.set_defaults(func=cmd_start)
-    p = sub.add_parser("stop", help="stop the nodes `beamlet start` ran on this machine")
-    p.add_argument("--grace-period", type=float, default=5,
-                   help="seconds to wait after SIGTERM before SIGKILL")
-    p.set_defaults(func=cmd_stop)
-    p = sub.add_parser("status", help="nodes, resources used/total, pending demand")
-    p.add_argument("--address", default="auto", help="HOST:PORT of the GCS, or auto")
-    p.add_argument("--redis-password")
-    p.set_defaults(func=cmd_status)
-    p = sub.add_parser("memory", help="the objects in this machine's object store: "
-                       "id, size, where (inline/arena/spilled), refcount, holders",
-                       description="List every object the local raylet's object store "
-                       "holds, with its size, where it is (inline in the raylet, in "
-                       "the shared-memory arena, or spilled to disk), its reference "
-                       "count, who holds the references (driver/worker processes, "
-                       "pending tasks, other objects) and which processes map it.")
-    p.add_argument("--address", default="auto", help="HOST:PORT of the GCS, or auto "
-                   "(the latest cluster started on this machine)")
-    p.add_argument("--sort-by", choices=("size", "none"), default="size",
-                   help="order of the rows (default: largest first)")
-    p.add_argument("--json", action="store_true", help="print the raw table as JSON")
-    p.set_defaults(func=cmd_memory)
+    for add in (_add_start, _add_stop, _add_status, _add_memory):
+        add(sub)
     return ap
+
+
+def _one_line(e) -> str:
+    """An exception as one line of the CLI's language."""
+    if isinstance(e, CliError):
+        return str(e)
+    text = str(e).strip() or type(e).__name__
+    lines = text.splitlines()
+    line = lines[0].rstrip(":")
+    known = isinstance(e, (RuntimeError, ValueError, ConnectionError, OSError)) and \
+        type(e).__module__ == "builtins"
+    if not known:
+        line = f"{type(e).__name__}: {line}"   # a library's error: name it
+    if len(lines) > 1 or not known:
+        line += " (-v: details)"
+    return line
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (RuntimeError, ValueError, ConnectionError) as e:
-        print(f"beamlet {args.command}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        print(f"beamlet {args.command}: {_one_line(e)}", file=sys.stderr)
+        if args.verbose:
+            import traceback
+            traceback.print_exc()
         return 1
 
 

@@ -4,17 +4,41 @@ The head node runs redis-server (the GCS), the global scheduler/monitor and a
 raylet; other nodes run a raylet only.  `init()` makes a head Node owned by the
 driver (every process watches the driver's pid and exits with it);
 `beamlet start` makes one that outlives the command.
+
+It also decides what an address means (`resolve_address`, `find_cluster`): a
+driver connects to the cluster at the address it was given, through a node of
+that cluster on its own machine, or fails saying why.
+
+Secrets: the cluster token is handed to redis-server, the monitor and the
+raylet through inherited pipes (`process.spawn_python(secret=...)`), and kept
+on disk only in cluster.json (0600) inside the session directory (0700); see
+docs/security.md.
 """
 import json
+import logging
 import os
 import secrets
 import shutil
 import socket
+import stat
 import time
 
-from ._private import config, process
+from ._private import config, netaddr, process
 from .gcs import keys, redis_server
 from .gcs.client import GcsClient
+
+logger = logging.getLogger("beamlet")
+
+
+def announce(msg: str) -> None:
+    """Tell the user what beamlet chose (as Ray logs its choices at INFO): on
+    stderr unless the program configured logging itself."""
+    if not logger.handlers and not logging.getLogger().handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("beamlet: %(message)s"))
+        logger.addHandler(h)
+        logger.setLevel(logging.INFO)
+    logger.info(msg)
 
 
 def detect_gpus() -> int:
@@ -112,23 +136,123 @@ def remove_stale_sessions(root: str, min_age_s: float = 30.0) -> None:
             continue
 
 
-def new_session_dir() -> str:
-    root = config.SESSION_ROOT
-    os.makedirs(root, exist_ok=True)
+def ensure_session_root(root: str) -> str:
+    """`root` made (0700) if missing, and safe to keep sessions in: owned by this
+    user (or root), and not writable by others unless sticky like /tmp (else
+    another user could swap a session for one of theirs)."""
+    if not isinstance(root, str) or not os.path.isabs(root):
+        raise ValueError(f"the session root (_temp_dir) must be an absolute path, got "
+                         f"{root!r}.")
+    if not os.path.isdir(root):
+        try:
+            os.makedirs(root, exist_ok=True)
+            os.chmod(root, 0o700)
+        except OSError as e:
+            raise ValueError(f"cannot create the session root {root}: "
+                             f"{e.strerror or e}.") from None
+    st = os.stat(root)
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ValueError(f"the session root {root} belongs to another user (uid "
+                         f"{st.st_uid}); give a directory of your own (_temp_dir= or "
+                         f"BEAMLET_SESSION_ROOT).")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise ValueError(f"the session root {root} is writable by other users (mode "
+                         f"{stat.S_IMODE(st.st_mode):o}); make it 0700, or give another "
+                         f"one (_temp_dir= or BEAMLET_SESSION_ROOT).")
+    return root
+
+
+def _private_dir(path: str) -> None:
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)   # whatever the umask
+
+
+# A unix socket path is at most 107 bytes (sun_path); ours end in sockets/raylet.
+_SOCKET_PATH_MAX = 107
+
+
+def new_session_dir(root=None) -> str:
+    """A new session directory (0700) with logs/ and sockets/ (0700) under `root`."""
+    root = ensure_session_root(root or config.SESSION_ROOT)
     remove_stale_sessions(root)
     name = time.strftime("session_%Y-%m-%d_%H-%M-%S_") + f"{int(time.time()*1e6)%10**6:06d}_{os.getpid()}"
     path = os.path.join(root, name)
-    os.makedirs(os.path.join(path, "logs"))
-    os.makedirs(os.path.join(path, "sockets"))
+    if len(os.path.join(path, "sockets", "raylet")) > _SOCKET_PATH_MAX:
+        raise ValueError(f"the session root {root} is too long a path for unix sockets "
+                         f"(at most {_SOCKET_PATH_MAX - len(name) - 16} characters); "
+                         f"give a shorter one.")
+    _private_dir(path)
+    _private_dir(os.path.join(path, "logs"))
+    _private_dir(os.path.join(path, "sockets"))
     return path
+
+
+def _spill_dir_in(base: str, node_id_hex: str) -> str:
+    """A directory of this node's own inside the user's spilling directory (the
+    raylet removes its spill directory when it stops: never the user's)."""
+    base = os.path.abspath(os.path.expanduser(base))
+    try:
+        os.makedirs(base, exist_ok=True)
+        path = os.path.join(base, f"beamlet_spill_{node_id_hex[:16]}")
+        _private_dir(path)
+    except OSError as e:
+        raise ValueError(f"cannot use {base} as the object spilling directory: "
+                         f"{e.strerror or e}.") from None
+    return path
+
+
+def init_node_options(kwargs: dict, connecting: bool) -> dict:
+    """Node() arguments from init()'s object_spilling_directory, _temp_dir and
+    _system_config (validated); connecting to a running cluster takes only
+    _temp_dir (where to look for it): the others are fixed when a node starts."""
+    system_config = dict(kwargs.get("_system_config") or {})
+    spill = kwargs.get("object_spilling_directory")
+    # Ray's way to say it: _system_config={"object_spilling_config": json}
+    ray_spill = system_config.pop("object_spilling_config", None)
+    if ray_spill is not None and spill is None:
+        spill = _ray_spilling_directory(ray_spill)
+    root = kwargs.get("_temp_dir")
+    if root is not None:
+        ensure_session_root(root)
+    if connecting:
+        given = [k for k in ("object_spilling_directory", "_system_config")
+                 if kwargs.get(k)]
+        if given:
+            raise ValueError(f"When connecting to an existing cluster, {given} cannot be "
+                             f"set: they are fixed when a node starts (beamlet start "
+                             f"--object-spilling-directory ..., BEAMLET_<NAME> "
+                             f"variables).")
+        return {"session_root": root}
+    if spill is not None and (not isinstance(spill, str) or not spill):
+        raise ValueError(f"object_spilling_directory must be a directory path, got "
+                         f"{spill!r}.")
+    return {"session_root": root, "spill_dir": spill,
+            "child_env": config.system_config_env(system_config)}
+
+
+def _ray_spilling_directory(value) -> str:
+    try:
+        spec = json.loads(value) if isinstance(value, str) else value
+        params = spec.get("params", {})
+        if spec.get("type") != "filesystem":
+            raise ValueError
+        path = params["directory_path"]
+        return path[0] if isinstance(path, list) else path
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        raise ValueError(
+            f"_system_config['object_spilling_config'] = {value!r}: beamlet spills to a "
+            f"directory only; give {{\"type\": \"filesystem\", \"params\": "
+            f"{{\"directory_path\": PATH}}}} (as JSON), or use "
+            f"object_spilling_directory=PATH.") from None
 
 
 class Node:
     def __init__(self, head=True, num_cpus=None, num_gpus=None, resources=None,
                  object_store_memory=None, node_ip="127.0.0.1", redis_port=None,
-                 redis_address=None, password=None, owner_pid=None, prestart=None):
+                 redis_address=None, password=None, owner_pid=None, prestart=None,
+                 session_root=None, spill_dir=None, child_env=None):
         self.head = head
-        self.node_ip = node_ip
+        self.node_ip = netaddr.check_node_ip(node_ip)
         self.object_store_memory = check_object_store_memory(object_store_memory)
         self.resources = node_resources(num_cpus, num_gpus, resources,
                                         self.object_store_memory)
@@ -139,6 +263,12 @@ class Node:
         self.password = password or secrets.token_hex(16)
         self.owner_pid = owner_pid
         self.prestart = int(self.resources["CPU"]) if prestart is None else prestart
+        self.session_root = session_root or config.SESSION_ROOT
+        # where the user asked objects to spill (None: the session's spill/)
+        self.spill_base = spill_dir or config.OBJECT_SPILLING_DIRECTORY
+        self.spill_dir = None      # this node's own directory inside spill_base
+        # BEAMLET_<NAME> settings for the node's processes (init's _system_config)
+        self.child_env = dict(child_env or {})
         self.session_dir = None
         self.redis_proc = None
         self.monitor_proc = None
@@ -150,10 +280,27 @@ class Node:
     def address(self) -> str:
         return f"{self.redis_host}:{self.redis_port}"
 
+    def check_can_start(self):
+        """What would make start() fail, found before anything is started: a busy
+        GCS port (a head), an unreachable GCS or a wrong token (a worker node)."""
+        if self.head:
+            if self.redis_port:
+                holder = netaddr.port_holder(self.node_ip, self.redis_port)
+                if holder:
+                    raise RuntimeError(
+                        f"port {self.redis_port} on {self.node_ip} is already in use "
+                        f"({holder}): another Redis or beamlet head listens there. "
+                        f"Choose another port (beamlet start --port; 0 picks a free one).")
+        else:
+            check_gcs(self.redis_host, self.redis_port, self.password)
+
     def start(self):
-        self.session_dir = new_session_dir()
+        self.check_can_start()
+        self.session_dir = new_session_dir(self.session_root)
         logs = os.path.join(self.session_dir, "logs")
         try:
+            if self.spill_base:
+                self.spill_dir = _spill_dir_in(self.spill_base, self.node_id_hex())
             if self.head:
                 self.redis_proc, self.redis_port = redis_server.start(
                     self.session_dir, self.password, host=self.node_ip,
@@ -166,9 +313,10 @@ class Node:
                 self.monitor_proc = process.spawn_python(
                     "beamlet.scheduler.global_scheduler",
                     ["--redis-host", self.redis_host, "--redis-port", str(self.redis_port),
-                     "--redis-password", self.password, "--session-dir", self.session_dir,
+                     "--session-dir", self.session_dir,
                      "--owner-pid", str(self.owner_pid or 0),
                      "--redis-pid", str(self.redis_proc.pid)],
+                    secret=self.password, extra_env=self.child_env,
                     stdout=open(os.path.join(logs, "monitor.out"), "ab"),
                     stderr=open(os.path.join(logs, "monitor.err"), "ab"),
                     die_with_parent=bool(self.owner_pid))
@@ -178,11 +326,14 @@ class Node:
                 ["--session-dir", self.session_dir, "--socket", self.socket_path,
                  "--node-id", self.node_id.hex(),
                  "--redis-host", self.redis_host, "--redis-port", str(self.redis_port),
-                 "--redis-password", self.password, "--node-ip", self.node_ip,
+                 "--node-ip", self.node_ip,
                  "--resources", json.dumps(self.resources),
                  "--object-store-memory", str(self.object_store_memory),
                  "--prestart", str(self.prestart),
-                 "--owner-pid", str(self.owner_pid or 0)] + (["--head"] if self.head else []),
+                 "--owner-pid", str(self.owner_pid or 0)]
+                + (["--spill-dir", self.spill_dir] if self.spill_dir else [])
+                + (["--head"] if self.head else []),
+                secret=self.password, extra_env=self.child_env,
                 stdout=open(os.path.join(logs, "raylet.out"), "ab"),
                 stderr=open(os.path.join(logs, "raylet.err"), "ab"),
                 die_with_parent=bool(self.owner_pid))
@@ -227,6 +378,7 @@ class Node:
                 "password": self.password, "raylet_socket": self.socket_path,
                 "session_dir": self.session_dir, "node_ip": self.node_ip,
                 "head": self.head, "pids": self.pids(),
+                "raylet_pid": self.raylet_proc.pid, "spill_dir": self.spill_dir,
                 # started by `beamlet start` (outlives its command; `beamlet stop`
                 # stops it) rather than owned by a driver's init()
                 "detached": not self.owner_pid, "node_id": self.node_id_hex()}
@@ -235,7 +387,7 @@ class Node:
         with os.fdopen(fd, "w") as f:
             json.dump(info, f)
         if self.head:
-            latest = os.path.join(config.SESSION_ROOT, "session_latest")
+            latest = os.path.join(self.session_root, "session_latest")
             try:
                 if os.path.islink(latest):
                     os.unlink(latest)
@@ -254,64 +406,172 @@ class Node:
         process.terminate([self.raylet_proc])
         process.terminate([self.monitor_proc, self.redis_proc])
         if self.session_dir:
-            latest = os.path.join(config.SESSION_ROOT, "session_latest")
-            try:
-                if os.path.realpath(latest) == os.path.realpath(self.session_dir):
-                    os.unlink(latest)
-            except OSError:
-                pass
-            shutil.rmtree(self.session_dir, ignore_errors=True)
+            remove_session(self.session_root, self.session_dir, self.spill_dir)
 
 
-def find_cluster(address=None) -> dict:
-    """The cluster.json of a running cluster on this machine: the latest one for
-    address "auto"/None, else the one whose GCS is at HOST:PORT."""
-    root = config.SESSION_ROOT
-    if address in (None, "auto"):
-        env = os.environ.get("BEAMLET_ADDRESS")
-        if env and env != "auto":
-            return find_cluster(env)
-        path = os.path.join(root, "session_latest", "cluster.json")
-        if not os.path.exists(path):
-            # no head here: a worker node started by `beamlet start --address`?
-            for name in sorted(os.listdir(root) if os.path.isdir(root) else [],
-                               reverse=True):
-                cand = os.path.join(root, name, "cluster.json")
-                if name != "session_latest" and os.path.exists(cand):
-                    path = cand
-                    break
-        if not os.path.exists(path):
-            raise ConnectionError(
-                "No running beamlet cluster found on this machine (init(address='auto') "
-                "looks for one started with `beamlet start --head`). Start one, or call "
-                "init() without an address to start a local cluster.")
-        with open(path) as f:
-            return json.load(f)
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"address must be 'HOST:PORT' or 'auto', got {address!r}")
+def remove_session(root: str, session_dir: str, spill_dir=None) -> None:
+    """Remove a stopped node's files: its session directory, its spill directory
+    (when outside it) and the session_latest link if it pointed there."""
+    latest = os.path.join(root, "session_latest")
     try:
-        names = sorted(os.listdir(root), reverse=True)
+        if os.path.realpath(latest) == os.path.realpath(session_dir) or \
+                (os.path.islink(latest) and not os.path.exists(latest)):
+            os.unlink(latest)
     except OSError:
-        names = []
-    matches = []
+        pass
+    if spill_dir:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def check_gcs(host: str, port: int, password: str) -> None:
+    """Return if the GCS at host:port answers and takes `password`; else a
+    ConnectionError (unreachable, not a Redis) or PermissionError (wrong token)
+    that says so."""
+    import redis
+    netaddr.probe_redis(host, port, config.GCS_CONNECT_TIMEOUT_S)
+    r = redis.Redis(host=host, port=port, password=password,
+                    socket_timeout=config.GCS_CONNECT_TIMEOUT_S,
+                    socket_connect_timeout=config.GCS_CONNECT_TIMEOUT_S)
+    try:
+        r.ping()
+    except redis.AuthenticationError:
+        raise PermissionError(
+            f"the GCS at {host}:{port} rejected the cluster token given; use the "
+            f"token printed by `beamlet start --head` (it is in the head's "
+            f"cluster.json).") from None
+    except redis.RedisError as e:
+        raise ConnectionError(f"the GCS at {host}:{port} does not answer properly "
+                              f"({e}).") from None
+    finally:
+        r.close()
+
+
+# Environment variables naming the cluster to connect to, in order of precedence.
+ADDRESS_ENV = ("BEAMLET_ADDRESS", "RAY_ADDRESS")
+
+
+def resolve_address(address, default=None):
+    """The address to use: `address`, or when it is None or "auto" the one set in
+    BEAMLET_ADDRESS or RAY_ADDRESS (announced, as Ray logs it); None (or
+    "local") means start a new cluster and becomes `default`."""
+    if address is not None and not isinstance(address, str):
+        raise TypeError(f"address must be a string ('HOST:PORT', 'auto' or 'local'), "
+                        f"got {type(address).__name__} {address!r}.")
+    if address in (None, "auto"):
+        for var in ADDRESS_ENV:
+            value = os.environ.get(var, "").strip()
+            if value:
+                announce(f"Using address {value} set in the environment variable {var}")
+                address = value
+                break
+    if address in (None, "local"):
+        return default
+    if address != "auto":
+        netaddr.parse_host_port(address)
+    return address
+
+
+def _cluster_files(root):
+    """(path, info) of every readable cluster.json under `root` that this user
+    wrote (another user's could point us at their processes)."""
+    try:
+        names = sorted(os.listdir(root), reverse=True)    # newest first
+    except OSError:
+        return []
+    out = []
     for name in names:
         path = os.path.join(root, name, "cluster.json")
-        if name == "session_latest" or not os.path.exists(path):
+        if name == "session_latest" or os.path.islink(os.path.join(root, name)):
             continue
         try:
+            if os.stat(path).st_uid != os.geteuid():
+                continue
             with open(path) as f:
-                info = json.load(f)
+                out.append((path, json.load(f)))
         except (OSError, ValueError):
             continue
-        if int(info["redis_port"]) == int(port):
-            matches.append(info)
-    # a worker node's cluster.json names the head's GCS too: a driver on a machine
-    # that runs only a worker node joins through that (local) raylet; where the head
-    # runs here as well, through the head's
-    matches.sort(key=lambda i: not i.get("head"))
-    if matches:
-        return matches[0]
+    return out
+
+
+def _running(info) -> bool:
+    """Whether the node of a cluster.json still runs (its raylet)."""
+    pid = info.get("raylet_pid") or (info.get("pids") or [0])[0]
+    return bool(pid) and process.pid_alive(pid)
+
+
+def _stale_error(where, infos):
+    dirs = ", ".join(os.path.dirname(p) for p, _ in infos)
+    return ConnectionError(
+        f"the beamlet cluster {where} is no longer running (its processes exited; "
+        f"session {dirs}). Run `beamlet stop` to remove what it left, then start a "
+        f"new one.")
+
+
+def find_cluster(address=None, root=None) -> dict:
+    """The cluster.json of the node a driver on this machine connects through:
+    for address "auto"/None the latest cluster started here; for "HOST:PORT" a
+    node of the cluster whose GCS is there (host and port must match; the host
+    may be a name, or any address of this machine for a GCS on this machine).
+    A ConnectionError says why there is none."""
+    root = root or config.SESSION_ROOT
+    files = _cluster_files(root)
+    if address in (None, "auto"):
+        return _latest_cluster(root, files)
+    host, port = netaddr.parse_host_port(address)
+    try:
+        wanted = netaddr.resolve(host)
+    except ValueError as e:
+        raise ValueError(f"address {address!r}: {e}") from None
+    here = netaddr.is_this_machine(host)
+    candidates = []
+    for path, info in files:
+        if int(info.get("redis_port", 0)) != port:
+            continue
+        try:
+            exact = bool(wanted & netaddr.resolve(info["redis_host"]))
+        except (ValueError, KeyError):
+            continue
+        if exact or (here and netaddr.is_this_machine(info["redis_host"])):
+            # the same address first; through the head's raylet where one runs here
+            candidates.append((not exact, not info.get("head"), path, info))
+    candidates.sort(key=lambda c: c[:2])
+    for *_, info in candidates:
+        if _running(info):
+            return info
+    if candidates:
+        raise _stale_error(f"at {address} on this machine", [c[2:] for c in candidates])
+    timeout = config.GCS_CONNECT_TIMEOUT_S
+    try:
+        netaddr.probe_redis(host, port, timeout)
+    except ConnectionError as e:
+        raise ConnectionError(f"no beamlet cluster at {address}: {e}. Check the address "
+                              f"printed by `beamlet start --head`.") from None
+    if here:
+        raise ConnectionError(
+            f"a Redis server answers at {address}, but no beamlet cluster of this user "
+            f"under {root} has its GCS there (another Redis, or a cluster started with "
+            f"another BEAMLET_SESSION_ROOT). Check the address printed by `beamlet "
+            f"start --head`.")
     raise ConnectionError(
-        f"No beamlet cluster with its GCS at {address} was found on this machine. "
-        f"Check the address printed by `beamlet start --head`.")
+        f"the GCS at {address} is on another machine, and this machine runs no node "
+        f"of that cluster; a driver connects through a node on its own machine. Run "
+        f"`beamlet start --address {address} --redis-password-file FILE` here first "
+        f"(FILE holding the cluster token printed by `beamlet start --head`), then "
+        f"connect again.")
+
+
+def _latest_cluster(root, files):
+    """The cluster.json of the latest cluster started on this machine (a head's,
+    else a worker node's: a machine may run only a worker node)."""
+    latest = os.path.join(root, "session_latest", "cluster.json")
+    ordered = [f for f in files if os.path.realpath(os.path.dirname(f[0])) ==
+               os.path.realpath(os.path.dirname(latest))] + files
+    for _, info in ordered:
+        if _running(info):
+            return info
+    if files:
+        raise _stale_error(f"last started on this machine (under {root})", files[:1])
+    raise ConnectionError(
+        f"No running beamlet cluster was found on this machine (under {root}). Start "
+        f"one with `beamlet start --head`, or give the address of a running one.")

@@ -1,8 +1,16 @@
-"""Tunables, in one place.  Environment variables BEAMLET_<NAME> override them."""
+"""Tunables, in one place.  Environment variables BEAMLET_<NAME> override them.
+
+Processes a node starts read these from their environment, which is how
+`init(_system_config=...)` reaches them (see `system_config_env`).
+"""
 import os
+
+# name -> cast, for every tunable an environment variable can set
+TUNABLES = {}
 
 
 def _env(name, default, cast):
+    TUNABLES[name] = cast
     v = os.environ.get("BEAMLET_" + name)
     return cast(v) if v is not None else default
 
@@ -39,3 +47,61 @@ SESSION_ROOT = _env("SESSION_ROOT", "/tmp/beamlet-sessions", str)
 # Multi-node: a GET of an object id that no node lists in the GCS (never created, or
 # freed) fails with ObjectLostError after this long instead of waiting forever.
 UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)
+# Where raylets spill objects when their store is full (a directory of its own per
+# node is made inside it); unset: the session directory's spill/.  The init()
+# option object_spilling_directory and `beamlet start --object-spilling-directory`
+# override it.
+OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
+# How long a driver or the CLI tries to reach a GCS on another machine before
+# saying it cannot (the address is probed before anything else is done with it).
+GCS_CONNECT_TIMEOUT_S = _env("GCS_CONNECT_TIMEOUT_S", 5.0, float)
+
+
+# Ray's _system_config keys that mean the same thing here: key -> (tunable, how a
+# Ray value becomes ours).  Other Ray keys are rejected (they would do nothing).
+RAY_SYSTEM_CONFIG = {
+    "max_direct_call_object_size": ("INLINE_THRESHOLD", int),
+    "raylet_heartbeat_period_milliseconds": ("HEARTBEAT_S", lambda ms: float(ms) / 1000),
+    "idle_worker_killing_time_threshold_ms": ("IDLE_WORKER_S",
+                                              lambda ms: float(ms) / 1000),
+}
+
+# tunables that have an init() option of their own (they are not per process)
+_OWN_OPTION = {"SESSION_ROOT": "_temp_dir",
+               "OBJECT_SPILLING_DIRECTORY": "object_spilling_directory"}
+
+
+def system_config_env(system_config) -> dict:
+    """The BEAMLET_<NAME> environment for a node's processes that applies
+    `init(_system_config=...)`: keys are beamlet tunables (any case, e.g.
+    "heartbeat_s") or the Ray keys in RAY_SYSTEM_CONFIG; anything else, or a value
+    of the wrong type, is a ValueError naming it."""
+    if system_config is None:
+        return {}
+    if not isinstance(system_config, dict):
+        raise TypeError(f"_system_config must be a dict, got "
+                        f"{type(system_config).__name__}.")
+    env = {}
+    for key, value in system_config.items():
+        name, convert = None, None
+        if isinstance(key, str) and key.upper() in _OWN_OPTION:
+            raise ValueError(f"_system_config key {key!r}: use init's "
+                             f"{_OWN_OPTION[key.upper()]} option instead.")
+        if isinstance(key, str) and key.upper() in TUNABLES:
+            name = key.upper()
+            convert = TUNABLES[name]
+        elif key in RAY_SYSTEM_CONFIG:
+            name, convert = RAY_SYSTEM_CONFIG[key]
+        if name is None:
+            known = sorted(k.lower() for k in TUNABLES if k not in _OWN_OPTION) + \
+                sorted(RAY_SYSTEM_CONFIG)
+            raise ValueError(f"_system_config key {key!r} means nothing to beamlet; the "
+                             f"keys it takes are: {', '.join(known)}.")
+        try:
+            v = convert(value)
+            TUNABLES[name](str(v))   # the child parses the text again: check it does
+        except (TypeError, ValueError):
+            raise ValueError(f"_system_config[{key!r}] = {value!r} is not a valid value "
+                             f"({TUNABLES[name].__name__} expected).") from None
+        env["BEAMLET_" + name] = str(v)
+    return env

@@ -3,6 +3,10 @@
 Every process beamlet starts is tied to its parent: it gets SIGTERM when the
 parent dies (Linux PR_SET_PDEATHSIG), and beamlet's own processes also watch
 their owner's pid, so that a driver killed with SIGKILL leaves no orphans.
+
+Secrets (the cluster token) reach a child through an inherited pipe that holds
+them (`secret=`), never its argv (world-readable in /proc/<pid>/cmdline) or its
+environment (inherited by every worker it starts).
 """
 import ctypes
 import os
@@ -71,28 +75,66 @@ def _in_long_lived_thread(fn):
     return _keeper.call(fn)
 
 
-def spawn(args, die_with_parent=True, env=None, stdout=None, stderr=None, **kw):
+def spawn(args, die_with_parent=True, env=None, stdout=None, stderr=None,
+          stdin=subprocess.DEVNULL, **kw):
     if die_with_parent:
-        return _in_long_lived_thread(lambda: _spawn(args, True, env, stdout, stderr, **kw))
-    return _spawn(args, False, env, stdout, stderr, **kw)
+        return _in_long_lived_thread(
+            lambda: _spawn(args, True, env, stdout, stderr, stdin, **kw))
+    return _spawn(args, False, env, stdout, stderr, stdin, **kw)
 
 
-def _spawn(args, die_with_parent, env, stdout, stderr, **kw):
+def _spawn(args, die_with_parent, env, stdout, stderr, stdin, **kw):
     preexec = set_pdeathsig if die_with_parent else None
     # own session: a Ctrl-C meant for the driver must not hit beamlet's processes
-    return subprocess.Popen(args, preexec_fn=preexec, env=env, stdin=subprocess.DEVNULL,
+    return subprocess.Popen(args, preexec_fn=preexec, env=env, stdin=stdin,
                             stdout=stdout, stderr=stderr, close_fds=True,
                             start_new_session=True, **kw)
 
 
-def spawn_python(module: str, argv, **kw):
+def prefilled_pipe(data: bytes) -> int:
+    """The read end of a pipe that already holds `data` and then EOF: a child
+    given it reads the data without the parent having to write while it runs.
+    The caller closes it once the child is started."""
+    if len(data) > 4096:   # PIPE_BUF: the write below must not block
+        raise ValueError("prefilled_pipe() is for short secrets")
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r
+
+
+# the flag a child started with spawn_python(secret=...) reads its secret from
+SECRET_FD_FLAG = "--redis-password-fd"
+
+
+def read_secret(fd: int) -> str:
+    """The secret a parent handed over with spawn_python(secret=...)."""
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode().strip()
+
+
+def spawn_python(module: str, argv, secret=None, extra_env=None, **kw):
+    """Start `python -m module argv...` with beamlet importable.  `secret`
+    (the cluster token) travels in an inherited pipe whose fd number follows
+    SECRET_FD_FLAG; `extra_env` is added to the inherited environment."""
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
     # the beamlet package must be importable by the child as it is by us
     pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
                                     if env.get("PYTHONPATH") else "")
-    return spawn([sys.executable, "-m", module] + list(argv), env=env, **kw)
+    args = [sys.executable, "-m", module] + list(argv)
+    if secret is None:
+        return spawn(args, env=env, **kw)
+    fd = prefilled_pipe(secret.encode())
+    try:
+        return spawn(args + [SECRET_FD_FLAG, str(fd)], env=env,
+                     pass_fds=tuple(kw.pop("pass_fds", ())) + (fd,), **kw)
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -36,34 +36,55 @@ def free_port(host="127.0.0.1") -> int:
 
 def start(session_dir: str, password: str, host="127.0.0.1", port=None,
           owner_pid=None):
-    """Start redis-server; returns (Popen, port) once it accepts connections."""
+    """Start redis-server; returns (Popen, port) once it accepts connections.
+
+    The password reaches it as configuration on its stdin (`redis-server -`), not
+    on its command line, which any local user can read.  It is ready once a
+    connection authenticated with that password finds *its* pid in INFO: a port
+    answered by another server (another Redis on a busy port) is never taken
+    for ours."""
     exe = find_redis_server()
     last_err = None
     for attempt in range(5):
         p = port or free_port(host)
-        args = [exe, "--port", str(p), "--bind", host, "--requirepass", password,
+        args = [exe, "-", "--port", str(p), "--bind", host,
                 "--save", "", "--appendonly", "no", "--protected-mode", "no",
                 "--dir", session_dir, "--logfile", os.path.join(session_dir, "logs",
                                                                "redis.log"),
                 "--databases", "1", "--loglevel", "warning"]
-        # its output goes to its logfile; inheriting our stdout would keep the pipe
-        # of whoever ran `beamlet start` open for as long as the node lives
-        proc = process.spawn(args, die_with_parent=bool(owner_pid),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        conf = process.prefilled_pipe(f"requirepass {password}\n".encode())
+        try:
+            # its output goes to its logfile; inheriting our stdout would keep the
+            # pipe of whoever ran `beamlet start` open for as long as the node lives
+            proc = process.spawn(args, die_with_parent=bool(owner_pid), stdin=conf,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            os.close(conf)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 last_err = f"redis-server exited with code {proc.returncode}"
                 break
-            try:
-                with socket.create_connection((host, p), timeout=0.2):
-                    return proc, p
-            except OSError:
-                time.sleep(0.005)
+            if _answers_as(proc.pid, host, p, password):
+                return proc, p
+            time.sleep(0.005)
         else:
-            proc.kill()
+            process.terminate([proc])
             last_err = "redis-server did not start listening within 10 s"
         if port:
             break
-    raise RuntimeError(f"Could not start the GCS Redis server ({exe}): {last_err}; "
-                       f"see {session_dir}/logs/redis.log")
+    raise RuntimeError(f"Could not start the GCS Redis server ({exe}) on {host}:{p}: "
+                       f"{last_err}; see {session_dir}/logs/redis.log")
+
+
+def _answers_as(pid: int, host: str, port: int, password: str) -> bool:
+    """Whether the server at host:port is the redis-server with this pid."""
+    import redis
+    r = redis.Redis(host=host, port=port, password=password, socket_timeout=1.0,
+                    socket_connect_timeout=1.0)
+    try:
+        return int(r.info("server")["process_id"]) == pid
+    except Exception:   # not listening yet, or someone else (wrong password)
+        return False
+    finally:
+        r.close()

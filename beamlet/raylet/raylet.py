@@ -122,7 +122,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         self.output_tasks = set()  # tasks forwarding workers' stdout/stderr
         self.arena_size = args.object_store_memory
         self.store = ObjectTable(self.arena_size)
-        self.spill_dir = os.path.join(self.session_dir, "spill")
+        self.spill_dir = args.spill_dir or os.path.join(self.session_dir, "spill")
         self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
         self.wb = WriteBehind(self.gcs.r, config.GCS_FLUSH_S)
         self.pool = WorkerPool(self.socket_path, self.session_dir, self.node_id)
@@ -165,6 +165,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         server = await self.loop.create_unix_server(lambda: Conn(self), self.socket_path)
+        os.chmod(self.socket_path, 0o600)   # only the cluster's user may connect
         self.stopped = self.loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
@@ -534,7 +535,9 @@ def parse_args(argv=None):
     ap.add_argument("--socket", required=True)
     ap.add_argument("--redis-host", default="127.0.0.1")
     ap.add_argument("--redis-port", type=int, required=True)
-    ap.add_argument("--redis-password", required=True)
+    # the cluster token comes through an inherited pipe, never argv (world-readable)
+    ap.add_argument(process.SECRET_FD_FLAG, dest="redis_password_fd", type=int,
+                    required=True, help="fd of a pipe holding the cluster token")
     ap.add_argument("--node-ip", default="127.0.0.1")
     ap.add_argument("--resources", default='{"CPU": 1}')
     ap.add_argument("--object-store-memory", type=int, required=True)
@@ -543,7 +546,11 @@ def parse_args(argv=None):
     ap.add_argument("--head", action="store_true")
     ap.add_argument("--peer-port", type=int, default=0,
                     help="TCP port for peer raylets (0: any free port)")
-    return ap.parse_args(argv)
+    ap.add_argument("--spill-dir", default="",
+                    help="where to spill objects (default: the session's spill/)")
+    args = ap.parse_args(argv)
+    args.redis_password = process.read_secret(args.redis_password_fd)
+    return args
 
 
 def main(argv=None):

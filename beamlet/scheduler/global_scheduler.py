@@ -90,11 +90,14 @@ def main(argv=None):
                                  description="beamlet global scheduler / monitor")
     ap.add_argument("--redis-host", default="127.0.0.1")
     ap.add_argument("--redis-port", type=int, required=True)
-    ap.add_argument("--redis-password", required=True)
+    # the cluster token comes through an inherited pipe, never argv (world-readable)
+    ap.add_argument(process.SECRET_FD_FLAG, dest="redis_password_fd", type=int,
+                    required=True, help="fd of a pipe holding the cluster token")
     ap.add_argument("--session-dir", required=True)
     ap.add_argument("--owner-pid", type=int, default=0)
     ap.add_argument("--redis-pid", type=int, default=0)
     args = ap.parse_args(argv)
+    args.redis_password = process.read_secret(args.redis_password_fd)
     m = Monitor(args)
 
     def on_term(*_):
