@@ -16,6 +16,7 @@ the subcommands check what they are given before they start anything.
 import argparse
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -91,7 +92,7 @@ def _start_options(args):
     try:
         store = check_object_store_memory(args.object_store_memory)
     except ValueError as e:
-        raise CliError(str(e).replace("object_store_memory=", "--object-store-memory "))
+        raise CliError(re.sub(r"object_store_memory=\s?", "--object-store-memory ", str(e)))
     return dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                 resources=_parse_resources(args.resources), object_store_memory=store,
                 spill_dir=args.object_spilling_directory, owner_pid=0)
@@ -371,9 +372,12 @@ def _connection_options(p):
                    help="the GCS address of the cluster (as printed by `beamlet start "
                    "--head`), or auto: the latest cluster started on this machine "
                    "(default: $BEAMLET_ADDRESS, else $RAY_ADDRESS, else auto)")
-    p.add_argument("--redis-password", metavar="TOKEN",
-                   help="the cluster token (default: the one in the local node's "
+    _token_options(p, "the cluster token (default: the one in the local node's "
                    "session files)")
+
+
+def _token_options(p, password_help):
+    p.add_argument("--redis-password", metavar="TOKEN", help=password_help)
     p.add_argument("--redis-password-file", metavar="FILE",
                    help="read the cluster token from FILE (mode 0600; - for stdin) "
                    "instead of giving it on the command line")
@@ -411,12 +415,8 @@ def _add_start(sub):
                    help="spill objects to a directory of this node's own under DIR when "
                    "the store is full (default: $BEAMLET_OBJECT_SPILLING_DIRECTORY, else "
                    "the session directory)")
-    p.add_argument("--redis-password", metavar="TOKEN",
-                   help="the cluster token (default: a new random one for --head; for "
+    _token_options(p, "the cluster token (default: a new random one for --head; for "
                    "--address, the local head's if it runs on this machine)")
-    p.add_argument("--redis-password-file", metavar="FILE",
-                   help="read the cluster token from FILE (mode 0600; - for stdin) "
-                   "instead of giving it on the command line")
     p.add_argument("--block", action="store_true",
                    help="stay in the foreground; stop the node on Ctrl-C or SIGTERM")
 
