@@ -141,8 +141,8 @@ def ensure_session_root(root: str) -> str:
     user (or root), and not writable by others unless sticky like /tmp (else
     another user could swap a session for one of theirs)."""
     if not isinstance(root, str) or not os.path.isabs(root):
-        raise ValueError(f"the session root (_temp_dir) must be an absolute path, got "
-                         f"{root!r}.")
+        raise ValueError(f"the session root (_temp_dir= or BEAMLET_SESSION_ROOT) must "
+                         f"be an absolute path, got {root!r}.")
     if not os.path.isdir(root):
         try:
             os.makedirs(root, exist_ok=True)
@@ -205,7 +205,11 @@ def init_node_options(kwargs: dict, connecting: bool) -> dict:
     """Node() arguments from init()'s object_spilling_directory, _temp_dir and
     _system_config (validated); connecting to a running cluster takes only
     _temp_dir (where to look for it): the others are fixed when a node starts."""
-    system_config = dict(kwargs.get("_system_config") or {})
+    system_config = kwargs.get("_system_config") or {}
+    if not isinstance(system_config, dict):
+        raise TypeError(f"_system_config must be a dict, got "
+                        f"{type(system_config).__name__}.")
+    system_config = dict(system_config)
     spill = kwargs.get("object_spilling_directory")
     # Ray's way to say it: _system_config={"object_spilling_config": json}
     ray_spill = system_config.pop("object_spilling_config", None)

@@ -138,7 +138,8 @@ def test_system_config_rejects_what_it_cannot_apply(cli_env):
     for bad, words in (({"no_such_key": 1}, ["no_such_key", "heartbeat_s"]),
                        ({"heartbeat_s": "soon"}, ["heartbeat_s", "float"]),
                        ({"session_root": "/tmp/x"}, ["_temp_dir"]),
-                       ("not a dict", ["dict"])):
+                       ("not a dict", ["_system_config must be a dict"]),
+                       ([("heartbeat_s", 1)], ["_system_config must be a dict"])):
         with pytest.raises((ValueError, TypeError)) as ei:
             beamlet.init(num_cpus=1, _system_config=bad)
         for w in words:
