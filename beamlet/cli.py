@@ -100,7 +100,7 @@ def _start_options(args):
 
 def cmd_start(args):
     from ._private import netaddr
-    from .node import Node
+    from .node import Node, check_gcs
     if bool(args.head) == bool(args.address):
         raise CliError("give either --head (start a new cluster) or --address "
                        "HOST:PORT (join the cluster whose head is there).")
@@ -127,6 +127,10 @@ def cmd_start(args):
             raise CliError(
                 "joining needs the cluster token printed by `beamlet start --head`: "
                 "pass --redis-password TOKEN or --redis-password-file FILE.")
+        try:
+            check_gcs(host, port, password)
+        except PermissionError as e:
+            raise CliError(f"{e} (--redis-password / --redis-password-file)")
         ip = args.node_ip_address or _route_ip(host)
         node = Node(head=False, node_ip=ip, redis_address=(host, port), password=password,
                     **opts)

@@ -189,7 +189,7 @@ def test_wrong_token_and_dead_raylet(cli_env):
     before = len(session_infos(cli_env["BEAMLET_SESSION_ROOT"]))
     err = one_line_error(run(["start", "--address", address, "--redis-password", "bad",
                               "--num-cpus", "1"], cli_env))
-    assert "rejected the cluster token" in err
+    assert "rejected the cluster token" in err and "--redis-password" in err
     assert len(session_infos(cli_env["BEAMLET_SESSION_ROOT"])) == before
     # the raylet killed: memory says so in one line
     info, = session_infos(cli_env["BEAMLET_SESSION_ROOT"])
