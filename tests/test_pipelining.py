@@ -46,18 +46,16 @@ def maybe_die(die, s):
     return "ok"
 
 
-@pytest.fixture
-def one_cpu_lenient(monkeypatch):
+@pytest.fixture(autouse=True)
+def every_task_counts_as_short(monkeypatch):
     # "short" means under PIPELINE_TASK_S (2 ms) on its last run; on a loaded
     # machine a trivial task can take longer, and then nothing is sent ahead and
-    # the path under test is never taken: make every task here count as short
-    monkeypatch.setenv("BEAMLET_PIPELINE_TASK_S", "0.5")
-    ray.init(num_cpus=1)
-    yield
-    ray.shutdown()
+    # the path under test is never taken.  (autouse: set before the cluster
+    # fixtures start the raylet, which reads it from its environment)
+    monkeypatch.setenv("BEAMLET_PIPELINE_TASK_S", "0.02")   # 20 ms; nap(0.05) stays long
 
 
-def test_blocked_worker_gives_back_the_task_sent_ahead(one_cpu_lenient):
+def test_blocked_worker_gives_back_the_task_sent_ahead(ray_start_1cpu):
     # both functions are known to be short: on one CPU, the leaf is sent ahead to
     # the worker running `outer`, which then blocks in get() on that very leaf;
     # it must give it back so that another worker runs it (or this deadlocks)
