@@ -433,7 +433,7 @@ class Pool:
         if context is not None:
             warnings.warn("Pool(context=...) is ignored on beamlet: the pool's processes "
                           "are actors.", stacklevel=2)
-        _connect(processes, ray_address)
+        ensure_connected(processes, ray_address)
         cpus = int(api.cluster_resources().get("CPU", 0))
         if processes is None:
             processes = max(cpus, 1)
@@ -558,13 +558,15 @@ def _check_chunksize(chunksize):
         raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
 
 
-def _connect(processes, ray_address):
-    """Connect to a cluster unless this process is already (Ray's rule)."""
+def ensure_connected(num_cpus=None, address=None):
+    """Connect to a cluster unless this process already is (Ray's rule for its
+    pool): `address`, else BEAMLET_ADDRESS / RAY_ADDRESS, else a new local cluster
+    with `num_cpus` CPUs (default: this machine's)."""
     if api.is_initialized():
         return
-    address = ray_address or os.environ.get("BEAMLET_ADDRESS") or \
+    address = address or os.environ.get("BEAMLET_ADDRESS") or \
         os.environ.get("RAY_ADDRESS")
     if address:
         api.init(address=address)
     else:
-        api.init(num_cpus=processes)
+        api.init(num_cpus=num_cpus)
