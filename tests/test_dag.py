@@ -10,13 +10,6 @@ from beamlet.dag.input_node import InputNode as InputNodeByPath
 from beamlet.dag.output_node import MultiOutputNode as MultiOutputNodeByPath
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2)
-    yield ray
-    ray.shutdown()
-
-
 @ray.remote
 def func(src, inc=1):
     return src + inc
@@ -60,7 +53,7 @@ def test_module_paths_match_ray():
 
 
 # ------------------------------------------------------------ Ray's guide, verbatim
-def test_guide_functions(cluster):
+def test_guide_functions(shared_cluster):
     a_ref = func.bind(1, inc=2)
     assert isinstance(a_ref, FunctionNode)
     assert ray.get(a_ref.execute()) == 3
@@ -70,7 +63,7 @@ def test_guide_functions(cluster):
     assert ray.get(c_ref.execute()) == 9
 
 
-def test_guide_actors_and_call_chain(cluster):
+def test_guide_actors_and_call_chain(shared_cluster):
     a1 = Actor.bind(10)
     assert isinstance(a1, ClassNode)
     val = a1.get.bind()
@@ -84,7 +77,7 @@ def test_guide_actors_and_call_chain(cluster):
     assert ray.get(dag.execute()) == 32
 
 
-def test_guide_input_node(cluster):
+def test_guide_input_node(shared_cluster):
     @ray.remote
     def a(user_input):
         return user_input * 2
@@ -99,7 +92,7 @@ def test_guide_input_node(cluster):
     assert ray.get(dag.execute(3)) == 10
 
 
-def test_guide_multi_output_node(cluster):
+def test_guide_multi_output_node(shared_cluster):
     with InputNode() as input_data:
         dag = MultiOutputNode([func.bind(input_data["x"]), func.bind(input_data["y"])])
     refs = dag.execute({"x": 1, "y": 2})
@@ -107,7 +100,7 @@ def test_guide_multi_output_node(cluster):
     assert ray.get(refs) == [2, 3]
 
 
-def test_guide_live_actor_is_reused_across_executes(cluster):
+def test_guide_live_actor_is_reused_across_executes(shared_cluster):
     worker = Counter.remote()
     with InputNode() as inp:
         dag = MultiOutputNode([worker.incr.bind(), func.bind(inp)])
@@ -123,7 +116,7 @@ class Obj:
         self.m1, self.m2 = m1, m2
 
 
-def test_input_index_attribute_and_kwargs(cluster):
+def test_input_index_attribute_and_kwargs(shared_cluster):
     with InputNode() as inp:
         dag = combine.bind(inp[0], inp.x)
     assert ray.get(dag.execute(1, x=2)) == 3            # positional + keyword
@@ -139,7 +132,7 @@ def test_input_index_attribute_and_kwargs(cluster):
     assert inp[0] is inp[0] and inp.m1 is inp.m1         # one node per key
 
 
-def test_input_node_passed_whole_with_several_values(cluster):
+def test_input_node_passed_whole_with_several_values(shared_cluster):
     @ray.remote
     def show(d):
         return (d[0], d[1], d["k"])
@@ -150,7 +143,7 @@ def test_input_node_passed_whole_with_several_values(cluster):
 
 
 # ------------------------------------------------------------ graph shape
-def test_nested_nodes_in_lists_and_dicts_arrive_as_refs(cluster):
+def test_nested_nodes_in_lists_and_dicts_arrive_as_refs(shared_cluster):
     @ray.remote
     def collect(items, mapping, top):
         # as with any ref nested in an argument, nested nodes arrive as refs
@@ -165,7 +158,7 @@ def test_nested_nodes_in_lists_and_dicts_arrive_as_refs(cluster):
     assert ray.get(dag.execute(1)) == 2 + 3 + 3 + 2 + 100
 
 
-def test_shared_node_runs_once_per_execute(cluster):
+def test_shared_node_runs_once_per_execute(shared_cluster):
     counter = Counter.remote()
     c = counter.incr.bind()
     dag = combine.bind(c, func.bind(c, inc=0))   # c used twice
@@ -174,7 +167,7 @@ def test_shared_node_runs_once_per_execute(cluster):
     assert ray.get(counter.value.remote()) == 2
 
 
-def test_bound_actor_is_created_per_execute(cluster):
+def test_bound_actor_is_created_per_execute(shared_cluster):
     # Ray's DAG guide: "The Actor will be instantiated every time the node is
     # executed" — state does not carry over between executes.
     node = Counter.bind()
@@ -185,14 +178,14 @@ def test_bound_actor_is_created_per_execute(cluster):
     assert ray.get([h1.incr.remote(), h1.incr.remote(), h2.incr.remote()]) == [1, 2, 1]
 
 
-def test_one_actor_per_class_node_within_an_execute(cluster):
+def test_one_actor_per_class_node_within_an_execute(shared_cluster):
     a = Actor.bind(0)
     dag = MultiOutputNode([a.pid.bind(), a.pid.bind(), Actor.bind(0).pid.bind()])
     p1, p2, p3 = ray.get(dag.execute())
     assert p1 == p2 and p3 != p1
 
 
-def test_options_on_bind(cluster):
+def test_options_on_bind(shared_cluster):
     @ray.remote
     def two(x):
         return x, -x
@@ -214,7 +207,7 @@ def test_options_on_bind(cluster):
     assert ray.get(p.one.options(num_returns=1).bind(3).execute()) == [3]
 
 
-def test_error_in_a_node_surfaces_at_get(cluster):
+def test_error_in_a_node_surfaces_at_get(shared_cluster):
     @ray.remote
     def boom(x):
         raise KeyError(f"bad {x}")
@@ -224,7 +217,7 @@ def test_error_in_a_node_surfaces_at_get(cluster):
         ray.get(dag.execute())
 
 
-def test_long_chain_does_not_recurse(cluster):
+def test_long_chain_does_not_recurse(shared_cluster):
     node = func.bind(0)
     for _ in range(1500):        # deeper than Python's recursion limit
         node = func.bind(node)
@@ -232,12 +225,12 @@ def test_long_chain_does_not_recurse(cluster):
 
 
 # ------------------------------------------------------------ misuse
-def test_experimental_compile_names_compiled_graphs(cluster):
+def test_experimental_compile_names_compiled_graphs(shared_cluster):
     with pytest.raises(NotImplementedError, match="compiled graphs"):
         func.bind(1).experimental_compile()
 
 
-def test_clear_errors_on_misuse(cluster):
+def test_clear_errors_on_misuse(shared_cluster):
     node = func.bind(1)
     with pytest.raises(AttributeError, match=r"\.execute"):
         node.remote()

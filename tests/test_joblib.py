@@ -12,11 +12,9 @@ from beamlet.util.joblib import register_ray
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2)
+def cluster(shared_cluster):
     register_ray()
-    yield ray
-    ray.shutdown()
+    return shared_cluster
 
 
 def where(i):

@@ -9,17 +9,12 @@ import pytest
 
 import beamlet as ray
 from beamlet.util.multiprocessing import Pool, TimeoutError
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2)
-    yield ray
-    ray.shutdown()
+from beamlet.util.multiprocessing.pool import DEPTH
+from conftest import wait_for
 
 
 @pytest.fixture
-def pool(cluster):
+def pool(shared_cluster):
     p = Pool(processes=2)
     yield p
     p.terminate()
@@ -73,6 +68,7 @@ def test_map_starmap_apply(pool):
     assert pool.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
     assert pool.apply(add, (2, 3)) == 5
     assert pool.apply(add, (), {"a": 1, "b": 9}) == 10
+    assert pool.apply(add, (1,), kwargs={"b": 2}) == 3              # Ray's name
     assert pool.map(lambda x: x + 1, [1, 2]) == [2, 3]               # cloudpickle
 
 
@@ -104,7 +100,20 @@ def test_imap_reads_its_input_lazily(pool):
             yield i
     it = pool.imap(square, endless())
     assert [next(it) for _ in range(5)] == [0, 1, 4, 9, 16]
-    assert len(taken) < 50            # not the whole (endless) input
+    # the pool reads ahead of its consumer by a window of items (sent, not yet
+    # consumed): 2 chunks in flight per process, as many again done and waiting
+    window = 2 * DEPTH * 2
+    wait_for(lambda: len(taken) == 5 + window, msg="the read-ahead to stop at the window")
+    assert [next(it) for _ in range(100)] == [x * x for x in range(5, 105)]
+    wait_for(lambda: len(taken) == 105 + window, msg="the read-ahead to follow")
+
+
+def test_close_runs_an_unconsumed_imap_to_its_end(shared_cluster):
+    p = Pool(2)
+    it = p.imap(square, range(40))
+    p.close()
+    p.join()                                     # does not wait for the consumer
+    assert list(it) == [x * x for x in range(40)]
 
 
 def test_imap_next_timeout(pool):
@@ -157,7 +166,7 @@ def test_async_result_api_and_callbacks(pool):
     assert pool.starmap_async(add, [(1, 1), (2, 2)]).get(30) == [2, 4]
 
 
-def test_initializer_runs_in_every_process(cluster):
+def test_initializer_runs_in_every_process(shared_cluster):
     with Pool(2, initializer=set_tag, initargs=("tagged",)) as p:
         assert p.map(read_tag, range(6), chunksize=1) == ["tagged"] * 6
 
@@ -171,7 +180,7 @@ def read_tag(_):
     return globals().get("TAG")
 
 
-def test_failing_initializer_fails_pool_creation(cluster):
+def test_failing_initializer_fails_pool_creation(shared_cluster):
     with pytest.raises(Exception, match="no init for you"):
         Pool(1, initializer=bad_init)
 
@@ -180,7 +189,7 @@ def bad_init():
     raise RuntimeError("no init for you")
 
 
-def test_maxtasksperchild_replaces_processes(cluster):
+def test_maxtasksperchild_replaces_processes(shared_cluster):
     with Pool(1, maxtasksperchild=1) as p:
         pids = p.map(pid_of, range(4), chunksize=1)
     assert len(set(pids)) == 4
@@ -188,7 +197,7 @@ def test_maxtasksperchild_replaces_processes(cluster):
         assert len(set(p.map(pid_of, range(4), chunksize=1))) == 1
 
 
-def test_a_dead_process_fails_its_items_and_is_replaced(cluster):
+def test_a_dead_process_fails_its_items_and_is_replaced(shared_cluster):
     with Pool(1) as p:
         first = p.apply(pid_of, (0,))
         with pytest.raises(ray.exceptions.ActorDiedError):
@@ -197,7 +206,7 @@ def test_a_dead_process_fails_its_items_and_is_replaced(cluster):
         assert second != first
 
 
-def test_close_join_terminate(cluster):
+def test_close_join_terminate(shared_cluster):
     p = Pool(2)
     r = p.map_async(slow, [0.3, 0.3])
     with pytest.raises(ValueError, match="still running"):
@@ -221,14 +230,14 @@ def test_close_join_terminate(cluster):
         it.next(timeout=10)
 
 
-def test_context_manager_terminates(cluster):
+def test_context_manager_terminates(shared_cluster):
     with Pool(1) as p:
         assert p.map(square, [3]) == [9]
     with pytest.raises(ValueError, match="Pool not running"):
         p.map(square, [3])
 
 
-def test_bad_arguments(cluster):
+def test_bad_arguments(shared_cluster):
     with pytest.raises(ValueError, match="at least 1"):
         Pool(0)
     with pytest.raises(ValueError, match="only 2 CPUs"):

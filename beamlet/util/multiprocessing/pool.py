@@ -84,6 +84,9 @@ class PoolTerminated(RuntimeError):
     pass
 
 
+WAIT = object()    # next_chunk(): not now (see IMapIterator.hold_back)
+
+
 # ------------------------------------------------------------------ jobs
 class _Job:
     """What one call submitted: chunks of (args, kwargs) items for `func`."""
@@ -95,16 +98,30 @@ class _Job:
         self.finished = False             # no more chunks will be submitted
 
     def next_chunk(self):
-        """(index, items) of the next chunk, or None (called by the dispatcher)."""
+        """(index, items) of the next chunk, None when there is none, or WAIT when
+        the caller should consume results first (called by the dispatcher)."""
         if self.finished:
             return None
+        if self.hold_back():
+            return WAIT
         items = next(self._chunks, None)
         if items is None:
             self.finished = True
             self.exhausted(self._next_index)
             return None
         self._next_index += 1
+        self.submitted(len(items))
         return self._next_index - 1, items
+
+    def hold_back(self) -> bool:
+        """True while the caller holds enough results not yet consumed."""
+        return False
+
+    def release(self):
+        """The pool was closed: run the rest without waiting for the caller."""
+
+    def submitted(self, n_items):
+        """n_items more items were sent to the actors."""
 
     def exhausted(self, n_chunks):
         """The job's chunks are all submitted: there are n_chunks."""
@@ -191,9 +208,14 @@ class IMapIterator(_Job):
     """The iterator imap / imap_unordered return: results in input order, or as
     they finish."""
 
-    def __init__(self, func, chunks, ordered):
+    def __init__(self, func, chunks, ordered, window, kick):
         super().__init__(func, chunks)
         self._ordered = ordered
+        self._window = window            # items sent but not yet consumed, at most
+        self._kick = kick                # asks the dispatcher to send more
+        self._sent = 0
+        self._consumed = 0
+        self._held_back = False
         self._cond = threading.Condition()
         self._done = {}                  # chunk index -> outcomes (ordered)
         self._ready = collections.deque()  # outcomes ready to be yielded
@@ -201,6 +223,20 @@ class IMapIterator(_Job):
         self._n_chunks = None            # known once the input is exhausted
         self._n_taken = 0                # chunks moved to _ready
         self._error = None               # the pool or the input failed
+
+    def hold_back(self):
+        # so that a slow consumer of an endless input does not make the pool
+        # read (and keep the results of) the whole input
+        if self._sent - self._consumed >= self._window:
+            self._held_back = True
+        return self._held_back
+
+    def submitted(self, n_items):
+        self._sent += n_items
+
+    def release(self):
+        self._window = float("inf")
+        self._held_back = False
 
     def exhausted(self, n_chunks):
         with self._cond:
@@ -245,10 +281,16 @@ class IMapIterator(_Job):
                 raise multiprocessing.TimeoutError
             if self._ready:
                 ok, value, tb = self._ready.popleft()
+                self._consumed += 1
+                kick = self._held_back and self._sent - self._consumed < self._window
+                if kick:
+                    self._held_back = False
             elif self._error is not None:
                 raise self._error
             else:
                 raise StopIteration
+        if kick:
+            self._kick()
         if not ok:
             raise _with_remote_traceback(value, tb)
         return value
@@ -295,11 +337,22 @@ class _Dispatcher:
             self._cond.notify_all()
         _fail_jobs(failed)
 
+    def kick(self):
+        """Send more chunks if there is room (a consumer made some)."""
+        with self._cond:
+            failed = self._fill()
+            self._cond.notify_all()
+        _fail_jobs(failed)
+
     def close(self):
         with self._cond:
             if self.state == RUN:
                 self.state = CLOSE
+            for job in self._jobs:
+                job.release()        # join() waits for all of it, as multiprocessing's
+            failed = self._fill()
             self._cond.notify_all()
+        _fail_jobs(failed)
 
     def terminate(self):
         with self._cond:
@@ -329,16 +382,9 @@ class _Dispatcher:
             slot = min(self.slots, key=lambda s: s.inflight)
             if slot.inflight >= DEPTH:
                 break
-            job = self._jobs[0]
-            try:
-                chunk = job.next_chunk()
-            except Exception as e:     # the caller's iterable raised
-                self._jobs.popleft()
-                failed.append((job, e))
-                continue
-            if chunk is None:
-                self._jobs.popleft()
-                continue
+            job, chunk = self._next_chunk(failed)
+            if job is None:
+                break
             index, items = chunk
             ref = slot.actor.run_chunk.remote(job.func_ref, items)
             self._inflight[ref] = (job, index, slot, slot.actor)
@@ -348,6 +394,22 @@ class _Dispatcher:
                 # its queued chunks still run; the old actor ends when they have
                 slot.actor, slot.count = self._make_actor(), 0
         return failed
+
+    def _next_chunk(self, failed):
+        """(holding _cond) The first job, in submission order, with a chunk to
+        send now, and that chunk; (None, None) if none has."""
+        for job in list(self._jobs):
+            try:
+                chunk = job.next_chunk()
+            except Exception as e:     # the caller's iterable raised
+                self._jobs.remove(job)
+                failed.append((job, e))
+                continue
+            if chunk is None:
+                self._jobs.remove(job)
+            elif chunk is not WAIT:
+                return job, chunk
+        return None, None
 
     def _loop(self):
         while True:
@@ -452,12 +514,16 @@ class Pool:
             raise
 
     # ---- submitting
-    def apply(self, func, args=(), kwds=None):
-        """func(*args, **kwds) in one of the pool's processes; its result."""
-        return self.apply_async(func, args, kwds).get()
+    def apply(self, func, args=(), kwds=None, *, kwargs=None):
+        """func(*args, **kwds) in one of the pool's processes; its result.
+        (`kwargs=` is Ray's name for multiprocessing's `kwds`.)"""
+        return self.apply_async(func, args, kwds, kwargs=kwargs).get()
 
-    def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None):
-        items = [(tuple(args or ()), dict(kwds or {}))]
+    def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None,
+                    *, kwargs=None):
+        if kwds is not None and kwargs is not None:
+            raise TypeError("apply_async() takes kwds= or kwargs= (the same), not both.")
+        items = [(tuple(args or ()), dict(kwds or kwargs or {}))]
         job = AsyncResult(func, iter([items]), 1, True, callback, error_callback)
         self._dispatcher.add(job)
         return job
@@ -505,7 +571,9 @@ class Pool:
         self._check_running()
         _check_chunksize(chunksize)
         items = (_item(x, False) for x in iterable)
-        job = IMapIterator(func, _chunks_of(items, chunksize), ordered)
+        window = 2 * DEPTH * self._processes * chunksize
+        job = IMapIterator(func, _chunks_of(items, chunksize), ordered, window,
+                           self._dispatcher.kick)
         self._dispatcher.add(job)
         return job
 
