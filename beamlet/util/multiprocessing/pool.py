@@ -11,8 +11,9 @@
                                     └─────────────────────────────────────────┘
 
 A job is one call (map, imap, apply_async ...): its items, cut into chunks.  The
-items of an imap are read lazily, a chunk at a time, as actors become free, so a
-long or endless iterable is not held in memory.  Each actor runs a chunk's items
+items of an imap are read lazily, a chunk at a time, as actors become free and
+at most a window (2 * DEPTH chunks per process) ahead of what the caller has
+consumed, so a long or endless iterable is not held in memory.  Each actor runs a chunk's items
 one by one and returns, per item, the value or the exception with its traceback;
 the caller gets the exception itself (as multiprocessing gives it, with the
 remote traceback as its __cause__).  Callbacks run in the dispatcher thread, as
