@@ -57,6 +57,14 @@ class ActorClass:
     def remote(self, *args, **kwargs):
         return self._create(args, kwargs, self._options)
 
+    def bind(self, *args, **kwargs):
+        """A DAG node that creates this actor at each execute() (beamlet.dag)."""
+        return self._bind(args, kwargs, {})
+
+    def _bind(self, args, kwargs, options):
+        from .dag.class_node import ClassNode
+        return ClassNode(self, args, kwargs, options, set(self._methods))
+
     def _create(self, args, kwargs, options):
         from . import api
         core = api._core()
@@ -225,6 +233,11 @@ class ActorMethod:
 
     def remote(self, *args, **kwargs):
         return self._submit(args, kwargs, self._num_returns)
+
+    def bind(self, *args, **kwargs):
+        """A DAG node that calls this method of the live actor (beamlet.dag)."""
+        from .dag.class_node import ClassMethodNode
+        return ClassMethodNode(self._handle, self._name, args, kwargs, {})
 
     def _submit(self, args, kwargs, num_returns):
         from . import api

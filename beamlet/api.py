@@ -140,6 +140,7 @@ def _info():
 
 
 def _start_log_thread(gcs, job_id):
+    from .experimental.tqdm_ray import process_log_line   # tqdm_ray's bars
     stop = threading.Event()
     ps = gcs.r.pubsub(ignore_subscribe_messages=True)
     ps.subscribe(keys.logs_channel(job_id), keys.errors_channel(job_id))
@@ -156,7 +157,8 @@ def _start_log_thread(gcs, job_id):
             data = m["data"].decode("utf-8", "replace")
             if m["channel"] == logs_ch:
                 stream = sys.stderr if data[:1] == "E" else sys.stdout
-                print(data[1:], file=stream, flush=True)
+                if not process_log_line(data[1:], stream):
+                    print(data[1:], file=stream, flush=True)
             else:
                 print(f"beamlet warning: {data}", file=sys.stderr, flush=True)
         try:

@@ -5,6 +5,7 @@
     beamlet stop                               stop the nodes `beamlet start` ran here
     beamlet status [--address HOST:PORT]       nodes, resources used/total, demand
     beamlet memory [--address HOST:PORT]       the objects in this machine's store
+    beamlet run SCRIPT [ARGS...]               a Ray program, unchanged (ray is beamlet)
 
 Nodes made by `beamlet start` outlive the command (no owner pid, no parent-death
 signal); their session directories' cluster.json files list their pids, which is
@@ -361,6 +362,16 @@ def cmd_memory(args):
     return 0
 
 
+def cmd_run(args):
+    """Run a Ray program unchanged: `import ray` is beamlet in it and its workers."""
+    from ._private.ray_alias import run_program
+    if args.module is None and not args.args:
+        return run_program()          # prints the usage error
+    if args.module is not None:
+        return run_program(module=args.module, args=args.args)
+    return run_program(script=args.args[0], args=args.args[1:])
+
+
 def _subcommand(sub, name, func, help, description=None):
     """A subparser with the options every subcommand has (-v)."""
     p = sub.add_parser(name, help=help, description=description or help)
@@ -454,6 +465,21 @@ def _add_memory(sub):
     p.add_argument("--json", action="store_true", help="print the raw table as JSON")
 
 
+def _add_run(sub):
+    # no -v here: every argument after SCRIPT is the program's own
+    p = sub.add_parser("run", help="run a Ray program unchanged (`import ray` is beamlet "
+                       "in it and in its workers)",
+                       description="Run SCRIPT (or -m MODULE) with ARGS as python would, "
+                       "with `import ray`, `import ray.util.X`, `from ray.exceptions "
+                       "import Y` resolving to beamlet's modules, in the program and in "
+                       "the workers of the jobs it starts. Nothing named ray is "
+                       "installed: outside `beamlet run`, `import ray` is unaffected.")
+    p.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]",
+                   help="the program to run and its own arguments (passed on as they are)")
+    p.set_defaults(func=cmd_run, verbose=False)
+
+
 def build_parser():
     from . import __version__
     ap = argparse.ArgumentParser(prog="beamlet", description="beamlet cluster tools: "
@@ -461,7 +487,7 @@ def build_parser():
     ap.add_argument("--version", action="version", version=f"beamlet {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_start, _add_stop, _add_status, _add_memory):
+    for add in (_add_start, _add_stop, _add_status, _add_memory, _add_run):
         add(sub)
     return ap
 

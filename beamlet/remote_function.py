@@ -120,6 +120,9 @@ class WithOptions:
     def remote(self, *args, **kwargs):
         return self._submit(args, kwargs, self._options)
 
+    def bind(self, *args, **kwargs):
+        return self._target._bind(args, kwargs, self._options)
+
     def __call__(self, *args, **kwargs):
         return self._target(*args, **kwargs)   # raises the "use .remote" TypeError
 
@@ -151,6 +154,14 @@ class RemoteFunction:
 
     def remote(self, *args, **kwargs):
         return self._submit(args, kwargs, self._options)
+
+    def bind(self, *args, **kwargs):
+        """A DAG node that runs this function as a task at execute() (beamlet.dag)."""
+        return self._bind(args, kwargs, {})
+
+    def _bind(self, args, kwargs, options):
+        from .dag.function_node import FunctionNode
+        return FunctionNode(self, args, kwargs, options)
 
     def _submit(self, args, kwargs, options):
         from . import api

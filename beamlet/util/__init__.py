@@ -5,3 +5,5 @@ from .placement_group import (PlacementGroup, get_current_placement_group,
 from . import scheduling_strategies
 from . import queue
 from .actor_pool import ActorPool
+from .check_serialize import inspect_serializability
+from .named_actors import list_named_actors

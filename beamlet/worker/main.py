@@ -21,7 +21,7 @@ import traceback
 import cloudpickle
 
 from .. import exceptions
-from .._private import process, serialization
+from .._private import process, ray_alias, serialization
 from .._private import protocol as P
 from . import core_worker
 from .core_worker import CoreWorker, TaskContext
@@ -203,7 +203,9 @@ class Worker:
         except Exception:
             return
         for p in paths:
-            if isinstance(p, str) and p not in sys.path:
+            if p == ray_alias.JOB_MARKER:    # a job of `beamlet run`: ray is beamlet
+                ray_alias.install()
+            elif isinstance(p, str) and p not in sys.path:
                 sys.path.append(p)
 
     def target(self, spec):
