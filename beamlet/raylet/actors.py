@@ -107,7 +107,7 @@ class ActorsMixin:
 
     def record_actor(self, a):
         w = a.worker
-        self.wb.put("hset", keys.actor(a.actor_id), mapping={
+        self.gcsw.put("hset", keys.actor(a.actor_id), mapping={
             "class": a.class_name, "name": a.name or "", "namespace": a.namespace or "",
             "state": a.state, "node": self.node_id.hex(),
             "pid": w.pid if w else 0, "detached": int(a.detached),

@@ -245,7 +245,7 @@ class ClusterScheduler:
             t.move(TS.WAITING_FOR_RESOURCES)
         t.move(TS.FORWARDED)
         self.om.forwarded[t.spec.task_id] = [t, target]
-        self.r.task_event(t)
+        self.r.gcsw.task_event(t)
         args, exported = self.om.forward_args(t.spec, target)
         self.send_ordered(target, [kind, t.spec.to_wire(), args, exported])
 
@@ -275,7 +275,7 @@ class ClusterScheduler:
         # our copy of the creation object stands for the host's: when it is freed
         # (every handle gone) the host's is released, and the actor exits there
         self.om.remote_refs[creation_oid] = target
-        r.wb.put("hset", keys.actor(aid), mapping={"node": target})
+        r.gcsw.put("hset", keys.actor(aid), mapping={"node": target})
         self.send_ordered_task(t, target, P.PEER_ACTOR_CREATE)
         self.pump(ra)
 
@@ -523,7 +523,7 @@ class ClusterScheduler:
         restarts = int(info.get("restarts") or 0) + 1
         log(f"restarting actor {spec.name} {ra.actor_id.hex()[:12]} on node "
             f"{target[:12]} ({cause})")
-        r.wb.put("hset", keys.actor(ra.actor_id), mapping={
+        r.gcsw.put("hset", keys.actor(ra.actor_id), mapping={
             "state": "RESTARTING", "node": target, "restarts": restarts})
         t = ra.creation_task
         if t is None or t.state is not TS.FORWARDED:
@@ -567,7 +567,7 @@ class ClusterScheduler:
         r = self.r
         ra.dead = cause
         if record:
-            r.wb.put("hset", keys.actor(ra.actor_id), mapping={
+            r.gcsw.put("hset", keys.actor(ra.actor_id), mapping={
                 "state": "DEAD", "death_cause": cause})
         t, ra.creation_task = ra.creation_task, None
         if t is not None and t.state not in (TS.FINISHED, TS.FAILED, TS.CANCELLED):

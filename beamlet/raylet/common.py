@@ -8,10 +8,6 @@ def desc_is_error(desc) -> bool:
     return bool(desc[2] if desc[0] == P.INLINE else desc[3])
 
 
-# At most this many workers start at once (each costs ~0.1 s of CPU to boot).
-MAX_STARTING = 8
-
-
 def node_gpu_ids(pool, ids):
     """GPU ids of a pool (a placement-group bundle numbers its GPUs from 0) as the
     node's ids."""

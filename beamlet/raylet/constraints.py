@@ -75,7 +75,7 @@ class ConstraintsMixin:
                 self.record_placement_group(pg)
 
     def record_placement_group(self, pg):
-        self.wb.put("hset", keys.placement_group(pg.pg_id), mapping={
+        self.gcsw.put("hset", keys.placement_group(pg.pg_id), mapping={
             "name": pg.name or "", "strategy": pg.strategy, "state": pg.state.value,
             "bundles": json.dumps([b.request for b in pg.bundles]),
             "node": self.node_id.hex(),
@@ -97,7 +97,7 @@ class ConstraintsMixin:
                    f"has {self.cs.cluster_total()} in total on "
                    f"{1 + len(self.om.nodes)} node(s). It stays pending until "
                    f"enough nodes with these resources join.")
-            self.wb.put("publish", keys.errors_channel(conn.job_id), msg)
+            self.gcsw.put("publish", keys.errors_channel(conn.job_id), msg)
         self.request_schedule()
         return True
 

@@ -267,7 +267,7 @@ class ObjectManager:
             if o.data is not None and oid not in self.in_gcs:
                 self.in_gcs.add(oid)
                 self.watch.add(oid)
-                self.r.wb.put("hset", keys.obj(oid), self.node_hex, o.size)
+                self.r.gcsw.put("hset", keys.obj(oid), self.node_hex, o.size)
         return out
 
     def import_refs(self, peer, oids) -> list:
@@ -316,7 +316,7 @@ class ObjectManager:
         self.remote_ready.pop(oid, None)
         if oid in self.in_gcs:
             self.in_gcs.discard(oid)
-            self.r.wb.put("hdel", keys.obj(oid), self.node_hex)
+            self.r.gcsw.put("hdel", keys.obj(oid), self.node_hex)
         peer = self.remote_refs.pop(oid, None)
         if peer is not None and peer not in self.dead:
             # our copy (or proxy) is gone: the origin may free its own
@@ -510,8 +510,7 @@ class ObjectManager:
         spec = t.spec
         self.forwarded[spec.task_id] = [t, node_hex]
         args, exported = self.forward_args(spec, node_hex)
-        if hasattr(self.r, "task_event"):
-            self.r.task_event(t)
+        self.r.gcsw.task_event(t)
         self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args, exported]))
 
     async def send(self, node_hex, msg):
@@ -882,7 +881,7 @@ class ObjectManager:
                                             msg[6] if len(msg) > 6 else size)
                     for c in contained or ():
                         r.incref(c)
-                    r.wb.put("hset", keys.obj(o.oid), self.node_hex, size)
+                    r.gcsw.put("hset", keys.obj(o.oid), self.node_hex, size)
                     waiters = r.store.seal_arena(o, is_error, contained)
                     r.seal_waiters(waiters)
             finally:

@@ -55,7 +55,7 @@ class ObjectsMixin:
         o.state = ObjState.FREED
         if o.size >= config.INLINE_THRESHOLD:
             # this node no longer holds it (other nodes' copies stay listed)
-            self.wb.put("hdel", keys.obj(o.oid), self.node_id.hex())
+            self.gcsw.put("hdel", keys.obj(o.oid), self.node_id.hex())
         if (self.om.watch and o.oid in self.om.watch) or (
                 self.om.remote_refs and o.oid in self.om.remote_refs):
             self.om.freed(o)   # e.g. the copy we fetched is gone: unpin the origin's
@@ -170,7 +170,7 @@ class ObjectsMixin:
             self.pending_creates.append((deadline, conn, req, o, size))
             self.make_room()
             return
-        self.wb.put("hset", keys.obj(o.oid), self.node_id.hex(), size)
+        self.gcsw.put("hset", keys.obj(o.oid), self.node_id.hex(), size)
         conn.send([P.REPLY, req, [off]])
 
     def memory_freed(self):

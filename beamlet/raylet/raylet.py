@@ -29,8 +29,9 @@ from .. import exceptions
 from .._private import config, ids, process
 from .._private import protocol as P
 from ..gcs import keys
-from ..gcs.client import GcsClient, WriteBehind
+from ..gcs.client import GcsClient
 from .cluster_scheduling import ClusterScheduler
+from .gcs_writer import GcsWriter
 from .object_manager import ObjectManager
 from .object_store import ObjectTable, ObjState
 from .placement_groups import PlacementGroups
@@ -107,9 +108,6 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         self.creation_to_actor = {}   # creation oid -> Actor
         self.clients = set()
         self.drivers = {}        # job_id -> Conn
-        self.getters = []
-        self.task_events = {}        # task_id -> Task whose state the GCS lacks
-        self.finished_task_ids = collections.deque()
         self.pending_creates = []   # (deadline, conn, req, oid, size)
         self.spill_thread = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="spill")
@@ -119,13 +117,14 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         self.fn_time = {}        # fn key -> how long its last task ran (send_ahead)
         self.sent_ahead = 0      # tasks sent ahead so far (reported by "status")
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
-        self.output_tasks = set()  # tasks forwarding workers' stdout/stderr
         self.arena_size = args.object_store_memory
         self.store = ObjectTable(self.arena_size)
         self.spill_dir = os.path.join(self.session_dir, "spill")
         self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
-        self.wb = WriteBehind(self.gcs.r, config.GCS_FLUSH_S)
-        self.pool = WorkerPool(self.socket_path, self.session_dir, self.node_id)
+        self.gcsw = GcsWriter(self.gcs, self.node_id, config.GCS_FLUSH_S)
+        self.pool = WorkerPool(self.socket_path, self.session_dir, self.node_id,
+                               keep_idle=max(int(self.resources.total.get("CPU", 1)), 1))
+        self.pool.wire(gcs=self.gcsw, on_start_failed=self.workers_fail_to_start)
         self.pgs = PlacementGroups(self.resources)
         self.schedule_pending = False
         self.stopping = False
@@ -144,7 +143,6 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
             "status": self.call_status, "pg_create": self.call_pg_create,
             "pg_remove": self.call_pg_remove, "pg_table": self.call_pg_table, "ping": lambda conn: "pong",
         }
-        self._lost_error_cache = {}
         # cross-node work (forwarding, pulls, remote refs): object_manager.py
         self.om = ObjectManager(self)
         # cross-node scheduling (remote actors, strategies, placement groups)
@@ -160,6 +158,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
 
     async def main(self):
         self.loop = asyncio.get_running_loop()
+        self.pool.start(self.loop)
         self.setup_arena()
         os.makedirs(self.spill_dir, exist_ok=True)
         if os.path.exists(self.socket_path):
@@ -170,7 +169,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
         if self.args.owner_pid:
             self.watch_owner(self.args.owner_pid)
-        self.gcs.register_node(self.node_id, {
+        self.gcsw.register_node({
             "address": self.args.node_ip, "socket": self.socket_path,
             "hostname": socket.gethostname(), "pid": os.getpid(), "state": "ALIVE",
             "resources_total": self.resources.total,
@@ -179,7 +178,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
             "session_dir": self.session_dir, "is_head": int(self.args.head)})
         await self.om.start()
         for _ in range(self.args.prestart):
-            self.start_worker()
+            self.pool.start_worker()
         ticker = self.loop.create_task(self.tick())
         # tell the starter we are ready
         print("RAYLET_READY", flush=True)
@@ -191,7 +190,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
             self.om.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
-            pending = [ticker, *self.output_tasks]
+            pending = [ticker, *self.pool.output_tasks()]
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -218,13 +217,9 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
                 self.stopped.set_result(None)
 
     def shutdown(self):
-        try:
-            self.gcs.r.hset(keys.node(self.node_id), "state", "DEAD")
-            self.gcs.r.hset(keys.node(self.node_id), "death_reason", "stopped")
-        except Exception:
-            pass
+        self.gcsw.node_stopped()
         self.pool.kill_all()
-        self.wb.close()
+        self.gcsw.close()
         try:
             os.unlink(self.socket_path)
         except OSError:
@@ -238,106 +233,39 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
 
     async def tick(self):
         """Heartbeats, reaping idle workers, expiring creates, infeasible warnings."""
-        hb_key = keys.node(self.node_id)
         while True:
             await asyncio.sleep(config.HEARTBEAT_S)
-            now = time.time()
-            self.wb.put("zadd", keys.HEARTBEATS, {self.node_id.hex(): now})
+            self.gcsw.heartbeat(time.time())
             self.om.spawn(self.om.tick())
             self.cs.tick()
-            self.wb.put("hset", hb_key, mapping={
-                "resources_available": json.dumps(self.resources.snapshot()),
-                "demand": json.dumps(self.ready.demand() + [
-                    {"resources": t.spec.resources, "count": 1, "infeasible": True}
-                    for t in self.infeasible]),
-                "object_store_used": self.store.allocator.used})
-            self.flush_task_events()
-            self.check_workers()
+            self.gcsw.report_load(self.resources.snapshot(), self.ready.demand() + [
+                {"resources": t.spec.resources, "count": 1, "infeasible": True}
+                for t in self.infeasible], self.store.allocator.used)
+            self.gcsw.flush_task_events()
+            self.pool.check()
             self.expire_creates()
             self.warn_infeasible()
 
     # ------------------------------------------------------------------ workers
-    def start_worker(self):
-        w = self.pool.start_worker(stdout=asyncio.subprocess.PIPE,
-                                   stderr=asyncio.subprocess.PIPE)
-        w.log_name = f"pid={w.pid}"
-        for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
-            # keep a strong reference: the loop holds tasks weakly, and so does the
-            # pipe's StreamReaderProtocol its reader, so an unreferenced reading
-            # task is garbage-collected mid-read and the worker's output is lost
-            t = self.loop.create_task(self.forward_output(w, stream, is_err))
-            self.output_tasks.add(t)
-            t.add_done_callback(self.output_tasks.discard)
-        return w
-
-    async def forward_output(self, w, stream, is_err):
-        """Read a worker's stdout/stderr and publish each line to its job's driver."""
-        reader = asyncio.StreamReader()
-        await self.loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), stream)
-        while True:
-            try:
-                line = await reader.readline()
-            except Exception:
-                break
-            if not line:
-                break
-            text = line.decode(errors="replace").rstrip("\n")
-            if not text.startswith("("):
-                text = f"(pid={w.pid}) {text}"
-            job = w.job_id
-            if job:
-                self.wb.put("publish", keys.logs_channel(job),
-                            ("E" if is_err else "O") + text)
-            else:
-                log("worker output:", text)
-
-    def check_workers(self):
-        now = time.monotonic()
-        for w in list(self.pool.workers.values()):
-            if w.state is WState.STARTING and w.proc.poll() is not None:
-                self.pool.remove(w)
-                self.pool.start_failures += 1
-                log(f"worker {w.pid} failed to start: {process.describe_exit(w.proc.returncode)}")
-                if self.pool.start_failures >= 5:
-                    self.fail_queued(exceptions.RaySystemError(
-                        "beamlet workers fail to start; see the logs in "
-                        f"{self.session_dir}/logs"))
-                else:
-                    self.request_schedule()
-        ncpu = int(self.resources.total.get("CPU", 1))
-        idle = [w for w in self.pool.workers.values() if w.state is WState.IDLE]
-        excess = len(idle) - max(ncpu, 1)
-        for w in sorted(idle, key=lambda w: w.idle_since):
-            if excess <= 0:
-                break
-            if now - w.idle_since > config.IDLE_WORKER_S:
-                w.conn.send([P.EXIT, "idle"])
-                self.pool.remove(w)
-                excess -= 1
+    def workers_fail_to_start(self, err):
+        """WorkerPool callback: a worker died before connecting; `err` once they
+        keep failing (then the queued tasks fail with it)."""
+        if err is not None:
+            self.fail_queued(err)
+        else:
+            self.request_schedule()
 
     def worker_lost(self, w, conn):
         """A worker's connection closed: it exited or crashed."""
-        if w.state is WState.DEAD:
-            # removed on purpose (actor killed or freed): just reap the process
-            if w.proc is not None and w.proc.poll() is None:
-                self.loop.call_later(0.5, w.proc.poll)
-            return
-        prev_state = w.state
-        self.pool.remove(w)
+        how = self.pool.lost(w)
+        if how is None:
+            return      # removed on purpose (actor killed or freed): reaped
         ahead, w.next, w.revoking = w.next, None, None
         if ahead is not None:
             # sent ahead, never started (the DONE before it would have come
             # first): it goes back to the queue without using a retry, behind
             # the crashed task (pushed to the front below)
             self.give_back(ahead)
-        code = w.proc.poll() if w.proc else None
-        if code is None and w.proc:
-            try:
-                code = w.proc.wait(0.5)
-            except Exception:
-                code = None
-        how = process.describe_exit(code)
         if w.actor is not None:
             self.drop_creation(w.actor, w)   # it died inside the constructor
             self.actor_died(w.actor, f"The actor's worker process (pid={w.pid}) {how}.",
@@ -357,8 +285,6 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
                     f"The worker running {t.spec.name} (pid={w.pid}) {how} while "
                     f"running it, and the task has no retries left "
                     f"(max_retries={t.spec.max_retries})."))
-        elif prev_state is WState.BLOCKED and w.lent is not None:
-            pass
         self.request_schedule()
 
     # ------------------------------------------------------------------ clients
@@ -370,7 +296,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         conn.role, conn.pid, conn.job_id = role, pid, job_id
         self.clients.add(conn)
         if role == "worker":
-            w = self.pool.workers.get(worker_id)
+            w = self.pool.get(worker_id)
             if w is None:
                 conn.send([P.EXIT, "unknown worker"])
                 return
@@ -404,7 +330,6 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
             for _ in range(n):
                 self.decref(oid)
         conn.refs.clear()
-        self.getters = [g for g in self.getters if g.conn is not conn]
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
             self.job_finished(conn.job_id)
@@ -490,7 +415,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
                 "demand": self.ready.demand(),
                 "infeasible": [{"task": t.spec.name, "resources": t.spec.resources}
                                for t in self.infeasible],
-                "workers": {s.value: self.pool.count(s) for s in WState},
+                "workers": self.pool.state_counts(),
                 "tasks_sent_ahead": self.sent_ahead,
                 "store": self.store.stats()}
 

@@ -12,7 +12,7 @@ from .scheduler import Task, TaskState
 from .worker_pool import WState
 
 from .actors import Actor
-from .common import MAX_STARTING, desc_is_error, log, node_gpu_ids
+from .common import desc_is_error, log, node_gpu_ids
 
 TS = TaskState
 
@@ -87,33 +87,9 @@ class TasksMixin:
                 o = objects.get(a.creation_oid)
                 o.refcount += 1
             self.record_actor(a)
-        self.task_event(t)
+        self.gcsw.task_event(t)
         if t.missing == 0:
             self.make_ready(t)
-
-    def task_event(self, t):
-        """Note a task's state for the GCS; flushed in batches by flush_task_events."""
-        self.task_events[t.spec.task_id] = t
-
-    def flush_task_events(self):
-        """One HSET per flush for all tasks that changed (not one per task), and
-        trim the table to the most recent TASKS_KEPT finished tasks."""
-        if not self.task_events:
-            return
-        events, self.task_events = self.task_events, {}
-        fields = {}
-        done = self.finished_task_ids
-        for tid, t in events.items():
-            st = t.state
-            fields[tid.hex()] = f"{st.value} {t.spec.name} {t.spec.job_id.hex()} " \
-                                f"{t.history[-1][0]:.3f}"
-            if st in (TS.FINISHED, TS.FAILED, TS.CANCELLED):
-                done.append(tid.hex())
-        key = keys.tasks(self.node_id)
-        self.wb.put("hset", key, mapping=fields)
-        if len(done) > keys.TASKS_KEPT:
-            drop = [done.popleft() for _ in range(len(done) - keys.TASKS_KEPT)]
-            self.wb.put("hdel", key, *drop)
 
     def arg_ready(self, t):
         t.missing -= 1
@@ -183,7 +159,7 @@ class TasksMixin:
                    f"it requires {t.spec.resources} but the cluster has "
                    f"{self.cs.cluster_total()} in total. It stays pending until a node "
                    f"with these resources joins the cluster.")
-            self.wb.put("publish", keys.errors_channel(t.spec.job_id), msg)
+            self.gcsw.put("publish", keys.errors_channel(t.spec.job_id), msg)
             log("infeasible:", msg)
 
     def request_schedule(self):
@@ -221,9 +197,7 @@ class TasksMixin:
             if q and shape[1] is None:
                 self.send_ahead(q)
         if want:
-            need = min(want, MAX_STARTING) - self.pool.starting
-            for _ in range(max(0, need)):
-                self.start_worker()
+            self.pool.start_workers(want)
 
     def arg_descriptors(self, conn, spec):
         objects = self.store.objects
@@ -458,7 +432,7 @@ class TasksMixin:
 
     def task_ended(self, t):
         self.tasks.pop(t.spec.task_id, None)
-        self.task_event(t)
+        self.gcsw.task_event(t)
         held, t.held = t.held, []
         for oid in held:
             self.decref(oid)
