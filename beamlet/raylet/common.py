@@ -3,6 +3,7 @@ import sys
 import time
 
 from .._private import protocol as P
+from .._private import serialization
 
 def desc_is_error(desc) -> bool:
     return bool(desc[2] if desc[0] == P.INLINE else desc[3])
@@ -13,6 +14,11 @@ def node_gpu_ids(pool, ids):
     node's ids."""
     m = getattr(pool, "gpu_map", None)
     return [m[i] for i in ids] if m else ids
+
+
+def error_bytes(err) -> bytes:
+    """An exception as the serialized value of an error object."""
+    return serialization.serialize(err).to_bytes()
 
 
 def log(*a):

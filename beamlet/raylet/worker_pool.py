@@ -17,11 +17,16 @@ import enum
 import os
 import time
 
+from typing import TYPE_CHECKING
+
 from .. import exceptions
 from .._private import config, ids, process
 from .._private import protocol as P
 from ..gcs import keys
 from .common import log
+
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .gcs_writer import GcsWriter
 
 # At most this many workers start at once (each costs ~0.1 s of CPU to boot).
 MAX_STARTING = 8
