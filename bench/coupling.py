@@ -118,6 +118,9 @@ def analyse_class(module, cls, comps) -> list:
                 continue
             if isinstance(v, ast.Name) and params.get(v.id) in comps:
                 refs[t.attr] = params[v.id]
+            elif (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)
+                  and v.func.id in comps and v.func.id != cls.name):
+                refs[t.attr] = v.func.id    # a component it creates (the shell)
             elif isinstance(v, (ast.Name, ast.Attribute)) and _root_name(v) == "raylet":
                 refs[t.attr] = ast.unparse(v)     # the Raylet, or a part of it
     out = []
@@ -126,14 +129,20 @@ def analyse_class(module, cls, comps) -> list:
         local = {p: c for p, c in params.items() if c in comps}   # name -> class
         if "raylet" in params:
             local["raylet"] = "raylet"
-        # aliases: x = self.dep
+        # aliases: x = self.dep (and x, y = self.dep, self.other)
         for node in ast.walk(f):
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name)):
-                v = node.value
-                if (isinstance(v, ast.Attribute) and isinstance(v.value, ast.Name)
-                        and v.value.id == "self" and v.attr in refs):
-                    local[node.targets[0].id] = refs[v.attr]
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            t, v = node.targets[0], node.value
+            pairs = [(t, v)]
+            if isinstance(t, ast.Tuple) and isinstance(v, ast.Tuple) and \
+                    len(t.elts) == len(v.elts):
+                pairs = zip(t.elts, v.elts)
+            for t, v in pairs:
+                if (isinstance(t, ast.Name) and isinstance(v, ast.Attribute)
+                        and isinstance(v.value, ast.Name) and v.value.id == "self"
+                        and v.attr in refs):
+                    local[t.id] = refs[v.attr]
         parents = {}
         for node in ast.walk(f):
             for child in ast.iter_child_nodes(node):

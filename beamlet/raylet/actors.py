@@ -78,6 +78,7 @@ DEAD_ACTORS_KEPT = 10_000
 
 class Actors:
     INTERFACE = (
+        "wire",     # (the shell, once)
         "submit_call", "created", "arg_ready", "bind_worker", "call_done",
         "creation_done", "creation_failed", "creation_freed", "worker_lost",
         "call_kill_actor", "call_actor_state", "job_finished",

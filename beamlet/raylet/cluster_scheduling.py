@@ -44,7 +44,7 @@ Uses: NodeTable (the other nodes); ObjectManager (links, forwarding tasks and
   (refs, a group's ready object); the node's ResourceSet and the
   PlacementGroups (pure, shared with the scheduler and the constraints);
   GcsWriter (actor records) and the GcsClient (actor and group records).
-Messages (raylet <-> raylet, protocol.py): PEER_ACTOR_CREATE, PEER_ACTOR_KILL,
+Messages: (raylet <-> raylet, protocol.py) PEER_ACTOR_CREATE, PEER_ACTOR_KILL,
   PEER_PG_RESERVE, PEER_PG_RESERVED, PEER_PG_CANCEL, PEER_PG_REMOVE (the
   object manager hands them over).
 """
@@ -115,6 +115,7 @@ class RemoteActor:
 
 class ClusterScheduler:
     INTERFACE = (
+        "wire",     # (the shell, once)
         "on_peer", "tick",
         # the local scheduler's hooks
         "route", "actor_call", "arg_ready", "cluster_total",
@@ -221,7 +222,7 @@ class ClusterScheduler:
 
     # ------------------------------------------------------------------ routing
     def route(self, t) -> bool:
-        """make_ready hook: send `t` to another node if its strategy (or, for an
+        """LocalScheduler.make_ready hook: send `t` to another node if its strategy (or, for an
         actor, its resources) says so.  True if it was taken care of."""
         spec = t.spec
         sched = spec.scheduling
@@ -250,7 +251,8 @@ class ClusterScheduler:
                 target = choose_node(spec.resources, list(self.node_table.nodes.values()))
         elif sched[0] == "SPREAD":
             nodes = [(self.me, self.resources.total)] + sorted(
-                (n, rec.get("resources_total", {})) for n, rec in self.node_table.nodes.items())
+                (n, rec.get("resources_total", {}))
+                for n, rec in self.node_table.nodes.items())
             self.spread_turn += 1
             target = spread_node(spec.resources, nodes, self.spread_turn)
         elif sched[0] == "PG":
@@ -357,7 +359,7 @@ class ClusterScheduler:
                 self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, True])
 
     def kill_remote(self, actor_id, no_restart) -> bool:
-        """call_kill_actor hook for an actor not on this node."""
+        """Actors.call_kill_actor hook for an actor not on this node."""
         if not self.node_table.nodes:
             return False
         ra = self.remote_actors.get(actor_id)
@@ -387,7 +389,7 @@ class ClusterScheduler:
 
     # ------------------------------------------------------------------ actors: callers
     def actor_call(self, t) -> bool:
-        """on_submit hook: a call to an actor that is not on this node.  True if it
+        """Actors.submit_call hook: a call to an actor that is not on this node.  True if it
         is routed to another node (False: the caller reports it as unknown)."""
         if not self.node_table.nodes and t.spec.actor_id not in self.remote_actors:
             return False
@@ -405,7 +407,7 @@ class ClusterScheduler:
         return True
 
     def arg_ready(self, t):
-        """raylet.arg_ready hook for a call to a remote actor."""
+        """Actors.arg_ready hook for a call to a remote actor."""
         ra = self.remote_actors.get(t.spec.actor_id)
         if ra is not None:
             self.pump(ra)
@@ -766,7 +768,7 @@ class ClusterScheduler:
             self.release_local(pg)
 
     def pg_removed(self, pg):
-        """call_pg_remove hook: the group is removed here; tell its other nodes."""
+        """Constraints.call_pg_remove hook: the group is removed here; tell its other nodes."""
         if pg.pg_id in self.pg_inflight:
             self.release_local(pg)      # our share of a group still being reserved
         if self.removing_from_peer or pg.nodes is None:
@@ -777,7 +779,7 @@ class ClusterScheduler:
                 self.send_ordered(n, [P.PEER_PG_REMOVE, pg.pg_id])
 
     def pg_remove_unknown(self, pg_id) -> bool:
-        """call_pg_remove hook for a group this node does not know: every node that
+        """Constraints.call_pg_remove hook for a group this node does not know: every node that
         might hold part of it removes it."""
         if not self.node_table.nodes or self.removing_from_peer:
             return False
@@ -805,7 +807,7 @@ class ClusterScheduler:
         return remote[self.pg_turn % len(remote)]
 
     def pg_forward(self, t) -> bool:
-        """constrained_pool hook: a queued task of a created group whose bundle is
+        """Constraints.pool_for hook: a queued task of a created group whose bundle is
         on another node goes there (removed from the ready queue).  True if so."""
         sched = t.spec.scheduling
         pg = self.pgs.get(sched[1])
@@ -834,7 +836,7 @@ class ClusterScheduler:
             self.om.spawn(self._resolve_pg(pg_id))
 
     def requeue(self, t):
-        """The end of raylet.make_ready for a PG task whose group became known."""
+        """The end of LocalScheduler.make_ready for a PG task whose group became known."""
         if self.route(t):
             return
         err = self.constraints.check(t)

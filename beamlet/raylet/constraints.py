@@ -37,8 +37,8 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
 
 
 class Constraints:
-    INTERFACE = ("check", "pool_for", "reserve_pending", "record", "call_pg_create",
-                 "call_pg_remove", "call_pg_table")
+    INTERFACE = ("wire", "check", "pool_for", "reserve_pending", "record",
+                 "call_pg_create", "call_pg_remove", "call_pg_table")
 
     def __init__(self, node_id: bytes, resources: "ResourceSet", pgs: "PlacementGroups"):
         self.node_id = node_id

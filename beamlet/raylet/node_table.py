@@ -17,8 +17,8 @@ import time
 class NodeTable:
     # `nodes` (node hex -> record), `dead` (set of node hexes), `multi` (bool) and
     # `refreshing` (bool) are read-only for the other components
-    INTERFACE = ("refresh", "record", "alive", "note_available", "nodes", "dead",
-                 "multi", "refreshing")
+    INTERFACE = ("wire", "refresh", "record", "alive", "note_available",
+                 "nodes", "dead", "multi", "refreshing")
 
     def __init__(self, node_id: bytes, gcs):
         self.me = node_id.hex()

@@ -51,7 +51,7 @@ Uses: NodeTable (the other nodes, refreshed each tick; node deaths);
   for spilling a backlog); ClusterScheduler (its peer messages, the forwarded
   actor work of a dead node); GcsWriter (object locations, task events) and
   the GcsClient (locations of unknown ids, argument bytes per node).
-Messages (raylet <-> raylet, protocol.py): PEER_PULL, PEER_FORWARD,
+Messages: (raylet <-> raylet, protocol.py) PEER_PULL, PEER_FORWARD,
   PEER_TASK_DONE, PEER_RELEASE, PEER_CANCEL; the rest (PEER_ACTOR_CREATE and
   after) go to cluster_scheduling.py.
 """
@@ -138,8 +138,9 @@ class NoFetch:
 
 class ObjectManager:
     INTERFACE = (
-        # life (the shell)
-        "start", "close", "tick", "spawn",
+        "wire",     # (the shell, once)
+        # life (the shell), and the node table's callback
+        "start", "close", "tick", "spawn", "node_died",
         # the object store's hooks
         "locate", "wanted", "nofetch_callback", "sealed_elsewhere", "pending_freed",
         "freed",
@@ -255,8 +256,9 @@ class ObjectManager:
             def take(t):
                 nonlocal free
                 spec = t.spec
-                if (free <= 0 or spec.kind != P.NORMAL_TASK or spec.task_id in self.from_peer
-                        or spec.scheduling or not fits(avail, spec.resources)):
+                if (free <= 0 or spec.kind != P.NORMAL_TASK
+                        or spec.task_id in self.from_peer or spec.scheduling
+                        or not fits(avail, spec.resources)):
                     return False
                 for k, v in spec.resources.items():
                     avail[k] = avail.get(k, 0.0) - v

@@ -8,9 +8,10 @@ Owns: the object table (ObjectTable in object_store.py: the pure states, their
   freeing another component must hear of (it registers them with `watch`).
 Uses: GcsWriter.put (object locations); NodeTable (whether other nodes exist);
   ObjectManager (an id this node never knew may be on another node: locate /
-  wanted / sealed_elsewhere, and freeing a watched id: pending_freed / freed); LocalScheduler (a worker waiting in
-  get lends its CPU back: block_worker / unblock_worker); ClusterScheduler and
-  Actors (the creation object of an actor was freed: creation_freed).
+  wanted / sealed_elsewhere, and freeing a watched id: pending_freed / freed);
+  LocalScheduler (a worker waiting in get lends its CPU back: block_worker /
+  unblock_worker); ClusterScheduler and Actors (the creation object of an
+  actor was freed: creation_freed).
 Messages: PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN (protocol.py).
 
 Records: an Obj (object_store.py) is handed to other components by `get`; they
@@ -53,6 +54,7 @@ class Getter:
 
 class ObjectStore:
     INTERFACE = (
+        "wire",     # (the shell, once)
         # messages (the shell's handler table)
         "on_put", "on_create", "on_seal", "on_get", "on_wait", "on_ref_add",
         "on_ref_del", "on_unpin",

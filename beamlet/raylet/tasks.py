@@ -51,6 +51,7 @@ TS = TaskState
 
 class LocalScheduler:
     INTERFACE = (
+        "wire",     # (the shell, once)
         # messages and calls
         "on_submit", "on_done", "on_returned", "call_cancel",
         "start",
@@ -133,7 +134,8 @@ class LocalScheduler:
                 t.missing += 1
                 o.waiters.append(lambda t=t: self.arg_ready(t))
                 self.om_want(oid)     # a proxy of an object on another node: pull it
-            elif o.state is ObjState.SPILLED and self.store.request_restore(o, prefetch=True):
+            elif o.state is ObjState.SPILLED and \
+                    self.store.request_restore(o, prefetch=True):
                 # being restored off the loop (there was free room); without
                 # room it is restored when the task is dispatched
                 t.missing += 1

@@ -60,16 +60,16 @@ class Worker:
         self.job_id = b""
         self.started_at = time.monotonic()
         self.lent = None        # resources lent back while blocked
-        # a normal task sent ahead, to start when `task` is DONE (raylet.send_ahead)
+        # a normal task sent ahead, to start when `task` is DONE (LocalScheduler.send_ahead)
         self.next = None
         self.revoking = None    # the task a REVOKE asked back, until RETURNED
         self.log_name = ""
 
 
 class WorkerPool:
-    INTERFACE = ("start", "start_worker", "start_workers", "get", "all", "connected",
-                 "pop_idle", "make_idle", "remove", "signal", "lost", "check",
-                 "state_counts", "output_tasks", "kill_all")
+    INTERFACE = ("wire", "start", "start_worker", "start_workers", "get", "all",
+                 "connected", "pop_idle", "make_idle", "remove", "signal", "lost",
+                 "check", "state_counts", "output_tasks", "kill_all")
 
     def __init__(self, socket_path: str, session_dir: str, node_id: bytes,
                  keep_idle: int = 1):
@@ -162,7 +162,8 @@ class WorkerPool:
             if w.state is WState.STARTING and w.proc.poll() is not None:
                 self.remove(w)
                 self.start_failures += 1
-                log(f"worker {w.pid} failed to start: {process.describe_exit(w.proc.returncode)}")
+                log(f"worker {w.pid} failed to start: "
+                    f"{process.describe_exit(w.proc.returncode)}")
                 if self.start_failures >= START_FAILURES_FATAL:
                     self.on_start_failed(exceptions.RaySystemError(
                         "beamlet workers fail to start; see the logs in "
