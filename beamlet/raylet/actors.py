@@ -1,15 +1,39 @@
 """The raylet's actors: one FIFO per actor, calls sent to its dedicated worker
-in order, restarts, death and kill."""
+in order, restarts, death and kill.
+
+Owns: the actors of this node (Actor records by id, the dead ones among the
+  last DEAD_ACTORS_KEPT included, so that later calls fail with the cause), and
+  which creation object stands for which actor (freeing it ends the actor).
+Uses: ObjectStore (refs on arguments and creation objects, argument
+  descriptors, sealing a creation object that never came); LocalScheduler
+  (tracking calls as tasks, queueing a restart, ending and failing tasks,
+  resources of a creation task); WorkerPool (signals, removing a worker);
+  ClusterScheduler (a call or kill for an actor on another node, a job's end);
+  GcsWriter (the actor's record) and the GcsClient (its name).
+Messages: none directly: the task scheduler hands it SUBMIT of actor calls
+  and creations and DONE from an actor's worker; the calls "kill_actor" and
+  "actor_state"; PEER_ACTOR_KILL (via cluster_scheduling.py).
+"""
 import collections
 import signal
 
+from typing import TYPE_CHECKING
+
 from .. import exceptions
-from .._private import config, ids
+from .._private import config, ids, serialization
 from .._private import protocol as P
 from ..gcs import keys
+from .common import desc_is_error, error_bytes, node_gpu_ids
 from .object_store import ObjState
 from .scheduler import Task, TaskState
-from .common import node_gpu_ids
+from .worker_pool import WState
+
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .cluster_scheduling import ClusterScheduler
+    from .gcs_writer import GcsWriter
+    from .objects import ObjectStore
+    from .tasks import LocalScheduler
+    from .worker_pool import WorkerPool
 
 TS = TaskState
 
@@ -52,8 +76,168 @@ class Actor:
 DEAD_ACTORS_KEPT = 10_000
 
 
-class ActorsMixin:
-    """Part of Raylet (see raylet.py); methods use the Raylet's state."""
+class Actors:
+    INTERFACE = (
+        "wire",     # (the shell, once)
+        "submit_call", "created", "arg_ready", "bind_worker", "call_done",
+        "creation_done", "creation_failed", "creation_freed", "worker_lost",
+        "call_kill_actor", "call_actor_state", "job_finished",
+        "kill_in_placement_group", "hand_over", "adopt", "accept_calls", "is_local",
+    )
+
+    def __init__(self, node_id: bytes):
+        self.node_hex = node_id.hex()
+        self.actors = {}         # actor_id -> Actor
+        self.dead_actors = collections.deque()   # ids of DEAD actors, oldest first
+        self.creation_to_actor = {}   # creation oid -> Actor
+
+    def wire(self, store: "ObjectStore", sched: "LocalScheduler", pool: "WorkerPool",
+             cs: "ClusterScheduler", gcs: "GcsWriter", gcs_client) -> None:
+        self.store = store
+        self.sched = sched
+        self.pool = pool
+        self.cs = cs
+        self.put_gcs = gcs.put
+        self.gcs = gcs_client
+        # bound once: used per actor call
+        self.track = sched.track
+        self.failed_arg = store.failed_arg
+        self.arg_descriptors = store.arg_descriptors
+
+    # ------------------------------------------------------------------ submission
+    def submit_call(self, t):
+        """An actor call was submitted here (its arguments are held)."""
+        spec = t.spec
+        a = self.actors.get(spec.actor_id)
+        if a is None and self.cs.actor_call(t):
+            return      # the actor lives on another node
+        if a is None or a.state == "DEAD":
+            cause = a.death_cause if a else "The actor does not exist on this node."
+            t.move(TS.WAITING_FOR_RESOURCES)
+            self.sched.fail_task(t, exceptions.ActorDiedError(
+                f"Cannot call {spec.name}: the actor is dead. {cause}"))
+            return
+        self.store.incref(a.creation_oid)
+        t.held.append(a.creation_oid)
+        self.track(t)
+        a.queue.append(t)
+        self.pump_actor(a)
+
+    def created(self, t):
+        """The creation task `t` of a new actor was submitted here."""
+        spec = t.spec
+        a = Actor(spec)
+        a.creation_task = t
+        incref = self.store.incref
+        for oid in t.held:
+            incref(oid)
+            a.held.append(oid)
+        self.register(a)
+        if a.name or a.detached:
+            a.keepalive = True
+            o = self.store.get(a.creation_oid)
+            o.refcount += 1
+        self.record_actor(a)
+
+    def register(self, a):
+        self.actors[a.actor_id] = a
+        self.creation_to_actor[a.creation_oid] = a
+        self.store.watch(a.creation_oid)     # its freeing ends the actor
+
+    def arg_ready(self, t):
+        """The arguments of actor call `t` are all here now."""
+        a = self.actors.get(t.spec.actor_id)
+        if a is not None:
+            self.pump_actor(a)
+        else:
+            self.cs.arg_ready(t)    # a call to an actor on another node
+
+    def bind_worker(self, actor_id, w):
+        """The creation task of `actor_id` was dispatched to `w`."""
+        a = self.actors.get(actor_id)
+        if a is not None:
+            a.worker = w
+            w.actor = a
+
+    def is_local(self, actor_id) -> bool:
+        return actor_id in self.actors
+
+    # ------------------------------------------------------------------ results
+    def call_done(self, a, task_id, results, flag) -> bool:
+        """DONE from `a`'s worker; False if it is not one of `a`'s calls (its
+        creation task)."""
+        t = a.inflight.pop(task_id, None)
+        if t is None:
+            return False
+        if flag == "exit":
+            self.sched.fail_task(t, exceptions.ActorDiedError(
+                f"The actor {a.class_name} exited: exit_actor() was called in "
+                f"{t.spec.name}."))
+            self.kill_actor(a, "The actor called exit_actor().", no_restart=True,
+                            graceful=True)
+            return True
+        self.sched.complete_task(t, results)
+        self.pump_actor(a)
+        return True
+
+    def creation_done(self, a, w, t, results):
+        """`a`'s constructor ran on `w` (creation task `t`, taken off `w`)."""
+        failed = any(desc_is_error(r[1]) for r in results)
+        if not failed and a.resources:
+            # explicit resources: the actor keeps what its creation took (same
+            # GPU ids, same placement-group bundle) for its whole life
+            a.pool, a.gpu_ids = t.pool, t.gpu_ids
+            t.gpu_ids = []
+        else:
+            self.sched.release_task_resources(t, w)
+        a.creation_task = None
+        if failed:
+            w.actor = None
+            a.worker = None
+            self.sched.complete_task(t, results)
+            cause = "The actor's constructor raised an exception."
+            try:
+                err = serialization.deserialize(results[0][1][1])
+                cause += "\n" + str(err)
+            except Exception:
+                pass
+            self.actor_died(a, cause, restart=False)
+            # the worker holds a half-built instance: do not reuse it
+            w.conn.send([P.EXIT, "actor constructor failed"])
+            self.pool.remove(w)
+        else:
+            w.state = WState.ACTOR
+            a.state = "ALIVE"
+            self.sched.complete_task(t, results)
+            self.record_actor(a)
+            self.pump_actor(a)
+
+    def creation_failed(self, t, data):
+        """Creation task `t` ended with the error `data` (serialized)."""
+        a = self.actors.get(t.spec.actor_id)
+        if a is not None and a.state != "DEAD" and a.creation_task is t:
+            a.creation_task = None
+            cause = "The actor's creation failed."
+            try:
+                cause += " " + str(serialization.deserialize(data))
+            except Exception:
+                pass
+            self.actor_died(a, cause, restart=False)
+
+    def creation_freed(self, o):
+        """ObjectStore hook: every handle of the actor of creation object `o` is gone."""
+        a = self.creation_to_actor.get(o.oid)
+        if a is not None:
+            del self.creation_to_actor[o.oid]
+            if a.state != "DEAD":
+                self.kill_actor(a, "All handles to the actor went out of scope.",
+                                no_restart=True, graceful=True)
+
+    def worker_lost(self, a, w, how):
+        """`a`'s worker `w` exited or crashed (`how`)."""
+        self.drop_creation(a, w)   # it died inside the constructor
+        self.actor_died(a, f"The actor's worker process (pid={w.pid}) {how}.",
+                        restart=True)
 
     # ------------------------------------------------------------------ actors
     def drop_creation(self, a, w):
@@ -64,10 +248,10 @@ class ActorsMixin:
             return
         w.task = None
         a.creation_task = None
-        self.release_task_resources(t, w)
+        self.sched.release_task_resources(t, w)
         if t.state not in (TS.FAILED, TS.CANCELLED, TS.FINISHED):
             t.move(TS.FAILED)
-        self.task_ended(t)
+        self.sched.task_ended(t)
 
     def pump_actor(self, a):
         """Send queued calls to the actor's worker, in order, while deps are ready."""
@@ -91,14 +275,14 @@ class ActorsMixin:
             a.queue.popleft()
             if t.cancelled:
                 t.move(TS.CANCELLED) if t.state is TS.WAITING_FOR_ARGS else None
-                self.finish_with_error(t, self.error_bytes(
+                self.sched.finish_with_error(t, error_bytes(
                     exceptions.TaskCancelledError(t.spec.name)))
                 continue
             if t.state is TS.WAITING_FOR_ARGS:
                 t.move(TS.WAITING_FOR_RESOURCES)
-            err = self.failed_arg(t)
+            err = self.failed_arg(t.spec)
             if err is not None:
-                self.finish_with_error(t, err)
+                self.sched.finish_with_error(t, err)
                 continue
             t.move(TS.RUNNING)
             a.inflight[t.spec.task_id] = t
@@ -107,9 +291,9 @@ class ActorsMixin:
 
     def record_actor(self, a):
         w = a.worker
-        self.wb.put("hset", keys.actor(a.actor_id), mapping={
+        self.put_gcs("hset", keys.actor(a.actor_id), mapping={
             "class": a.class_name, "name": a.name or "", "namespace": a.namespace or "",
-            "state": a.state, "node": self.node_id.hex(),
+            "state": a.state, "node": self.node_hex,
             "pid": w.pid if w else 0, "detached": int(a.detached),
             "restarts": a.num_restarts, "death_cause": a.death_cause or "",
             "job": a.job_id.hex()})
@@ -125,7 +309,7 @@ class ActorsMixin:
             a.pool.release(a.resources, a.gpu_ids)
             a.pool = None
             a.gpu_ids = []
-            self.request_schedule()     # queued work may fit now
+            self.sched.request_schedule()     # queued work may fit now
         if restart and a.restarts_left != 0 and a.state != "DEAD":
             a.restarts_left -= 1
             a.num_restarts += 1
@@ -138,7 +322,7 @@ class ActorsMixin:
                         t.retries_left -= 1
                     retry.append(t)
                 else:
-                    self.fail_task(t, exceptions.ActorDiedError(
+                    self.sched.fail_task(t, exceptions.ActorDiedError(
                         f"The actor {a.class_name} died while running {t.spec.name}: "
                         f"{cause} It is restarting; the call was not retried "
                         f"(max_task_retries={t.spec.max_retries})."))
@@ -150,10 +334,9 @@ class ActorsMixin:
             nt = Task(spec)      # holds nothing: the actor keeps the args (a.held)
             nt.state = TS.WAITING_FOR_RESOURCES
             a.creation_task = nt
-            self.tasks[spec.task_id] = nt
+            self.track(nt)
             self.record_actor(a)
-            self.ready.push(nt, front=True)
-            self.request_schedule()
+            self.sched.push_ready(nt, front=True)
             return
         a.state = "DEAD"
         self.forget_dead_actor_later(a)
@@ -161,15 +344,15 @@ class ActorsMixin:
         self.record_actor(a)
         err = exceptions.ActorDiedError(f"The actor {a.class_name} is dead: {cause}")
         for t in inflight + list(a.queue):
-            self.fail_task(t, err)
+            self.sched.fail_task(t, err)
         a.queue.clear()
-        o = self.store.objects.get(a.creation_oid)
+        o = self.store.get(a.creation_oid)
         if o is not None and o.state is ObjState.PENDING:
             # never created: the creation object will not come from a constructor
-            self.seal_object_inline(o, self.error_bytes(err), True, ())
+            self.store.seal_inline(o, error_bytes(err), True, ())
         held, a.held = a.held, []
         for oid in held:
-            self.decref(oid)
+            self.store.decref(oid)
         if a.name:
             try:
                 k = keys.actor_names(a.namespace or "")
@@ -179,7 +362,7 @@ class ActorsMixin:
                 pass
         if a.keepalive:
             a.keepalive = False
-            self.decref(a.creation_oid)
+            self.store.decref(a.creation_oid)
 
     def forget_dead_actor_later(self, a):
         """Dead actors are remembered (later calls raise with the cause), but only
@@ -202,12 +385,9 @@ class ActorsMixin:
                 t, a.creation_task = a.creation_task, None
                 if t is not None:
                     t.cancelled = True   # if its args arrive later, it ends there
-                    queued = self.ready.remove(t)
-                    if t in self.infeasible:
-                        self.infeasible.remove(t)
-                        queued = True
+                    queued = self.sched.dequeue(t)
                     if queued or t.state is TS.WAITING_FOR_ARGS:
-                        self.fail_task(t, exceptions.ActorDiedError(cause))
+                        self.sched.fail_task(t, exceptions.ActorDiedError(cause))
                 self.actor_died(a, cause, restart=not no_restart)
             return
         constructing = w.task is not None
@@ -231,6 +411,7 @@ class ActorsMixin:
                 "num_restarts": a.num_restarts}
 
     def call_kill_actor(self, conn, actor_id, no_restart):
+        """The "kill_actor" call (also PEER_ACTOR_KILL, with conn None)."""
         a = self.actors.get(actor_id)
         if a is None:
             return self.cs.kill_remote(actor_id, no_restart)   # on another node
@@ -240,4 +421,48 @@ class ActorsMixin:
             self.kill_actor(a, "The actor was killed by beamlet.kill().", no_restart=True)
         else:
             self.pool.signal(a.worker, signal.SIGKILL) if a.worker else None
+        return True
+
+    def job_finished(self, job_id):
+        """The job's driver left: its non-detached actors here die with it."""
+        for a in list(self.actors.values()):
+            if a.job_id == job_id and not a.detached and a.state != "DEAD":
+                self.kill_actor(a, "The actor's job (driver) exited.", no_restart=True)
+
+    def kill_in_placement_group(self, pg_id, why):
+        """Group `pg_id` is removed: the actors created in it die."""
+        for a in list(self.actors.values()):
+            sched = a.creation_spec.scheduling
+            if sched and sched[0] == "PG" and sched[1] == pg_id and a.state != "DEAD":
+                self.kill_actor(a, f"The actor was killed because {why}.", no_restart=True)
+
+    # ------------------------------------------------------------------ moving between nodes
+    def hand_over(self, actor_id):
+        """Cluster placement creates `actor_id` on another node: it leaves this
+        node's tables; returns its record (None if it was not registered here)."""
+        a = self.actors.pop(actor_id, None)
+        if a is not None:
+            self.creation_to_actor.pop(a.creation_oid, None)
+        return a
+
+    def adopt(self, a):
+        """An actor owned here comes back to this node (restarted here)."""
+        self.register(a)
+        self.record_actor(a)
+
+    def accept_calls(self, actor_id, calls) -> bool:
+        """Calls waiting for `actor_id`, which lives here now, join its queue
+        (retried ones from the start); False if it is not here."""
+        a = self.actors.get(actor_id)
+        if a is None:
+            return False
+        while calls:
+            t = calls.popleft()
+            self.track(t)
+            self.store.incref(a.creation_oid)
+            t.held.append(a.creation_oid)
+            if t.state is not TS.WAITING_FOR_ARGS:
+                t.state = TS.WAITING_FOR_ARGS   # (retried: back to the start)
+            a.queue.append(t)
+        self.pump_actor(a)
         return True

@@ -30,6 +30,23 @@ Placement groups across nodes
   (PG_RESERVE); when all say yes the group is CREATED, else every share is undone
   (PG_CANCEL) and it retries later.  A task in the group runs on its bundle's node
   (forwarded there if needed).  Removal (PG_REMOVE) reaches every node.
+
+Owns: this node's view of actors on other nodes (RemoteActor: where each lives,
+  the calls waiting to be sent there in order, and, for actors created here,
+  what the owner needs to restart them), the ordered outbox per peer, the turns
+  of SPREAD and of placement-group bundles, and the placement groups being
+  reserved on other nodes.
+Uses: NodeTable (the other nodes); ObjectManager (links, forwarding tasks and
+  their arguments, remote refs, running a peer's task); LocalScheduler
+  (tracking, queueing and failing tasks, its demand); Actors (an actor moving
+  to or from this node, calls for an actor that lives here now, kills);
+  Constraints (a group's record, removal, constraint checks); ObjectStore
+  (refs, a group's ready object); the node's ResourceSet and the
+  PlacementGroups (pure, shared with the scheduler and the constraints);
+  GcsWriter (actor records) and the GcsClient (actor and group records).
+Messages: (raylet <-> raylet, protocol.py) PEER_ACTOR_CREATE, PEER_ACTOR_KILL,
+  PEER_PG_RESERVE, PEER_PG_RESERVED, PEER_PG_CANCEL, PEER_PG_REMOVE (the
+  object manager hands them over).
 """
 import asyncio
 import collections
@@ -37,14 +54,27 @@ import json
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 from .. import exceptions
 from .._private import ids, serialization
 from .._private import protocol as P
 from ..gcs import keys
 from ..scheduler.placement import choose_node, place_bundles, spread_node
+from .actors import Actor
 from .object_store import ObjState
 from .placement_groups import PlacementGroup, PGState
 from .scheduler import ResourceSet, Task, TaskState as TS
+
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .actors import Actors
+    from .constraints import Constraints
+    from .gcs_writer import GcsWriter
+    from .node_table import NodeTable
+    from .object_manager import ObjectManager
+    from .objects import ObjectStore
+    from .placement_groups import PlacementGroups
+    from .tasks import LocalScheduler
 
 PG_RETRY_S = 0.5        # a group that could not be placed is tried again after this
 RESOLVE_TIMEOUT_S = 60.0
@@ -84,11 +114,23 @@ class RemoteActor:
 
 
 class ClusterScheduler:
-    def __init__(self, raylet):
-        self.r = raylet
-        self.om = raylet.om
-        self.me = raylet.node_id.hex()
-        self.actors = {}            # actor id -> RemoteActor
+    INTERFACE = (
+        "wire",     # (the shell, once)
+        "on_peer", "tick",
+        # the local scheduler's hooks
+        "route", "actor_call", "arg_ready", "cluster_total",
+        # the object manager's hooks
+        "retry", "node_died",
+        # the constraints' hooks
+        "pg_forward", "reserve_pending", "pg_feasible", "pg_removed",
+        "pg_remove_unknown",
+        # the object store's and the actors' hooks
+        "creation_freed", "kill_remote", "job_finished",
+    )
+
+    def __init__(self, node_id: bytes):
+        self.me = node_id.hex()
+        self.remote_actors = {}     # actor id -> RemoteActor
         self.owned_oids = {}        # creation oid -> RemoteActor we own
         self.outbox = {}            # node hex -> [msg] waiting for the drain
         self.draining = set()
@@ -99,6 +141,23 @@ class ClusterScheduler:
         self.pg_resolving = set()
         self.removing_from_peer = False
         self.node_wait = set()      # tasks whose affinity node we are looking up
+
+    def wire(self, node_table: "NodeTable", om: "ObjectManager", sched: "LocalScheduler",
+             actors: "Actors", constraints: "Constraints", store: "ObjectStore",
+             resources: "ResourceSet", pgs: "PlacementGroups", gcs: "GcsWriter",
+             gcs_client) -> None:
+        self.node_table = node_table
+        self.alive = node_table.alive
+        self.om = om
+        self.sched = sched
+        self.actors = actors
+        self.constraints = constraints
+        self.store = store
+        self.resources = resources
+        self.pgs = pgs
+        self.put_gcs = gcs.put
+        self.task_event = gcs.task_event
+        self.gcs = gcs_client
 
     # ------------------------------------------------------------------ links
     def send_ordered(self, node_hex, msg):
@@ -127,7 +186,7 @@ class ClusterScheduler:
         if kind == P.PEER_ACTOR_CREATE:
             self.on_actor_create(peer, msg)
         elif kind == P.PEER_ACTOR_KILL:
-            self.r.call_kill_actor(None, msg[1], msg[2])
+            self.actors.call_kill_actor(None, msg[1], msg[2])
         elif kind == P.PEER_PG_RESERVE:
             self.on_pg_reserve(peer, msg)
         elif kind == P.PEER_PG_RESERVED:
@@ -137,7 +196,7 @@ class ClusterScheduler:
         elif kind == P.PEER_PG_REMOVE:
             self.removing_from_peer = True
             try:
-                self.r.call_pg_remove(None, msg[1])
+                self.constraints.call_pg_remove(None, msg[1])
             finally:
                 self.removing_from_peer = False
         else:
@@ -145,30 +204,25 @@ class ClusterScheduler:
 
     # ------------------------------------------------------------------ views
     def local_record(self):
-        r = self.r
         return {"node_id": self.me, "state": "ALIVE",
-                "resources_total": r.resources.total,
-                "resources_available": r.resources.snapshot(),
-                "demand": r.ready.demand()}
-
-    def alive(self, node_hex):
-        return node_hex == self.me or (node_hex in self.om.nodes
-                                       and node_hex not in self.om.dead)
+                "resources_total": self.resources.total,
+                "resources_available": self.resources.snapshot(),
+                "demand": self.sched.demand()}
 
     def cluster_total(self) -> dict:
         """Total resources of every alive node (for messages)."""
-        total = dict(self.r.resources.total)
-        for rec in self.om.nodes.values():
+        total = dict(self.resources.total)
+        for rec in self.node_table.nodes.values():
             for k, v in rec.get("resources_total", {}).items():
                 total[k] = total.get(k, 0.0) + v
         return total
 
     def from_peer(self, t):
-        return bool(self.om.from_peer) and t.spec.task_id in self.om.from_peer
+        return self.om.ran_for_peer(t.spec.task_id)
 
     # ------------------------------------------------------------------ routing
     def route(self, t) -> bool:
-        """make_ready hook: send `t` to another node if its strategy (or, for an
+        """LocalScheduler.make_ready hook: send `t` to another node if its strategy (or, for an
         actor, its resources) says so.  True if it was taken care of."""
         spec = t.spec
         sched = spec.scheduling
@@ -178,30 +232,31 @@ class ClusterScheduler:
             return False        # placed by the sender already: never bounce
         target = None
         if sched is None:
-            if self.r.resources.feasible(spec.resources):
+            if self.resources.feasible(spec.resources):
                 return False
-            target = choose_node(spec.resources, list(self.om.nodes.values()))
+            target = choose_node(spec.resources, list(self.node_table.nodes.values()))
         elif sched[0] == "NODE":
             node = sched[1].hex()
             if node != self.me and self.alive(node):
                 target = node
-            elif node != self.me and not sched[2] and node not in self.om.dead and \
+            elif node != self.me and not sched[2] and node not in self.node_table.dead and \
                     t not in self.node_wait:
                 # maybe a node that joined since our last look at the node table
                 self.node_wait.add(t)
                 self.om.spawn(self._wait_for_node(t, node))
                 return True
             elif node != self.me and sched[2] and \
-                    not self.r.resources.feasible(spec.resources):
+                    not self.resources.feasible(spec.resources):
                 # soft affinity to a node that is gone: anywhere that can
-                target = choose_node(spec.resources, list(self.om.nodes.values()))
+                target = choose_node(spec.resources, list(self.node_table.nodes.values()))
         elif sched[0] == "SPREAD":
-            nodes = [(self.me, self.r.resources.total)] + sorted(
-                (n, rec.get("resources_total", {})) for n, rec in self.om.nodes.items())
+            nodes = [(self.me, self.resources.total)] + sorted(
+                (n, rec.get("resources_total", {}))
+                for n, rec in self.node_table.nodes.items())
             self.spread_turn += 1
             target = spread_node(spec.resources, nodes, self.spread_turn)
         elif sched[0] == "PG":
-            pg = self.r.pgs.groups.get(sched[1])
+            pg = self.pgs.get(sched[1])
             if pg is None:
                 self.park_for_pg(t)
                 return True
@@ -216,8 +271,8 @@ class ClusterScheduler:
         """Re-read the node table (a few times) before deciding on `t`'s node."""
         try:
             for _ in range(3):
-                await self.om.refresh_nodes()
-                if node in self.om.nodes or node in self.om.dead:
+                await self.node_table.refresh()
+                if node in self.node_table.nodes or node in self.node_table.dead:
                     break
                 await asyncio.sleep(0.2)
         except BaseException:
@@ -227,7 +282,7 @@ class ClusterScheduler:
         try:
             if t.cancelled:
                 t.move(TS.CANCELLED)
-                self.r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+                self.sched.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
             elif t.state is TS.WAITING_FOR_RESOURCES:
                 self.requeue(t)
         finally:
@@ -244,24 +299,22 @@ class ClusterScheduler:
         if t.state is TS.WAITING_FOR_ARGS:
             t.move(TS.WAITING_FOR_RESOURCES)
         t.move(TS.FORWARDED)
-        self.om.forwarded[t.spec.task_id] = [t, target]
-        self.r.task_event(t)
+        self.om.note_forwarded(t, target)
+        self.task_event(t)
         args, exported = self.om.forward_args(t.spec, target)
         self.send_ordered(target, [kind, t.spec.to_wire(), args, exported])
 
     # ------------------------------------------------------------------ actors: owner
     def place_actor(self, t, target):
         """Create the actor of creation task `t` (WAITING_FOR_RESOURCES) on `target`."""
-        r = self.r
         spec = t.spec
         aid = spec.actor_id
-        ra = self.actors.get(aid) or RemoteActor(aid)
-        self.actors[aid] = ra
-        a = r.actors.pop(aid, None)
+        ra = self.remote_actors.get(aid) or RemoteActor(aid)
+        self.remote_actors[aid] = ra
+        a = self.actors.hand_over(aid)
         if a is not None:
             # it was registered here at submission: its state moves to the owner
             # record, and calls queued meanwhile go first, in order
-            r.creation_to_actor.pop(a.creation_oid, None)
             ra.held, ra.keepalive, ra.restarts_left = a.held, a.keepalive, a.restarts_left
             a.held = []
             ra.queue.extendleft(reversed(a.queue))
@@ -272,15 +325,16 @@ class ClusterScheduler:
         ra.creation_task = t
         creation_oid = ids.return_id(spec.task_id, 1)
         self.owned_oids[creation_oid] = ra
+        self.store.watch(creation_oid)      # -> creation_freed
         # our copy of the creation object stands for the host's: when it is freed
         # (every handle gone) the host's is released, and the actor exits there
-        self.om.remote_refs[creation_oid] = target
-        r.wb.put("hset", keys.actor(aid), mapping={"node": target})
+        self.om.hold_remote(creation_oid, target)
+        self.put_gcs("hset", keys.actor(aid), mapping={"node": target})
         self.send_ordered_task(t, target, P.PEER_ACTOR_CREATE)
         self.pump(ra)
 
     def creation_freed(self, oid):
-        """raylet.free hook: every handle of an actor we own on another node is gone
+        """ObjectStore hook: every handle of an actor we own on another node is gone
         (the object manager releases the host's copy, which ends the actor)."""
         ra = self.owned_oids.pop(oid, None)
         if ra is None:
@@ -290,11 +344,11 @@ class ClusterScheduler:
     def drop_held(self, ra):
         held, ra.held = ra.held, []
         for oid in held:
-            self.r.decref(oid)
+            self.store.decref(oid)
 
     def job_finished(self, job_id):
         """A driver of this node left: its non-detached actors elsewhere die."""
-        for ra in list(self.actors.values()):
+        for ra in list(self.remote_actors.values()):
             spec = ra.spec
             if spec is None or spec.job_id != job_id or ra.dead:
                 continue
@@ -305,12 +359,12 @@ class ClusterScheduler:
                 self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, True])
 
     def kill_remote(self, actor_id, no_restart) -> bool:
-        """call_kill_actor hook for an actor not on this node."""
-        if not self.om.nodes:
+        """Actors.call_kill_actor hook for an actor not on this node."""
+        if not self.node_table.nodes:
             return False
-        ra = self.actors.get(actor_id)
+        ra = self.remote_actors.get(actor_id)
         if ra is None:
-            ra = self.actors[actor_id] = RemoteActor(actor_id)
+            ra = self.remote_actors[actor_id] = RemoteActor(actor_id)
         if ra.dead:
             return False
         if no_restart and ra.spec is not None:
@@ -329,26 +383,22 @@ class ClusterScheduler:
         exported = msg[3] if len(msg) > 3 else []
         self.om.on_forward(peer, [P.PEER_FORWARD, wire, args, exported])
         spec = P.TaskSpec.from_wire(wire)
-        creation_oid = ids.return_id(spec.task_id, 1)
-        o = self.r.store.objects.get(creation_oid)
-        if o is not None:
-            # the owner's ref: the actor lives while the owner holds a handle
-            # (released by its PEER_RELEASE, or when the owner's node dies)
-            o.refcount += 1
-            self.om.holder(peer).refs[creation_oid] += 1
+        # the owner's ref: the actor lives while the owner holds a handle
+        # (released by its PEER_RELEASE, or when the owner's node dies)
+        self.om.keep_for(peer, ids.return_id(spec.task_id, 1))
 
     # ------------------------------------------------------------------ actors: callers
     def actor_call(self, t) -> bool:
-        """on_submit hook: a call to an actor that is not on this node.  True if it
+        """Actors.submit_call hook: a call to an actor that is not on this node.  True if it
         is routed to another node (False: the caller reports it as unknown)."""
-        if not self.om.nodes and t.spec.actor_id not in self.actors:
+        if not self.node_table.nodes and t.spec.actor_id not in self.remote_actors:
             return False
         if self.from_peer(t):
             return False   # sent here for an actor we do not hold: fail it
         aid = t.spec.actor_id
-        ra = self.actors.get(aid)
+        ra = self.remote_actors.get(aid)
         if ra is None:
-            ra = self.actors[aid] = RemoteActor(aid)
+            ra = self.remote_actors[aid] = RemoteActor(aid)
         ra.queue.append(t)
         if ra.node is None and ra.dead is None:
             self.resolve(ra)
@@ -357,8 +407,8 @@ class ClusterScheduler:
         return True
 
     def arg_ready(self, t):
-        """raylet.arg_ready hook for a call to a remote actor."""
-        ra = self.actors.get(t.spec.actor_id)
+        """Actors.arg_ready hook for a call to a remote actor."""
+        ra = self.remote_actors.get(t.spec.actor_id)
         if ra is not None:
             self.pump(ra)
 
@@ -370,34 +420,22 @@ class ClusterScheduler:
         node = ra.node
         if node is None:
             return
-        r = self.r
         if node == self.me:
             # the actor lives here now (restarted here): hand the calls over
-            a = r.actors.get(ra.actor_id)
-            if a is None:
-                return
-            while ra.queue:
-                t = ra.queue.popleft()
-                r.tasks[t.spec.task_id] = t
-                r.incref(a.creation_oid)
-                t.held.append(a.creation_oid)
-                if t.state is not TS.WAITING_FOR_ARGS:
-                    t.state = TS.WAITING_FOR_ARGS   # (retried: back to the start)
-                a.queue.append(t)
-            r.pump_actor(a)
+            self.actors.accept_calls(ra.actor_id, ra.queue)
             return
         while ra.queue and ra.queue[0].missing == 0:
             t = ra.queue.popleft()
             if t.cancelled:
                 t.move(TS.CANCELLED)
-                r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+                self.sched.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
                 continue
             self.send_ordered_task(t, node, P.PEER_FORWARD)
 
     def fail_calls(self, ra, cause):
         while ra.queue:
             t = ra.queue.popleft()
-            self.r.fail_task(t, exceptions.ActorDiedError(
+            self.sched.fail_task(t, exceptions.ActorDiedError(
                 f"Cannot run {t.spec.name}: the actor is dead. {cause}"))
 
     def resolve(self, ra):
@@ -411,12 +449,12 @@ class ClusterScheduler:
         deadline = time.monotonic() + RESOLVE_TIMEOUT_S
         try:
             while ra.node is None and ra.dead is None:
-                if ra.actor_id in self.r.actors:
+                if self.actors.is_local(ra.actor_id):
                     ra.node = self.me
                     break
                 try:
                     info = await loop.run_in_executor(
-                        None, self.r.gcs.actor_info, ra.actor_id)
+                        None, self.gcs.actor_info, ra.actor_id)
                 except Exception:
                     info = {}
                 node = info.get("node")
@@ -435,52 +473,51 @@ class ClusterScheduler:
         if ra.pending_kill is not None and ra.node not in (None, self.me):
             self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, ra.pending_kill])
         elif ra.pending_kill is not None and ra.node == self.me:
-            self.r.call_kill_actor(None, ra.actor_id, ra.pending_kill)
+            self.actors.call_kill_actor(None, ra.actor_id, ra.pending_kill)
         ra.pending_kill = None
         self.pump(ra)
 
     # ------------------------------------------------------------------ node death
     def retry(self, t, why):
         """ObjectManager.retry hook for a forwarded actor call or creation."""
-        self.om.forwarded.pop(t.spec.task_id, None)
-        ra = self.actors.get(t.spec.actor_id)
+        self.om.unforward(t.spec.task_id)
+        ra = self.remote_actors.get(t.spec.actor_id)
         if t.spec.kind == P.ACTOR_CREATION_TASK:
             if ra is not None and ra.creation_task is t:
                 return      # node_died() restarts the actor (or declares it dead)
-            self.r.fail_task(t, exceptions.ActorDiedError(
+            self.sched.fail_task(t, exceptions.ActorDiedError(
                 f"The actor {t.spec.name} could not be created: {why}."))
             return
         if ra is not None and take_retry(t):
             ra.queue.appendleft(t)          # (args are here: sent again as is)
             return
-        self.r.fail_task(t, exceptions.ActorDiedError(
+        self.sched.fail_task(t, exceptions.ActorDiedError(
             f"The actor of {t.spec.name} died while running it: {why} (the call is "
             f"not retried: max_task_retries={t.spec.max_retries})."))
 
-    def node_died(self, node_hex):
-        """ObjectManager.node_died hook (before it re-places its own tasks)."""
+    def node_died(self, node_hex, lost):
+        """ObjectManager.node_died hook (before it re-places its own tasks):
+        `lost` are the (task id, Task) of actor calls and creations that were
+        forwarded to the dead node (no longer forwarded)."""
         why = f"its node {node_hex} died"
         # calls in flight there: retried (in order) or failed
-        lost = [(tid, t) for tid, (t, where) in self.om.forwarded.items()
-                if where == node_hex and t.spec.kind != P.NORMAL_TASK]
         retried = collections.defaultdict(list)
         for tid, t in lost:
-            del self.om.forwarded[tid]
-            ra = self.actors.get(t.spec.actor_id)
+            ra = self.remote_actors.get(t.spec.actor_id)
             if t.spec.kind == P.ACTOR_CREATION_TASK:
                 if ra is None or ra.creation_task is not t:
-                    self.r.fail_task(t, exceptions.ActorDiedError(
+                    self.sched.fail_task(t, exceptions.ActorDiedError(
                         f"The actor {t.spec.name} could not be created: {why}."))
                 continue
             if ra is not None and take_retry(t):
                 retried[t.spec.actor_id].append(t)
             else:
-                self.r.fail_task(t, exceptions.ActorDiedError(
+                self.sched.fail_task(t, exceptions.ActorDiedError(
                     f"The actor of {t.spec.name} died while running it: {why} (the "
                     f"call is not retried: max_task_retries={t.spec.max_retries})."))
         for aid, ts in retried.items():
-            self.actors[aid].queue.extendleft(reversed(ts))
-        for ra in list(self.actors.values()):
+            self.remote_actors[aid].queue.extendleft(reversed(ts))
+        for ra in list(self.remote_actors.values()):
             if ra.node != node_hex or ra.dead is not None:
                 continue
             ra.node = None
@@ -495,10 +532,9 @@ class ClusterScheduler:
 
     async def restart(self, ra, cause):
         """Owner: the host of `ra` died.  Restart it elsewhere or declare it dead."""
-        r = self.r
         loop = asyncio.get_running_loop()
         try:
-            info = await loop.run_in_executor(None, r.gcs.actor_info, ra.actor_id)
+            info = await loop.run_in_executor(None, self.gcs.actor_info, ra.actor_id)
         except Exception:
             info = {}
         if info.get("state") == "DEAD":    # killed (or ended) before its node died
@@ -511,8 +547,8 @@ class ClusterScheduler:
         movable = sched is None or sched[0] == "SPREAD" or \
             (sched[0] == "NODE" and sched[2])
         if ra.restarts_left != 0 and movable:
-            nodes = [self.local_record()] + list(self.om.nodes.values())
-            target = choose_node(spec.resources, nodes, exclude=self.om.dead)
+            nodes = [self.local_record()] + list(self.node_table.nodes.values())
+            target = choose_node(spec.resources, nodes, exclude=self.node_table.dead)
         if target is None:
             why = cause if ra.restarts_left == 0 else \
                 cause + " No other node can host it."
@@ -523,13 +559,13 @@ class ClusterScheduler:
         restarts = int(info.get("restarts") or 0) + 1
         log(f"restarting actor {spec.name} {ra.actor_id.hex()[:12]} on node "
             f"{target[:12]} ({cause})")
-        r.wb.put("hset", keys.actor(ra.actor_id), mapping={
+        self.put_gcs("hset", keys.actor(ra.actor_id), mapping={
             "state": "RESTARTING", "node": target, "restarts": restarts})
         t = ra.creation_task
         if t is None or t.state is not TS.FORWARDED:
             t = Task(spec)          # holds nothing: the owner keeps the args
             t.state = TS.WAITING_FOR_RESOURCES
-            r.tasks[spec.task_id] = t
+            self.sched.track(t)
         else:
             t.move(TS.WAITING_FOR_RESOURCES)
         creation_oid = ids.return_id(spec.task_id, 1)
@@ -538,76 +574,72 @@ class ClusterScheduler:
             return
         ra.node = target
         ra.creation_task = t
-        self.om.remote_refs[creation_oid] = target
+        self.om.hold_remote(creation_oid, target)
         self.send_ordered_task(t, target, P.PEER_ACTOR_CREATE)
         self.pump(ra)
 
     def restart_here(self, ra, t, creation_oid, restarts):
         """Owner: the actor comes back on this node, as a local actor."""
-        from .actors import Actor
-        r = self.r
         a = Actor(ra.spec)
         a.held, ra.held = ra.held, []
         a.keepalive = ra.keepalive
         a.restarts_left = ra.restarts_left
         a.num_restarts = restarts
         a.creation_task = t
-        r.actors[ra.actor_id] = a
-        r.creation_to_actor[creation_oid] = a
-        self.om.remote_refs.pop(creation_oid, None)
+        self.om.forget_remote(creation_oid)
         self.owned_oids.pop(creation_oid, None)
         ra.spec = None
         ra.node = self.me
-        r.record_actor(a)
-        r.ready.push(t, front=True)
-        r.request_schedule()
+        self.actors.adopt(a)
+        self.sched.push_ready(t, front=True)
         self.pump(ra)       # waiting calls go to the local actor's queue
 
     def actor_dead(self, ra, cause, record=True):
-        r = self.r
         ra.dead = cause
         if record:
-            r.wb.put("hset", keys.actor(ra.actor_id), mapping={
+            self.put_gcs("hset", keys.actor(ra.actor_id), mapping={
                 "state": "DEAD", "death_cause": cause})
         t, ra.creation_task = ra.creation_task, None
         if t is not None and t.state not in (TS.FINISHED, TS.FAILED, TS.CANCELLED):
             if t.state is TS.FORWARDED:
                 t.move(TS.WAITING_FOR_RESOURCES)
-            r.fail_task(t, exceptions.ActorDiedError(
+            self.sched.fail_task(t, exceptions.ActorDiedError(
                 f"The actor {ra.spec.name} is dead: {cause}"))
         self.fail_calls(ra, cause)
         if ra.spec is not None:
             creation_oid = ids.return_id(ra.spec.task_id, 1)
-            self.om.remote_refs.pop(creation_oid, None)
+            self.om.forget_remote(creation_oid)
             self.owned_oids.pop(creation_oid, None)
             self.drop_held(ra)
             if ra.keepalive:
                 ra.keepalive = False
-                r.decref(creation_oid)
+                self.store.decref(creation_oid)
 
     # ------------------------------------------------------------------ periodic
     def tick(self):
         """Every heartbeat: pending placement groups, actors waiting for a node."""
-        r = self.r
-        if not self.om.nodes:
+        if not self.node_table.nodes:
             return
-        if r.pgs.groups:
+        if self.pgs.all():
             self.reserve_pending(force=True)
-        for t in list(r.infeasible):
-            if t.spec.kind == P.ACTOR_CREATION_TASK and \
-                    t.state is TS.WAITING_FOR_RESOURCES:
-                target = choose_node(t.spec.resources, list(self.om.nodes.values()))
-                if target is not None:
-                    r.infeasible.remove(t)
-                    self.place_actor(t, target)
+        self.sched.place_infeasible(self.place_infeasible_actor)
+
+    def place_infeasible_actor(self, t) -> bool:
+        """An actor that no node could host when it was created: one can now?"""
+        if t.spec.kind == P.ACTOR_CREATION_TASK and t.state is TS.WAITING_FOR_RESOURCES:
+            target = choose_node(t.spec.resources, list(self.node_table.nodes.values()))
+            if target is not None:
+                self.place_actor(t, target)
+                return True
+        return False
 
     # ------------------------------------------------------------------ placement groups
     def pg_node_views(self, totals=False):
-        r = self.r
-        mine = r.resources.total if totals else r.resources.available
+        mine = self.resources.total if totals else self.resources.available
         views = [(self.me, dict(mine))]
-        for n in sorted(self.om.nodes):
-            rec = self.om.nodes[n]
+        nodes = self.node_table.nodes
+        for n in sorted(nodes):
+            rec = nodes[n]
             views.append((n, dict(rec.get("resources_total" if totals else
                                           "resources_available", {}))))
         return views
@@ -617,11 +649,10 @@ class ClusterScheduler:
                              self.pg_node_views(totals=True)) is not None
 
     def reserve_pending(self, force=False):
-        """raylet.reserve_placement_groups hook (peers exist): place pending groups."""
-        r = self.r
+        """Constraints.reserve_pending hook (peers exist): place pending groups."""
         now = time.monotonic()
         views = None
-        for pg in r.pgs.pending():
+        for pg in self.pgs.pending():
             if pg.pg_id in self.pg_inflight or (pg.retry_at > now and not force):
                 continue
             if views is None:
@@ -638,7 +669,7 @@ class ClusterScheduler:
             mine = [i for i, n in enumerate(plan) if n == self.me]
             if len(mine) == len(plan):
                 # all here: the single-node path
-                if r.pgs.try_reserve(pg):
+                if self.pgs.try_reserve(pg):
                     self.pg_created(pg)
                 continue
             if not self.reserve_local(pg, mine):
@@ -654,7 +685,7 @@ class ClusterScheduler:
 
     def reserve_local(self, pg, idxs) -> bool:
         """Reserve bundles `idxs` of `pg` on this node, all or none."""
-        node = self.r.resources
+        node = self.resources
         need = {}
         for i in idxs:
             for k, v in pg.bundles[i].request.items():
@@ -669,30 +700,28 @@ class ClusterScheduler:
         return True
 
     def release_local(self, pg):
-        node = self.r.resources
+        node = self.resources
         for b in pg.bundles:
             if b.resources is not None:
                 node.release(b.request, b.gpu_map)
                 b.resources = None
                 b.gpu_map = []
-        self.r.request_schedule()
+        self.sched.request_schedule()
 
     def pg_created(self, pg):
-        r = self.r
         pg.state = PGState.CREATED
         for b in pg.bundles:
             if b.resources is not None:
                 b.resources.gpu_map = b.gpu_map
-        o = r.store.objects.get(pg.ready_oid)
+        o = self.store.get(pg.ready_oid)
         if o is not None and o.state is ObjState.PENDING:
-            r.seal_object_inline(o, serialization.serialize(True).to_bytes(), False, ())
-        r.record_placement_group(pg)
-        r.request_schedule()
+            self.store.seal_inline(o, serialization.serialize(True).to_bytes(), False, ())
+        self.constraints.record(pg)
+        self.sched.request_schedule()
 
     def on_pg_reserve(self, peer, msg):
         _, pg_id, name, strategy, bundles, nodes, job_id, detached = msg
-        r = self.r
-        old = r.pgs.groups.get(pg_id)
+        old = self.pgs.get(pg_id)
         ok = False
         if old is None:
             pg = PlacementGroup(pg_id, bundles, strategy, name,
@@ -701,7 +730,7 @@ class ClusterScheduler:
             if self.reserve_local(pg, mine):
                 pg.nodes = nodes
                 pg.state = PGState.CREATED
-                r.pgs.add(pg)
+                self.pgs.add(pg)
                 ok = True
         self.send_ordered(peer, [P.PEER_PG_RESERVED, pg_id, ok])
 
@@ -710,7 +739,7 @@ class ClusterScheduler:
         if replies is None or peer not in replies:
             return
         replies[peer] = bool(ok)
-        pg = self.r.pgs.groups.get(pg_id)
+        pg = self.pgs.get(pg_id)
         if pg is None:
             return
         if pg.state is PGState.REMOVED:
@@ -734,12 +763,12 @@ class ClusterScheduler:
             self.pg_created(pg)
 
     def on_pg_cancel(self, pg_id):
-        pg = self.r.pgs.groups.pop(pg_id, None)
+        pg = self.pgs.discard(pg_id)
         if pg is not None:
             self.release_local(pg)
 
     def pg_removed(self, pg):
-        """call_pg_remove hook: the group is removed here; tell its other nodes."""
+        """Constraints.call_pg_remove hook: the group is removed here; tell its other nodes."""
         if pg.pg_id in self.pg_inflight:
             self.release_local(pg)      # our share of a group still being reserved
         if self.removing_from_peer or pg.nodes is None:
@@ -750,11 +779,11 @@ class ClusterScheduler:
                 self.send_ordered(n, [P.PEER_PG_REMOVE, pg.pg_id])
 
     def pg_remove_unknown(self, pg_id) -> bool:
-        """call_pg_remove hook for a group this node does not know: every node that
+        """Constraints.call_pg_remove hook for a group this node does not know: every node that
         might hold part of it removes it."""
-        if not self.om.nodes or self.removing_from_peer:
+        if not self.node_table.nodes or self.removing_from_peer:
             return False
-        for n in self.om.nodes:
+        for n in self.node_table.nodes:
             self.send_ordered(n, [P.PEER_PG_REMOVE, pg_id])
         return True
 
@@ -778,24 +807,24 @@ class ClusterScheduler:
         return remote[self.pg_turn % len(remote)]
 
     def pg_forward(self, t) -> bool:
-        """constrained_pool hook: a queued task of a created group whose bundle is
+        """Constraints.pool_for hook: a queued task of a created group whose bundle is
         on another node goes there (removed from the ready queue).  True if so."""
         sched = t.spec.scheduling
-        pg = self.r.pgs.groups.get(sched[1])
+        pg = self.pgs.get(sched[1])
         if pg is None or pg.nodes is None or pg.state is not PGState.CREATED or \
                 self.from_peer(t):
             return False
         target = self.pg_target(t, pg)
         if target is None:
             return False
-        self.r.ready.remove(t)
+        self.sched.dequeue(t)
         if not self.alive(target):
-            self.r.fail_task(t, exceptions.TaskUnschedulableError(
+            self.sched.fail_task(t, exceptions.TaskUnschedulableError(
                 f"{t.spec.name} cannot run: the node {target} of its placement group "
                 f"bundle died."))
         else:
             self.send_to(t, target)
-        self.r.request_schedule()
+        self.sched.request_schedule()
         return True
 
     def park_for_pg(self, t):
@@ -807,32 +836,30 @@ class ClusterScheduler:
             self.om.spawn(self._resolve_pg(pg_id))
 
     def requeue(self, t):
-        """The end of raylet.make_ready for a PG task whose group became known."""
+        """The end of LocalScheduler.make_ready for a PG task whose group became known."""
         if self.route(t):
             return
-        err = self.r.check_constraint(t)
+        err = self.constraints.check(t)
         if err is not None:
-            self.r.fail_task(t, err)
+            self.sched.fail_task(t, err)
         else:
             if not t.spec.scheduling or t.spec.scheduling[0] not in ("PG", "NODE"):
-                if not self.r.resources.feasible(t.spec.resources):
-                    self.r.infeasible.append(t)
+                if not self.resources.feasible(t.spec.resources):
+                    self.sched.add_infeasible(t)
                     return
-            self.r.ready.push(t)
-            self.r.request_schedule()
+            self.sched.push_ready(t)
 
     async def _resolve_pg(self, pg_id):
         loop = asyncio.get_running_loop()
-        r = self.r
         start = time.monotonic()
         nodes, error = None, None
         try:
             while True:
-                if pg_id in r.pgs.groups:
+                if self.pgs.get(pg_id) is not None:
                     break       # it reached us meanwhile (a bundle is here now)
                 try:
                     rec = await loop.run_in_executor(
-                        None, r.gcs.r.hgetall, keys.placement_group(pg_id))
+                        None, self.gcs.r.hgetall, keys.placement_group(pg_id))
                     rec = {k.decode(): v.decode() for k, v in rec.items()}
                 except Exception:
                     rec = {}
@@ -852,7 +879,7 @@ class ClusterScheduler:
         parked = self.pg_parked.pop(pg_id, [])
         for t in parked:
             if error is not None:
-                r.fail_task(t, exceptions.TaskUnschedulableError(
+                self.sched.fail_task(t, exceptions.TaskUnschedulableError(
                     f"{t.spec.name} cannot run: {error}."))
                 continue
             if nodes is None:       # known here now: the local path
@@ -866,7 +893,7 @@ class ClusterScheduler:
                 self.pg_turn += 1
                 target = cands[self.pg_turn % len(cands)] if cands else None
             if target is None or not self.alive(target) or target == self.me:
-                r.fail_task(t, exceptions.TaskUnschedulableError(
+                self.sched.fail_task(t, exceptions.TaskUnschedulableError(
                     f"{t.spec.name} cannot run: no alive node holds the placement "
                     f"group bundle it asks for."))
             else:

@@ -3,13 +3,10 @@ import sys
 import time
 
 from .._private import protocol as P
+from .._private import serialization
 
 def desc_is_error(desc) -> bool:
     return bool(desc[2] if desc[0] == P.INLINE else desc[3])
-
-
-# At most this many workers start at once (each costs ~0.1 s of CPU to boot).
-MAX_STARTING = 8
 
 
 def node_gpu_ids(pool, ids):
@@ -17,6 +14,11 @@ def node_gpu_ids(pool, ids):
     node's ids."""
     m = getattr(pool, "gpu_map", None)
     return [m[i] for i in ids] if m else ids
+
+
+def error_bytes(err) -> bytes:
+    """An exception as the serialized value of an error object."""
+    return serialization.serialize(err).to_bytes()
 
 
 def log(*a):

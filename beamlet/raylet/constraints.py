@@ -1,26 +1,66 @@
-"""Placement constraints in the raylet: placement groups and node affinity
-(see placement_groups.py for the pure state)."""
+"""Placement constraints on this node: placement groups and node affinity.
+
+Owns: the decisions about constrained tasks here (may this task ever run on
+  this node, which bundle's resources it takes now), the single-node
+  reservation of placement groups, and the placement group calls.  The groups
+  themselves are the pure PlacementGroups (placement_groups.py), shared with
+  cluster placement, which reserves groups whose bundles span nodes.
+Uses: LocalScheduler (failing tasks, taking a task out of the queue, the
+  tasks of a removed group, scheduling again); ObjectStore (a group's ready
+  object); Actors (those of a removed group die); ClusterScheduler (bundles on
+  other nodes: pg_forward / reserve_pending / pg_feasible / pg_removed /
+  pg_remove_unknown, the cluster's totals); NodeTable (whether other nodes
+  exist); GcsWriter (the group's record, warnings).
+Messages: the calls "pg_create", "pg_remove", "pg_table"; PEER_PG_REMOVE
+  (via cluster_scheduling.py).
+"""
 import json
-import signal
+
+from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import ids, serialization
 from ..gcs import keys
+from .common import error_bytes
 from .object_store import ObjState
 from .placement_groups import PlacementGroup, PGState
 
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .actors import Actors
+    from .cluster_scheduling import ClusterScheduler
+    from .gcs_writer import GcsWriter
+    from .node_table import NodeTable
+    from .objects import ObjectStore
+    from .placement_groups import PlacementGroups
+    from .scheduler import ResourceSet
+    from .tasks import LocalScheduler
 
 
+class Constraints:
+    INTERFACE = ("wire", "check", "pool_for", "reserve_pending", "record",
+                 "call_pg_create", "call_pg_remove", "call_pg_table")
 
-class ConstraintsMixin:
-    """Part of Raylet (see raylet.py); methods use the Raylet's state."""
+    def __init__(self, node_id: bytes, resources: "ResourceSet", pgs: "PlacementGroups"):
+        self.node_id = node_id
+        self.node_hex = node_id.hex()
+        self.resources = resources
+        self.pgs = pgs
 
-    # ------------------------------------------------------------------ placement
-    def check_constraint(self, t):
+    def wire(self, sched: "LocalScheduler", store: "ObjectStore", actors: "Actors",
+             cs: "ClusterScheduler", node_table: "NodeTable", gcs: "GcsWriter") -> None:
+        self.sched = sched
+        self.store = store
+        self.actors = actors
+        self.cs = cs
+        self.node_table = node_table
+        self.put_gcs = gcs.put
+
+    # ------------------------------------------------------------------ tasks
+    def check(self, t):
         """An error if a task's placement constraint can never be met here."""
         sched, req = t.spec.scheduling, t.spec.resources
         if sched[0] == "PG":
-            pg = self.pgs.groups.get(sched[1])
+            pg = self.pgs.get(sched[1])
             if pg is None or pg.state is PGState.REMOVED:
                 return exceptions.TaskUnschedulableError(
                     f"{t.spec.name} cannot run: its placement group "
@@ -43,43 +83,48 @@ class ConstraintsMixin:
                 f"but that node is not part of this cluster or is dead.")
         return None
 
-    def constrained_pool(self, t):
+    def pool_for(self, t):
         """The ResourceSet a placement-constrained task takes its resources from now,
         or None if it must wait."""
         sched, req = t.spec.scheduling, t.spec.resources
         if sched[0] == "NODE":
             return self.resources if self.resources.fits(req) else None
-        if self.om.nodes and self.cs.pg_forward(t):
+        if self.node_table.nodes and self.cs.pg_forward(t):
             return None     # its bundle is on another node: sent there
         try:
             pool, _bundle = self.pgs.pool_for(sched, req)
         except LookupError as e:
-            self.ready.remove(t)
-            self.fail_task(t, exceptions.TaskUnschedulableError(f"{t.spec.name}: {e}."))
-            self.request_schedule()
+            self.sched.dequeue(t)
+            self.sched.fail_task(t, exceptions.TaskUnschedulableError(
+                f"{t.spec.name}: {e}."))
+            self.sched.request_schedule()
             return None
         return pool
 
-    def reserve_placement_groups(self):
-        if self.om.nodes:
+    # ------------------------------------------------------------------ groups
+    def reserve_pending(self):
+        """Reserve the groups waiting for their bundles (the scheduler asks when
+        some wait)."""
+        if self.node_table.nodes:
             self.cs.reserve_pending()   # bundles may go to other nodes
             return
         for pg in self.pgs.pending():
             if self.pgs.try_reserve(pg):
                 for b in pg.bundles:
                     b.resources.gpu_map = b.gpu_map
-                o = self.store.objects.get(pg.ready_oid)
+                o = self.store.get(pg.ready_oid)
                 if o is not None and o.state is ObjState.PENDING:
-                    self.seal_object_inline(o, serialization.serialize(True).to_bytes(),
-                                            False, ())
-                self.record_placement_group(pg)
+                    self.store.seal_inline(o, serialization.serialize(True).to_bytes(),
+                                           False, ())
+                self.record(pg)
 
-    def record_placement_group(self, pg):
-        self.wb.put("hset", keys.placement_group(pg.pg_id), mapping={
+    def record(self, pg):
+        """Write the group's GCS record."""
+        self.put_gcs("hset", keys.placement_group(pg.pg_id), mapping={
             "name": pg.name or "", "strategy": pg.strategy, "state": pg.state.value,
             "bundles": json.dumps([b.request for b in pg.bundles]),
-            "node": self.node_id.hex(),
-            "bundle_nodes": json.dumps(pg.nodes or [self.node_id.hex()] * len(pg.bundles))})
+            "node": self.node_hex,
+            "bundle_nodes": json.dumps(pg.nodes or [self.node_hex] * len(pg.bundles))})
 
     def call_pg_create(self, conn, pg_id, bundles, strategy, name, detached):
         ready_oid = ids.return_id(pg_id, 1)
@@ -89,60 +134,45 @@ class ConstraintsMixin:
         o = self.store.get_or_create(ready_oid)
         o.refcount += 1
         conn.refs[ready_oid] += 1
-        self.record_placement_group(pg)
-        if not self.pgs.feasible_here(pg) and not (self.om.nodes and
+        self.record(pg)
+        if not self.pgs.feasible_here(pg) and not (self.node_table.nodes and
                                                    self.cs.pg_feasible(pg)):
             msg = (f"Placement group {name or pg_id.hex()} ({strategy}, bundles "
                    f"{[b.request for b in pg.bundles]}) cannot be created: the cluster "
                    f"has {self.cs.cluster_total()} in total on "
-                   f"{1 + len(self.om.nodes)} node(s). It stays pending until "
+                   f"{1 + len(self.node_table.nodes)} node(s). It stays pending until "
                    f"enough nodes with these resources join.")
-            self.wb.put("publish", keys.errors_channel(conn.job_id), msg)
-        self.request_schedule()
+            self.put_gcs("publish", keys.errors_channel(conn.job_id), msg)
+        self.sched.request_schedule()
         return True
 
     def call_pg_remove(self, conn, pg_id):
-        pg = self.pgs.groups.get(pg_id)
+        """The "pg_remove" call (also PEER_PG_REMOVE, with conn None)."""
+        pg = self.pgs.get(pg_id)
         if pg is None:
             return self.cs.pg_remove_unknown(pg_id)   # created on another node
         if pg.state is PGState.REMOVED:
             return False
-        in_pg = lambda spec: bool(spec.scheduling) and spec.scheduling[0] == "PG" and \
-            spec.scheduling[1] == pg_id
         why = f"its placement group {pg.name or pg_id.hex()} was removed"
-        for a in list(self.actors.values()):
-            if in_pg(a.creation_spec) and a.state != "DEAD":
-                self.kill_actor(a, f"The actor was killed because {why}.", no_restart=True)
-        for shape, q in self.ready.heads():
-            if shape[1] is not None and shape[1][0] == "PG" and shape[1][1] == pg_id:
-                while q:
-                    t = q.popleft()
-                    self.ready.count -= 1
-                    self.fail_task(t, exceptions.TaskUnschedulableError(
-                        f"{t.spec.name} cannot run: {why}."))
-        for w in list(self.pool.workers.values()):
-            t = w.task
-            if t is not None and w.actor is None and in_pg(t.spec):
-                t.retries_left = 0
-                t.cancelled = True
-                self.pool.signal(w, signal.SIGKILL)
+        self.actors.kill_in_placement_group(pg_id, why)
+        self.sched.fail_placement_group_tasks(pg_id, why)
         self.pgs.remove(pg)
         self.cs.pg_removed(pg)      # its bundles on other nodes
-        o = self.store.objects.get(pg.ready_oid)
+        o = self.store.get(pg.ready_oid)
         if o is not None and o.state is ObjState.PENDING:
-            self.seal_object_inline(o, self.error_bytes(exceptions.TaskUnschedulableError(
+            self.store.seal_inline(o, error_bytes(exceptions.TaskUnschedulableError(
                 f"Placement group {pg.name or pg_id.hex()} was removed before it was "
                 f"created.")), True, ())
-        self.record_placement_group(pg)
-        self.request_schedule()
+        self.record(pg)
+        self.sched.request_schedule()
         return True
 
     def call_pg_table(self, conn):
         out = {}
-        for pg in self.pgs.groups.values():
+        for pg in self.pgs.all():
             t = out[pg.pg_id.hex()] = pg.table()
             # which node holds each bundle (as Ray's "bundles_to_node_id")
             t["bundles_to_node_id"] = {
-                i: (pg.nodes[i] if pg.nodes else self.node_id.hex())
+                i: (pg.nodes[i] if pg.nodes else self.node_hex)
                 for i in range(len(pg.bundles))} if pg.state is PGState.CREATED else {}
         return out

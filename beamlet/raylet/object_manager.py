@@ -38,29 +38,53 @@ max_retries); results a node received as REMOTE and has not copied yet are
 rebuilt by re-running their task (its spec and arguments are kept for that:
 lineage); a proxy whose only source died and that cannot be rebuilt (a put
 object, or one whose owner died) is sealed with an ObjectLostError naming it.
+
+Owns: the peer links (one control connection per node, the TCP server that
+  peers connect to), the peers as holders of refs here (PeerHolder), the tasks
+  forwarded to other nodes and those run here for a peer, proxies, remote refs
+  and remote-ready ids, pulls in flight, lineage of forwarded tasks, the ids
+  looked up in the GCS, and its background coroutines.
+Uses: NodeTable (the other nodes, refreshed each tick; node deaths);
+  ObjectStore (entries, refs and pins, sealing, the arena for the bytes of
+  pulls); LocalScheduler (running a peer's task as if submitted here, results
+  of a forwarded task, re-queueing or failing tasks, the ready queue's back
+  for spilling a backlog); ClusterScheduler (its peer messages, the forwarded
+  actor work of a dead node); GcsWriter (object locations, task events) and
+  the GcsClient (locations of unknown ids, argument bytes per node).
+Messages: (raylet <-> raylet, protocol.py) PEER_PULL, PEER_FORWARD,
+  PEER_TASK_DONE, PEER_RELEASE, PEER_CANCEL; the rest (PEER_ACTOR_CREATE and
+  after) go to cluster_scheduling.py.
 """
 import asyncio
 import collections
-import mmap
 import socket
 import sys
 import time
+
+from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import config, ids
 from .._private import protocol as P
 from ..gcs import keys
+from .common import error_bytes
 from ..scheduler.placement import choose_node, fits, idle_cpus
 from . import peers
 from .object_store import ObjState
 from .scheduler import TaskState as TS
 
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .cluster_scheduling import ClusterScheduler
+    from .gcs_writer import GcsWriter
+    from .node_table import NodeTable
+    from .objects import ObjectStore
+    from .scheduler import ResourceSet
+    from .tasks import LocalScheduler
+
 CHUNK = 8 * 1024 * 1024
 BODY_TIMEOUT_S = 60.0     # no byte of an object's body for this long: give up
 STRIPES = 4               # connections a large object is pulled over at once
 STRIPE_MIN = 32 * 1024 * 1024
-# madvise(MADV_POPULATE_WRITE) (Linux 5.14+)
-POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else 0)
 MAX_REDIRECTS = 4
 BACKOFF_MAX_S = 1.0
 PULL_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError,
@@ -113,13 +137,26 @@ class NoFetch:
 
 
 class ObjectManager:
-    def __init__(self, raylet):
-        self.r = raylet
-        self.token = raylet.args.redis_password.encode()
-        self.node_hex = raylet.node_id.hex()
-        self.nodes = {}        # node hex -> GCS record of every other ALIVE node
-        self.dead = set()      # node hexes known dead
-        self.multi = False     # other nodes exist (or existed): unknown ids are looked up
+    INTERFACE = (
+        "wire",     # (the shell, once)
+        # life (the shell), and the node table's callback
+        "start", "close", "tick", "spawn", "node_died",
+        # the object store's hooks
+        "locate", "wanted", "nofetch_callback", "sealed_elsewhere", "pending_freed",
+        "freed",
+        # the task scheduler's hooks
+        "want", "forward", "defer_infeasible_warning", "task_ended", "cancel",
+        # for cluster placement
+        "link", "forward_args", "send_task", "note_forwarded", "unforward",
+        "ran_for_peer", "hold_remote", "forget_remote", "keep_for", "on_forward",
+    )
+
+    def __init__(self, node_id: bytes, token: bytes, node_ip: str, peer_port: int):
+        self.node_id = node_id
+        self.token = token
+        self.node_hex = node_id.hex()
+        self.node_ip = node_ip
+        self.peer_port = peer_port
         self.links = {}        # node hex -> StreamWriter (our control link to it)
         self.link_locks = collections.defaultdict(asyncio.Lock)
         self.holders = {}      # node hex -> PeerHolder
@@ -131,22 +168,32 @@ class ObjectManager:
         self.remote_ready = {} # oid -> node hex where it is sealed (no copy here)
         self.lineage = {}      # task id -> Lineage
         self.in_gcs = set()    # small objects whose location we published
-        self.watch = set()     # oids whose freeing we must hear of (raylet.free)
         self.locating = set()  # oids looked up in the GCS (ids we were never sent)
         self.unwarned = []     # infeasible tasks to warn about after a table refresh
         self.owned = set()     # background coroutines, cancelled on close
         self.server = None
         self.port = None
-        self.refreshing = False
         self.arena_file = None   # the arena, opened for sendfile (serving pulls)
+
+    def wire(self, node_table: "NodeTable", store: "ObjectStore",
+             sched: "LocalScheduler", cs: "ClusterScheduler", resources: "ResourceSet",
+             gcs: "GcsWriter", gcs_client) -> None:
+        self.node_table = node_table
+        self.store = store
+        self.sched = sched
+        self.cs = cs
+        self.resources = resources
+        self.put_gcs = gcs.put
+        self.task_event = gcs.task_event
+        self.gcs = gcs_client
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self):
-        port = getattr(self.r.args, "peer_port", 0) or 0
-        self.server = await asyncio.start_server(self.serve, self.r.args.node_ip, port)
+        self.server = await asyncio.start_server(self.serve, self.node_ip,
+                                                 self.peer_port or 0)
         self.port = self.server.sockets[0].getsockname()[1]
-        self.r.gcs.r.hset(keys.node(self.r.node_id), "peer_port", self.port)
-        await self.refresh_nodes()
+        self.gcs.r.hset(keys.node(self.node_id), "peer_port", self.port)
+        await self.node_table.refresh()
 
     def close(self):
         if self.server is not None:
@@ -175,76 +222,51 @@ class ObjectManager:
             h = self.holders[node_hex] = PeerHolder(node_hex)
         return h
 
-    # ------------------------------------------------------------------ node table
-    async def refresh_nodes(self):
-        """Re-read the node table (in a thread: the loop must not wait on Redis)."""
-        if self.refreshing:
-            return
-        self.refreshing = True
-        try:
-            recs = await asyncio.get_running_loop().run_in_executor(
-                None, self.r.gcs.nodes)
-        except Exception:
-            return
-        finally:
-            self.refreshing = False
-        nodes = {}
-        died = []
-        for n in recs:
-            i = n["node_id"]
-            if n.get("state") == "ALIVE" and i != self.node_hex and n.get("peer_port"):
-                nodes[i] = n
-            elif n.get("state") == "DEAD" and i not in self.dead and i != self.node_hex:
-                self.dead.add(i)
-                died.append(i)
-        self.nodes = nodes
-        self.multi = bool(nodes) or bool(self.dead)
-        for i in died:
-            self.node_died(i)
-
+    # ------------------------------------------------------------------ periodic
     async def tick(self):
         """Every heartbeat: node table, infeasible tasks, backlog spill-over."""
-        if self.refreshing:
+        nt = self.node_table
+        if nt.refreshing:
             return      # the previous tick is still reading the node table
-        await self.refresh_nodes()
-        r = self.r
+        await nt.refresh()
+        sched = self.sched
         if self.unwarned:
             pending, self.unwarned = self.unwarned, []
             for t in pending:
-                if t in r.infeasible and not self.forward(t):
-                    t.warned_infeasible = False
-                elif t in r.infeasible:
-                    r.infeasible.remove(t)
-            r.warn_infeasible()
-        if not self.nodes:
+                if sched.is_infeasible(t):
+                    if self.forward(t):
+                        sched.drop_infeasible(t)
+                    else:
+                        t.warned_infeasible = False
+            sched.warn_infeasible()
+        if not nt.nodes:
             return
-        for t in list(r.infeasible):
-            if t.state is not TS.WAITING_FOR_RESOURCES or self.forward(t):
-                r.infeasible.remove(t)
+        sched.place_infeasible(
+            lambda t: t.state is not TS.WAITING_FOR_RESOURCES or self.forward(t))
         self.spill_backlog()
 
     def spill_backlog(self):
         """Local CPUs all busy and tasks queued while other nodes idle: send some."""
-        r = self.r
-        if not r.ready.count or r.resources.available.get("CPU", 0.0) >= 1.0:
+        if not self.sched.backlog() or self.resources.available.get("CPU", 0.0) >= 1.0:
             return
-        for node_hex, rec in list(self.nodes.items()):
+        for node_hex, rec in list(self.node_table.nodes.items()):
             free = idle_cpus(rec)
             avail = dict(rec.get("resources_available", {}))
-            for shape, q in r.ready.heads():
-                while free > 0 and q:
-                    t = q[-1]
-                    spec = t.spec
-                    if (spec.kind != P.NORMAL_TASK or spec.task_id in self.from_peer
-                            or spec.scheduling or not fits(avail, spec.resources)):
-                        break
-                    q.pop()
-                    r.ready.count -= 1
-                    for k, v in spec.resources.items():
-                        avail[k] = avail.get(k, 0.0) - v
-                    free -= max(1, int(spec.resources.get("CPU", 1)))
-                    self.send_task(t, node_hex)
-            rec["resources_available"] = avail
+
+            def take(t):
+                nonlocal free
+                spec = t.spec
+                if (free <= 0 or spec.kind != P.NORMAL_TASK
+                        or spec.task_id in self.from_peer or spec.scheduling
+                        or not fits(avail, spec.resources)):
+                    return False
+                for k, v in spec.resources.items():
+                    avail[k] = avail.get(k, 0.0) - v
+                free -= max(1, int(spec.resources.get("CPU", 1)))
+                self.send_task(t, node_hex)
+                return True
+            self.sched.offload(take)
+            self.node_table.note_available(node_hex, avail)
 
     # ------------------------------------------------------------------ refs across nodes
     def export_refs(self, peer, oids) -> list:
@@ -254,11 +276,11 @@ class ObjectManager:
         by some other way can find them."""
         if not oids:
             return []
-        objects = self.r.store.objects
+        get = self.store.get
         h = self.holder(peer)
         out = []
         for oid in oids:
-            o = objects.get(oid)
+            o = get(oid)
             if o is None or o.state is ObjState.FREED:
                 continue
             o.refcount += 1
@@ -266,8 +288,8 @@ class ObjectManager:
             out.append(oid)
             if o.data is not None and oid not in self.in_gcs:
                 self.in_gcs.add(oid)
-                self.watch.add(oid)
-                self.r.wb.put("hset", keys.obj(oid), self.node_hex, o.size)
+                self.store.watch(oid)
+                self.put_gcs("hset", keys.obj(oid), self.node_hex, o.size)
         return out
 
     def import_refs(self, peer, oids) -> list:
@@ -276,13 +298,12 @@ class ObjectManager:
         which the caller drops (decref) once it counted its own."""
         if not oids:
             return []
-        r = self.r
-        objects = r.store.objects
+        store = self.store
         temp, release = [], []
         for oid in oids:
-            o = objects.get(oid)
+            o = store.get(oid)
             if o is None:
-                o = r.store.get_or_create(oid)
+                o = store.get_or_create(oid)
                 self.proxies[oid] = [peer]
                 self.hold_remote(oid, peer)
             elif (o.state is ObjState.PENDING and oid in self.locating
@@ -300,46 +321,54 @@ class ObjectManager:
         return temp
 
     def hold_remote(self, oid, peer):
+        """`peer` keeps the original of `oid` for us until our entry is freed."""
         self.remote_refs[oid] = peer
-        self.watch.add(oid)
+        self.store.watch(oid)
+
+    def forget_remote(self, oid):
+        """No remote ref for `oid` any more, and no RELEASE to send for it."""
+        self.remote_refs.pop(oid, None)
+
+    def keep_for(self, peer, oid):
+        """Take a ref on local `oid` on behalf of `peer` (released by its
+        PEER_RELEASE, or when its node dies)."""
+        o = self.store.get(oid)
+        if o is not None:
+            o.refcount += 1
+            self.holder(peer).refs[oid] += 1
 
     def drop_temp(self, temp):
+        decref = self.store.decref
         for oid in temp:
-            self.r.decref(oid)
+            decref(oid)
 
     def freed(self, o):
-        """Raylet hook (raylet.free): a watched object was freed here."""
+        """ObjectStore hook: a watched object was freed here."""
         oid = o.oid
-        self.watch.discard(oid)
         self.locating.discard(oid)
         self.proxies.pop(oid, None)
         self.remote_ready.pop(oid, None)
         if oid in self.in_gcs:
             self.in_gcs.discard(oid)
-            self.r.wb.put("hdel", keys.obj(oid), self.node_hex)
+            self.put_gcs("hdel", keys.obj(oid), self.node_hex)
         peer = self.remote_refs.pop(oid, None)
-        if peer is not None and peer not in self.dead:
+        if peer is not None and peer not in self.node_table.dead:
             # our copy (or proxy) is gone: the origin may free its own
             self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
         self.lineage_done(oid)
 
-    def release(self, oid):
-        """Our copy of `oid` was freed; the node keeping it for us may free it."""
-        o = self.r.store.objects.get(oid)
-        if o is None:
-            peer = self.remote_refs.pop(oid, None)
-            if peer is not None and peer not in self.dead:
-                self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+    def pending_freed(self, o):
+        """ObjectStore hook: the last ref on watched PENDING `o` is gone."""
+        if o.oid in self.proxies:
+            self.drop_proxy(o)     # a remote object nobody here needs now
 
     def drop_proxy(self, o):
-        """Raylet hook (raylet.free): nobody here holds a proxy any more."""
-        r = self.r
+        """Nobody here holds a proxy any more."""
         if o.oid in self.pulls:
             return      # the pull holds a ref; impossible, but never free under it
-        del r.store.objects[o.oid]
-        o.move(ObjState.FREED)
+        self.store.forget(o)
         w, o.waiters = o.waiters, []
-        r.seal_waiters(w)      # pulls served from here see it gone
+        self.store.run_waiters(w)      # pulls served from here see it gone
         self.freed(o)
 
     def lineage_done(self, oid):
@@ -354,11 +383,10 @@ class ObjectManager:
         if not L.remote:
             del self.lineage[tid]
             for a in L.held:
-                self.r.decref(a)
+                self.store.decref(a)
 
     def reexecute(self, L, why):
         """Run a task again whose results were lost with the node holding them."""
-        r = self.r
         tid = L.spec.task_id
         if self.lineage.get(tid) is not L:
             return
@@ -367,16 +395,16 @@ class ObjectManager:
             self.proxies.pop(oid, None)
             self.remote_ready.pop(oid, None)
             peer = self.remote_refs.pop(oid, None)
-            if peer is not None and peer not in self.dead:
+            if peer is not None and peer not in self.node_table.dead:
                 self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
         log(f"results of {L.spec.name} lost ({why}); re-running it (lineage)")
         # submitted as if by a client; its returns keep their waiters (getters,
         # dependent tasks, pulls served from here)
         h = self.holder("lineage")
-        r.on_submit(h, [P.SUBMIT, L.spec.to_wire()])
-        r.on_ref_del(h, [P.REF_DEL, L.spec.return_ids()])
+        self.sched.on_submit(h, [P.SUBMIT, L.spec.to_wire()])
+        self.store.drop_refs(h, L.spec.return_ids())
         for a in L.held:
-            r.decref(a)
+            self.store.decref(a)
 
     def lost(self, o, why):
         """No node holds `o` any more: rebuild it, or seal it with the error."""
@@ -386,7 +414,7 @@ class ObjectManager:
         if L is not None and oid in L.remote:
             self.reexecute(L, why)
             return
-        if tid in self.r.tasks or tid in self.forwarded:
+        if self.sched.has_task(tid) or tid in self.forwarded:
             return      # being made (again) here
         if o.state is not ObjState.PENDING:
             return
@@ -399,16 +427,16 @@ class ObjectManager:
             f"Object {oid.hex()} is lost: {why}, and {what}. Keep a reference to the "
             f"data on a live node, or recompute it.")
         log(f"object {oid.hex()} lost: {why}")
-        self.r.seal_object_inline(o, self.r.error_bytes(err), True, ())
+        self.store.seal_inline(o, error_bytes(err), True, ())
 
     # ------------------------------------------------------------------ wanting objects
     def want(self, oid):
-        """Raylet hook: a get / wait / task argument here needs proxy `oid`."""
+        """A get / wait / task argument here needs `oid`: pull it if it is a proxy."""
         if oid not in self.pulls and oid in self.proxies:
             self.spawn(self.pull(oid))
 
     def wanted(self, o, fetch, cb):
-        """Raylet hook (start_getter, multi-node): a getter waits for PENDING `o`."""
+        """ObjectStore hook (a getter, multi-node): a getter waits for PENDING `o`."""
         oid = o.oid
         if fetch:
             if oid in self.proxies:
@@ -420,6 +448,10 @@ class ObjectManager:
 
     def nofetch_callback(self, fn):
         return NoFetch(fn)
+
+    def sealed_elsewhere(self, oid) -> bool:
+        """`oid` (not copied here) is known sealed on another node."""
+        return oid in self.remote_ready
 
     def ready_elsewhere(self, o, node_hex):
         """`o` (PENDING here) is sealed on `node_hex`: wake wait(fetch_local=False)
@@ -436,18 +468,18 @@ class ObjectManager:
             self.want(o.oid)
 
     def locate(self, oid):
-        """Raylet hook: an id this node never knew (multi-node): a PENDING entry
-        whose sources are found in the GCS.  The caller counts its ref on it."""
-        o = self.r.store.get_or_create(oid)
+        """An id this node never knew (multi-node): a PENDING entry whose sources
+        are found in the GCS.  The caller counts its ref on it."""
+        o = self.store.get_or_create(oid)
         self.proxies[oid] = []
         self.locating.add(oid)
-        self.watch.add(oid)
+        self.store.watch(oid)
         return o
 
     async def gcs_locations(self, oid) -> list:
         try:
             h = await asyncio.get_running_loop().run_in_executor(
-                None, self.r.gcs.r.hgetall, keys.obj(oid))
+                None, self.gcs.r.hgetall, keys.obj(oid))
         except Exception:
             return []
         return [n.decode() for n in h if n.decode() != self.node_hex]
@@ -456,9 +488,10 @@ class ObjectManager:
     def forward(self, t) -> bool:
         """Place a task that cannot run here on another node; False if none can."""
         spec = t.spec
-        if spec.kind != P.NORMAL_TASK or not self.nodes or spec.scheduling:
+        nodes = self.node_table.nodes
+        if spec.kind != P.NORMAL_TASK or not nodes or spec.scheduling:
             return False
-        target = choose_node(spec.resources, list(self.nodes.values()),
+        target = choose_node(spec.resources, list(nodes.values()),
                              self.arg_bytes(spec))
         if target is None:
             return False
@@ -467,13 +500,13 @@ class ObjectManager:
 
     def arg_bytes(self, spec) -> dict:
         """node hex -> bytes of the task's arena arguments held there (GCS)."""
-        objects = self.r.store.objects
+        get = self.store.get
         big = [oid for oid in spec.ref_args()
-               if (o := objects.get(oid)) is not None and o.data is None]
+               if (o := get(oid)) is not None and o.data is None]
         if not big:
             return {}
         try:
-            p = self.r.gcs.r.pipeline(transaction=False)
+            p = self.gcs.r.pipeline(transaction=False)
             for oid in big:
                 p.hgetall(keys.obj(oid))
             out = collections.Counter()
@@ -489,14 +522,14 @@ class ObjectManager:
         inline arguments travel in the message, arena ones are pulled by the
         receiver; refs nested in by-value or inline arguments are kept alive here
         for the receiver (remote refs)."""
-        objects = self.r.store.objects
+        get = self.store.get
         args = {}
         nested = []
         for a in spec.args:
             if a[0] == P.ARG_VALUE:
                 nested.extend(a[2] or ())
         for oid in spec.ref_args():
-            o = objects.get(oid)
+            o = get(oid)
             if o is not None and o.data is not None:
                 args[oid] = [o.data, o.is_error, list(o.contained)]
                 nested.extend(o.contained)
@@ -510,9 +543,20 @@ class ObjectManager:
         spec = t.spec
         self.forwarded[spec.task_id] = [t, node_hex]
         args, exported = self.forward_args(spec, node_hex)
-        if hasattr(self.r, "task_event"):
-            self.r.task_event(t)
+        self.task_event(t)
         self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args, exported]))
+
+    def note_forwarded(self, t, node_hex):
+        """`t` (FORWARDED by cluster placement) runs on `node_hex`: its results
+        come back as a TASK_DONE; re-placed if that node dies."""
+        self.forwarded[t.spec.task_id] = [t, node_hex]
+
+    def unforward(self, task_id):
+        self.forwarded.pop(task_id, None)
+
+    def ran_for_peer(self, task_id) -> bool:
+        """`task_id` is a task a peer sent us (never sent on again)."""
+        return bool(self.from_peer) and task_id in self.from_peer
 
     async def send(self, node_hex, msg):
         try:
@@ -522,20 +566,6 @@ class ObjectManager:
             log(f"cannot reach node {node_hex[:12]}: {e!r}")
             # the monitor will declare it dead; node_died() re-places its tasks
 
-    async def node_record(self, node_hex, wait_s=5.0):
-        """The GCS record of a live peer.  A node that joined since our last
-        refresh of the node table (one per heartbeat) may already talk to us — for
-        instance forward us a task whose result we must send back: re-read the
-        table until it shows up, rather than failing the send."""
-        deadline = time.monotonic() + wait_s
-        while node_hex not in self.nodes:
-            if time.monotonic() > deadline or node_hex in self.dead:
-                raise KeyError(f"node {node_hex} is not an alive node of the cluster")
-            await self.refresh_nodes()
-            if node_hex not in self.nodes:
-                await asyncio.sleep(0.05)
-        return self.nodes[node_hex]
-
     async def link(self, node_hex):
         w = self.links.get(node_hex)
         if w is not None and not w.is_closing():
@@ -544,7 +574,7 @@ class ObjectManager:
             w = self.links.get(node_hex)
             if w is not None and not w.is_closing():
                 return w
-            rec = await self.node_record(node_hex)
+            rec = await self.node_table.record(node_hex)
             _, w = await peers.connect(rec["address"], int(rec["peer_port"]), self.token,
                                        self.node_hex)
             self.links[node_hex] = w
@@ -555,34 +585,34 @@ class ObjectManager:
         wire, args = msg[1], msg[2]
         exported = msg[3] if len(msg) > 3 else ()
         spec = P.TaskSpec.from_wire(wire)
-        r = self.r
-        objects = r.store.objects
+        store = self.store
         temp = self.import_refs(peer, exported)
         for oid, v in args.items():
-            o = objects.get(oid)
+            o = store.get(oid)
             if o is not None and o.state is not ObjState.FREED:
                 continue    # here already (sealed, being pulled, or a proxy)
-            o = r.store.get_or_create(oid)
+            o = store.get_or_create(oid)
             o.refcount += 1
             temp.append(oid)
             if v is not None:
-                r.seal_object_inline(o, v[0], v[1], v[2])
+                store.seal_inline(o, v[0], v[1], v[2])
             else:
                 # the submitter holds it until TASK_DONE; on_submit wants it now
                 self.proxies[oid] = [peer]
-                self.watch.add(oid)
+                store.watch(oid)
         self.from_peer[spec.task_id] = peer
-        r.on_submit(self.holder(peer), [P.SUBMIT, wire])
+        self.sched.notify_end(spec.task_id)     # -> task_ended
+        self.sched.on_submit(self.holder(peer), [P.SUBMIT, wire])
         self.drop_temp(temp)
 
     def task_ended(self, t):
-        """Raylet hook: a task we ran for a peer ended; report its results."""
+        """LocalScheduler hook: a task we ran for a peer ended; report its results."""
         peer = self.from_peer.pop(t.spec.task_id)
         h = self.holder(peer)
-        objects = self.r.store.objects
+        get = self.store.get
         results, drop, nested = [], [], []
         for oid in t.spec.return_ids():
-            o = objects.get(oid)
+            o = get(oid)
             if o is None:
                 continue
             if o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
@@ -597,14 +627,14 @@ class ObjectManager:
             elif o.state is ObjState.PENDING and oid in self.proxies:
                 # we forwarded it on ourselves: the peer pulls it via us
                 results.append([oid, [P.REMOTE, 0, False, []]])
-        if peer in self.dead:
+        if peer in self.node_table.dead:
             drop = [oid for oid, _ in results]
         else:
             exported = self.export_refs(peer, nested)
             self.spawn(self.send(peer, [P.PEER_TASK_DONE, t.spec.task_id, results,
                                         exported]))
         if drop:
-            self.r.on_ref_del(h, [P.REF_DEL, drop])
+            self.store.drop_refs(h, drop)
 
     def on_task_done(self, peer, msg):
         task_id, results = msg[1], msg[2]
@@ -618,18 +648,16 @@ class ObjectManager:
             return
         del self.forwarded[task_id]
         t = entry[0]
-        r = self.r
-        objects = r.store.objects
+        store = self.store
         temp = self.import_refs(peer, exported)
         inline = [[oid, d] for oid, d in results if d[0] == P.INLINE]
         keep, release = [], []
         for oid in remote:
-            o = objects.get(oid)
+            o = store.get(oid)
             if o is None or o.state is not ObjState.PENDING or o.refcount <= 0:
                 release.append(oid)     # nobody here wants it (any more)
                 if o is not None and o.state is ObjState.PENDING:
-                    del objects[oid]
-                    o.move(ObjState.FREED)
+                    store.forget(o)
             else:
                 keep.append(oid)
         if release:
@@ -643,15 +671,15 @@ class ObjectManager:
             for oid in keep:
                 self.proxies[oid] = [peer]
                 self.hold_remote(oid, peer)
-        r.complete_task(t, inline)
+        self.sched.complete_task(t, inline)
         for oid in keep:
-            o = objects.get(oid)
+            o = store.get(oid)
             if o is not None and o.state is ObjState.PENDING:
                 self.ready_elsewhere(o, peer)
         self.drop_temp(temp)
 
     def cancel(self, t, force):
-        """Raylet hook (cancel()): pass it on to the node running our task."""
+        """LocalScheduler hook (cancel()): pass it on to the node running our task."""
         entry = self.forwarded.get(t.spec.task_id)
         if entry is not None:
             self.spawn(self.send(entry[1], [P.PEER_CANCEL, t.spec.task_id, bool(force)]))
@@ -659,7 +687,7 @@ class ObjectManager:
     def on_cancel(self, peer, msg):
         task_id, force = msg[1], msg[2]
         if self.from_peer.get(task_id) == peer:
-            self.r.call_cancel(None, ids.return_id(task_id, 1), force, False)
+            self.sched.call_cancel(None, ids.return_id(task_id, 1), force, False)
 
     def defer_infeasible_warning(self, t):
         """Warn only once a fresh node table confirms no node can run it."""
@@ -667,35 +695,41 @@ class ObjectManager:
         self.unwarned.append(t)
 
     def retry(self, t, why):
-        if t.spec.kind != P.NORMAL_TASK:
-            return self.r.cs.retry(t, why)    # actors: cluster_scheduling.py
         self.forwarded.pop(t.spec.task_id, None)
-        r = self.r
+        if t.spec.kind != P.NORMAL_TASK:
+            return self.cs.retry(t, why)    # actors: cluster_scheduling.py
+        sched = self.sched
         if t.cancelled:
             t.move(TS.CANCELLED)
-            r.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            sched.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
             return
         if t.retries_left == 0:
             t.move(TS.FAILED)
-            r.fail_task(t, exceptions.NodeDiedError(
+            sched.fail_task(t, exceptions.NodeDiedError(
                 f"Task {t.spec.name} failed: {why}, and it has no retries left "
                 f"(max_retries={t.spec.max_retries})."))
             return
         if t.retries_left > 0:
             t.retries_left -= 1
         t.move(TS.WAITING_FOR_RESOURCES)
-        if r.resources.feasible(t.spec.resources):
-            r.ready.push(t, front=True)
-            r.request_schedule()
+        if self.resources.feasible(t.spec.resources):
+            sched.push_ready(t, front=True)
         elif not self.forward(t):
-            r.infeasible.append(t)
+            sched.add_infeasible(t)
 
     def node_died(self, node_hex):
+        """NodeTable callback: `node_hex` was declared dead."""
         log(f"node {node_hex[:12]} died")
         w = self.links.pop(node_hex, None)
         if w is not None:
             w.close()
-        self.r.cs.node_died(node_hex)   # actors and placement groups there
+        # actor calls and creations in flight there, and its actors and
+        # placement groups: cluster placement's (before our tasks are re-placed)
+        lost = [(tid, t) for tid, (t, where) in self.forwarded.items()
+                if where == node_hex and t.spec.kind != P.NORMAL_TASK]
+        for tid, _ in lost:
+            del self.forwarded[tid]
+        self.cs.node_died(node_hex, lost)
         for task_id, (t, where) in list(self.forwarded.items()):
             if where == node_hex:
                 self.retry(t, f"its node {node_hex} died")
@@ -705,16 +739,7 @@ class ObjectManager:
             del self.remote_ready[oid]
         h = self.holders.pop(node_hex, None)
         if h is not None:
-            r = self.r
-            for oid, n in list(h.pins.items()):
-                o = r.store.objects.get(oid)
-                if o is not None:
-                    o.pins -= n
-                    if o.pins <= 0:
-                        r.unpinned(o)
-            for oid, n in list(h.refs.items()):
-                for _ in range(n):
-                    r.decref(oid)
+            self.store.release_holder(h)
         # proxies whose only source it was fail (or are rebuilt) when next wanted;
         # those wanted now are being pulled, and their pull notices
 
@@ -752,8 +777,8 @@ class ObjectManager:
         return list(sources) if sources is not None else list(self.proxies.get(oid, ()))
 
     async def _pull(self, oid, sources, want_data) -> bool:
-        r = self.r
-        o = r.store.objects.get(oid)
+        o = self.store.get(oid)
+        nt = self.node_table
         if o is None or o.state is not ObjState.PENDING:
             return True
         asyncio.current_task().want_data = want_data
@@ -765,7 +790,7 @@ class ObjectManager:
             while True:
                 srcs = self._sources(oid, sources)
                 had_source = bool(srcs)
-                if not any(s in self.nodes for s in srcs):
+                if not any(s in nt.nodes for s in srcs):
                     srcs += [n for n in await self.gcs_locations(oid) if n not in srcs]
                 for src in srcs:
                     if await self.pull_via(o, src, want_data, quiet=attempt > 0):
@@ -776,8 +801,8 @@ class ObjectManager:
                     return True
                 if o.refcount <= 1 and not o.waiters:
                     return False        # nobody here wants it any more
-                if not any(s in self.nodes for s in srcs):
-                    if had_source or (srcs and all(s in self.dead for s in srcs)):
+                if not any(s in nt.nodes for s in srcs):
+                    if had_source or (srcs and all(s in nt.dead for s in srcs)):
                         gone = [s[:12] for s in srcs] or ["?"]
                         self.lost(o, f"its copies were on node(s) {', '.join(gone)}, "
                                      f"which died")
@@ -792,17 +817,17 @@ class ObjectManager:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 attempt += 1
-                await self.refresh_nodes()
+                await nt.refresh()
         finally:
             if self.pulls.get(oid) is asyncio.current_task():
                 del self.pulls[oid]     # before the decref: it may drop the proxy
-            r.decref(oid)
+            self.store.decref(oid)
 
     async def pull_via(self, o, src, want_data, quiet=False) -> bool:
         """Pull `o` from `src`, following redirects; True once sealed here (or,
         without want_data, known sealed somewhere)."""
         for _ in range(MAX_REDIRECTS):
-            rec = self.nodes.get(src)
+            rec = self.node_table.nodes.get(src)
             if rec is None:
                 return False
             try:
@@ -813,9 +838,7 @@ class ObjectManager:
                 res = False
             if o.state is ObjState.CREATING:
                 # a half-written copy: give the space back, wait for another
-                self.r.store.allocator.free(o.offset, o.size)
-                o.offset = -1
-                o.state = ObjState.PENDING   # deliberate: undo the reservation
+                self.store.abort_create(o)
             if not isinstance(res, str):
                 return res
             src = res
@@ -832,7 +855,7 @@ class ObjectManager:
                 done, _ = await asyncio.wait([reading], timeout=1.0)
                 if done:
                     return reading.result()
-                if src in self.dead:
+                if src in self.node_table.dead:
                     raise ConnectionError(f"node {src[:12]} died")
         finally:
             if not reading.done():
@@ -841,7 +864,7 @@ class ObjectManager:
     async def _pull_from(self, o, rec, want_data):
         """One attempt: True (done), False (it is not there) or a node hex
         (redirected there)."""
-        r = self.r
+        store = self.store
         src = rec["node_id"]
         loop = asyncio.get_running_loop()
         sock = await peers.sock_connect(loop, rec["address"], int(rec["peer_port"]),
@@ -865,26 +888,20 @@ class ObjectManager:
             temp = self.import_refs(src, exported)
             try:
                 if data is not None:
-                    r.seal_object_inline(o, data, is_error, contained)
+                    store.seal_inline(o, data, is_error, contained)
                 else:
-                    off = r.store.reserve(o, size)
-                    while off is None:
-                        victims = r.store.spill_candidates()
-                        if not victims or r.spill(victims[0]):
-                            raise exceptions.ObjectStoreFullError(
-                                f"no room for object {o.oid.hex()} ({size} bytes) "
-                                f"pulled from node {src}")
-                        off = r.store.reserve(o, size)
+                    off = store.reserve_now(o, size)
+                    if off is None:
+                        raise exceptions.ObjectStoreFullError(
+                            f"no room for object {o.oid.hex()} ({size} bytes) "
+                            f"pulled from node {src}")
                     # the bytes go straight into the arena, in threads: one
                     # blocking recv per 64 MiB instead of a loop turn per 64 KiB,
                     # and a large object over several connections at once
                     await self.recv_striped(loop, sock, rec, o.oid, off, size,
                                             msg[6] if len(msg) > 6 else size)
-                    for c in contained or ():
-                        r.incref(c)
-                    r.wb.put("hset", keys.obj(o.oid), self.node_hex, size)
-                    waiters = r.store.seal_arena(o, is_error, contained)
-                    r.seal_waiters(waiters)
+                    self.put_gcs("hset", keys.obj(o.oid), self.node_hex, size)
+                    store.seal_arena(o, is_error, contained)
             finally:
                 self.drop_temp(temp)
             self.proxies.pop(o.oid, None)
@@ -921,15 +938,10 @@ class ObjectManager:
 
     def recv_body(self, sock, off, size):
         """(thread) Receive `size` bytes of an object into the arena at `off`."""
-        r = self.r
-        if POPULATE_WRITE:
-            try:    # map the range's pages in one call, not one fault per page
-                r.arena.madvise(POPULATE_WRITE, off, size + (-size % mmap.PAGESIZE))
-            except (OSError, ValueError):
-                pass
+        self.store.prefault(off, size)
         sock.setblocking(True)
         sock.settimeout(BODY_TIMEOUT_S)
-        view = r.arena_view[off:off + size]
+        view = self.store.arena_slice(off, size)
         try:
             while len(view):
                 n = sock.recv_into(view, min(len(view), 64 << 20), socket.MSG_WAITALL)
@@ -961,11 +973,11 @@ class ObjectManager:
                 elif kind == P.PEER_TASK_DONE:
                     self.on_task_done(peer, msg)
                 elif kind == P.PEER_RELEASE:
-                    self.r.on_ref_del(self.holder(peer), [P.REF_DEL, msg[1]])
+                    self.store.drop_refs(self.holder(peer), msg[1])
                 elif kind == P.PEER_CANCEL:
                     self.on_cancel(peer, msg)
                 elif kind >= P.PEER_ACTOR_CREATE:
-                    self.r.cs.on_peer(peer, msg)   # cluster_scheduling.py
+                    self.cs.on_peer(peer, msg)   # cluster_scheduling.py
                 else:
                     log(f"unknown message {kind} from {peer[:12]}")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -981,20 +993,20 @@ class ObjectManager:
         if n is None:
             entry = self.forwarded.get(ids.task_of(oid))
             n = entry[1] if entry is not None else None
+        nt = self.node_table
         if n is None:
             for s in self.proxies.get(oid, ()):
-                if s in self.nodes:
+                if s in nt.nodes:
                     n = s
                     break
-        return n if n is not None and n != peer and n not in self.dead else None
+        return n if n is not None and n != peer and n not in nt.dead else None
 
     async def serve_pull(self, peer, reader, writer, msg):
-        r = self.r
         oid = msg[1]
         want_data = msg[2] if len(msg) > 2 else True
         hold = msg[3] if len(msg) > 3 else False
-        objects = r.store.objects
-        o = objects.get(oid)
+        get = self.store.get
+        o = get(oid)
         while o is not None and (o.state is ObjState.PENDING or
                                  o.state is ObjState.CREATING):
             # not made yet (or not here): wait for it, or send the peer on
@@ -1007,7 +1019,7 @@ class ObjectManager:
             fut = asyncio.get_running_loop().create_future()
             o.waiters.append(lambda: fut.done() or fut.set_result(None))
             await fut
-            o = objects.get(oid)
+            o = get(oid)
         if o is None or o.state not in (ObjState.SEALED, ObjState.SPILLED):
             writer.write(P.frame([P.PEER_MISSING, oid]))
             return
@@ -1021,7 +1033,7 @@ class ObjectManager:
             return
         h = self.holder(peer)
         exported = self.export_refs(peer, list(o.contained) + ([oid] if hold else []))
-        desc = r.pin_descriptor(h, o)
+        desc = self.store.pin_descriptor(h, o)
         if desc[0] == P.INLINE:
             writer.write(P.frame([P.PEER_OBJECT, len(desc[1]), desc[2],
                                   list(o.contained), desc[1], exported]))
@@ -1036,19 +1048,19 @@ class ObjectManager:
 
     async def send_body(self, peer, reader, writer, o, start, end, pinned=False):
         """Send bytes [start, end) of arena object `o` (pinned for the puller)."""
-        r = self.r
+        store = self.store
         h = self.holder(peer)
         oid = o.oid
         if not pinned:
-            desc = r.pin_descriptor(h, o)
+            desc = store.pin_descriptor(h, o)
             if desc[0] == P.INLINE:      # it could not be restored: give up
-                r.on_unpin(h, [P.UNPIN, [oid]])
+                store.unpin(h, [oid])
                 return
         off = o.offset + start
         size = end - start
         try:
             if self.arena_file is None:
-                self.arena_file = open(r.arena_path, "rb")
+                self.arena_file = open(store.arena_path, "rb")
             # sendfile: the kernel sends the arena's pages without a copy here
             await asyncio.get_running_loop().sendfile(writer.transport, self.arena_file,
                                                       off, size)
@@ -1056,4 +1068,4 @@ class ObjectManager:
             # pin until the puller closed the connection (it read everything)
             await asyncio.wait_for(reader.read(1), BODY_TIMEOUT_S)
         finally:
-            r.on_unpin(h, [P.UNPIN, [oid]])
+            store.unpin(h, [oid])

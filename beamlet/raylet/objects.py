@@ -1,45 +1,163 @@
-"""The raylet's object side: reference counts, pins, creating and sealing
-objects, spilling and restoring, get and wait (see object_store.py for the pure
-state)."""
+"""The raylet's object store: this node's objects, their references and pins, the
+shared-memory arena, spilling and restoring, and get/wait.
+
+Owns: the object table (ObjectTable in object_store.py: the pure states, their
+  transition table and the arena allocator), the arena itself (a memfd mapped
+  here and by every local process), the spill thread and directory, the
+  CREATEs and restores waiting for room, and the `watched` set: ids whose
+  freeing another component must hear of (it registers them with `watch`).
+Uses: GcsWriter.put (object locations); NodeTable (whether other nodes exist);
+  ObjectManager (an id this node never knew may be on another node: locate /
+  wanted / sealed_elsewhere, and freeing a watched id: pending_freed / freed);
+  LocalScheduler (a worker waiting in get lends its CPU back: block_worker /
+  unblock_worker); ClusterScheduler and Actors (the creation object of an
+  actor was freed: creation_freed).
+Messages: PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN (protocol.py).
+
+Records: an Obj (object_store.py) is handed to other components by `get`; they
+  read its state and count the refs they take on it (refcount += 1), but only
+  the store frees it (`decref`), so every free passes through `free` below.
+"""
+import collections
+import concurrent.futures
+import mmap
 import os
+import sys
 import time
 
+from typing import TYPE_CHECKING
+
 from .. import exceptions
-from .._private import config, ids, serialization
+from .._private import config, ids
 from .._private import protocol as P
 from ..gcs import keys
-from .object_store import ObjState
-from .worker_pool import WState
-from .common import log
+from .common import error_bytes, log
+from .object_store import ObjectTable, ObjState
+
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .actors import Actors
+    from .cluster_scheduling import ClusterScheduler
+    from .gcs_writer import GcsWriter
+    from .node_table import NodeTable
+    from .object_manager import ObjectManager
+    from .tasks import LocalScheduler
+
+# madvise(MADV_POPULATE_WRITE) (Linux 5.14+)
+POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else 0)
 
 
+class Getter:
+    """One GET or WAIT waiting for objects."""
+    __slots__ = ("conn", "req", "oids", "missing", "timer", "done", "kind",
+                 "num_returns", "worker", "fetch")
 
-class ObjectsMixin:
-    """Part of Raylet (see raylet.py); methods use the Raylet's state."""
+
+class ObjectStore:
+    INTERFACE = (
+        "wire",     # (the shell, once)
+        # messages (the shell's handler table)
+        "on_put", "on_create", "on_seal", "on_get", "on_wait", "on_ref_add",
+        "on_ref_del", "on_unpin",
+        # life
+        "start", "close", "arena_path", "arena_size", "expire_creates", "stats",
+        "used", "memory_report",
+        # objects and references
+        "get", "get_or_create", "incref", "decref", "watch", "forget",
+        "drop_refs", "unpin", "release_holder",
+        # values
+        "seal_inline", "seal_arena", "seal_results", "run_waiters",
+        "pin_descriptor", "lost_descriptor", "arg_descriptors", "failed_arg",
+        "request_restore",
+        # the arena, for pulls from other nodes
+        "reserve_now", "abort_create", "arena_slice", "prefault",
+    )
+
+    def __init__(self, node_id: bytes, session_dir: str, arena_size: int, spill_dir=""):
+        self.node_hex = node_id.hex()
+        self.arena_size = arena_size
+        self.table = ObjectTable(arena_size)
+        self.objects = self.table.objects
+        # get(oid) -> Obj or None: the table's own lookup, bound once (hot path)
+        self.get = self.objects.get
+        self.get_or_create = self.table.get_or_create
+        # where the user asked (object_spilling_directory), else the session's spill/
+        self.spill_dir = spill_dir or os.path.join(session_dir, "spill")
+        self.spill_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="spill")
+        self.spilling_bytes = 0      # bytes of objects being written out now
+        self.pending_creates = []    # (deadline, conn, req, Obj, size)
+        self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
+        self.watched = set()         # ids whose freeing others must hear of
+        self.arena_fd = self.arena = self.arena_view = self.arena_path = None
+        self.loop = None
+
+    def wire(self, gcs: "GcsWriter", node_table: "NodeTable", om: "ObjectManager",
+             sched: "LocalScheduler", actors: "Actors", cs: "ClusterScheduler") -> None:
+        self.put_gcs = gcs.put
+        self.node_table = node_table
+        self.om = om
+        self.block_worker = sched.block_worker
+        self.unblock_worker = sched.unblock_worker
+        self.om_pending_freed = om.pending_freed
+        self.om_freed = om.freed
+        self.cs_creation_freed = cs.creation_freed
+        self.actor_creation_freed = actors.creation_freed
+
+    # ------------------------------------------------------------------ life
+    def start(self, loop) -> None:
+        """Create the arena (before any client connects) and the spill directory."""
+        self.loop = loop
+        self.arena_fd = os.memfd_create("beamlet-object-store", os.MFD_CLOEXEC)
+        os.ftruncate(self.arena_fd, self.arena_size)
+        self.arena = mmap.mmap(self.arena_fd, self.arena_size)
+        self.arena_view = memoryview(self.arena)
+        self.arena_path = f"/proc/{os.getpid()}/fd/{self.arena_fd}"
+        os.makedirs(self.spill_dir, exist_ok=True)
+
+    def close(self) -> None:
+        self.spill_thread.shutdown(wait=True, cancel_futures=True)
+        try:
+            import shutil
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+        except Exception:
+            pass
+
+    def stats(self) -> dict:
+        return self.table.stats()
+
+    def used(self) -> int:
+        """Arena bytes in use."""
+        return self.table.allocator.used
 
     # ------------------------------------------------------------------ refs
     def incref(self, oid):
-        o = self.store.objects.get(oid)
+        o = self.objects.get(oid)
         if o is not None:
             o.refcount += 1
 
     def decref(self, oid):
-        o = self.store.objects.get(oid)
+        o = self.objects.get(oid)
         if o is None:
             return
         o.refcount -= 1
         if o.refcount <= 0:
             self.free(o)
 
+    def watch(self, oid) -> None:
+        """Tell the freeing of `oid` to the object manager, the cluster scheduler
+        and the actors (each looks whether it holds something for it)."""
+        self.watched.add(oid)
+
     def free(self, o):
         st = o.state
+        watched = self.watched
         if st is ObjState.PENDING or st is ObjState.CREATING:
-            if self.om.proxies and o.oid in self.om.proxies and st is ObjState.PENDING:
-                self.om.drop_proxy(o)   # a remote object nobody here needs now
+            if st is ObjState.PENDING and watched and o.oid in watched:
+                self.om_pending_freed(o)   # a remote object nobody here needs now
             return  # freed when its value arrives (seal sees refcount 0)
-        del self.store.objects[o.oid]
+        del self.objects[o.oid]
         if st is ObjState.SPILLED:
-            self.store.spilled_bytes -= o.size
+            self.table.spilled_bytes -= o.size
             if not o.restoring:   # else restore_done removes the file
                 try:
                     os.unlink(o.spill_path)
@@ -48,30 +166,31 @@ class ObjectsMixin:
         elif o.pins > 0:
             # still mapped somewhere: the range is released at the last UNPIN
             o.free_when_unpinned = True
-            self.store.freed_pinned[o.oid] = o
+            self.table.freed_pinned[o.oid] = o
         else:
-            self.store.release_memory(o)
+            self.table.release_memory(o)
             self.memory_freed()
         o.state = ObjState.FREED
         if o.size >= config.INLINE_THRESHOLD:
             # this node no longer holds it (other nodes' copies stay listed)
-            self.wb.put("hdel", keys.obj(o.oid), self.node_id.hex())
-        if (self.om.watch and o.oid in self.om.watch) or (
-                self.om.remote_refs and o.oid in self.om.remote_refs):
-            self.om.freed(o)   # e.g. the copy we fetched is gone: unpin the origin's
+            self.put_gcs("hdel", keys.obj(o.oid), self.node_hex)
+        heard = bool(watched) and o.oid in watched
+        if heard:
+            watched.discard(o.oid)
+            self.om_freed(o)   # e.g. the copy we fetched is gone: unpin the origin's
         for c in o.contained:
             self.decref(c)
-        if self.cs.owned_oids and o.oid in self.cs.owned_oids:
-            self.cs.creation_freed(o.oid)   # an actor we own on another node
-        a = self.creation_to_actor.get(o.oid)
-        if a is not None:
-            del self.creation_to_actor[o.oid]
-            if a.state != "DEAD":
-                self.kill_actor(a, "All handles to the actor went out of scope.",
-                                no_restart=True, graceful=True)
+        if heard:
+            self.cs_creation_freed(o.oid)      # an actor we own on another node
+            self.actor_creation_freed(o)       # an actor of this node
+
+    def forget(self, o) -> None:
+        """Drop a PENDING entry whose value will never come here."""
+        del self.objects[o.oid]
+        o.move(ObjState.FREED)
 
     def on_ref_add(self, conn, msg):
-        objects = self.store.objects
+        objects = self.objects
         refs = conn.refs
         for oid in msg[1]:
             o = objects.get(oid)
@@ -80,8 +199,13 @@ class ObjectsMixin:
                 refs[oid] += 1
 
     def on_ref_del(self, conn, msg):
-        refs = conn.refs
-        for oid in msg[1]:
+        self.drop_refs(conn, msg[1])
+
+    def drop_refs(self, holder, oids):
+        """`holder` (a client connection, or a peer node's PeerHolder) drops a
+        ref on each of `oids`."""
+        refs = holder.refs
+        for oid in oids:
             n = refs.get(oid, 0)
             if n <= 0:
                 continue
@@ -92,27 +216,46 @@ class ObjectsMixin:
             self.decref(oid)
 
     def on_unpin(self, conn, msg):
-        for oid in msg[1]:
-            n = conn.pins.get(oid, 0)
+        self.unpin(conn, msg[1])
+
+    def unpin(self, holder, oids):
+        """`holder` no longer maps each of `oids` (once per pin it took)."""
+        pins = holder.pins
+        for oid in oids:
+            n = pins.get(oid, 0)
             if n <= 0:
                 continue
             if n == 1:
-                del conn.pins[oid]
+                del pins[oid]
             else:
-                conn.pins[oid] = n - 1
-            o = self.store.pinned(oid)
+                pins[oid] = n - 1
+            o = self.table.pinned(oid)
             if o is None:
                 continue
             o.pins -= 1
             if o.pins <= 0:
                 self.unpinned(o)
 
+    def release_holder(self, holder):
+        """A client disconnected (or a peer node died): its pins and refs go."""
+        for oid, n in list(holder.pins.items()):
+            o = self.table.pinned(oid)
+            if o is not None:
+                o.pins -= n
+                if o.pins <= 0:
+                    self.unpinned(o)
+        holder.pins.clear()
+        for oid, n in list(holder.refs.items()):
+            for _ in range(n):
+                self.decref(oid)
+        holder.refs.clear()
+
     def unpinned(self, o):
         o.pins = 0
         if o.free_when_unpinned:
             o.free_when_unpinned = False
-            self.store.freed_pinned.pop(o.oid, None)
-            self.store.release_memory(o)
+            self.table.freed_pinned.pop(o.oid, None)
+            self.table.release_memory(o)
             self.memory_freed()
 
     def pin_descriptor(self, conn, o):
@@ -120,57 +263,112 @@ class ObjectsMixin:
         if o.state is ObjState.SPILLED:
             err = self.restore(o)
             if err:
-                return [P.INLINE, self.error_bytes(err), True]
+                return [P.INLINE, error_bytes(err), True]
         o.last_access = time.monotonic()
         if o.data is None:
             o.pins += 1
             conn.pins[o.oid] += 1
         return o.descriptor()
 
+    def arg_descriptors(self, conn, spec):
+        """The descriptors of a task's ref arguments, pinned for `conn` (the worker)."""
+        objects = self.objects
+        out = []
+        for a in spec.args:
+            if a[0] == P.ARG_REF:
+                o = objects.get(a[1])
+                out.append(self.pin_descriptor(conn, o) if o is not None
+                           else self.lost_descriptor(a[1]))
+        return out
+
+    def failed_arg(self, spec):
+        """The serialized error of a task's first argument that is an error, if any."""
+        objects = self.objects
+        for a in spec.args:
+            if a[0] == P.ARG_REF:
+                o = objects.get(a[1])
+                if o is None:
+                    return self.lost_descriptor(a[1])[1]
+                if o.is_error and o.data is not None:
+                    return o.data
+        return None
+
+    def lost_descriptor(self, oid):
+        err = exceptions.ObjectLostError(
+            f"Object {oid.hex()} is lost: no node holds it and it cannot be rebuilt "
+            f"(its references were all released, or it was never created here).")
+        return [P.INLINE, error_bytes(err), True]
+
     # ------------------------------------------------------------------ objects
-    def seal_waiters(self, waiters):
+    def run_waiters(self, waiters):
         for w in waiters:
             w()
 
     def on_put(self, conn, msg):
         _, oid, data, contained = msg
-        o = self.store.get_or_create(oid)
+        o = self.table.get_or_create(oid)
         o.refcount += 1
         conn.refs[oid] += 1
-        self.seal_object_inline(o, data, False, contained)
+        self.seal_inline(o, data, False, contained)
 
-    def seal_object_inline(self, o, data, is_error, contained):
+    def seal_inline(self, o, data, is_error, contained):
         for c in contained or ():
             self.incref(c)
-        waiters = self.store.seal_inline(o, data, is_error, contained)
+        waiters = self.table.seal_inline(o, data, is_error, contained)
         if o.refcount <= 0:
             self.free(o)
-        self.seal_waiters(waiters)
+        self.run_waiters(waiters)
+
+    def seal_arena(self, o, is_error, contained):
+        """The bytes of CREATING `o` are written (by its creator, or a pull)."""
+        for c in contained or ():
+            self.incref(c)
+        waiters = self.table.seal_arena(o, is_error, contained)
+        if o.refcount <= 0:
+            self.free(o)
+        self.run_waiters(waiters)
+
+    def seal_results(self, results):
+        """A task's results ([oid, descriptor] from its DONE or TASK_DONE): seal
+        each object still wanted here; give back the space of those that are not."""
+        objects = self.objects
+        for oid, desc in results:
+            o = objects.get(oid)
+            if o is None:
+                if desc[0] == P.ARENA:
+                    # nobody wants it any more: give the space back
+                    self.table.allocator.free(desc[1], desc[2])
+                continue
+            if desc[0] == P.INLINE:
+                if o.state is ObjState.PENDING:
+                    self.seal_inline(o, desc[1], desc[2], desc[3] if len(desc) > 3 else ())
+            elif o.state is ObjState.CREATING:
+                self.seal_arena(o, desc[3], desc[4] if len(desc) > 4 else ())
 
     def on_create(self, conn, msg):
         _, req, oid, size = msg
-        o = self.store.get_or_create(oid)
+        o = self.table.get_or_create(oid)
         if ids.is_put_object(oid) and o.state is ObjState.PENDING:
             o.refcount += 1
             conn.refs[oid] += 1
         self.try_create(conn, req, o, size, time.monotonic() + config.CREATE_WAIT_S)
 
     def try_create(self, conn, req, o, size, deadline):
-        cap = self.store.allocator.capacity
+        cap = self.table.allocator.capacity
         if size > cap:
             conn.send([P.REPLY, req, [None,
                 f"An object of {size} bytes can never fit in this node's object store "
                 f"of {cap} bytes. Start beamlet with a larger object_store_memory "
                 f"(init(object_store_memory=...)) or split the object."]])
             return
-        off = self.store.reserve(o, size)
+        off = self.table.reserve(o, size)
         if off is None:
             # wait for space: spill least recently used objects (in the spill
             # thread) or wait for processes to release what they map
             self.pending_creates.append((deadline, conn, req, o, size))
             self.make_room()
             return
-        self.wb.put("hset", keys.obj(o.oid), self.node_id.hex(), size)
+        self.put_gcs("hset", keys.obj(o.oid), self.node_hex, size)
         conn.send([P.REPLY, req, [off]])
 
     def memory_freed(self):
@@ -185,6 +383,44 @@ class ObjectsMixin:
                 if not conn.closed:
                     self.try_create(conn, req, o, size, deadline)
 
+    def on_seal(self, conn, msg):
+        _, oid, contained, is_error = msg
+        o = self.objects.get(oid)
+        if o is None:
+            return
+        self.seal_arena(o, is_error, contained)
+
+    # ------------------------------------------------------------------ arena (pulls)
+    def reserve_now(self, o, size):
+        """Arena space for PENDING `o` now, spilling synchronously if needed (a
+        pull from another node); the offset, or None if nothing can make room."""
+        off = self.table.reserve(o, size)
+        while off is None:
+            victims = self.table.spill_candidates()
+            if not victims or self.spill(victims[0]):
+                return None
+            off = self.table.reserve(o, size)
+        return off
+
+    def abort_create(self, o):
+        """A half-written copy (a pull that failed): give the space back."""
+        self.table.allocator.free(o.offset, o.size)
+        o.offset = -1
+        o.state = ObjState.PENDING   # deliberate: undo the reservation
+
+    def arena_slice(self, off, size):
+        """A writable view of arena bytes [off, off + size) (callable from threads)."""
+        return self.arena_view[off:off + size]
+
+    def prefault(self, off, size):
+        """Map a range's pages in one call, not one fault per page."""
+        if POPULATE_WRITE:
+            try:
+                self.arena.madvise(POPULATE_WRITE, off, size + (-size % mmap.PAGESIZE))
+            except (OSError, ValueError):
+                pass
+
+    # ------------------------------------------------------------------ spilling
     # Spilling for creates runs in a thread, so that writing hundreds of MB to
     # disk never stalls the event loop (every client's messages).  An object
     # being spilled is pinned by the raylet itself: it stays readable, and
@@ -194,10 +430,10 @@ class ObjectsMixin:
         the waiting creates need (fragmentation may call for another round)."""
         need = sum(p[4] for p in self.pending_creates if not p[1].closed)
         need += sum(o.size for o in self.pending_restores)   # (dict keys)
-        need -= self.spilling_bytes + self.store.allocator.largest_hole()
+        need -= self.spilling_bytes + self.table.allocator.largest_hole()
         if need <= 0:
             return
-        for v in self.store.spill_candidates():
+        for v in self.table.spill_candidates():
             if need <= 0:
                 break
             self.start_spill(v)
@@ -247,13 +483,14 @@ class ObjectsMixin:
                 self.pending_creates = []
                 return
         else:
-            self.store.release_memory(o)
+            self.table.release_memory(o)
             o.move(ObjState.SPILLED)
             o.spill_path = path
-            self.store.spilled_bytes += o.size
+            self.table.spilled_bytes += o.size
         self.memory_freed()
 
     def expire_creates(self):
+        """Every heartbeat: CREATEs and restores that waited too long for room fail."""
         now = time.monotonic()
         keep = []
         for item in self.pending_creates:
@@ -261,11 +498,11 @@ class ObjectsMixin:
             if now < deadline or self.spilling_bytes:   # spilling: progress is made
                 keep.append(item)
                 continue
-            st = self.store.stats()
+            st = self.table.stats()
             conn.send([P.REPLY, req, [None,
                 f"The object store is full: an object of {size} bytes does not fit "
                 f"({st['arena_used']} of {st['arena_capacity']} bytes used, largest "
-                f"free block {self.store.allocator.largest_hole()} bytes) and every "
+                f"free block {self.table.allocator.largest_hole()} bytes) and every "
                 f"object in it is in use (mapped by a process), so none can be "
                 f"spilled. Release references to large objects (del the arrays you "
                 f"got) or give the store more memory (object_store_memory)."]])
@@ -276,19 +513,7 @@ class ObjectsMixin:
                 # reports the full store
                 del self.pending_restores[o]
                 w, o.waiters = o.waiters, []
-                self.seal_waiters(w)
-
-    def on_seal(self, conn, msg):
-        _, oid, contained, is_error = msg
-        o = self.store.objects.get(oid)
-        if o is None:
-            return
-        for c in contained or ():
-            self.incref(c)
-        waiters = self.store.seal_arena(o, is_error, contained)
-        if o.refcount <= 0:
-            self.free(o)
-        self.seal_waiters(waiters)
+                self.run_waiters(w)
 
     def spill(self, o):
         """Move a sealed arena object to a file.  Returns an error message or None."""
@@ -303,10 +528,10 @@ class ObjectsMixin:
                 pass
             return (f"The object store is full and spilling to {self.spill_dir} failed "
                     f"({e}); free disk space or release references to objects.")
-        self.store.release_memory(o)
+        self.table.release_memory(o)
         o.move(ObjState.SPILLED)
         o.spill_path = path
-        self.store.spilled_bytes += o.size
+        self.table.spilled_bytes += o.size
         return None
 
     def request_restore(self, o, deadline=None, prefetch=False):
@@ -318,7 +543,7 @@ class ObjectsMixin:
         or waiting to."""
         if o.restoring or o in self.pending_restores:
             return True
-        off = self.store.allocator.alloc(o.size)
+        off = self.table.allocator.alloc(o.size)
         if off is None and prefetch:
             return False
         if off is None:
@@ -349,7 +574,7 @@ class ObjectsMixin:
         err = fut.exception()
         if o.state is not ObjState.SPILLED or err is not None:
             # freed meanwhile (or the read failed): give the range back
-            self.store.allocator.free(off, o.size)
+            self.table.allocator.free(off, o.size)
             if o.state is ObjState.FREED:
                 try:
                     os.unlink(path)
@@ -358,7 +583,7 @@ class ObjectsMixin:
             elif o.state is ObjState.SPILLED:
                 log("restore failed:", err)
             w, o.waiters = o.waiters, []
-            self.seal_waiters(w)    # a getter then reports the error
+            self.run_waiters(w)    # a getter then reports the error
             self.memory_freed()
             return
         try:
@@ -369,18 +594,18 @@ class ObjectsMixin:
         o.offset = off
         o.move(ObjState.SEALED)
         o.last_access = time.monotonic()
-        self.store.spilled_bytes -= o.size
+        self.table.spilled_bytes -= o.size
         w, o.waiters = o.waiters, []
-        self.seal_waiters(w)
+        self.run_waiters(w)
 
     def restore(self, o):
         """Bring a spilled object back into the arena.  Returns an error or None."""
         size = o.size
-        off = self.store.allocator.alloc(size)
+        off = self.table.allocator.alloc(size)
         while off is None:
-            victims = self.store.spill_candidates()
+            victims = self.table.spill_candidates()
             if not victims:
-                st = self.store.stats()
+                st = self.table.stats()
                 return exceptions.ObjectStoreFullError(
                     f"Cannot restore spilled object {o.oid.hex()} ({size} bytes): the "
                     f"object store ({st['arena_used']} of {st['arena_capacity']} bytes "
@@ -391,30 +616,17 @@ class ObjectsMixin:
             err = self.spill(victims[0])
             if err:
                 return exceptions.ObjectStoreFullError(err)
-            off = self.store.allocator.alloc(size)
+            off = self.table.allocator.alloc(size)
         with open(o.spill_path, "rb") as f:
             f.readinto(self.arena_view[off:off + size])
         os.unlink(o.spill_path)
         o.spill_path = None
         o.offset = off
         o.move(ObjState.SEALED)
-        self.store.spilled_bytes -= size
+        self.table.spilled_bytes -= size
         return None
 
-    def error_bytes(self, err) -> bytes:
-        return serialization.serialize(err).to_bytes()
-
-    def lost_descriptor(self, oid):
-        err = exceptions.ObjectLostError(
-            f"Object {oid.hex()} is lost: no node holds it and it cannot be rebuilt "
-            f"(its references were all released, or it was never created here).")
-        return [P.INLINE, self.error_bytes(err), True]
-
     # ------------------------------------------------------------------ get / wait
-    class Getter:
-        __slots__ = ("conn", "req", "oids", "missing", "timer", "done", "kind",
-                     "num_returns", "worker", "fetch")
-
     def on_get(self, conn, msg):
         _, req, oids, timeout = msg
         self.start_getter(conn, req, oids, timeout, "get", len(oids))
@@ -425,8 +637,8 @@ class ObjectsMixin:
                           len(msg) < 6 or msg[5])
 
     def start_getter(self, conn, req, oids, timeout, kind, num_returns, fetch=True):
-        objects = self.store.objects
-        g = self.Getter()
+        objects = self.objects
+        g = Getter()
         g.conn, g.req, g.oids, g.kind, g.num_returns = conn, req, oids, kind, num_returns
         g.done = False
         g.timer = None
@@ -434,6 +646,7 @@ class ObjectsMixin:
         g.fetch = fetch
         ready = 0
         om = self.om
+        multi = self.node_table.multi
         # a get of a spilled object waits for its restore (done off the loop);
         # for wait() a spilled object is ready
         restore = kind == "get" and timeout != 0
@@ -441,14 +654,14 @@ class ObjectsMixin:
             o = objects.get(oid)
             if o is None or o.state is ObjState.SEALED or (
                     o.state is ObjState.SPILLED and not restore):
-                if o is None and om.multi and timeout != 0:
+                if o is None and multi and timeout != 0:
                     # an id this node never knew: another node may have it (the
                     # GCS says where); the client holds the ref: count it
                     om.locate(oid).refcount += 1
                     conn.refs[oid] += 1
                     continue
                 ready += 1
-            elif not fetch and oid in om.remote_ready:
+            elif not fetch and om.sealed_elsewhere(oid):
                 ready += 1      # wait(fetch_local=False): sealed on another node
         if ready >= num_returns or timeout == 0:
             self.finish_getter(g)
@@ -468,22 +681,13 @@ class ObjectsMixin:
                 o.waiters.append(cb)
                 if o.state is ObjState.SPILLED:
                     self.request_restore(o)
-                elif om.multi and o.state is ObjState.PENDING:
+                elif multi and o.state is ObjState.PENDING:
                     om.wanted(o, fetch, cb)     # pull it if it is on another node
         if timeout is not None and timeout >= 0:
             g.timer = self.loop.call_later(timeout, self.finish_getter, g)
         w = conn.worker
-        if w is not None and w.state is WState.BUSY and w.task is not None:
-            # lend the CPU back while this worker waits, so nested tasks can run
-            g.worker = w
-            w.state = WState.BLOCKED
-            if w.next is not None:
-                self.revoke(w)   # others may run it (it may be what w waits for)
-            t = w.task
-            w.lent = {k: v for k, v in t.spec.resources.items() if k == "CPU"}
-            if w.lent:
-                self.resources.release(w.lent, [])
-            self.request_schedule()
+        if w is not None and self.block_worker(w):
+            g.worker = w    # its CPU is lent back while it waits
 
     def getter_progress(self, g):
         if g.done:
@@ -499,17 +703,11 @@ class ObjectsMixin:
         if g.timer is not None:
             g.timer.cancel()
         conn = g.conn
-        w = g.worker
-        if w is not None and w.state is WState.BLOCKED:
-            w.state = WState.BUSY
-            if w.lent:
-                # take the CPU back (may oversubscribe for a moment, as Ray does)
-                for k, v in w.lent.items():
-                    self.resources.available[k] = self.resources.available.get(k, 0) - v
-                w.lent = None
+        if g.worker is not None:
+            self.unblock_worker(g.worker)
         if conn.closed:
             return
-        objects = self.store.objects
+        objects = self.objects
         if g.kind == "get":
             out = []
             for oid in g.oids:
@@ -524,10 +722,33 @@ class ObjectsMixin:
         else:
             # every ready index, not just num_returns: the client remembers them
             ready = []
-            elsewhere = () if g.fetch else self.om.remote_ready
+            elsewhere = None if g.fetch else self.om.sealed_elsewhere
             for i, oid in enumerate(g.oids):
                 o = objects.get(oid)
                 if o is None or o.state is ObjState.SEALED or o.state is ObjState.SPILLED \
-                        or oid in elsewhere:
+                        or (elsewhere is not None and elsewhere(oid)):
                     ready.append(i)
             conn.send([P.REPLY, g.req, ready])
+
+    # ------------------------------------------------------------------ introspection
+    def memory_report(self, holders, pinners) -> dict:
+        """Every object of this node with where it is and who keeps it alive
+        (what `beamlet memory` prints).  `holders`: oid -> [who holds a ref]
+        (clients, tasks), `pinners`: oid -> [pid mapping it]."""
+        holders = collections.defaultdict(list, holders)
+        for o in self.objects.values():
+            for c in o.contained:
+                holders[c].append(f"inside object {o.oid.hex()}")
+        out = []
+        objs = list(self.objects.values()) + list(self.table.freed_pinned.values())
+        for o in objs:
+            out.append({
+                "object_id": o.oid.hex(), "size": o.size, "state": o.state.value,
+                "where": ("inline" if o.data is not None else
+                          "spilled" if o.state is ObjState.SPILLED else
+                          "arena" if o.in_arena else "-"),
+                "refcount": o.refcount, "pins": o.pins,
+                "pinned_by": pinners.get(o.oid, []),
+                "holders": holders.get(o.oid, []),
+                "spill_path": o.spill_path})
+        return {"objects": out, "stats": self.table.stats(), "node_id": self.node_hex}

@@ -72,6 +72,12 @@ class PlacementGroup:
 
 
 class PlacementGroups:
+    """The groups this node knows (shared by the raylet's placement constraints
+    and cluster placement, which change it only through these methods)."""
+    # `waiting` (read only): truthy while some group may still be reserved
+    INTERFACE = ("add", "get", "all", "discard", "feasible_here", "try_reserve",
+                 "pending", "remove", "pool_for", "bundle_feasible", "waiting")
+
     def __init__(self, node: ResourceSet):
         self.node = node
         self.groups = {}        # pg_id -> PlacementGroup (removed ones included)
@@ -81,6 +87,17 @@ class PlacementGroups:
         self.groups[pg.pg_id] = pg
         if pg.state is PGState.PENDING:
             self.waiting[pg.pg_id] = pg
+
+    def get(self, pg_id):
+        return self.groups.get(pg_id)
+
+    def all(self):
+        """Every group (removed ones included), a live view."""
+        return self.groups.values()
+
+    def discard(self, pg_id):
+        """Forget a group (a share another node's owner cancelled); returns it."""
+        return self.groups.pop(pg_id, None)
 
     def feasible_here(self, pg) -> bool:
         if pg.strategy == "STRICT_SPREAD" and len(pg.bundles) > 1:

@@ -1,54 +1,68 @@
-"""The raylet process: the asyncio shell around the local scheduler, the object
-store and the worker pool of one node.
+"""The raylet process: the asyncio shell that creates the node's components, wires
+them together, and owns the client connections, the message handler table and
+the loop.
 
-    driver ──unix socket──┐
-    worker ──unix socket──┤  Raylet (one asyncio loop)
-    worker ──unix socket──┘    ├─ ObjectTable (object_store.py, pure)
-                               ├─ ResourceSet / ReadyQueue (scheduler.py, pure)
-                               ├─ WorkerPool (worker_pool.py)
-                               └─ GCS: node record, heartbeats, write-behind of
-                                  task states and object locations (thread)
+    driver ──unix socket──┐                      ┌─ ObjectStore      objects.py
+    worker ──unix socket──┤  Raylet (this shell) ├─ LocalScheduler   tasks.py
+    worker ──unix socket──┘    Conn per client,  ├─ Actors           actors.py
+                               handler table,    ├─ Constraints      constraints.py
+    peer raylets ──tcp─────────────────────────▶ ├─ ObjectManager    object_manager.py
+                               tick (heartbeat)  ├─ ClusterScheduler cluster_scheduling.py
+                                                 ├─ NodeTable        node_table.py
+                                                 ├─ WorkerPool       worker_pool.py
+                                                 └─ GcsWriter        gcs_writer.py
 
-Every message from a client is handled to completion on the loop; replies are
-queued on the connection and written once per loop turn (coalesced).
+Each component owns its state and declares the methods others may call
+(INTERFACE); the shell hands each one the components it uses (`wire`) and
+routes every client message to the component it belongs to (`handlers`), in
+arrival order, each handled to completion on the loop.  Replies are queued on
+the connection and written once per loop turn (coalesced).  The drawing of
+the components and their calls: docs/architecture.md.
+
+Owns: the client connections (Conn: a driver's or worker's socket, and the
+  refs and pins it holds), the drivers by job, the function and sys.path
+  caches served to workers, startup and shutdown.
+Uses: every component, through its INTERFACE.
+Messages: HELLO and CALL (the calls table: some calls are answered here,
+  the others go to their component); every other message goes to the
+  component in `handlers`.
 """
 import argparse
 import asyncio
 import collections
-import concurrent.futures
 import gc
 import json
-import mmap
 import os
 import signal
 import socket
 import time
 import traceback
 
-from .. import exceptions
 from .._private import config, ids, process
 from .._private import protocol as P
 from ..gcs import keys
-from ..gcs.client import GcsClient, WriteBehind
+from ..gcs.client import GcsClient
+from .actors import Actors
 from .cluster_scheduling import ClusterScheduler
+from .common import log
+from .constraints import Constraints
+from .gcs_writer import GcsWriter
+from .node_table import NodeTable
 from .object_manager import ObjectManager
-from .object_store import ObjectTable, ObjState
+from .objects import ObjectStore
 from .placement_groups import PlacementGroups
-from .scheduler import ReadyQueue, ResourceSet, TaskState
-from .worker_pool import WorkerPool, WState
+from .scheduler import ResourceSet
+from .tasks import LocalScheduler
+from .worker_pool import WorkerPool
 
-TS = TaskState
-from .actors import ActorsMixin  # noqa: E402
-from .common import log  # noqa: E402
-from .constraints import ConstraintsMixin  # noqa: E402
-from .objects import ObjectsMixin  # noqa: E402
-from .tasks import TasksMixin  # noqa: E402
 
 class Conn(asyncio.Protocol):
     """One client connection (a driver or a worker)."""
 
-    def __init__(self, raylet):
-        self.raylet = raylet
+    def __init__(self, handlers, loop, on_lost):
+        self.handlers = handlers
+        self.loop = loop
+        self.on_lost = on_lost
         self.transport = None
         self.reader = P.FrameReader()
         self.out = []
@@ -65,7 +79,7 @@ class Conn(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        handle = self.raylet.handlers
+        handle = self.handlers
         for msg in self.reader.feed(data):
             try:
                 handle[msg[0]](self, msg)
@@ -74,7 +88,7 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
-        self.raylet.client_lost(self)
+        self.on_lost(self)
 
     def send(self, msg):
         if self.closed:
@@ -82,7 +96,7 @@ class Conn(asyncio.Protocol):
         self.out.append(msg)
         if not self.flush_pending:
             self.flush_pending = True
-            self.raylet.loop.call_soon(self.flush)
+            self.loop.call_soon(self.flush)
 
     def flush(self):
         self.flush_pending = False
@@ -91,96 +105,104 @@ class Conn(asyncio.Protocol):
             self.transport.write(P.frames(msgs))
 
 
-class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
+class Raylet:
     def __init__(self, args):
         self.args = args
         self.node_id = bytes.fromhex(args.node_id) if args.node_id else ids.random_id(16)
         self.session_dir = args.session_dir
         self.socket_path = args.socket
         self.loop = None
-        self.resources = ResourceSet(json.loads(args.resources))
-        self.ready = ReadyQueue()
-        self.infeasible = []
-        self.tasks = {}          # task_id -> Task (not yet finished)
-        self.actors = {}         # actor_id -> Actor
-        self.dead_actors = collections.deque()   # ids of DEAD actors, oldest first
-        self.creation_to_actor = {}   # creation oid -> Actor
         self.clients = set()
         self.drivers = {}        # job_id -> Conn
-        self.getters = []
-        self.task_events = {}        # task_id -> Task whose state the GCS lacks
-        self.finished_task_ids = collections.deque()
-        self.pending_creates = []   # (deadline, conn, req, oid, size)
-        self.spill_thread = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="spill")
-        self.spilling_bytes = 0      # bytes of objects being written out now
-        self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.functions = {}      # fn key -> blob cache (served to workers)
-        self.fn_time = {}        # fn key -> how long its last task ran (send_ahead)
-        self.sent_ahead = 0      # tasks sent ahead so far (reported by "status")
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
-        self.output_tasks = set()  # tasks forwarding workers' stdout/stderr
-        self.arena_size = args.object_store_memory
-        self.store = ObjectTable(self.arena_size)
-        self.spill_dir = args.spill_dir or os.path.join(self.session_dir, "spill")
-        self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
-        self.wb = WriteBehind(self.gcs.r, config.GCS_FLUSH_S)
-        self.pool = WorkerPool(self.socket_path, self.session_dir, self.node_id)
-        self.pgs = PlacementGroups(self.resources)
-        self.schedule_pending = False
         self.stopping = False
+        self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
+
+        # --- the components (each file's docstring says what it owns and uses)
+        node = self.node_id
+        # pure state shared by those that hand out this node's resources
+        self.resources = ResourceSet(json.loads(args.resources))
+        self.pgs = PlacementGroups(self.resources)
+        self.gcsw = GcsWriter(self.gcs, node, config.GCS_FLUSH_S)
+        self.pool = WorkerPool(self.socket_path, self.session_dir, node,
+                               keep_idle=max(int(self.resources.total.get("CPU", 1)), 1))
+        self.store = ObjectStore(node, self.session_dir, args.object_store_memory,
+                                 spill_dir=args.spill_dir)
+        self.sched = LocalScheduler(self.resources, self.session_dir)
+        self.actors = Actors(node)
+        self.constraints = Constraints(node, self.resources, self.pgs)
+        self.node_table = NodeTable(node, self.gcs)
+        # cross-node work (forwarding, pulls, remote refs): object_manager.py
+        self.om = ObjectManager(node, args.redis_password.encode(), args.node_ip,
+                                getattr(args, "peer_port", 0) or 0)
+        # cross-node scheduling (remote actors, strategies, placement groups)
+        self.cs = ClusterScheduler(node)
+
+        # --- who calls whom
+        store, sched, actors, cons, om, cs, gcsw = (
+            self.store, self.sched, self.actors, self.constraints, self.om, self.cs,
+            self.gcsw)
+        self.pool.wire(gcs=gcsw, on_start_failed=sched.workers_fail_to_start)
+        store.wire(gcs=gcsw, node_table=self.node_table, om=om, sched=sched,
+                   actors=actors, cs=cs)
+        sched.wire(store=store, pool=self.pool, actors=actors, constraints=cons, om=om,
+                   cs=cs, node_table=self.node_table, gcs=gcsw, pgs=self.pgs)
+        actors.wire(store=store, sched=sched, pool=self.pool, cs=cs, gcs=gcsw,
+                    gcs_client=self.gcs)
+        cons.wire(sched=sched, store=store, actors=actors, cs=cs,
+                  node_table=self.node_table, gcs=gcsw)
+        self.node_table.wire(on_death=om.node_died)
+        om.wire(node_table=self.node_table, store=store, sched=sched, cs=cs,
+                resources=self.resources, gcs=gcsw, gcs_client=self.gcs)
+        cs.wire(node_table=self.node_table, om=om, sched=sched, actors=actors,
+                constraints=cons, store=store, resources=self.resources, pgs=self.pgs,
+                gcs=gcsw, gcs_client=self.gcs)
+
+        # --- the messages of clients, and the calls (protocol.py), by component
         self.handlers = {
-            P.HELLO: self.on_hello, P.SUBMIT: self.on_submit, P.PUT: self.on_put,
-            P.CREATE: self.on_create, P.SEAL: self.on_seal, P.GET: self.on_get,
-            P.WAIT: self.on_wait, P.REF_ADD: self.on_ref_add,
-            P.REF_DEL: self.on_ref_del, P.UNPIN: self.on_unpin, P.DONE: self.on_done,
-            P.CALL: self.on_call, P.RETURNED: self.on_returned,
+            P.HELLO: self.on_hello, P.SUBMIT: sched.on_submit, P.PUT: store.on_put,
+            P.CREATE: store.on_create, P.SEAL: store.on_seal, P.GET: store.on_get,
+            P.WAIT: store.on_wait, P.REF_ADD: store.on_ref_add,
+            P.REF_DEL: store.on_ref_del, P.UNPIN: store.on_unpin, P.DONE: sched.on_done,
+            P.CALL: self.on_call, P.RETURNED: sched.on_returned,
         }
         self.calls = {
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
-            "kill_actor": self.call_kill_actor, "cancel": self.call_cancel,
+            "kill_actor": actors.call_kill_actor, "cancel": sched.call_cancel,
             "job_sys_path": self.call_job_sys_path,
-            "memory": self.call_memory, "actor_state": self.call_actor_state,
-            "status": self.call_status, "pg_create": self.call_pg_create,
-            "pg_remove": self.call_pg_remove, "pg_table": self.call_pg_table, "ping": lambda conn: "pong",
+            "memory": self.call_memory, "actor_state": actors.call_actor_state,
+            "status": self.call_status, "pg_create": cons.call_pg_create,
+            "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
+            "ping": lambda conn: "pong",
         }
-        self._lost_error_cache = {}
-        # cross-node work (forwarding, pulls, remote refs): object_manager.py
-        self.om = ObjectManager(self)
-        # cross-node scheduling (remote actors, strategies, placement groups)
-        self.cs = ClusterScheduler(self)
 
     # ------------------------------------------------------------------ startup
-    def setup_arena(self):
-        self.arena_fd = os.memfd_create("beamlet-object-store", os.MFD_CLOEXEC)
-        os.ftruncate(self.arena_fd, self.arena_size)
-        self.arena = mmap.mmap(self.arena_fd, self.arena_size)
-        self.arena_view = memoryview(self.arena)
-        self.arena_path = f"/proc/{os.getpid()}/fd/{self.arena_fd}"
-
     async def main(self):
         self.loop = asyncio.get_running_loop()
-        self.setup_arena()
-        os.makedirs(self.spill_dir, exist_ok=True)
+        self.pool.start(self.loop)
+        self.sched.start(self.loop)
+        self.store.start(self.loop)
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
-        server = await self.loop.create_unix_server(lambda: Conn(self), self.socket_path)
+        server = await self.loop.create_unix_server(
+            lambda: Conn(self.handlers, self.loop, self.client_lost), self.socket_path)
         os.chmod(self.socket_path, 0o600)   # only the cluster's user may connect
         self.stopped = self.loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
         if self.args.owner_pid:
             self.watch_owner(self.args.owner_pid)
-        self.gcs.register_node(self.node_id, {
+        self.gcsw.register_node({
             "address": self.args.node_ip, "socket": self.socket_path,
             "hostname": socket.gethostname(), "pid": os.getpid(), "state": "ALIVE",
             "resources_total": self.resources.total,
             "resources_available": self.resources.available,
-            "object_store_memory": self.arena_size, "started_at": time.time(),
+            "object_store_memory": self.store.arena_size, "started_at": time.time(),
             "session_dir": self.session_dir, "is_head": int(self.args.head)})
         await self.om.start()
         for _ in range(self.args.prestart):
-            self.start_worker()
+            self.pool.start_worker()
         ticker = self.loop.create_task(self.tick())
         # tell the starter we are ready
         print("RAYLET_READY", flush=True)
@@ -192,7 +214,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
             self.om.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
-            pending = [ticker, *self.output_tasks]
+            pending = [ticker, *self.pool.output_tasks()]
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -219,148 +241,28 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
                 self.stopped.set_result(None)
 
     def shutdown(self):
-        try:
-            self.gcs.r.hset(keys.node(self.node_id), "state", "DEAD")
-            self.gcs.r.hset(keys.node(self.node_id), "death_reason", "stopped")
-        except Exception:
-            pass
+        self.gcsw.node_stopped()
         self.pool.kill_all()
-        self.wb.close()
+        self.gcsw.close()
         try:
             os.unlink(self.socket_path)
         except OSError:
             pass
-        self.spill_thread.shutdown(wait=True, cancel_futures=True)
-        try:
-            import shutil
-            shutil.rmtree(self.spill_dir, ignore_errors=True)
-        except Exception:
-            pass
+        self.store.close()
 
     async def tick(self):
         """Heartbeats, reaping idle workers, expiring creates, infeasible warnings."""
-        hb_key = keys.node(self.node_id)
         while True:
             await asyncio.sleep(config.HEARTBEAT_S)
-            now = time.time()
-            self.wb.put("zadd", keys.HEARTBEATS, {self.node_id.hex(): now})
+            self.gcsw.heartbeat(time.time())
             self.om.spawn(self.om.tick())
             self.cs.tick()
-            self.wb.put("hset", hb_key, mapping={
-                "resources_available": json.dumps(self.resources.snapshot()),
-                "demand": json.dumps(self.ready.demand() + [
-                    {"resources": t.spec.resources, "count": 1, "infeasible": True}
-                    for t in self.infeasible]),
-                "object_store_used": self.store.allocator.used})
-            self.flush_task_events()
-            self.check_workers()
-            self.expire_creates()
-            self.warn_infeasible()
-
-    # ------------------------------------------------------------------ workers
-    def start_worker(self):
-        w = self.pool.start_worker(stdout=asyncio.subprocess.PIPE,
-                                   stderr=asyncio.subprocess.PIPE)
-        w.log_name = f"pid={w.pid}"
-        for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
-            # keep a strong reference: the loop holds tasks weakly, and so does the
-            # pipe's StreamReaderProtocol its reader, so an unreferenced reading
-            # task is garbage-collected mid-read and the worker's output is lost
-            t = self.loop.create_task(self.forward_output(w, stream, is_err))
-            self.output_tasks.add(t)
-            t.add_done_callback(self.output_tasks.discard)
-        return w
-
-    async def forward_output(self, w, stream, is_err):
-        """Read a worker's stdout/stderr and publish each line to its job's driver."""
-        reader = asyncio.StreamReader()
-        await self.loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), stream)
-        while True:
-            try:
-                line = await reader.readline()
-            except Exception:
-                break
-            if not line:
-                break
-            text = line.decode(errors="replace").rstrip("\n")
-            if not text.startswith("("):
-                text = f"(pid={w.pid}) {text}"
-            job = w.job_id
-            if job:
-                self.wb.put("publish", keys.logs_channel(job),
-                            ("E" if is_err else "O") + text)
-            else:
-                log("worker output:", text)
-
-    def check_workers(self):
-        now = time.monotonic()
-        for w in list(self.pool.workers.values()):
-            if w.state is WState.STARTING and w.proc.poll() is not None:
-                self.pool.remove(w)
-                self.pool.start_failures += 1
-                log(f"worker {w.pid} failed to start: {process.describe_exit(w.proc.returncode)}")
-                if self.pool.start_failures >= 5:
-                    self.fail_queued(exceptions.RaySystemError(
-                        "beamlet workers fail to start; see the logs in "
-                        f"{self.session_dir}/logs"))
-                else:
-                    self.request_schedule()
-        ncpu = int(self.resources.total.get("CPU", 1))
-        idle = [w for w in self.pool.workers.values() if w.state is WState.IDLE]
-        excess = len(idle) - max(ncpu, 1)
-        for w in sorted(idle, key=lambda w: w.idle_since):
-            if excess <= 0:
-                break
-            if now - w.idle_since > config.IDLE_WORKER_S:
-                w.conn.send([P.EXIT, "idle"])
-                self.pool.remove(w)
-                excess -= 1
-
-    def worker_lost(self, w, conn):
-        """A worker's connection closed: it exited or crashed."""
-        if w.state is WState.DEAD:
-            # removed on purpose (actor killed or freed): just reap the process
-            if w.proc is not None and w.proc.poll() is None:
-                self.loop.call_later(0.5, w.proc.poll)
-            return
-        prev_state = w.state
-        self.pool.remove(w)
-        ahead, w.next, w.revoking = w.next, None, None
-        if ahead is not None:
-            # sent ahead, never started (the DONE before it would have come
-            # first): it goes back to the queue without using a retry, behind
-            # the crashed task (pushed to the front below)
-            self.give_back(ahead)
-        code = w.proc.poll() if w.proc else None
-        if code is None and w.proc:
-            try:
-                code = w.proc.wait(0.5)
-            except Exception:
-                code = None
-        how = process.describe_exit(code)
-        if w.actor is not None:
-            self.drop_creation(w.actor, w)   # it died inside the constructor
-            self.actor_died(w.actor, f"The actor's worker process (pid={w.pid}) {how}.",
-                            restart=True)
-        elif w.task is not None:
-            t = w.task
-            w.task = None
-            self.release_task_resources(t, w)
-            if t.cancelled:
-                self.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
-            elif t.retries_left != 0:
-                t.retries_left -= 1
-                t.move(TS.WAITING_FOR_RESOURCES)
-                self.ready.push(t, front=True)
-            else:
-                self.fail_task(t, exceptions.WorkerCrashedError(
-                    f"The worker running {t.spec.name} (pid={w.pid}) {how} while "
-                    f"running it, and the task has no retries left "
-                    f"(max_retries={t.spec.max_retries})."))
-        elif prev_state is WState.BLOCKED and w.lent is not None:
-            pass
-        self.request_schedule()
+            self.gcsw.report_load(self.resources.snapshot(), self.sched.heartbeat_demand(),
+                                  self.store.used())
+            self.gcsw.flush_task_events()
+            self.pool.check()
+            self.store.expire_creates()
+            self.sched.warn_infeasible()
 
     # ------------------------------------------------------------------ clients
     def on_hello(self, conn, msg):
@@ -371,7 +273,7 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         conn.role, conn.pid, conn.job_id = role, pid, job_id
         self.clients.add(conn)
         if role == "worker":
-            w = self.pool.workers.get(worker_id)
+            w = self.pool.get(worker_id)
             if w is None:
                 conn.send([P.EXIT, "unknown worker"])
                 return
@@ -380,42 +282,29 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         elif role == "driver" and job_id:
             self.drivers[job_id] = conn
         conn.send([P.REPLY, 0, {
-            "node_id": self.node_id, "arena_path": self.arena_path,
-            "arena_size": self.arena_size, "session_dir": self.session_dir,
+            "node_id": self.node_id, "arena_path": self.store.arena_path,
+            "arena_size": self.store.arena_size, "session_dir": self.session_dir,
             "redis": [self.args.redis_host, self.args.redis_port,
                       self.args.redis_password],
             "node_ip": self.args.node_ip, "raylet_pid": os.getpid(),
             "inline_threshold": config.INLINE_THRESHOLD,
         }])
         if role == "worker":
-            self.request_schedule()
+            self.sched.request_schedule()
 
     def client_lost(self, conn):
         self.clients.discard(conn)
         if conn.worker is not None:
-            self.worker_lost(conn.worker, conn)
-        for oid, n in list(conn.pins.items()):
-            o = self.store.pinned(oid)
-            if o is not None:
-                o.pins -= n
-                if o.pins <= 0:
-                    self.unpinned(o)
-        conn.pins.clear()
-        for oid, n in list(conn.refs.items()):
-            for _ in range(n):
-                self.decref(oid)
-        conn.refs.clear()
-        self.getters = [g for g in self.getters if g.conn is not conn]
+            w = conn.worker
+            how = self.pool.lost(w)
+            if how is not None:     # (None: removed on purpose, reaped)
+                self.sched.worker_lost(w, how)
+        self.store.release_holder(conn)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
-            self.job_finished(conn.job_id)
-
-    def job_finished(self, job_id):
-        """The driver left: its non-detached actors die with it."""
-        for a in list(self.actors.values()):
-            if a.job_id == job_id and not a.detached and a.state != "DEAD":
-                self.kill_actor(a, "The actor's job (driver) exited.", no_restart=True)
-        self.cs.job_finished(job_id)
+            # the driver left: its non-detached actors die with it
+            self.actors.job_finished(conn.job_id)
+            self.cs.job_finished(conn.job_id)
 
     # ------------------------------------------------------------------ calls
     def on_call(self, conn, msg):
@@ -446,53 +335,12 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
             cache[job_id] = raw.decode() if raw else "[]"
         return cache[job_id]
 
-    def call_cancel(self, conn, oid, force, recursive):
-        t = self.tasks.get(ids.task_of(oid))
-        if t is None:
-            return False
-        t.cancelled = True
-        err = exceptions.TaskCancelledError(t.spec.name)
-        w = t.worker
-        if t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
-            # sent ahead to a busy worker: ask it back (on_returned ends it, or
-            # interrupts it if it had started meanwhile)
-            t.force_cancel = force
-            self.revoke(w)
-        elif t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
-            t.move(TS.CANCELLED)
-            self.fail_task(t, err)
-        elif t.state is TS.WAITING_FOR_ARGS:
-            if t.spec.kind == P.ACTOR_TASK:
-                return True
-            t.move(TS.CANCELLED)
-            self.fail_task(t, err)
-        elif t.state is TS.RUNNING and t.worker is not None:
-            if t.spec.kind == P.ACTOR_TASK:
-                return False
-            self.interrupt(t, force)
-        elif t.state is TS.FORWARDED and t.spec.kind == P.NORMAL_TASK:
-            self.om.cancel(t, force)    # it runs on another node: cancel it there
-        return True
-
-    def interrupt(self, t, force):
-        """cancel() of a running normal task: SIGINT (or SIGKILL) its worker."""
-        if force:
-            self.pool.signal(t.worker, signal.SIGKILL)
-        else:
-            # name the task first: the signal may reach the worker before it
-            # starts the task, or after it finished it (see worker/main.py)
-            path = process.cancel_file(self.session_dir, t.worker.worker_id.hex())
-            with open(path, "w") as f:
-                f.write(t.spec.task_id.hex())
-            self.pool.signal(t.worker, signal.SIGINT)
-
     def call_status(self, conn):
         return {"resources": self.call_resources(conn),
-                "demand": self.ready.demand(),
-                "infeasible": [{"task": t.spec.name, "resources": t.spec.resources}
-                               for t in self.infeasible],
-                "workers": {s.value: self.pool.count(s) for s in WState},
-                "tasks_sent_ahead": self.sent_ahead,
+                "demand": self.sched.demand(),
+                "infeasible": self.sched.infeasible_report(),
+                "workers": self.pool.state_counts(),
+                "tasks_sent_ahead": self.sched.sent_ahead_count(),
                 "store": self.store.stats()}
 
     def call_memory(self, conn):
@@ -502,30 +350,13 @@ class Raylet(ObjectsMixin, TasksMixin, ActorsMixin, ConstraintsMixin):
         for c in self.clients:
             for oid, n in c.refs.items():
                 holders[oid].append(f"{c.role} pid={c.pid}" + (f" x{n}" if n > 1 else ""))
-        for t in self.tasks.values():
-            for oid in t.held:
-                holders[oid].append(f"task {t.spec.name} ({t.state.value})")
-        for o in self.store.objects.values():
-            for c in o.contained:
-                holders[c].append(f"inside object {o.oid.hex()}")
+        for oid, who in self.sched.held_refs():
+            holders[oid].append(who)
         pinners = collections.defaultdict(list)
         for c in self.clients:
             for oid in c.pins:
                 pinners[oid].append(c.pid)
-        out = []
-        objs = list(self.store.objects.values()) + list(self.store.freed_pinned.values())
-        for o in objs:
-            out.append({
-                "object_id": o.oid.hex(), "size": o.size, "state": o.state.value,
-                "where": ("inline" if o.data is not None else
-                          "spilled" if o.state is ObjState.SPILLED else
-                          "arena" if o.in_arena else "-"),
-                "refcount": o.refcount, "pins": o.pins,
-                "pinned_by": pinners.get(o.oid, []),
-                "holders": holders.get(o.oid, []),
-                "spill_path": o.spill_path})
-        return {"objects": out, "stats": self.store.stats(),
-                "node_id": self.node_id.hex()}
+        return self.store.memory_report(holders, pinners)
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="beamlet-raylet",

@@ -78,7 +78,12 @@ EPS = 1e-9
 
 
 class ResourceSet:
-    """A node's resources: totals, what is free, and which GPU ids are free."""
+    """A node's resources: totals, what is free, and which GPU ids are free.
+    The node's set is shared by the raylet's components that hand out resources
+    (local scheduler, placement constraints, cluster placement): they change it
+    only through these methods and read `total` / `available`."""
+    INTERFACE = ("feasible", "fits", "acquire", "release", "snapshot", "total",
+                 "available")
 
     def __init__(self, total: dict):
         self.total = {k: float(v) for k, v in total.items() if v}

@@ -1,162 +1,198 @@
-"""The raylet's task side: submission, dependencies, scheduling onto workers,
-sending short tasks ahead, completion and failure (see scheduler.py for the pure
-state and its transition table)."""
+"""The raylet's local task scheduler: submission, dependencies, the ready queue,
+dispatch onto workers, sending short tasks ahead, completion, failure, cancel.
+
+Owns: the tasks of this node not yet finished (task id -> Task), the ready queue
+  (ReadyQueue: one FIFO per resource shape) and the infeasible list, the
+  function run times that decide sending ahead, and a Worker's task fields
+  (task / next / revoking / lent: what a worker runs, see worker_pool.py).
+  Task states and their transition table are the pure scheduler.py; so are
+  the node's resources (ResourceSet), which this scheduler hands out and which
+  placement constraints and cluster placement reserve bundles from.
+Uses: ObjectStore (refs, waiting for arguments, argument descriptors, sealing
+  results); WorkerPool (idle workers, starting more, signals); Actors (calls
+  and creation of actors: submit_call / created / bind_worker / call_done /
+  creation_done / creation_failed / worker_lost); Constraints (placement
+  groups and node affinity here: check / pool_for / reserve_pending);
+  ObjectManager (forward a task no resource here fits, want an argument held
+  on another node, a peer's task ended, cancel a forwarded task);
+  ClusterScheduler (route: a strategy or an actor's resources point elsewhere;
+  the cluster's total for the infeasible warning); NodeTable (whether other
+  nodes exist); GcsWriter (task events, warnings).
+Messages: SUBMIT, DONE, RETURNED; the "cancel" call.
+"""
+import signal
 import time
 
+from typing import TYPE_CHECKING
+
 from .. import exceptions
-from .._private import config, serialization
+from .._private import config, ids, process
 from .._private import protocol as P
 from ..gcs import keys
+from .common import desc_is_error, error_bytes, log, node_gpu_ids
 from .object_store import ObjState
-from .scheduler import Task, TaskState
+from .scheduler import ReadyQueue, Task, TaskState
 from .worker_pool import WState
 
-from .actors import Actor
-from .common import MAX_STARTING, desc_is_error, log, node_gpu_ids
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .actors import Actors
+    from .cluster_scheduling import ClusterScheduler
+    from .constraints import Constraints
+    from .gcs_writer import GcsWriter
+    from .node_table import NodeTable
+    from .object_manager import ObjectManager
+    from .objects import ObjectStore
+    from .placement_groups import PlacementGroups
+    from .scheduler import ResourceSet
+    from .worker_pool import WorkerPool
 
 TS = TaskState
 
 
-class TasksMixin:
-    """Part of Raylet (see raylet.py); methods use the Raylet's state."""
+class LocalScheduler:
+    INTERFACE = (
+        "wire",     # (the shell, once)
+        # messages and calls
+        "on_submit", "on_done", "on_returned", "call_cancel",
+        "start",
+        # scheduling
+        "request_schedule", "track", "has_task", "push_ready", "dequeue",
+        "add_infeasible", "is_infeasible", "drop_infeasible", "place_infeasible",
+        "warn_infeasible", "offload", "backlog",
+        # ends of tasks
+        "complete_task", "fail_task", "finish_with_error", "task_ended",
+        "release_task_resources", "fail_queued", "fail_placement_group_tasks",
+        "notify_end",
+        # workers
+        "worker_lost", "workers_fail_to_start", "block_worker", "unblock_worker",
+        # reports
+        "demand", "heartbeat_demand", "infeasible_report", "sent_ahead_count",
+        "held_refs",
+    )
+
+    def __init__(self, resources: "ResourceSet", session_dir: str):
+        self.resources = resources
+        self.session_dir = session_dir
+        self.ready = ReadyQueue()
+        self.infeasible = []
+        self.tasks = {}          # task_id -> Task (not yet finished)
+        self.fn_time = {}        # fn key -> how long its last task ran (send_ahead)
+        self.sent_ahead = 0      # tasks sent ahead so far (reported by "status")
+        self.end_watch = set()   # ids of tasks whose end the object manager hears of
+        self.schedule_pending = False
+        self.loop = None
+
+    def wire(self, store: "ObjectStore", pool: "WorkerPool", actors: "Actors",
+             constraints: "Constraints", om: "ObjectManager", cs: "ClusterScheduler",
+             node_table: "NodeTable", gcs: "GcsWriter", pgs: "PlacementGroups") -> None:
+        self.store = store
+        self.pool = pool
+        self.actors = actors
+        self.constraints = constraints
+        self.om = om
+        self.cs = cs
+        self.node_table = node_table
+        self.pgs = pgs
+        self.put_gcs = gcs.put
+        self.task_event = gcs.task_event
+        # bound once: called per task or per argument
+        self.obj_get = store.get
+        self.obj_get_or_create = store.get_or_create
+        self.om_want = om.want
+
+    def start(self, loop) -> None:
+        self.loop = loop
 
     # ------------------------------------------------------------------ tasks
     def on_submit(self, conn, msg):
         wire = msg[1]
         spec = P.TaskSpec.from_wire(wire)
         t = Task(spec)
-        objects = self.store.objects
+        get = self.obj_get
+        get_or_create = self.obj_get_or_create
         for oid in spec.return_ids():
-            o = self.store.get_or_create(oid, t)
+            o = get_or_create(oid, t)
             o.refcount += 1
             conn.refs[oid] += 1
         for a in spec.args:
             if a[0] == P.ARG_VALUE:
                 for oid in a[2]:   # refs nested in a by-value argument
-                    o = objects.get(oid)
+                    o = get(oid)
                     if o is not None:
                         o.refcount += 1
                         t.held.append(oid)
                 continue
             oid = a[1]
-            o = objects.get(oid)
+            o = get(oid)
             if o is None:
-                if not self.om.multi:
+                if not self.node_table.multi:
                     continue
                 o = self.om.locate(oid)   # another node may have it (GCS)
-            if True:
-                o.refcount += 1
-                t.held.append(oid)
-                if o.state is ObjState.PENDING or o.state is ObjState.CREATING:
-                    t.missing += 1
-                    o.waiters.append(lambda t=t: self.arg_ready(t))
-                    if self.om.proxies and oid in self.om.proxies:
-                        self.om.want(oid)     # on another node: pull it
-                elif o.state is ObjState.SPILLED and self.request_restore(o, prefetch=True):
-                    # being restored off the loop (there was free room); without
-                    # room it is restored when the task is dispatched
-                    t.missing += 1
-                    o.waiters.append(lambda t=t: self.arg_ready(t))
+            o.refcount += 1
+            t.held.append(oid)
+            if o.state is ObjState.PENDING or o.state is ObjState.CREATING:
+                t.missing += 1
+                o.waiters.append(lambda t=t: self.arg_ready(t))
+                self.om_want(oid)     # a proxy of an object on another node: pull it
+            elif o.state is ObjState.SPILLED and \
+                    self.store.request_restore(o, prefetch=True):
+                # being restored off the loop (there was free room); without
+                # room it is restored when the task is dispatched
+                t.missing += 1
+                o.waiters.append(lambda t=t: self.arg_ready(t))
         if spec.kind == P.ACTOR_TASK:
-            a = self.actors.get(spec.actor_id)
-            if a is None and self.cs.actor_call(t):
-                return      # the actor lives on another node
-            if a is None or a.state == "DEAD":
-                cause = a.death_cause if a else "The actor does not exist on this node."
-                t.move(TS.WAITING_FOR_RESOURCES)
-                self.fail_task(t, exceptions.ActorDiedError(
-                    f"Cannot call {spec.name}: the actor is dead. {cause}"))
-                return
-            self.incref(a.creation_oid)
-            t.held.append(a.creation_oid)
-            self.tasks[spec.task_id] = t
-            a.queue.append(t)
-            self.pump_actor(a)
+            self.actors.submit_call(t)
             return
         self.tasks[spec.task_id] = t
         if spec.kind == P.ACTOR_CREATION_TASK:
-            a = Actor(spec)
-            a.creation_task = t
-            for oid in t.held:
-                self.incref(oid)
-                a.held.append(oid)
-            self.actors[spec.actor_id] = a
-            self.creation_to_actor[a.creation_oid] = a
-            if a.name or a.detached:
-                a.keepalive = True
-                o = objects.get(a.creation_oid)
-                o.refcount += 1
-            self.record_actor(a)
+            self.actors.created(t)
         self.task_event(t)
         if t.missing == 0:
             self.make_ready(t)
 
-    def task_event(self, t):
-        """Note a task's state for the GCS; flushed in batches by flush_task_events."""
-        self.task_events[t.spec.task_id] = t
+    def track(self, t) -> None:
+        """`t` (an actor call or creation made elsewhere) is a task of this node now."""
+        self.tasks[t.spec.task_id] = t
 
-    def flush_task_events(self):
-        """One HSET per flush for all tasks that changed (not one per task), and
-        trim the table to the most recent TASKS_KEPT finished tasks."""
-        if not self.task_events:
-            return
-        events, self.task_events = self.task_events, {}
-        fields = {}
-        done = self.finished_task_ids
-        for tid, t in events.items():
-            st = t.state
-            fields[tid.hex()] = f"{st.value} {t.spec.name} {t.spec.job_id.hex()} " \
-                                f"{t.history[-1][0]:.3f}"
-            if st in (TS.FINISHED, TS.FAILED, TS.CANCELLED):
-                done.append(tid.hex())
-        key = keys.tasks(self.node_id)
-        self.wb.put("hset", key, mapping=fields)
-        if len(done) > keys.TASKS_KEPT:
-            drop = [done.popleft() for _ in range(len(done) - keys.TASKS_KEPT)]
-            self.wb.put("hdel", key, *drop)
+    def has_task(self, task_id) -> bool:
+        return task_id in self.tasks
+
+    def held_refs(self):
+        """(oid, who) for each ref a pending task holds (`beamlet memory`)."""
+        return [(oid, f"task {t.spec.name} ({t.state.value})")
+                for t in self.tasks.values() for oid in t.held]
+
+    def notify_end(self, task_id) -> None:
+        """Tell the object manager when task `task_id` ends (a peer's task)."""
+        self.end_watch.add(task_id)
 
     def arg_ready(self, t):
         t.missing -= 1
         if t.missing == 0 and t.state is TS.WAITING_FOR_ARGS:
             if t.spec.kind == P.ACTOR_TASK:
                 # actor calls wait in their actor's queue, in order, not here
-                a = self.actors.get(t.spec.actor_id)
-                if a is not None:
-                    self.pump_actor(a)
-                else:
-                    self.cs.arg_ready(t)    # a call to an actor on another node
+                self.actors.arg_ready(t)
                 return
             self.make_ready(t)
-
-    def failed_arg(self, t):
-        """The serialized error of the first argument that is an error, if any."""
-        objects = self.store.objects
-        for a in t.spec.args:
-            if a[0] == P.ARG_REF:
-                o = objects.get(a[1])
-                if o is None:
-                    return self.lost_descriptor(a[1])[1]
-                if o.is_error and o.data is not None:
-                    return o.data
-        return None
 
     def make_ready(self, t):
         if t.cancelled:
             t.move(TS.CANCELLED)
-            self.finish_with_error(t, self.error_bytes(
+            self.finish_with_error(t, error_bytes(
                 exceptions.TaskCancelledError(t.spec.name)))
             return
         t.move(TS.WAITING_FOR_RESOURCES)
-        err = self.failed_arg(t)
+        err = self.store.failed_arg(t.spec)
         if err is not None:
             self.finish_with_error(t, err)
             return
         sched = t.spec.scheduling
         if (sched or t.spec.kind == P.ACTOR_CREATION_TASK) and \
-                (self.om.nodes or sched and sched[0] == "NODE") and self.cs.route(t):
+                (self.node_table.nodes or sched and sched[0] == "NODE") and \
+                self.cs.route(t):
             return   # runs on another node (strategy, or resources only it has)
         if sched and sched[0] in ("PG", "NODE"):
-            err = self.check_constraint(t)
+            err = self.constraints.check(t)
             if err is not None:
                 self.fail_task(t, err)
                 return
@@ -174,6 +210,35 @@ class TasksMixin:
         self.ready.push(t)
         self.request_schedule()
 
+    def push_ready(self, t, front=False) -> None:
+        """`t` (WAITING_FOR_RESOURCES) waits for resources here."""
+        self.ready.push(t, front=front)
+        self.request_schedule()
+
+    def dequeue(self, t) -> bool:
+        """Take `t` out of the ready queue or the infeasible list; whether it was there."""
+        queued = self.ready.remove(t)
+        if t in self.infeasible:
+            self.infeasible.remove(t)
+            queued = True
+        return queued
+
+    # ------------------------------------------------------------------ infeasible
+    def add_infeasible(self, t) -> None:
+        self.infeasible.append(t)
+
+    def is_infeasible(self, t) -> bool:
+        return t in self.infeasible
+
+    def drop_infeasible(self, t) -> None:
+        self.infeasible.remove(t)
+
+    def place_infeasible(self, place) -> None:
+        """Offer each infeasible task to `place(t)`; those it placed leave the list."""
+        for t in list(self.infeasible):
+            if place(t):
+                self.infeasible.remove(t)
+
     def warn_infeasible(self):
         for t in self.infeasible:
             if t.warned_infeasible:
@@ -183,9 +248,40 @@ class TasksMixin:
                    f"it requires {t.spec.resources} but the cluster has "
                    f"{self.cs.cluster_total()} in total. It stays pending until a node "
                    f"with these resources joins the cluster.")
-            self.wb.put("publish", keys.errors_channel(t.spec.job_id), msg)
+            self.put_gcs("publish", keys.errors_channel(t.spec.job_id), msg)
             log("infeasible:", msg)
 
+    # ------------------------------------------------------------------ backlog
+    def backlog(self) -> int:
+        """Tasks waiting for resources here."""
+        return self.ready.count
+
+    def offload(self, take) -> None:
+        """Offer the tasks at the back of each ready FIFO, newest first, to
+        `take(t)` (which sends them to another node); each FIFO until it declines."""
+        for shape, q in self.ready.heads():
+            while q:
+                if not take(q[-1]):
+                    break
+                q.pop()
+                self.ready.count -= 1
+
+    def demand(self) -> list:
+        return self.ready.demand()
+
+    def heartbeat_demand(self) -> list:
+        return self.ready.demand() + [
+            {"resources": t.spec.resources, "count": 1, "infeasible": True}
+            for t in self.infeasible]
+
+    def infeasible_report(self) -> list:
+        return [{"task": t.spec.name, "resources": t.spec.resources}
+                for t in self.infeasible]
+
+    def sent_ahead_count(self) -> int:
+        return self.sent_ahead
+
+    # ------------------------------------------------------------------ scheduling
     def request_schedule(self):
         if not self.schedule_pending:
             self.schedule_pending = True
@@ -196,7 +292,7 @@ class TasksMixin:
         res = self.resources
         want = 0
         if self.pgs.waiting:
-            self.reserve_placement_groups()
+            self.constraints.reserve_pending()
         for shape, q in self.ready.heads():
             while q:
                 t = q[0]
@@ -204,7 +300,7 @@ class TasksMixin:
                 if shape[1] is None:
                     pool = res if res.fits(req) else None
                 else:
-                    pool = self.constrained_pool(t)
+                    pool = self.constraints.pool_for(t)
                 if pool is None:
                     break
                 w = self.pool.pop_idle()
@@ -221,19 +317,7 @@ class TasksMixin:
             if q and shape[1] is None:
                 self.send_ahead(q)
         if want:
-            need = min(want, MAX_STARTING) - self.pool.starting
-            for _ in range(max(0, need)):
-                self.start_worker()
-
-    def arg_descriptors(self, conn, spec):
-        objects = self.store.objects
-        out = []
-        for a in spec.args:
-            if a[0] == P.ARG_REF:
-                o = objects.get(a[1])
-                out.append(self.pin_descriptor(conn, o) if o is not None
-                           else self.lost_descriptor(a[1]))
-        return out
+            self.pool.start_workers(want)
 
     def dispatch(self, t, w, pool):
         spec = t.spec
@@ -246,11 +330,8 @@ class TasksMixin:
         w.task = t
         w.job_id = spec.job_id
         if spec.kind == P.ACTOR_CREATION_TASK:
-            a = self.actors.get(spec.actor_id)
-            if a is not None:
-                a.worker = w
-                w.actor = a
-        w.conn.send([P.EXECUTE, spec.to_wire(), self.arg_descriptors(w.conn, spec),
+            self.actors.bind_worker(spec.actor_id, w)
+        w.conn.send([P.EXECUTE, spec.to_wire(), self.store.arg_descriptors(w.conn, spec),
                      node_gpu_ids(pool, t.gpu_ids)])
 
     def release_task_resources(self, t, w):
@@ -269,55 +350,17 @@ class TasksMixin:
         if w is None:
             return
         a = w.actor
-        if a is not None and task_id in a.inflight:
-            t = a.inflight.pop(task_id)
-            if flag == "exit":
-                self.fail_task(t, exceptions.ActorDiedError(
-                    f"The actor {a.class_name} exited: exit_actor() was called in "
-                    f"{t.spec.name}."))
-                self.kill_actor(a, "The actor called exit_actor().", no_restart=True,
-                                graceful=True)
-                return
-            self.complete_task(t, results)
-            self.pump_actor(a)
+        if a is not None and self.actors.call_done(a, task_id, results, flag):
             return
         t = w.task
         if t is None or t.spec.task_id != task_id:
             return
         w.task = None
-        creation = t.spec.kind == P.ACTOR_CREATION_TASK and a is not None
-        failed = any(desc_is_error(r[1]) for r in results)
-        if creation and not failed and a.resources:
-            # explicit resources: the actor keeps what its creation took (same
-            # GPU ids, same placement-group bundle) for its whole life
-            a.pool, a.gpu_ids = t.pool, t.gpu_ids
-            t.gpu_ids = []
-        else:
-            self.release_task_resources(t, w)
-        if creation:
-            a.creation_task = None
-            if failed:
-                w.actor = None
-                a.worker = None
-                self.complete_task(t, results)
-                cause = "The actor's constructor raised an exception."
-                try:
-                    err = serialization.deserialize(results[0][1][1])
-                    cause += "\n" + str(err)
-                except Exception:
-                    pass
-                self.actor_died(a, cause, restart=False)
-                # the worker holds a half-built instance: do not reuse it
-                w.conn.send([P.EXIT, "actor constructor failed"])
-                self.pool.remove(w)
-            else:
-                w.state = WState.ACTOR
-                a.state = "ALIVE"
-                self.complete_task(t, results)
-                self.record_actor(a)
-                self.pump_actor(a)
+        if t.spec.kind == P.ACTOR_CREATION_TASK and a is not None:
+            self.actors.creation_done(a, w, t, results)
             self.request_schedule()
             return
+        self.release_task_resources(t, w)
         if t.spec.kind == P.NORMAL_TASK:
             self.fn_time[t.spec.function_key] = time.monotonic() - t.started
         if flag == "retry" and t.retries_left != 0 and not t.cancelled:
@@ -349,7 +392,7 @@ class TasksMixin:
             return   # GPU ids are handed out per task: only when it starts
         limit = config.PIPELINE_TASK_S
         fn_time = self.fn_time
-        for w in self.pool.workers.values():
+        for w in self.pool.all():
             cur = w.task
             if (w.next is None and w.state is WState.BUSY and w.revoking is None
                     and cur is not None and cur.spec.kind == P.NORMAL_TASK
@@ -361,7 +404,7 @@ class TasksMixin:
                 t.worker = w      # state stays WAITING_FOR_RESOURCES until it starts
                 self.sent_ahead += 1
                 w.conn.send([P.EXECUTE, t.spec.to_wire(),
-                             self.arg_descriptors(w.conn, t.spec), []])
+                             self.store.arg_descriptors(w.conn, t.spec), []])
                 if not q:
                     return
                 t = q[0]
@@ -381,7 +424,7 @@ class TasksMixin:
         t.pool = self.resources
         # the finished task's resources were just released, so these fit, unless
         # a blocked worker took its CPU back meanwhile: then the node is
-        # oversubscribed for a moment, as in finish_getter
+        # oversubscribed for a moment, as in unblock_worker
         t.gpu_ids = self.resources.acquire(t.spec.resources)
         t.move(TS.RUNNING)
         t.started = time.monotonic()
@@ -406,10 +449,10 @@ class TasksMixin:
             return
         # it will never run there: the arena arguments sent with it are not
         # mapped by the worker, so unpin them as its UNPIN would have
-        objects = self.store.objects
-        self.on_unpin(conn, [P.UNPIN, [
+        get = self.obj_get
+        self.store.unpin(conn, [
             a[1] for a in t.spec.args if a[0] == P.ARG_REF
-            and objects.get(a[1]) is not None and objects[a[1]].data is None]])
+            and get(a[1]) is not None and get(a[1]).data is None])
         if w.next is t:
             w.next = None
         elif w.task is t:
@@ -432,61 +475,63 @@ class TasksMixin:
         else:
             self.ready.push(t, front=True)
 
+    # ------------------------------------------------------------------ blocked workers
+    def block_worker(self, w) -> bool:
+        """ObjectStore hook: `w` waits in get/wait.  If it runs a task, its CPU
+        is lent back meanwhile, so that nested tasks can run; True if so."""
+        if w.state is not WState.BUSY or w.task is None:
+            return False
+        w.state = WState.BLOCKED
+        if w.next is not None:
+            self.revoke(w)   # others may run it (it may be what w waits for)
+        t = w.task
+        w.lent = {k: v for k, v in t.spec.resources.items() if k == "CPU"}
+        if w.lent:
+            self.resources.release(w.lent, [])
+        self.request_schedule()
+        return True
+
+    def unblock_worker(self, w) -> None:
+        """ObjectStore hook: the wait of blocked `w` ended."""
+        if w.state is WState.BLOCKED:
+            w.state = WState.BUSY
+            if w.lent:
+                # take the CPU back (may oversubscribe for a moment, as Ray does)
+                self.resources.acquire(w.lent)
+                w.lent = None
+
+    # ------------------------------------------------------------------ ends
     def complete_task(self, t, results):
         t.move(TS.FAILED if any(desc_is_error(r[1]) for r in results) else TS.FINISHED)
-        objects = self.store.objects
-        for oid, desc in results:
-            o = objects.get(oid)
-            if o is None:
-                if desc[0] == P.ARENA:
-                    # nobody wants it any more: give the space back
-                    self.store.allocator.free(desc[1], desc[2])
-                continue
-            if desc[0] == P.INLINE:
-                if o.state is ObjState.PENDING:
-                    self.seal_object_inline(o, desc[1], desc[2], desc[3] if len(desc) > 3 else ())
-            else:
-                if o.state is ObjState.CREATING:
-                    contained = desc[4] if len(desc) > 4 else ()
-                    for c in contained:
-                        self.incref(c)
-                    waiters = self.store.seal_arena(o, desc[3], contained)
-                    if o.refcount <= 0:
-                        self.free(o)
-                    self.seal_waiters(waiters)
+        self.store.seal_results(results)
         self.task_ended(t)
 
     def task_ended(self, t):
-        self.tasks.pop(t.spec.task_id, None)
+        tid = t.spec.task_id
+        self.tasks.pop(tid, None)
         self.task_event(t)
         held, t.held = t.held, []
+        decref = self.store.decref
         for oid in held:
-            self.decref(oid)
-        if self.om.from_peer and t.spec.task_id in self.om.from_peer:
+            decref(oid)
+        if self.end_watch and tid in self.end_watch:
+            self.end_watch.discard(tid)
             self.om.task_ended(t)   # a peer's task: send it the results
 
     def fail_task(self, t, err):
-        self.finish_with_error(t, self.error_bytes(err))
+        self.finish_with_error(t, error_bytes(err))
 
     def finish_with_error(self, t, data):
         if t.state not in (TS.FAILED, TS.CANCELLED):
             t.move(TS.FAILED)
-        objects = self.store.objects
+        get = self.obj_get
         for oid in t.spec.return_ids():
-            o = objects.get(oid)
+            o = get(oid)
             if o is not None and o.state is ObjState.PENDING:
-                self.seal_object_inline(o, data, True, ())
+                self.store.seal_inline(o, data, True, ())
         self.task_ended(t)
         if t.spec.kind == P.ACTOR_CREATION_TASK:
-            a = self.actors.get(t.spec.actor_id)
-            if a is not None and a.state != "DEAD" and a.creation_task is t:
-                a.creation_task = None
-                cause = "The actor's creation failed."
-                try:
-                    cause += " " + str(serialization.deserialize(data))
-                except Exception:
-                    pass
-                self.actor_died(a, cause, restart=False)
+            self.actors.creation_failed(t, data)
 
     def fail_queued(self, err):
         for shape, q in self.ready.heads():
@@ -494,3 +539,99 @@ class TasksMixin:
                 t = q.popleft()
                 self.ready.count -= 1
                 self.fail_task(t, err)
+
+    def fail_placement_group_tasks(self, pg_id, why):
+        """Group `pg_id` is removed: its queued tasks fail, its running ones are
+        killed (and not retried)."""
+        for shape, q in self.ready.heads():
+            if shape[1] is not None and shape[1][0] == "PG" and shape[1][1] == pg_id:
+                while q:
+                    t = q.popleft()
+                    self.ready.count -= 1
+                    self.fail_task(t, exceptions.TaskUnschedulableError(
+                        f"{t.spec.name} cannot run: {why}."))
+        for w in list(self.pool.all()):
+            t = w.task
+            if t is not None and w.actor is None and t.spec.scheduling and \
+                    t.spec.scheduling[0] == "PG" and t.spec.scheduling[1] == pg_id:
+                t.retries_left = 0
+                t.cancelled = True
+                self.pool.signal(w, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ workers
+    def workers_fail_to_start(self, err):
+        """WorkerPool callback: a worker died before connecting; `err` once they
+        keep failing (then the queued tasks fail with it)."""
+        if err is not None:
+            self.fail_queued(err)
+        else:
+            self.request_schedule()
+
+    def worker_lost(self, w, how):
+        """`w` exited or crashed (`how`): its task is retried or fails; an actor's
+        worker: the actor restarts or dies."""
+        ahead, w.next, w.revoking = w.next, None, None
+        if ahead is not None:
+            # sent ahead, never started (the DONE before it would have come
+            # first): it goes back to the queue without using a retry, behind
+            # the crashed task (pushed to the front below)
+            self.give_back(ahead)
+        if w.actor is not None:
+            self.actors.worker_lost(w.actor, w, how)
+        elif w.task is not None:
+            t = w.task
+            w.task = None
+            self.release_task_resources(t, w)
+            if t.cancelled:
+                self.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            elif t.retries_left != 0:
+                t.retries_left -= 1
+                t.move(TS.WAITING_FOR_RESOURCES)
+                self.ready.push(t, front=True)
+            else:
+                self.fail_task(t, exceptions.WorkerCrashedError(
+                    f"The worker running {t.spec.name} (pid={w.pid}) {how} while "
+                    f"running it, and the task has no retries left "
+                    f"(max_retries={t.spec.max_retries})."))
+        self.request_schedule()
+
+    # ------------------------------------------------------------------ cancel
+    def call_cancel(self, conn, oid, force, recursive):
+        t = self.tasks.get(ids.task_of(oid))
+        if t is None:
+            return False
+        t.cancelled = True
+        err = exceptions.TaskCancelledError(t.spec.name)
+        w = t.worker
+        if t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
+            # sent ahead to a busy worker: ask it back (on_returned ends it, or
+            # interrupts it if it had started meanwhile)
+            t.force_cancel = force
+            self.revoke(w)
+        elif t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
+            t.move(TS.CANCELLED)
+            self.fail_task(t, err)
+        elif t.state is TS.WAITING_FOR_ARGS:
+            if t.spec.kind == P.ACTOR_TASK:
+                return True
+            t.move(TS.CANCELLED)
+            self.fail_task(t, err)
+        elif t.state is TS.RUNNING and t.worker is not None:
+            if t.spec.kind == P.ACTOR_TASK:
+                return False
+            self.interrupt(t, force)
+        elif t.state is TS.FORWARDED and t.spec.kind == P.NORMAL_TASK:
+            self.om.cancel(t, force)    # it runs on another node: cancel it there
+        return True
+
+    def interrupt(self, t, force):
+        """cancel() of a running normal task: SIGINT (or SIGKILL) its worker."""
+        if force:
+            self.pool.signal(t.worker, signal.SIGKILL)
+        else:
+            # name the task first: the signal may reach the worker before it
+            # starts the task, or after it finished it (see worker/main.py)
+            path = process.cancel_file(self.session_dir, t.worker.worker_id.hex())
+            with open(path, "w") as f:
+                f.write(t.spec.task_id.hex())
+            self.pool.signal(t.worker, signal.SIGINT)

@@ -1,9 +1,37 @@
-"""The raylet's worker pool: worker processes, their states, starting and reaping."""
+"""The raylet's worker pool: worker processes, their states, starting, reaping,
+and forwarding their output to the drivers.
+
+Owns: every worker process of this node (Worker records by id), the stack of
+  idle ones, how many are starting and how many failed to start in a row, and
+  the coroutines that read the workers' stdout/stderr.
+Uses: GcsWriter.put (each line of output goes to its job's log channel), and a
+  callback `on_start_failed(error or None)` (the task scheduler: retry, or fail
+  the queue once workers keep failing to start).
+Messages: none directly; the shell hands it HELLO from a worker (`connected`)
+  and a worker's lost connection (`lost`).  The task scheduler and the actors
+  decide what a worker runs: they set a Worker's task/next/actor fields and its
+  BUSY/BLOCKED/ACTOR state; the pool owns STARTING/IDLE/DEAD and the processes.
+"""
+import asyncio
 import enum
 import os
 import time
 
-from .._private import ids, process
+from typing import TYPE_CHECKING
+
+from .. import exceptions
+from .._private import config, ids, process
+from .._private import protocol as P
+from ..gcs import keys
+from .common import log
+
+if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
+    from .gcs_writer import GcsWriter
+
+# At most this many workers start at once (each costs ~0.1 s of CPU to boot).
+MAX_STARTING = 8
+# A worker that does not connect this many times in a row: starting is broken.
+START_FAILURES_FATAL = 5
 
 
 class WState(enum.Enum):
@@ -32,33 +60,142 @@ class Worker:
         self.job_id = b""
         self.started_at = time.monotonic()
         self.lent = None        # resources lent back while blocked
-        # a normal task sent ahead, to start when `task` is DONE (raylet.send_ahead)
+        # a normal task sent ahead, to start when `task` is DONE (LocalScheduler.send_ahead)
         self.next = None
         self.revoking = None    # the task a REVOKE asked back, until RETURNED
         self.log_name = ""
 
 
 class WorkerPool:
-    def __init__(self, socket_path: str, session_dir: str, node_id: bytes):
+    INTERFACE = ("wire", "start", "start_worker", "start_workers", "get", "all",
+                 "connected", "pop_idle", "make_idle", "remove", "signal", "lost",
+                 "check", "state_counts", "output_tasks", "kill_all")
+
+    def __init__(self, socket_path: str, session_dir: str, node_id: bytes,
+                 keep_idle: int = 1):
         self.socket_path = socket_path
         self.session_dir = session_dir
         self.node_id = node_id
+        self.keep_idle = keep_idle  # idle workers kept however long they idle
         self.workers = {}          # worker_id -> Worker
         self.idle = []             # stack of idle Workers (LIFO keeps caches warm)
         self.starting = 0
         self.start_failures = 0
+        self.readers = set()       # tasks forwarding workers' stdout/stderr
+        self.loop = None
+        self.publish = None
+        self.on_start_failed = None
 
-    def start_worker(self, stdout, stderr) -> Worker:
+    def wire(self, gcs: "GcsWriter", on_start_failed) -> None:
+        self.publish = gcs.put
+        self.on_start_failed = on_start_failed
+
+    def start(self, loop) -> None:
+        self.loop = loop
+
+    def start_worker(self) -> Worker:
         wid = ids.random_id(16)
         proc = process.spawn_python(
             "beamlet.worker.main",
             ["--socket", self.socket_path, "--worker-id", wid.hex(),
              "--session-dir", self.session_dir],
-            stdout=stdout, stderr=stderr)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         w = Worker(wid, proc)
         self.workers[wid] = w
         self.starting += 1
+        w.log_name = f"pid={w.pid}"
+        for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
+            # keep a strong reference: the loop holds tasks weakly, and so does the
+            # pipe's StreamReaderProtocol its reader, so an unreferenced reading
+            # task is garbage-collected mid-read and the worker's output is lost
+            t = self.loop.create_task(self.forward_output(w, stream, is_err))
+            self.readers.add(t)
+            t.add_done_callback(self.readers.discard)
         return w
+
+    def start_workers(self, want: int) -> None:
+        """`want` workers could start work now: start as many (at most
+        MAX_STARTING at once, counting those already starting)."""
+        need = min(want, MAX_STARTING) - self.starting
+        for _ in range(max(0, need)):
+            self.start_worker()
+
+    async def forward_output(self, w, stream, is_err):
+        """Read a worker's stdout/stderr and publish each line to its job's driver."""
+        reader = asyncio.StreamReader()
+        await self.loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), stream)
+        while True:
+            try:
+                line = await reader.readline()
+            except Exception:
+                break
+            if not line:
+                break
+            text = line.decode(errors="replace").rstrip("\n")
+            if not text.startswith("("):
+                text = f"(pid={w.pid}) {text}"
+            job = w.job_id
+            if job:
+                self.publish("publish", keys.logs_channel(job),
+                             ("E" if is_err else "O") + text)
+            else:
+                log("worker output:", text)
+
+    def output_tasks(self) -> list:
+        return list(self.readers)
+
+    def get(self, worker_id):
+        return self.workers.get(worker_id)
+
+    def all(self):
+        """Every worker (a live view: copy it to change the pool while iterating)."""
+        return self.workers.values()
+
+    def state_counts(self) -> dict:
+        return {s.value: self.count(s) for s in WState}
+
+    def check(self) -> None:
+        """Every heartbeat: workers that died before connecting, idle ones to end."""
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.state is WState.STARTING and w.proc.poll() is not None:
+                self.remove(w)
+                self.start_failures += 1
+                log(f"worker {w.pid} failed to start: "
+                    f"{process.describe_exit(w.proc.returncode)}")
+                if self.start_failures >= START_FAILURES_FATAL:
+                    self.on_start_failed(exceptions.RaySystemError(
+                        "beamlet workers fail to start; see the logs in "
+                        f"{self.session_dir}/logs"))
+                else:
+                    self.on_start_failed(None)
+        idle = [w for w in self.workers.values() if w.state is WState.IDLE]
+        excess = len(idle) - self.keep_idle
+        for w in sorted(idle, key=lambda w: w.idle_since):
+            if excess <= 0:
+                break
+            if now - w.idle_since > config.IDLE_WORKER_S:
+                w.conn.send([P.EXIT, "idle"])
+                self.remove(w)
+                excess -= 1
+
+    def lost(self, w):
+        """`w`'s connection closed.  Removed on purpose before (actor killed or
+        freed): reap the process, return None.  Else it exited or crashed: it
+        leaves the pool; returns how it exited (for the error of its task)."""
+        if w.state is WState.DEAD:
+            if w.proc is not None and w.proc.poll() is None:
+                self.loop.call_later(0.5, w.proc.poll)
+            return None
+        self.remove(w)
+        code = w.proc.poll() if w.proc else None
+        if code is None and w.proc:
+            try:
+                code = w.proc.wait(0.5)
+            except Exception:
+                code = None
+        return process.describe_exit(code)
 
     def connected(self, w: Worker, conn) -> None:
         w.conn = conn
