@@ -11,15 +11,14 @@ import json
 import operator
 import os
 import sys
-import threading
-import time
 
 from . import connection, exceptions
-from ._private import config, ids
+from ._private import ids
 from ._private import options as opts
 from .actor import ActorHandle, make_actor_class, method  # noqa: F401 (re-exported)
 from .gcs import keys
 from .gcs.client import GcsClient
+from .log_printer import LogPrinter
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .worker import core_worker
@@ -114,7 +113,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
             connection.connected(core)
             if log_to_driver:
-                _start_log_thread(gcs, job_id)
+                _state.log_printer = LogPrinter(host, port, password, job_id)
         except BaseException:
             _teardown()
             raise
@@ -149,73 +148,22 @@ def _info():
         namespace=_state.namespace, job_id=core.job_id.hex())
 
 
-def _start_log_thread(gcs, job_id):
-    """Print the job's worker output and warnings as they arrive.  The thread ends
-    when `stop` is set or the GCS connection closes (at shutdown of a cluster we
-    started, after Redis delivered everything published before it stopped)."""
-    stop = threading.Event()
-    ps = gcs.r.pubsub(ignore_subscribe_messages=True)
-    ps.subscribe(keys.logs_channel(job_id), keys.errors_channel(job_id))
-    logs_ch = keys.logs_channel(job_id).encode()
-
-    def run():
-        while not stop.is_set():
-            try:
-                m = ps.get_message(timeout=0.2)
-            except Exception:
-                return
-            if not m:
-                continue
-            _log_activity[0] = time.monotonic()
-            data = m["data"].decode("utf-8", "replace")
-            if m["channel"] == logs_ch:
-                stream = sys.stderr if data[:1] == "E" else sys.stdout
-                print(data[1:], file=stream, flush=True)
-            else:
-                print(f"beamlet warning: {data}", file=sys.stderr, flush=True)
-        try:
-            ps.close()
-        except Exception:
-            pass
-    t = threading.Thread(target=run, daemon=True, name="beamlet-logs")
-    t.start()
-    _state.log_thread, _state.log_stop = t, stop
-
-
-_log_activity = [0.0]    # when the log thread last received something
-
-
-def _drain_logs():
-    """Give output still on its way to the driver time to arrive: until none has
-    come for LOG_DRAIN_QUIET_S (the raylet publishes every GCS_FLUSH_S), at most
-    a few seconds."""
-    start = time.monotonic()
-    deadline = start + 5.0
-    while time.monotonic() < deadline:
-        now = time.monotonic()
-        if now - max(_log_activity[0], start) >= config.LOG_DRAIN_QUIET_S:
-            return
-        time.sleep(0.01)
-
-
 def _teardown():
     core = core_worker.global_worker
-    log_thread = _state.log_thread
-    if log_thread is not None and _state.node is None:
-        _drain_logs()        # a cluster we joined: it keeps running after us
-        _state.log_stop.set()
+    printer, _state.log_printer = _state.log_printer, None
+    if printer is not None:
+        if _state.node is None:
+            printer.drain()       # a cluster we joined: it keeps running after us
+        else:
+            printer.closing()     # print all the cluster publishes until it stops
     if core is not None:
         core.close()
     core_worker.global_worker = None
     if _state.node is not None:
-        # the raylet publishes what its workers wrote before it stops, then Redis
-        # stops: the log thread prints all of it and ends when its connection closes
         _state.node.stop()
         _state.node = None
-    if log_thread is not None:
-        _state.log_stop.set()
-        log_thread.join(5)
-        _state.log_stop = _state.log_thread = None
+    if printer is not None:
+        printer.close()
     if _state._gcs is not None:
         try:
             _state._gcs.r.close()

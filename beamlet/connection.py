@@ -27,8 +27,7 @@ class ConnectionState:
         self.node = None          # the Node init() started (None: joined one)
         self._gcs = None
         self.namespace = None     # the driver's namespace (workers: the job's)
-        self.log_thread = None
-        self.log_stop = None
+        self.log_printer = None   # the driver's LogPrinter (log_printer.py)
         self.lock = threading.RLock()
         self.auto_init = None     # api.py's hook: connect on the first call
         self.sessions = 0         # core workers made by this process so far

@@ -18,7 +18,7 @@ LAYERS = [
     ("core", {"beamlet._private.*", "beamlet.exceptions", "beamlet.gcs.*",
               "beamlet.worker.core_worker", "beamlet.object_ref", "beamlet.connection",
               "beamlet.job_config", "beamlet.runtime_env", "beamlet.cloudpickle",
-              "beamlet.node"}),
+              "beamlet.node", "beamlet.log_printer"}),
     ("tasks and actors", {"beamlet.submission", "beamlet.remote_function",
                           "beamlet.actor"}),
     ("api", {"beamlet.api", "beamlet.runtime_context"}),
