@@ -15,7 +15,9 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | beamlet:heartbeats                    | zset   | node id -> time of its last heartbeat          |
 | beamlet:fn:<hash>                     | string | a cloudpickled function or class (by content)  |
 | beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
-|                                       |        | sys_path (json: the driver's, for workers)     |
+|                                       |        | sys_path (json: the driver's, for workers),    |
+|                                       |        | with init(job_config=...): metadata (json),    |
+|                                       |        | default_actor_lifetime                         |
 | beamlet:jobs                          | set    | job ids                                        |
 | beamlet:tasks:<node>                  | hash   | task id -> "STATE name job time" for the tasks |
 |                                       |        | of that node (write-behind, one HSET per flush;|
