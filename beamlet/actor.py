@@ -103,7 +103,7 @@ class ActorClass:
                 self._sig.bind(None, *args, **kwargs)
             except TypeError as e:
                 raise TypeError(f"{self.__name__}.remote(): {e}") from None
-        gcs = connection.state.gcs
+        gcs = connection.gcs()
         name = options.get("name")
         if options.get("get_if_exists") and not name:
             raise ValueError("get_if_exists=True needs a name: use "
@@ -294,7 +294,7 @@ class ActorHandle:
 
 
 def _handle_from_gcs(actor_id) -> ActorHandle:
-    info = connection.state.gcs.actor_info(actor_id)
+    info = connection.gcs().actor_info(actor_id)
     if not info:
         raise ValueError(f"Actor {actor_id.hex()} does not exist.")
     ref = ObjectRef(bytes.fromhex(info["creation_oid"]))
@@ -319,7 +319,7 @@ def get_actor(name: str, namespace=None) -> ActorHandle:
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"get_actor(): namespace must be a str, got "
                         f"{type(namespace).__name__}.")
-    gcs = connection.state.gcs
+    gcs = connection.gcs()
     ns = namespace if namespace is not None else connection.current_namespace()
     actor_id = gcs.lookup_actor_name(ns, name)
     if actor_id is None or gcs.actor_info(actor_id).get("state") == "DEAD":

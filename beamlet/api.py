@@ -63,7 +63,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
         raise TypeError(f"init() got unexpected keyword argument(s) {unknown}; "
                         f"valid ones are {sorted(opts.INIT)}.")
     opts.validate({**named, **kwargs}, opts.INIT, "init()")
-    with _state.lock:
+    with connection.lock():
         if is_initialized():
             if ignore_reinit_error:
                 return _info()
@@ -77,11 +77,11 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
                 else job_config.runtime_env
         if address is None:
             address = os.environ.get("BEAMLET_ADDRESS") or None
+        parts = connection.Attached()
         if address is None:
-            node = Node(head=True, num_cpus=num_cpus, num_gpus=num_gpus,
-                        resources=resources, object_store_memory=object_store_memory,
-                        owner_pid=os.getpid()).start()
-            _state.node = node
+            node = parts.node = Node(
+                head=True, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                object_store_memory=object_store_memory, owner_pid=os.getpid()).start()
             host, port, password = node.redis_host, node.redis_port, node.password
             socket_path = node.socket_path
         else:
@@ -98,10 +98,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             password = _redis_password or info["password"]
             socket_path = info["raylet_socket"]
         try:
-            gcs = GcsClient(host, port, password)
-            _state._gcs = gcs
-            _state.namespace = namespace or ("anon-" + ids.random_id(6).hex())
-            job_id = gcs.new_job(os.getpid(), b"", _state.namespace)
+            gcs = parts.gcs = GcsClient(host, port, password)
+            namespace = namespace or ("anon-" + ids.random_id(6).hex())
+            job_id = gcs.new_job(os.getpid(), b"", namespace)
             # Workers add the driver's sys.path, so that what the driver imports
             # from its own directories (a class pickled by reference) loads there.
             record = {"sys_path": json.dumps(sys.path)}
@@ -109,14 +108,13 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
                 record["default_actor_lifetime"] = job_config.default_actor_lifetime
                 record["metadata"] = json.dumps(job_config.metadata)
             gcs.r.hset(keys.job(job_id), mapping=record)
-            _state.job_records[job_id] = {"namespace": _state.namespace, **record}
-            core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
-            connection.connected(core)
+            parts.core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
             if log_to_driver:
-                _state.log_printer = LogPrinter(host, port, password, job_id)
+                parts.log_printer = LogPrinter(host, port, password, job_id)
         except BaseException:
-            _teardown()
+            _stop(parts)
             raise
+        connection.attach(parts, namespace, job_id, record)
         atexit.register(shutdown)
         return _info()
 
@@ -126,7 +124,7 @@ def _auto_init():
     one BEAMLET_ADDRESS / RAY_ADDRESS names, or start a local one (as Ray does).
     It is shut down at exit like one init() started."""
     info = init()
-    if _state.node is not None:
+    if connection.started_cluster():
         what = f"Started a local beamlet instance (session {info['session_dir']})"
     else:
         what = f"Connected to the beamlet cluster at {info['address']}"
@@ -140,48 +138,44 @@ connection.set_auto_init(_auto_init)
 
 def _info():
     core = _core()
-    n = _state.node
+    gcs = connection.gcs()
     return ClusterInfo(
-        address=f"{_state.gcs.host}:{_state.gcs.port}",
+        address=f"{gcs.host}:{gcs.port}",
         node_id=core.node_id.hex(), session_dir=core.node_info["session_dir"],
-        raylet_socket_name=n.socket_path if n else None,
-        namespace=_state.namespace, job_id=core.job_id.hex())
+        raylet_socket_name=core.conn.path if connection.started_cluster() else None,
+        namespace=connection.current_namespace(), job_id=core.job_id.hex())
 
 
-def _teardown():
-    core = core_worker.global_worker
-    printer, _state.log_printer = _state.log_printer, None
+def _stop(parts):
+    """Stop what a connection was made of: for a cluster we started, the printer
+    prints all the cluster publishes until it stops; for one we joined (which
+    keeps running), until its output has been quiet a moment."""
+    printer = parts.log_printer
     if printer is not None:
-        if _state.node is None:
-            printer.drain()       # a cluster we joined: it keeps running after us
-        else:
-            printer.closing()     # print all the cluster publishes until it stops
-    if core is not None:
-        core.close()
-    core_worker.global_worker = None
-    if _state.node is not None:
-        _state.node.stop()
-        _state.node = None
+        printer.closing() if parts.node is not None else printer.drain()
+    if parts.core is not None:
+        parts.core.close()
+    if parts.node is not None:
+        parts.node.stop()
     if printer is not None:
         printer.close()
-    if _state._gcs is not None:
+    if parts.gcs is not None:
         try:
-            _state._gcs.r.close()
+            parts.gcs.r.close()
         except Exception:
             pass
-        _state._gcs = None
 
 
 def shutdown():
     """Disconnect; if init() started the cluster, stop every process of it and
     remove its session directory."""
-    with _state.lock:
-        if core_worker.global_worker is None and _state.node is None:
-            return
-        if core_worker.global_worker is not None and \
-                core_worker.global_worker.role == "worker":
+    with connection.lock():
+        core = core_worker.global_worker
+        if core is not None and core.role == "worker":
             raise RuntimeError("shutdown() cannot be called inside a task or actor.")
-        _teardown()
+        if core is None and not connection.started_cluster():
+            return
+        _stop(connection.detach())
 
 
 # ---------------------------------------------------------------- objects
@@ -209,7 +203,7 @@ def _check_live(refs) -> None:
 
 def _maybe_stale() -> bool:
     # only a process that disconnected (or reconnected) can hold stale refs
-    return _state.sessions > 1 or not is_initialized()
+    return connection.state.sessions > 1 or not is_initialized()
 
 
 def get(object_refs, *, timeout=None):
@@ -311,7 +305,7 @@ def nodes() -> list:
     """Every node the cluster has known, alive or dead (Ray's format)."""
     _core()
     out = []
-    for n in _state.gcs.nodes():
+    for n in connection.gcs().nodes():
         alive = n.get("state") == "ALIVE"
         out.append({
             "NodeID": n["node_id"], "Alive": alive, "alive": alive,
@@ -328,7 +322,8 @@ def nodes() -> list:
 def _other_nodes():
     core = _core()
     me = core.node_id.hex()
-    return [n for n in _state.gcs.nodes() if n["node_id"] != me and n.get("state") == "ALIVE"]
+    return [n for n in connection.gcs().nodes()
+            if n["node_id"] != me and n.get("state") == "ALIVE"]
 
 
 def cluster_resources() -> dict:
@@ -368,7 +363,7 @@ def timeline(filename=None):
     """Task events (chrome://tracing format) of the tasks the GCS still records:
     one instant event per task at its last state change."""
     _core()
-    r = _state.gcs.r
+    r = connection.gcs().r
     events = []
     for key in r.scan_iter(f"{keys.P}tasks:*"):
         node = key.decode().rsplit(":", 1)[1]

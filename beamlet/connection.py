@@ -21,7 +21,9 @@ from .worker import core_worker
 
 class ConnectionState:
     """What init() set up in this process (drivers), or — in a worker — handles
-    on the worker's own cluster, made when first needed."""
+    on the worker's own cluster, made when first needed.  Other modules reach it
+    through the functions below; api.py's init()/shutdown() are the only ones that
+    attach and detach a connection."""
 
     def __init__(self):
         self.node = None          # the Node init() started (None: joined one)
@@ -30,7 +32,7 @@ class ConnectionState:
         self.log_printer = None   # the driver's LogPrinter (log_printer.py)
         self.lock = threading.RLock()
         self.auto_init = None     # api.py's hook: connect on the first call
-        self.sessions = 0         # core workers made by this process so far
+        self.sessions = 0         # connections this process made so far
         self.job_records = {}     # job id -> its GCS record (workers: read once)
 
     @property
@@ -44,9 +46,25 @@ class ConnectionState:
 state = ConnectionState()
 
 
+class Attached:
+    """What a connection is made of, in the order shutdown stops them."""
+    __slots__ = ("log_printer", "core", "node", "gcs")
+
+    def __init__(self, log_printer=None, core=None, node=None, gcs=None):
+        self.log_printer = log_printer
+        self.core = core
+        self.node = node
+        self.gcs = gcs
+
+
 def set_auto_init(hook) -> None:
     """api.py registers init-with-defaults here (the core layer cannot import it)."""
     state.auto_init = hook
+
+
+def lock():
+    """Held by init() and shutdown() (and auto-init) while they change the state."""
+    return state.lock
 
 
 def is_connected() -> bool:
@@ -72,10 +90,32 @@ def core() -> core_worker.CoreWorker:
     return core_worker.global_worker
 
 
-def connected(new_core) -> None:
-    """init() made `new_core`: it is now this process's core worker."""
-    core_worker.global_worker = new_core
+def gcs() -> GcsClient:
+    """The GCS client of this process's cluster (connecting a driver first)."""
+    return state.gcs
+
+
+def started_cluster() -> bool:
+    """Whether this process's init() started the cluster it is connected to."""
+    return state.node is not None
+
+
+def attach(parts: Attached, namespace: str, job_id: bytes, job_record: dict) -> None:
+    """init() made these: they are now this process's connection."""
+    state.node, state._gcs, state.log_printer = parts.node, parts.gcs, parts.log_printer
+    state.namespace = namespace
+    state.job_records[job_id] = {"namespace": namespace, **job_record}
+    core_worker.global_worker = parts.core
     state.sessions += 1
+
+
+def detach() -> Attached:
+    """Forget the connection (shutdown() stops what this returns)."""
+    parts = Attached(state.log_printer, core_worker.global_worker, state.node,
+                     state._gcs)
+    state.node = state._gcs = state.log_printer = state.namespace = None
+    core_worker.global_worker = None
+    return parts
 
 
 def current_namespace() -> str:

@@ -44,7 +44,7 @@ class RemoteFunction:
     def _submit(self, args, kwargs, options):
         core = connection.core()
         bind_check(self._sig, args, kwargs, self._name)
-        key = self._export.ensure_exported(core, connection.state.gcs)
+        key = self._export.ensure_exported(core, connection.gcs())
         keep = []
         wire_args = encode_args(core, args, kwargs, keep)
         num_returns = options.get("num_returns")
