@@ -72,6 +72,22 @@ def test_ray_ready_of_an_async_actor(cluster):
     assert ray.get(a.f.remote()) == 1
 
 
+def test_ray_terminate_ends_the_actor_after_queued_calls(cluster):
+    @ray.remote
+    class Worker:
+        def slow(self):
+            time.sleep(0.3)
+            return "done"
+    w = Worker.remote()
+    before = w.slow.remote()
+    end = w.__ray_terminate__.remote()
+    assert ray.get(before, timeout=60) == "done"
+    with pytest.raises(ray.ActorDiedError):
+        ray.get(end, timeout=60)
+    with pytest.raises(ray.ActorDiedError):
+        ray.get(w.slow.remote(), timeout=60)
+
+
 # ---------------------------------------------------------------- runtime context
 @ray.remote
 class Introspect:
