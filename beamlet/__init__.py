@@ -1,13 +1,13 @@
 """beamlet: a distributed execution engine with Ray Core's programming model.
 
 `import beamlet as ray` runs typical Ray programs.  This module only re-exports
-the public API.
+the public API (docs/api.md lists it).
 """
-from . import exceptions
-from .actor import exit_actor, get_actor, kill
+from . import actor, cloudpickle, exceptions, job_config, runtime_context, runtime_env
+from . import util
+from .actor import exit_actor, get_actor, kill, method
 from .api import (available_resources, cancel, cluster_resources, get, get_gpu_ids,
-                  init, is_initialized, method, nodes, put, remote, shutdown, timeline,
-                  wait)
+                  init, is_initialized, nodes, put, remote, shutdown, timeline, wait)
 from .exceptions import (ActorDiedError, GetTimeoutError, ObjectLostError,
                          ObjectStoreFullError, RayActorError, RayTaskError, TaskError,
                          TaskCancelledError, WorkerCrashedError)
@@ -22,5 +22,6 @@ __all__ = [
     "available_resources", "get_gpu_ids", "get_runtime_context", "timeline",
     "ObjectRef", "ObjectID", "exceptions", "TaskError", "RayTaskError",
     "GetTimeoutError", "TaskCancelledError", "WorkerCrashedError", "ActorDiedError",
-    "RayActorError", "ObjectLostError", "ObjectStoreFullError",
+    "RayActorError", "ObjectLostError", "ObjectStoreFullError", "util", "actor",
+    "cloudpickle", "job_config", "runtime_env", "runtime_context",
 ]

@@ -1,33 +1,59 @@
-"""@remote on a class: ActorClass, ActorHandle, ActorMethod, exit_actor."""
+"""@remote on a class: ActorClass, ActorHandle, ActorMethod, method, exit_actor."""
 import inspect
 import json
 
-
+from . import connection, exceptions
 from ._private import ids
+from ._private import options as opts
 from ._private import protocol as P
 from .gcs import keys
 from .object_ref import ObjectRef
-from .remote_function import (WithOptions, FunctionExport, check_options,
-                              resource_request, _signature)
+from .worker import core_worker
+from .submission import (FunctionExport, WithOptions, encode_args, resource_request,
+                         return_refs, scheduling_wire, signature)
 
-ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime",
-                 "max_restarts", "max_task_retries", "max_concurrency",
-                 "get_if_exists", "scheduling_strategy", "memory", "runtime_env",
-                 "max_pending_calls", "concurrency_groups", "placement_group",
-                 "placement_group_bundle_index", "_metadata", "enable_task_events",
-                 "label_selector", "accelerator_type", "object_store_memory"}
+# exit_actor() raises it (kept here under its old name too)
+ActorExit = exceptions.ActorExit
+
+# Methods every actor has: a call that returns once the actor is created, and one
+# that ends the actor after the calls queued before it (as Ray's).
+READY_METHOD = "__ray_ready__"
+TERMINATE_METHOD = "__ray_terminate__"
+_BUILTIN_METHODS = {READY_METHOD: {"num_returns": 1, "is_async": False},
+                    TERMINATE_METHOD: {"num_returns": 1, "is_async": False}}
+
+
+def method(*args, **options):
+    """@method(num_returns=..., concurrency_group=..., max_task_retries=..., ...)
+    on an actor method: its defaults for every call (a call's .options() wins)."""
+    if len(args) == 1 and not options and callable(args[0]):
+        args[0].__beamlet_method_options__ = {}
+        return args[0]
+    if args:
+        raise TypeError("@method takes keyword options only, e.g. "
+                        "@method(num_returns=2).")
+    opts.validate(options, opts.METHOD, "@method")
+
+    def deco(fn):
+        fn.__beamlet_method_options__ = dict(options)
+        return fn
+    return deco
 
 
 def _method_table(cls) -> dict:
-    """name -> {"num_returns": n, "is_async": bool} for the class's public methods."""
+    """name -> {"num_returns", "is_async", and the @method defaults given} for the
+    class's public methods (what a handle needs to submit calls)."""
     out = {}
     for name, fn in inspect.getmembers(cls, predicate=callable):
         if name.startswith("__") and name != "__call__":
             continue
-        opts = getattr(fn, "__beamlet_method_options__", {})
-        out[name] = {"num_returns": opts.get("num_returns", 1),
-                     "is_async": inspect.iscoroutinefunction(fn)
-                     or inspect.isasyncgenfunction(fn)}
+        given = getattr(fn, "__beamlet_method_options__", {})
+        entry = {"num_returns": 1, "is_async": inspect.iscoroutinefunction(fn)
+                 or inspect.isasyncgenfunction(fn)}
+        for k in ("num_returns", "concurrency_group", "max_task_retries"):
+            if given.get(k) is not None:
+                entry[k] = given[k]
+        out[name] = entry
     return out
 
 
@@ -35,11 +61,19 @@ class ActorClass:
     def __init__(self, cls, options):
         self._cls = cls
         self._options = dict(options)
-        check_options(self._options, ACTOR_OPTIONS, f"actor class {cls.__qualname__}")
-        self._export = FunctionExport(cls)
+        opts.validate(self._options, opts.ACTOR, f"actor class {cls.__qualname__}")
+        self._export = FunctionExport(cls, "actor class", cls.__qualname__)
         self._methods = _method_table(cls)
         self._is_async = any(m["is_async"] for m in self._methods.values())
-        self._sig = _signature(cls.__init__) if "__init__" in cls.__dict__ or any(
+        groups = self._options.get("concurrency_groups") or {}
+        for name, m in self._methods.items():
+            g = m.get("concurrency_group")
+            if g is not None and g not in groups:
+                raise ValueError(
+                    f"Method {cls.__qualname__}.{name} is in concurrency group {g!r}, "
+                    f"which the class does not define: add it to "
+                    f"@remote(concurrency_groups={{{g!r}: N, ...}}).")
+        self._sig = signature(cls.__init__) if "__init__" in cls.__dict__ or any(
             "__init__" in c.__dict__ for c in cls.__mro__[1:-1]) else None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
@@ -51,7 +85,12 @@ class ActorClass:
                         f"Use {self.__name__}.remote(...) to create an actor.")
 
     def options(self, **options):
-        check_options(options, ACTOR_OPTIONS, f"actor class {self.__name__}")
+        """These options (as @remote takes) for the next `.remote()`."""
+        what = f"actor class {self.__name__}"
+        opts.validate(options, opts.ACTOR, what)
+        if "concurrency_groups" in options:
+            raise ValueError(f"Option 'concurrency_groups' of {what} cannot be set in "
+                             f".options(); give it to @remote.")
         return WithOptions(self, self._create, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
@@ -66,24 +105,26 @@ class ActorClass:
         return ClassNode(self, args, kwargs, options, set(self._methods))
 
     def _create(self, args, kwargs, options):
-        from . import api
-        core = api._core()
+        core = connection.core()
         if self._sig is not None:
             try:
                 self._sig.bind(None, *args, **kwargs)
             except TypeError as e:
                 raise TypeError(f"{self.__name__}.remote(): {e}") from None
-        gcs = api._state.gcs
-        _check_actor_options(options)
+        gcs = connection.gcs()
         name = options.get("name")
+        if options.get("get_if_exists") and not name:
+            raise ValueError("get_if_exists=True needs a name: use "
+                             ".options(name=..., get_if_exists=True).")
         namespace = options.get("namespace")
         if namespace is None:
-            namespace = current_namespace()
-        lifetime = options.get("lifetime")
+            namespace = connection.current_namespace()
+        lifetime = options.get("lifetime") or \
+            connection.job_setting("default_actor_lifetime")   # JobConfig's
         actor_id = ids.random_id(16)
         key = self._export.ensure_exported(core, gcs)
         keep = []
-        wire_args = core.encode_args(args, kwargs, keep)
+        wire_args = encode_args(core, args, kwargs, keep)
         explicit = any(options.get(k) is not None for k in
                        ("num_cpus", "num_gpus", "resources", "memory"))
         if explicit:
@@ -91,17 +132,19 @@ class ActorClass:
             lifetime_res = placement
         else:
             placement, lifetime_res = {"CPU": 1.0}, {}
-        max_conc = options.get("max_concurrency")
-        if max_conc is None:
-            max_conc = 1000 if self._is_async else 1
-        if not isinstance(max_conc, int) or max_conc < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_conc!r}.")
+        default_conc = options.get("max_concurrency")
+        if default_conc is None:
+            default_conc = 1000 if self._is_async else 1
+        groups = dict(options.get("concurrency_groups") or {})
         actor_opts = {
             "name": name, "namespace": namespace, "lifetime": lifetime,
             "max_restarts": options.get("max_restarts") or 0,
             "max_task_retries": options.get("max_task_retries") or 0,
-            "max_concurrency": max_conc, "is_async": self._is_async,
-            "lifetime_resources": lifetime_res,
+            # the raylet's window of calls in flight: every group's limit together
+            # (the worker bounds each group by its own)
+            "max_concurrency": default_conc + sum(groups.values()),
+            "default_concurrency": default_conc, "concurrency_groups": groups,
+            "is_async": self._is_async, "lifetime_resources": lifetime_res,
         }
         task_id = ids.new_task_id()
         creation_oid = ids.return_id(task_id, 1)
@@ -121,6 +164,8 @@ class ActorClass:
                     holder = actor_id
             if holder != actor_id:
                 gcs.r.delete(keys.actor(actor_id))
+                if keep:
+                    core.release(keep)
                 if options.get("get_if_exists"):
                     return _handle_from_gcs(holder)
                 raise ValueError(
@@ -132,55 +177,18 @@ class ActorClass:
         spec = P.TaskSpec(
             task_id, core.job_id, P.ACTOR_CREATION_TASK, key, self.__name__, wire_args,
             list(kwargs), 1, placement, 0, False, actor_id=actor_id,
-            actor_options=actor_opts, scheduling=api._scheduling(options),
+            actor_options=actor_opts, scheduling=scheduling_wire(options, core.task),
             caller=core.worker_id)
         core.submit(spec)
         ref = ObjectRef(creation_oid, _registered=True)
-        del keep
+        if keep:
+            core.release(keep)
         return ActorHandle(actor_id, self.__name__, self._methods, ref,
                            actor_opts["max_task_retries"])
 
 
 def make_actor_class(cls, options):
     return ActorClass(cls, options)
-
-
-def _check_actor_options(options):
-    """Clear errors for bad actor options (those check_options does not cover)."""
-    name = options.get("name")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"An actor name must be a non-empty string, got {name!r}.")
-    ns = options.get("namespace")
-    if ns is not None and (not isinstance(ns, str) or not ns):
-        raise ValueError(f"namespace must be a non-empty string, got {ns!r}.")
-    lifetime = options.get("lifetime")
-    if lifetime not in (None, "detached", "non_detached"):
-        raise ValueError(f"lifetime must be 'detached', 'non_detached' or None, got "
-                         f"{lifetime!r}.")
-    for k in ("max_restarts", "max_task_retries"):
-        v = options.get(k)
-        if v is not None and (type(v) is not int or v < -1):
-            raise ValueError(f"{k} must be an int >= -1 (-1: unlimited), got {v!r}.")
-    if options.get("get_if_exists") and not name:
-        raise ValueError("get_if_exists=True needs a name: use "
-                         ".options(name=..., get_if_exists=True).")
-
-
-_job_namespaces = {}
-
-
-def current_namespace() -> str:
-    """The namespace of this process's job: the driver's init(namespace=...), or,
-    inside a task or actor, the namespace of the job it runs for."""
-    from . import api
-    if api._state.namespace is not None:
-        return api._state.namespace
-    core = api._core()
-    ns = _job_namespaces.get(core.job_id)
-    if ns is None:
-        v = api._state.gcs.r.hget(keys.job(core.job_id), "namespace")
-        ns = _job_namespaces[core.job_id] = v.decode() if v else ""
-    return ns
 
 
 def _actor_dead(gcs, actor_id) -> bool:
@@ -209,54 +217,55 @@ def _take_over_name(gcs, namespace, name, old_id, new_id) -> bool:
 
 
 class ActorMethod:
-    def __init__(self, handle, name, num_returns):
+    def __init__(self, handle, name, defaults):
         self._handle = handle
         self._name = name
-        self._num_returns = num_returns
+        self._defaults = defaults       # the method's entry in the method table
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor method {self._name} cannot be called directly; use "
                         f"handle.{self._name}.remote(...).")
 
     def options(self, **options):
-        bad = set(options) - {"num_returns", "name", "max_task_retries",
-                              "retry_exceptions", "concurrency_group"}
-        if bad:
-            raise ValueError(f"Invalid option(s) {sorted(bad)} for an actor method.")
-        parent = self
-
-        class _Bound:
-            def remote(self_inner, *args, **kwargs):
-                return parent._submit(args, kwargs,
-                                      options.get("num_returns", parent._num_returns))
-        return _Bound()
+        """Per-call options: num_returns, concurrency_group, max_task_retries, name
+        (and Ray's others, accepted: see docs/api.md)."""
+        opts.validate(options, opts.METHOD, f"actor method {self._name}")
+        return WithOptions(self, self._submit, options)
 
     def remote(self, *args, **kwargs):
-        return self._submit(args, kwargs, self._num_returns)
+        return self._submit(args, kwargs, None)
 
     def bind(self, *args, **kwargs):
         """A DAG node that calls this method of the live actor (beamlet.dag)."""
-        from .dag.class_node import ClassMethodNode
-        return ClassMethodNode(self._handle, self._name, args, kwargs, {})
+        return self._bind(args, kwargs, {})
 
-    def _submit(self, args, kwargs, num_returns):
-        from . import api
-        core = api._core()
+    def _bind(self, args, kwargs, options):
+        from .dag.class_node import ClassMethodNode
+        return ClassMethodNode(self._handle, self._name, args, kwargs, options)
+
+    def _submit(self, args, kwargs, options):
+        core = connection.core()
         h = self._handle
+        d = self._defaults
+        if options:
+            d = {**d, **{k: v for k, v in options.items() if v is not None}}
+        num_returns = d.get("num_returns", 1)
+        retries = d.get("max_task_retries")
+        if retries is None:
+            retries = h._max_task_retries
+        group = d.get("concurrency_group")
         keep = []
-        wire_args = core.encode_args(args, kwargs, keep)
+        wire_args = encode_args(core, args, kwargs, keep)
         spec = P.TaskSpec(
             ids.new_task_id(), core.job_id, P.ACTOR_TASK, b"",
-            f"{h._class_name}.{self._name}", wire_args, list(kwargs), num_returns,
-            {}, h._max_task_retries, False, actor_id=h._actor_id, method=self._name,
+            d.get("name") or f"{h._class_name}.{self._name}", wire_args, list(kwargs),
+            num_returns, {}, retries, False, actor_id=h._actor_id, method=self._name,
+            actor_options=None if group is None else {"concurrency_group": group},
             caller=core.worker_id)
         core.submit(spec)
-        refs = [ObjectRef(rid, _registered=True) for rid in spec.return_ids()]
-        del keep
-        if num_returns == 1:
-            return refs[0]
-        if num_returns == 0:
-            return None
+        refs = return_refs(spec)
+        if keep:
+            core.release(keep)
         return refs
 
 
@@ -265,16 +274,18 @@ class ActorHandle:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
-        self._creation_ref = creation_ref    # keeps the actor alive
+        # keeps the actor alive (None: a handle that does not, such as the one an
+        # actor gets for itself from get_runtime_context().current_actor)
+        self._creation_ref = creation_ref
         self._max_task_retries = max_task_retries
 
     def __getattr__(self, name):
         # Methods are made on access, not stored: a stored ActorMethod pointing
         # back at its handle would make a cycle, and the actor would only be freed
         # by the garbage collector instead of when the last handle goes away.
-        m = self.__dict__.get("_methods", {}).get(name)
+        m = self.__dict__.get("_methods", {}).get(name) or _BUILTIN_METHODS.get(name)
         if m is not None:
-            return ActorMethod(self, name, m["num_returns"])
+            return ActorMethod(self, name, m)
         if name.startswith("__"):
             raise AttributeError(name)
         raise AttributeError(f"Actor {self.__dict__.get('_class_name')} has no method "
@@ -299,8 +310,7 @@ class ActorHandle:
 
 
 def _handle_from_gcs(actor_id) -> ActorHandle:
-    from . import api
-    info = api._state.gcs.actor_info(actor_id)
+    info = connection.gcs().actor_info(actor_id)
     if not info:
         raise ValueError(f"Actor {actor_id.hex()} does not exist.")
     ref = ObjectRef(bytes.fromhex(info["creation_oid"]))
@@ -308,16 +318,27 @@ def _handle_from_gcs(actor_id) -> ActorHandle:
                        int(info.get("max_task_retries") or 0))
 
 
+def handle_for_current_actor(hosted) -> ActorHandle:
+    """A handle on the actor this process hosts (`hosted`: the worker's
+    HostedActor), that does not keep the actor alive: held by the actor itself it
+    would otherwise keep it alive forever."""
+    return ActorHandle(hosted.actor_id, hosted.class_name, _method_table(hosted.cls),
+                       None, hosted.max_task_retries)
+
+
 def get_actor(name: str, namespace=None) -> ActorHandle:
     """The handle of the live actor called `name` in `namespace` (default: the
     driver's namespace)."""
-    from . import api
-    api._core()
+    connection.core()
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty name, got {name!r}.")
-    ns = namespace if namespace is not None else current_namespace()
-    actor_id = api._state.gcs.lookup_actor_name(ns, name)
-    if actor_id is None or api._state.gcs.actor_info(actor_id).get("state") == "DEAD":
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"get_actor(): namespace must be a str, got "
+                        f"{type(namespace).__name__}.")
+    gcs = connection.gcs()
+    ns = namespace if namespace is not None else connection.current_namespace()
+    actor_id = gcs.lookup_actor_name(ns, name)
+    if actor_id is None or gcs.actor_info(actor_id).get("state") == "DEAD":
         raise ValueError(f"Failed to look up actor with name {name!r} in namespace "
                          f"{ns!r}: no live actor has that name.")
     return _handle_from_gcs(actor_id)
@@ -325,21 +346,18 @@ def get_actor(name: str, namespace=None) -> ActorHandle:
 
 def kill(actor, *, no_restart=True):
     """Kill an actor at once: its pending and later calls raise ActorDiedError."""
-    from . import api
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}.")
-    api._core().call("kill_actor", actor._actor_id, bool(no_restart))
+    connection.core().call("kill_actor", actor._actor_id, bool(no_restart))
 
 
 def exit_actor():
     """End the current actor from inside one of its methods."""
-    from .worker import core_worker
     core = core_worker.global_worker
     if core is None or core.role != "worker" or core.task.actor_id is None:
         raise TypeError("exit_actor() can only be called inside an actor method.")
     raise ActorExit()
 
 
-class ActorExit(BaseException):
-    """Raised by exit_actor() to end the actor after the current call.  A
-    BaseException, so that a method's `except Exception` does not swallow it."""
+def current_namespace() -> str:
+    return connection.current_namespace()

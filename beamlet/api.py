@@ -1,55 +1,32 @@
-"""The driver-facing API: init, shutdown, remote, get, put, wait, and friends."""
+"""The driver-facing API: init, shutdown, remote, get, put, wait, and friends.
+
+Layer: above remote functions and actors (it imports them); util/ and
+beamlet/__init__.py import it.  The process's connection state lives in
+connection.py (the core layer), which calls back into init() through the
+auto-init hook registered at the end of this module.
+"""
 import atexit
 import inspect
 import json
 import operator
 import os
 import sys
-import threading
 
-from . import exceptions
+from . import connection, exceptions
 from ._private import ids
+from ._private import options as opts
+from .actor import ActorHandle, make_actor_class, method  # noqa: F401 (re-exported)
 from .gcs import keys
 from .gcs.client import GcsClient
+from .log_printer import LogPrinter
 from .object_ref import ObjectRef
+from .remote_function import RemoteFunction
 from .worker import core_worker
 
-
-class _State:
-    """The process's connection to a cluster (driver) — or, in a worker, lazily
-    made handles on the worker's own cluster."""
-
-    def __init__(self):
-        self.node = None          # the Node we started (init() without address)
-        self._gcs = None
-        self.namespace = None
-        self.log_thread = None
-        self.log_stop = None
-        self.lock = threading.RLock()
-
-    @property
-    def gcs(self) -> GcsClient:
-        if self._gcs is None:
-            core = _core()
-            host, port, password = core.node_info["redis"]
-            self._gcs = GcsClient(host, port, password)
-        return self._gcs
-
-
-_state = _State()
-
-
-def _core():
-    core = core_worker.global_worker
-    if core is None or core.closed:
-        raise exceptions.RaySystemError(
-            "beamlet is not initialized: call beamlet.init() first.")
-    return core
-
-
-def is_initialized() -> bool:
-    core = core_worker.global_worker
-    return core is not None and not core.closed
+# The names other modules and tests used when the state lived here.
+_state = connection.state
+_core = connection.core
+is_initialized = connection.is_connected
 
 
 class ClusterInfo(dict):
@@ -70,11 +47,24 @@ class ClusterInfo(dict):
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, namespace=None, ignore_reinit_error=False,
-         log_to_driver=True, _redis_password=None, **kwargs):
+         log_to_driver=True, runtime_env=None, job_config=None, _redis_password=None,
+         **kwargs):
     """Start a local cluster (address=None) or connect to a running one
-    (address="auto" or "HOST:PORT"); returns a dict describing it."""
+    (address="auto" or "HOST:PORT"); returns a dict describing it.  Options Ray
+    has and beamlet does not act on are accepted (docs/api.md lists them)."""
+    # (drivers only: workers never load node)
     from .node import Node, find_cluster, init_node_options, resolve_address
-    with _state.lock:
+    named = dict(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
+                 resources=resources, object_store_memory=object_store_memory,
+                 namespace=namespace, ignore_reinit_error=ignore_reinit_error,
+                 log_to_driver=log_to_driver, runtime_env=runtime_env,
+                 job_config=job_config, _redis_password=_redis_password)
+    unknown = sorted(set(kwargs) - set(opts.INIT))
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s) {unknown}; "
+                        f"valid ones are {sorted(opts.INIT)}.")
+    opts.validate({**named, **kwargs}, opts.INIT, "init()")
+    with connection.lock():
         if is_initialized():
             if ignore_reinit_error:
                 return _info()
@@ -82,19 +72,18 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
                 "beamlet.init() was called twice: this process is already connected to "
                 "a cluster. Call beamlet.shutdown() first, or pass "
                 "ignore_reinit_error=True to make the second call a no-op.")
-        unknown = set(kwargs) - {"include_dashboard", "logging_level", "runtime_env",
-                                 "local_mode", "configure_logging", "log_to_driver",
-                                 "dashboard_host", "dashboard_port", "_temp_dir",
-                                 "_system_config", "object_spilling_directory"}
-        if unknown:
-            raise TypeError(f"init() got unexpected keyword argument(s) {sorted(unknown)}.")
+        if job_config is not None:
+            namespace = namespace or job_config.ray_namespace
+            runtime_env = runtime_env if runtime_env is not None \
+                else job_config.runtime_env
         address = resolve_address(address)   # env, "local"; None: start a cluster
         node_options = init_node_options(kwargs, connecting=address is not None)
+        parts = connection.Attached()
         if address is None:
-            node = Node(head=True, num_cpus=num_cpus, num_gpus=num_gpus,
-                        resources=resources, object_store_memory=object_store_memory,
-                        owner_pid=os.getpid(), **node_options).start()
-            _state.node = node
+            node = parts.node = Node(
+                head=True, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                object_store_memory=object_store_memory, owner_pid=os.getpid(),
+                **node_options).start()
             host, port, password = node.redis_host, node.redis_port, node.password
             socket_path = node.socket_path
         else:
@@ -111,95 +100,84 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             password = _redis_password or info["password"]
             socket_path = info["raylet_socket"]
         try:
-            gcs = GcsClient(host, port, password)
-            _state._gcs = gcs
-            _state.namespace = namespace or ("anon-" + ids.random_id(6).hex())
-            job_id = gcs.new_job(os.getpid(), b"", _state.namespace)
+            gcs = parts.gcs = GcsClient(host, port, password)
+            namespace = namespace or ("anon-" + ids.random_id(6).hex())
+            job_id = gcs.new_job(os.getpid(), b"", namespace)
             # Workers add the driver's sys.path, so that what the driver imports
             # from its own directories (a class pickled by reference) loads there.
-            gcs.r.hset(keys.job(job_id), "sys_path", json.dumps(sys.path))
-            core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
-            core_worker.global_worker = core
+            record = {"sys_path": json.dumps(sys.path)}
+            if job_config is not None:
+                record["default_actor_lifetime"] = job_config.default_actor_lifetime
+                record["metadata"] = json.dumps(job_config.metadata)
+            gcs.r.hset(keys.job(job_id), mapping=record)
+            parts.core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
             if log_to_driver:
-                _start_log_thread(gcs, job_id)
+                parts.log_printer = LogPrinter(host, port, password, job_id)
         except BaseException:
-            _teardown()
+            _stop(parts)
             raise
+        connection.attach(parts, namespace, job_id, record)
         atexit.register(shutdown)
         return _info()
 
 
+def _auto_init():
+    """The first API call that needs a cluster, in a driver that has none: join the
+    one BEAMLET_ADDRESS / RAY_ADDRESS names, or start a local one (as Ray does).
+    It is shut down at exit like one init() started."""
+    info = init()
+    if connection.started_cluster():
+        what = f"Started a local beamlet instance (session {info['session_dir']})"
+    else:
+        what = f"Connected to the beamlet cluster at {info['address']}"
+    print(f"beamlet: {what}: the first call that needs a cluster ran init() itself. "
+          f"Call beamlet.init(...) before it to choose the options.",
+          file=sys.stderr, flush=True)
+
+
+connection.set_auto_init(_auto_init)
+
+
 def _info():
     core = _core()
-    n = _state.node
+    gcs = connection.gcs()
     return ClusterInfo(
-        address=f"{_state.gcs.host}:{_state.gcs.port}",
+        address=f"{gcs.host}:{gcs.port}",
         node_id=core.node_id.hex(), session_dir=core.node_info["session_dir"],
-        raylet_socket_name=n.socket_path if n else None,
-        namespace=_state.namespace, job_id=core.job_id.hex())
+        raylet_socket_name=core.conn.path if connection.started_cluster() else None,
+        namespace=connection.current_namespace(), job_id=core.job_id.hex())
 
 
-def _start_log_thread(gcs, job_id):
-    from .experimental.tqdm_ray import process_log_line   # tqdm_ray's bars
-    stop = threading.Event()
-    ps = gcs.r.pubsub(ignore_subscribe_messages=True)
-    ps.subscribe(keys.logs_channel(job_id), keys.errors_channel(job_id))
-    logs_ch = keys.logs_channel(job_id).encode()
-
-    def run():
-        while not stop.is_set():
-            try:
-                m = ps.get_message(timeout=0.2)
-            except Exception:
-                return
-            if not m:
-                continue
-            data = m["data"].decode("utf-8", "replace")
-            if m["channel"] == logs_ch:
-                stream = sys.stderr if data[:1] == "E" else sys.stdout
-                if not process_log_line(data[1:], stream):
-                    print(data[1:], file=stream, flush=True)
-            else:
-                print(f"beamlet warning: {data}", file=sys.stderr, flush=True)
+def _stop(parts):
+    """Stop what a connection was made of: for a cluster we started, the printer
+    prints all the cluster publishes until it stops; for one we joined (which
+    keeps running), until its output has been quiet a moment."""
+    printer = parts.log_printer
+    if printer is not None:
+        printer.closing() if parts.node is not None else printer.drain()
+    if parts.core is not None:
+        parts.core.close()
+    if parts.node is not None:
+        parts.node.stop()
+    if printer is not None:
+        printer.close()
+    if parts.gcs is not None:
         try:
-            ps.close()
+            parts.gcs.r.close()
         except Exception:
             pass
-    t = threading.Thread(target=run, daemon=True, name="beamlet-logs")
-    t.start()
-    _state.log_thread, _state.log_stop = t, stop
-
-
-def _teardown():
-    core = core_worker.global_worker
-    if _state.log_stop is not None:
-        _state.log_stop.set()
-        _state.log_thread.join(1)
-        _state.log_stop = _state.log_thread = None
-    if core is not None:
-        core.close()
-    core_worker.global_worker = None
-    if _state.node is not None:
-        _state.node.stop()
-        _state.node = None
-    if _state._gcs is not None:
-        try:
-            _state._gcs.r.close()
-        except Exception:
-            pass
-        _state._gcs = None
 
 
 def shutdown():
     """Disconnect; if init() started the cluster, stop every process of it and
     remove its session directory."""
-    with _state.lock:
-        if core_worker.global_worker is None and _state.node is None:
-            return
-        if core_worker.global_worker is not None and \
-                core_worker.global_worker.role == "worker":
+    with connection.lock():
+        core = core_worker.global_worker
+        if core is not None and core.role == "worker":
             raise RuntimeError("shutdown() cannot be called inside a task or actor.")
-        _teardown()
+        if core is None and not connection.started_cluster():
+            return
+        _stop(connection.detach())
 
 
 # ---------------------------------------------------------------- objects
@@ -212,22 +190,43 @@ def put(value, *, _owner=None) -> ObjectRef:
     return ObjectRef(core.put(value), _registered=True)
 
 
+def _check_live(refs) -> None:
+    """Refs made before this process's last shutdown() name objects of a cluster
+    connection that is gone: say so at once (instead of starting a new cluster
+    that never heard of them and waiting forever)."""
+    for r in refs:
+        c = r._core
+        if c is not None and c.closed:
+            raise exceptions.RaySystemError(
+                f"{r!r} was made before this process disconnected from its cluster "
+                f"(shutdown()); objects do not outlive that connection. Make it "
+                f"again after init().")
+
+
+def _maybe_stale() -> bool:
+    # only a process that disconnected (or reconnected) can hold stale refs
+    return connection.state.sessions > 1 or not is_initialized()
+
+
 def get(object_refs, *, timeout=None):
     """The value(s) of one ObjectRef or a list of them; blocks until ready."""
-    core = _core()
     if timeout is not None:
-        if not isinstance(timeout, (int, float)) or timeout < 0:
-            raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}.")
+        if type(timeout) is bool or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number or None, got "
+                             f"{timeout!r}.")
     if type(object_refs) is ObjectRef:
-        return core.get_values([object_refs.id], timeout)[0]
+        if _maybe_stale():
+            _check_live((object_refs,))
+        return _core().get_values([object_refs.id], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
         for r in object_refs:
             if type(r) is not ObjectRef:
                 raise TypeError(
                     f"get() expects an ObjectRef or a list of ObjectRefs; the list "
                     f"contains {type(r).__name__}: {r!r}.")
-        return core.get_values([r.id for r in object_refs], timeout)
-    from .actor import ActorHandle
+        if _maybe_stale():
+            _check_live(object_refs)
+        return _core().get_values([r.id for r in object_refs], timeout)
     if isinstance(object_refs, ActorHandle):
         raise TypeError("get() of an actor handle: call a method, e.g. "
                         "get(handle.method.remote()).")
@@ -241,7 +240,6 @@ _ref_id = operator.attrgetter("id")
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """(ready, not_ready): the first `num_returns` refs that are ready (in input
     order) and the rest, once enough are ready or `timeout` seconds pass."""
-    core = _core()
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
                         "wrap it in a list.")
@@ -257,13 +255,18 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     oids = list(map(_ref_id, object_refs))
     if len(set(oids)) != len(oids):
         raise ValueError("wait() requires a list of unique ObjectRefs.")
-    if not isinstance(num_returns, int) or num_returns < 0:
+    if type(num_returns) is not int or num_returns < 0:
         raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}.")
     if num_returns > len(object_refs):
         raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of "
                          f"refs ({len(object_refs)}).")
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be non-negative, got {timeout!r}.")
+    if timeout is not None and (type(timeout) is bool or
+                                not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number or None, got "
+                         f"{timeout!r}.")
+    if _maybe_stale():
+        _check_live(object_refs)
+    core = _core()
     if not object_refs or num_returns == 0:
         return [], list(object_refs)
     idx = core.wait(oids, num_returns, timeout, bool(fetch_local))   # ascending indexes
@@ -278,15 +281,13 @@ def cancel(object_ref, *, force=False, recursive=True):
     """Cancel the task that makes `object_ref`; its get raises TaskCancelledError."""
     if type(object_ref) is not ObjectRef:
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
+    _check_live((object_ref,))
     _core().call("cancel", object_ref.id, bool(force), bool(recursive))
 
 
 # ---------------------------------------------------------------- remote
 def remote(*args, **kwargs):
     """@remote or @remote(**options) on a function (task) or class (actor)."""
-    from .actor import make_actor_class
-    from .remote_function import RemoteFunction
-
     def make(obj, options):
         if inspect.isclass(obj):
             return make_actor_class(obj, options)
@@ -301,29 +302,12 @@ def remote(*args, **kwargs):
     return lambda obj: make(obj, kwargs)
 
 
-def method(*, num_returns=None, concurrency_group=None, max_task_retries=None,
-           retry_exceptions=None):
-    """@method(num_returns=N) on an actor method."""
-    def deco(fn):
-        opts = {}
-        if num_returns is not None:
-            opts["num_returns"] = num_returns
-        fn.__beamlet_method_options__ = opts
-        return fn
-    return deco
-
-
-def _scheduling(options):
-    from .remote_function import scheduling_wire
-    return scheduling_wire(options)
-
-
 # ---------------------------------------------------------------- cluster
 def nodes() -> list:
     """Every node the cluster has known, alive or dead (Ray's format)."""
     _core()
     out = []
-    for n in _state.gcs.nodes():
+    for n in connection.gcs().nodes():
         alive = n.get("state") == "ALIVE"
         out.append({
             "NodeID": n["node_id"], "Alive": alive, "alive": alive,
@@ -340,7 +324,8 @@ def nodes() -> list:
 def _other_nodes():
     core = _core()
     me = core.node_id.hex()
-    return [n for n in _state.gcs.nodes() if n["node_id"] != me and n.get("state") == "ALIVE"]
+    return [n for n in connection.gcs().nodes()
+            if n["node_id"] != me and n.get("state") == "ALIVE"]
 
 
 def cluster_resources() -> dict:
@@ -379,8 +364,8 @@ def get_gpu_ids() -> list:
 def timeline(filename=None):
     """Task events (chrome://tracing format) of the tasks the GCS still records:
     one instant event per task at its last state change."""
-    import json
-    r = _state.gcs.r
+    _core()
+    r = connection.gcs().r
     events = []
     for key in r.scan_iter(f"{keys.P}tasks:*"):
         node = key.decode().rsplit(":", 1)[1]

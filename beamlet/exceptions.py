@@ -1,4 +1,11 @@
-"""Every error beamlet raises to users.  Names with "Ray" are aliases for Ray code."""
+"""Every error beamlet raises to users, with Ray's public names (ray.exceptions):
+`except ray.exceptions.X` works for every X of Ray's list.  Names with "Ray" in
+them are aliases of beamlet's (RayError is BeamletError, RayTaskError is
+TaskError) or, where Ray has a base class of its own (RayActorError), that class.
+
+Some classes exist for programs that name them but are not raised by beamlet (yet):
+each says so.
+"""
 
 
 class BeamletError(Exception):
@@ -47,6 +54,10 @@ class TaskError(BeamletError):
                             "__str__": TaskError.__str__})
                 _dual_classes[cause_cls] = cls
             err = cls.__new__(cls)
+            # the cause's own attributes (e.code of a custom error), then ours
+            state = getattr(self.cause, "__dict__", None)
+            if state:
+                err.__dict__.update(state)
             _dual_init(err, self.function_name, self.traceback_str, self.cause,
                        self.pid, self.ip)
             return err
@@ -65,7 +76,7 @@ class _CauseBox:
     def __reduce__(self):
         e = self.exc
         if isinstance(e, BaseException) and type(e).__reduce__ is BaseException.__reduce__:
-            return (_restore_exception, (type(e), e.args, getattr(e, "__dict__", None)))
+            return (rebuild_exception, (type(e), e.args, getattr(e, "__dict__", None)))
         return (_identity, (e,))
 
 
@@ -73,7 +84,9 @@ def _identity(x):
     return x
 
 
-def _restore_exception(cls, args, state):
+def rebuild_exception(cls, args, state):
+    """An instance of exception class `cls` with these args and attributes, even
+    when its __init__ does not take its own args."""
     try:
         e = cls(*args)
     except Exception:
@@ -118,16 +131,64 @@ class WorkerCrashedError(BeamletError):
     """The worker process running the task died (and retries ran out)."""
 
 
-class ActorDiedError(BeamletError):
+class LocalRayletDiedError(BeamletError):
+    """The task's local raylet died."""
+
+
+class RayActorError(BeamletError):
+    """The actor is dead or unavailable: the base of ActorDiedError and
+    ActorUnavailableError (as in Ray)."""
+
+
+class ActorDiedError(RayActorError):
     """The actor is dead: killed, crashed (restarts ran out) or its creation failed."""
 
 
-class ActorUnavailableError(BeamletError):
-    """The actor is restarting and cannot take calls now."""
+class ActorUnavailableError(RayActorError):
+    """The actor is restarting and cannot take calls now.  (Not raised by beamlet:
+    calls to a restarting actor wait for it.)"""
+
+
+class ActorExit(BaseException):
+    """Raised by exit_actor() to end the actor after the current call.  A
+    BaseException, so that a method's `except Exception` does not swallow it."""
+
+
+class AsyncioActorExit(BeamletError):
+    """Ray's exit_actor() exception in async actors; raising it in an actor method
+    ends the actor as exit_actor() does."""
 
 
 class ObjectLostError(BeamletError):
     """Every copy of the object is gone and it cannot be rebuilt."""
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching the object from another node took too long."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """The object was freed while still needed."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object (created its ref) died."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object was lost and re-running the task that made it failed."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
+    """The object was lost more often than its task may be re-run."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
+    """The object was lost and the record of how to rebuild it is gone."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """The object was freed although a reference to it still existed (a bug)."""
 
 
 class ObjectStoreFullError(BeamletError):
@@ -141,8 +202,17 @@ class OutOfDiskError(ObjectStoreFullError):
     """Spilling failed because the disk is full."""
 
 
+class OutOfMemoryError(BeamletError):
+    """The node ran out of memory and the task's worker was killed to free it."""
+
+
 class SerializationError(BeamletError, TypeError):
     """A value could not be pickled or unpickled."""
+
+
+class UnserializableException(BeamletError):
+    """A task raised an exception that could not be pickled; this carries its
+    text."""
 
 
 class TaskUnschedulableError(BeamletError):
@@ -154,6 +224,23 @@ class ActorUnschedulableError(TaskUnschedulableError):
     """The actor's placement constraint can never be met."""
 
 
+class TaskPlacementGroupRemoved(BeamletError):
+    """The task's placement group was removed."""
+
+
+class ActorPlacementGroupRemoved(BeamletError):
+    """The actor's placement group was removed."""
+
+
+class PlacementGroupSquashedError(BeamletError):
+    """The placement group was removed while a task was being placed in it."""
+
+
+class PendingCallsLimitExceeded(BeamletError):
+    """Too many calls to an actor are pending (max_pending_calls).  (Not raised
+    by beamlet: it accepts max_pending_calls and does not limit calls.)"""
+
+
 class NodeDiedError(BeamletError):
     """The node holding the task or object died."""
 
@@ -162,12 +249,39 @@ class RaySystemError(BeamletError):
     """An internal error of the engine (a bug, or a process of it that died)."""
 
 
-class ObjectFreedError(ObjectLostError):
-    """The object was freed while still needed."""
+class RuntimeEnvSetupError(BeamletError):
+    """The task's runtime environment could not be set up."""
+
+
+class CrossLanguageError(BeamletError):
+    """A task in another language failed (beamlet runs Python only)."""
+
+
+class PlasmaObjectNotAvailable(BeamletError):
+    """The object is not available in the local store."""
+
+
+class AuthenticationError(BeamletError):
+    """A connection did not prove it holds the cluster token."""
+
+
+class ObjectRefStreamEndOfStreamError(BeamletError):
+    """The end of a stream of refs (generators) was reached."""
+
+
+class RayChannelError(RaySystemError):
+    """A channel of a compiled graph failed (compiled graphs are not supported)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A channel of a compiled graph timed out."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """A compiled graph has too many executions in flight."""
 
 
 # Ray's names.
 RayError = BeamletError
 RayTaskError = TaskError
-RayActorError = ActorDiedError
 BeamletTaskError = TaskError

@@ -6,7 +6,9 @@ costs a dict update; the raylet hears about it in batches.
 """
 import concurrent.futures
 
+from . import exceptions
 from ._private import serialization
+from ._private.ids import TaskID
 from .worker import core_worker
 
 
@@ -36,7 +38,6 @@ class ObjectRef:
         return self.id.hex()
 
     def task_id(self):
-        from ._private.ids import TaskID
         return TaskID(self.id[:16])
 
     def __eq__(self, other):
@@ -54,19 +55,24 @@ class ObjectRef:
     # ---- futures / asyncio
     def future(self) -> concurrent.futures.Future:
         """A concurrent.futures.Future resolved with the object's value."""
-        from . import api
         fut = concurrent.futures.Future()
+        core = self._core or core_worker.global_worker
+        if core is None or core.closed:
+            fut.set_exception(exceptions.RaySystemError(
+                f"{self!r}: this process is not connected to the cluster that holds "
+                f"it (shutdown() ran, or init() was never called)."))
+            return fut
 
         def run():
             try:
-                fut.set_result(api.get(self))
+                fut.set_result(core.get_values([self.id])[0])
             except BaseException as e:
                 fut.set_exception(e)
         _executor().submit(run)
         return fut
 
     def __await__(self):
-        import asyncio
+        import asyncio  # (only code that awaits refs needs it: workers stay light)
         return asyncio.wrap_future(self.future()).__await__()
 
 

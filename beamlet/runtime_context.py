@@ -1,12 +1,14 @@
-"""get_runtime_context(): who and where the caller is."""
-from ._private.ids import ActorID, JobID, NodeID, TaskID, WorkerID
+"""get_runtime_context(): who and where the caller is (as Ray's RuntimeContext)."""
+from . import connection
+from ._private.ids import ActorID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID
+from .actor import handle_for_current_actor
 
 
 class RuntimeContext:
-    def __init__(self, core, namespace):
+    def __init__(self, core):
         self._core = core
-        self._namespace = namespace
 
+    # ---- ids
     def get_job_id(self) -> str:
         return self._core.job_id.hex()
 
@@ -28,6 +30,15 @@ class RuntimeContext:
 
     def get_task_name(self):
         return self._core.task.name or None
+
+    def get_task_function_name(self):
+        return self.get_task_name()
+
+    def get_actor_name(self):
+        """The name the current actor was created with (None: not an actor, or
+        an actor without a name)."""
+        hosted = self._core.task.actor
+        return (hosted.name or None) if hosted is not None else None
 
     @property
     def job_id(self):
@@ -53,20 +64,62 @@ class RuntimeContext:
 
     @property
     def namespace(self):
-        if self._namespace is None:
-            from .actor import current_namespace
-            self._namespace = current_namespace()
-        return self._namespace
-
-    def get_assigned_resources(self):
-        import os
-        cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
-        return {"GPU": len(cvd.split(","))} if cvd else {}
+        return connection.current_namespace()
 
     @property
     def gcs_address(self):
         h, p, _ = self._core.node_info["redis"]
         return f"{h}:{p}"
+
+    # ---- the actor, resources, placement
+    @property
+    def current_actor(self):
+        """A handle on the actor this code runs in (it does not keep the actor
+        alive: the actor may store it, or pass it to others)."""
+        hosted = self._core.task.actor
+        if hosted is None:
+            raise RuntimeError("current_actor is only available inside an actor "
+                               "(its methods and constructor).")
+        return handle_for_current_actor(hosted)
+
+    def get_assigned_resources(self) -> dict:
+        """The resources the current task holds (an actor's: what it holds for its
+        lifetime; by default none), as {name: amount}."""
+        self._check_worker("get_assigned_resources()")
+        return dict(self._core.task.resources)
+
+    def get_accelerator_ids(self) -> dict:
+        """{"GPU": [ids as strings]} assigned to the current task or actor."""
+        self._check_worker("get_accelerator_ids()")
+        return {"GPU": [str(i) for i in self._core.task.gpu_ids]}
+
+    def get_placement_group_id(self):
+        """The id (hex) of the placement group the current task or actor runs in,
+        or None."""
+        sched = self._core.task.scheduling
+        if sched and sched[0] == "PG":
+            return sched[1].hex()
+        return None
+
+    @property
+    def current_placement_group_id(self):
+        pg = self.get_placement_group_id()
+        return PlacementGroupID(bytes.fromhex(pg)) if pg else None
+
+    def should_capture_child_tasks_in_placement_group(self) -> bool:
+        sched = self._core.task.scheduling
+        return bool(sched and sched[0] == "PG" and len(sched) > 3 and sched[3])
+
+    def is_canceled(self) -> bool:
+        """Whether cancel() was called on the running task (a task that catches
+        the interruption can ask, and stop early)."""
+        self._check_worker("is_canceled()")
+        return self._core.task.cancelled
+
+    def _check_worker(self, what):
+        if self._core.role != "worker":
+            raise RuntimeError(f"{what} is only available inside a task or actor, "
+                               f"not in the driver.")
 
     def get(self):
         return {"job_id": self.job_id, "node_id": self.node_id,
@@ -74,5 +127,5 @@ class RuntimeContext:
 
 
 def get_runtime_context() -> RuntimeContext:
-    from . import api
-    return RuntimeContext(api._core(), api._state.namespace)
+    return RuntimeContext(connection.core())
+

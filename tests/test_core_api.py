@@ -64,12 +64,15 @@ def test_init_bad_argument():
     assert not ray.is_initialized()
 
 
-def test_api_before_init_is_clear():
+def test_api_before_init_is_clear_when_auto_init_is_off(monkeypatch):
+    # (with auto-init on, the first call starts a cluster: tests/test_autoinit.py)
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", "0")
     assert not ray.is_initialized()
     with pytest.raises(Exception, match="init"):
         ray.put(1)
     with pytest.raises(Exception, match="init"):
         _echo.remote(1)
+    assert not ray.is_initialized()
 
 
 def test_get_after_shutdown_is_clear():

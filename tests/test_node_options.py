@@ -107,8 +107,8 @@ def test_temp_dir_is_the_session_root():
             beamlet.shutdown()
         wait_for(lambda: not [n for n in os.listdir(root) if n.startswith("session_2")],
                  msg="session removed")
-    for bad in ("relative/dir", 5):
-        with pytest.raises(ValueError) as ei:
+    for bad, error in (("relative/dir", ValueError), (5, TypeError)):
+        with pytest.raises(error) as ei:
             beamlet.init(num_cpus=1, _temp_dir=bad)
         assert "_temp_dir" in str(ei.value)
     assert not beamlet.is_initialized()
@@ -138,8 +138,8 @@ def test_system_config_rejects_what_it_cannot_apply(cli_env):
     for bad, words in (({"no_such_key": 1}, ["no_such_key", "heartbeat_s"]),
                        ({"heartbeat_s": "soon"}, ["heartbeat_s", "float"]),
                        ({"session_root": "/tmp/x"}, ["_temp_dir"]),
-                       ("not a dict", ["_system_config must be a dict"]),
-                       ([("heartbeat_s", 1)], ["_system_config must be a dict"])):
+                       ("not a dict", ["_system_config", "must be a dict"]),
+                       ([("heartbeat_s", 1)], ["_system_config", "must be a dict"])):
         with pytest.raises((ValueError, TypeError)) as ei:
             beamlet.init(num_cpus=1, _system_config=bad)
         for w in words:

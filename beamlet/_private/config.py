@@ -105,3 +105,25 @@ def system_config_env(system_config) -> dict:
                              f"({TUNABLES[name].__name__} expected).") from None
         env["BEAMLET_" + name] = str(v)
     return env
+# A remote function or actor class whose pickle is larger than this gets a warning
+# when it is exported; above the error size it is refused (ValueError, telling to
+# put() the large object instead): it travels through Redis and every worker that
+# runs it.  Ray's values (FUNCTION_SIZE_WARN_THRESHOLD / _ERROR_THRESHOLD).
+FUNCTION_SIZE_WARN_BYTES = _env("FUNCTION_SIZE_WARN_BYTES", 10 ** 7, int)
+FUNCTION_SIZE_ERROR_BYTES = _env("FUNCTION_SIZE_ERROR_BYTES", 10 ** 8, int)
+# A driver that is not connected when it first needs a cluster calls init() itself
+# (as Ray does), unless BEAMLET_ENABLE_AUTO_CONNECT (or Ray's name for it,
+# RAY_ENABLE_AUTO_CONNECT) is "0".  Read when used, so a program may set it late.
+
+
+def auto_connect_enabled() -> bool:
+    for name in ("BEAMLET_ENABLE_AUTO_CONNECT", "RAY_ENABLE_AUTO_CONNECT"):
+        if os.environ.get(name, "").strip() == "0":
+            return False
+    return True
+
+
+# A driver whose cluster it did not start waits, at shutdown(), until worker output
+# has been quiet this long (the raylet publishes it every GCS_FLUSH_S), so the last
+# lines a task printed are not lost when the driver exits right after get().
+LOG_DRAIN_QUIET_S = _env("LOG_DRAIN_QUIET_S", 0.15, float)

@@ -106,3 +106,7 @@ class TaskID(BaseID):
 
 class ActorID(BaseID):
     pass
+
+
+class PlacementGroupID(BaseID):
+    pass

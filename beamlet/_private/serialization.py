@@ -49,11 +49,41 @@ def _code_reduce_keep_filename(code):
                      for a in args)
 
 
+# Serializers registered with register_serializer(): class -> reducer.  Consulted
+# first, for exactly these classes (as Ray's), by every pickle this process makes.
+_custom_reducers = {}
+
+
 class _Pickler(cloudpickle.CloudPickler):
-    if _cloudpickle_code_reduce is not None:
-        dispatch_table = collections.ChainMap(
-            {types.CodeType: _code_reduce_keep_filename},
-            cloudpickle.CloudPickler.dispatch_table)
+    dispatch_table = collections.ChainMap(
+        _custom_reducers,
+        {types.CodeType: _code_reduce_keep_filename}
+        if _cloudpickle_code_reduce is not None else {},
+        cloudpickle.CloudPickler.dispatch_table)
+
+
+def register_serializer(cls, *, serializer, deserializer) -> None:
+    """Pickle instances of `cls` as `deserializer(serializer(obj))` (Ray's
+    ray.util.register_serializer).  It applies to what this process serializes
+    (a driver's arguments and puts; a worker's — if the task registers it too —
+    results); the deserializer travels inside the pickle, so no process needs to
+    register anything to read the value back.  The deserializer must be
+    picklable (cloudpickle pickles one defined in __main__ by value)."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer() takes a class, got "
+                        f"{type(cls).__name__}.")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("register_serializer() needs callables serializer=... and "
+                        "deserializer=...")
+
+    def reduce(obj):
+        return deserializer, (serializer(obj),)
+    _custom_reducers[cls] = reduce
+
+
+def deregister_serializer(cls) -> None:
+    """Forget the serializer registered for `cls` (no effect if there is none)."""
+    _custom_reducers.pop(cls, None)
 
 
 def record_contained_ref(object_id: bytes) -> None:

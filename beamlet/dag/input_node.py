@@ -29,6 +29,8 @@ class DAGInputData:
 
 
 class InputNode(DAGNode):
+    _is_input_node = True
+
     def __init__(self, *args, input_type=None, _other_args_to_resolve=None, **kwargs):
         if args or kwargs:
             raise ValueError("InputNode() takes no arguments: it stands for the input "

@@ -17,6 +17,8 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
 |                                       |        | sys_path (json: the driver's, for workers;     |
 |                                       |        | ray_alias.JOB_MARKER in it: a `beamlet run` job)|
+|                                       |        | with init(job_config=...): metadata (json),    |
+|                                       |        | default_actor_lifetime                         |
 | beamlet:jobs                          | set    | job ids                                        |
 | beamlet:tasks:<node>                  | hash   | task id -> "STATE name job time" for the tasks |
 |                                       |        | of that node (write-behind, one HSET per flush;|

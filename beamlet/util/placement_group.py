@@ -1,13 +1,12 @@
 """Placement groups, as Ray's `ray.util.placement_group`: reserve bundles of
 resources, then schedule tasks and actors into them."""
+from .. import api, connection
 from .._private import ids
+from .._private.ids import PlacementGroupID
 from ..object_ref import ObjectRef
+from ..worker import core_worker
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-
-
-class PlacementGroupID(ids.BaseID):
-    pass
 
 
 class PlacementGroup:
@@ -30,7 +29,6 @@ class PlacementGroup:
 
     def wait(self, timeout_seconds=30) -> bool:
         """True once the group is created, False if `timeout_seconds` pass first."""
-        from .. import api
         ready, _ = api.wait([self.ready()], timeout=timeout_seconds)
         return bool(ready)
 
@@ -52,8 +50,7 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None,
                     _soft_target_node_id=None, bundle_label_selector=None):
     """Reserve `bundles` (a list of resource dicts) with a strategy: PACK, SPREAD,
     STRICT_PACK or STRICT_SPREAD.  Returns at once; use .ready() or .wait()."""
-    from .. import api
-    core = api._core()
+    core = connection.core()
     if not isinstance(bundles, (list, tuple)) or not bundles:
         raise ValueError("placement_group() needs a non-empty list of bundles (dicts "
                          "of resources), e.g. [{'CPU': 1}, {'CPU': 1}].")
@@ -81,17 +78,15 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None,
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:
     """Release the group's resources; its actors are killed, its tasks fail."""
-    from .. import api
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"remove_placement_group() expects a PlacementGroup, got "
                         f"{type(placement_group).__name__}.")
-    api._core().call("pg_remove", placement_group.id.binary())
+    connection.core().call("pg_remove", placement_group.id.binary())
 
 
 def placement_group_table(placement_group: PlacementGroup = None) -> dict:
     """Every placement group (or one) with its state, strategy and bundles."""
-    from .. import api
-    table = api._core().call("pg_table")
+    table = connection.core().call("pg_table")
     if placement_group is not None:
         return table.get(placement_group.id.hex(), {})
     return table
@@ -108,4 +103,16 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
 
 
 def get_current_placement_group():
-    return None
+    """The placement group the current task or actor was scheduled into, or None
+    (always None in a driver: drivers belong to no group)."""
+    core = core_worker.global_worker
+    if core is None or core.closed or core.role != "worker":
+        return None
+    sched = core.task.scheduling
+    if not sched or sched[0] != "PG":
+        return None
+    pg_id = sched[1]
+    info = core.call("pg_table").get(pg_id.hex()) or {}
+    bundles = [info["bundles"][k] for k in sorted(info.get("bundles", {}), key=int)]
+    return PlacementGroup(pg_id, bundles, None, info.get("name", ""),
+                          info.get("strategy", "PACK"))

@@ -191,14 +191,43 @@ class Connection:
 
 
 class TaskContext:
-    """What the process is running now (for put ids, nested tasks, runtime context)."""
-    __slots__ = ("task_id", "put_counter", "name", "actor_id")
+    """What the process is running now (for put ids, nested tasks, runtime context).
 
-    def __init__(self, task_id, name="", actor_id=None):
+    `scheduling` is the task's placement constraint in wire form (an actor's call
+    carries its actor's): children inherit a placement group from it when it was
+    made with placement_group_capture_child_tasks.  `resources` is what the task
+    (or the actor, for its lifetime) holds; `actor` describes the actor this
+    process hosts (None in a driver or a normal task)."""
+    __slots__ = ("task_id", "put_counter", "name", "actor_id", "scheduling",
+                 "resources", "gpu_ids", "actor", "cancelled")
+
+    def __init__(self, task_id, name="", actor_id=None, scheduling=None,
+                 resources=None, gpu_ids=(), actor=None):
         self.task_id = task_id
         self.put_counter = itertools.count(1).__next__
         self.name = name
         self.actor_id = actor_id
+        self.scheduling = scheduling
+        self.resources = resources or {}
+        self.gpu_ids = list(gpu_ids)
+        self.actor = actor
+        self.cancelled = False      # cancel() interrupted it (it may go on)
+
+
+class HostedActor:
+    """The actor a worker process hosts, as its tasks' contexts see it."""
+    __slots__ = ("actor_id", "class_name", "cls", "name", "max_task_retries",
+                 "scheduling", "resources")
+
+    def __init__(self, actor_id, class_name, cls, name, max_task_retries, scheduling,
+                 resources):
+        self.actor_id = actor_id
+        self.class_name = class_name
+        self.cls = cls
+        self.name = name
+        self.max_task_retries = max_task_retries
+        self.scheduling = scheduling
+        self.resources = resources
 
 
 class CoreWorker:
@@ -379,7 +408,7 @@ class CoreWorker:
     def put(self, value):
         """Store a value; returns its id.  The caller must wrap it at once in
         ObjectRef(oid, _registered=True): the raylet counts this process's ref."""
-        oid = ids.put_id(self.task.task_id, self.task.put_counter())
+        oid = self.new_put_id()
         self.put_serialized(oid, serialization.serialize(value))
         return oid
 
@@ -479,24 +508,16 @@ class CoreWorker:
             gcs.export_function(key, blob)
             self.exported.add(key)
 
-    def encode_args(self, args, kwargs, keep):
-        """Wire arguments; large values are put first (their refs kept in `keep`)."""
-        from ..object_ref import ObjectRef
-        out = []
-        threshold = self.inline_threshold
-        for a in (args if not kwargs else list(args) + list(kwargs.values())):
-            if type(a) is ObjectRef:
-                out.append([P.ARG_REF, a.id])
-                continue
-            s = serialization.serialize(a)
-            if s.size < threshold:
-                out.append([P.ARG_VALUE, s.to_bytes(), s.contained])
-            else:
-                oid = ids.put_id(self.task.task_id, self.task.put_counter())
-                self.put_serialized(oid, s)
-                keep.append(ObjectRef(oid, _registered=True))
-                out.append([P.ARG_REF, oid])
-        return out
+    def new_put_id(self) -> bytes:
+        """A fresh object id for a value this process stores (put or a large
+        argument)."""
+        return ids.put_id(self.task.task_id, self.task.put_counter())
+
+    def release(self, oids) -> None:
+        """Drop refs taken with ref_inc (e.g. on arguments put for a task, once
+        the task that uses them is queued: the raylet counts them for it)."""
+        for oid in oids:
+            self.ref_dec(oid)
 
     def submit(self, spec):
         """Queue a task; the raylet counts the returned refs as ours (the caller

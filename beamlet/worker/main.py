@@ -2,8 +2,10 @@
 
     raylet ──EXECUTE──▶ main loop ──▶ run task ──DONE──▶ raylet
                             │
-                            └─ actor with max_concurrency > 1: a thread pool;
-                               async actor: one asyncio loop in a thread
+                            └─ threaded actor (max_concurrency > 1 or concurrency
+                               groups): one thread pool per group, sized by its
+                               limit; async actor: one asyncio loop in a thread,
+                               one semaphore per group
 
 Output written to stdout/stderr is prefixed per line with "(task_name pid=N)" and
 reaches the driver through the raylet.
@@ -24,7 +26,13 @@ from .. import exceptions
 from .._private import process, ray_alias, serialization
 from .._private import protocol as P
 from . import core_worker
-from .core_worker import CoreWorker, TaskContext
+from .core_worker import CoreWorker, HostedActor, TaskContext
+
+# Raised by exit_actor() (defined in beamlet.exceptions, not here: this module runs
+# as __main__ in a worker, so a class defined here would not be the one raised).
+ActorExit = exceptions.ActorExit
+_ACTOR_EXITS = (exceptions.ActorExit, exceptions.AsyncioActorExit)
+READY, TERMINATE = "__ray_ready__", "__ray_terminate__"
 
 
 class _Cancelled(KeyboardInterrupt):
@@ -32,9 +40,18 @@ class _Cancelled(KeyboardInterrupt):
     as in Ray, so `finally` blocks run and user code may catch it."""
 
 
-# Raised by exit_actor(). Defined in beamlet.actor, not here: this module runs as
-# __main__ in a worker, so a class defined here would not be the one raised.
-from ..actor import ActorExit  # noqa: E402
+def _exit_code(e: SystemExit) -> int:
+    """The process exit status sys.exit(arg) asks for (as the interpreter maps it)."""
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
+    except Exception:
+        pass
+    return 1
 
 
 class PrefixedStream:
@@ -85,8 +102,10 @@ class Worker:
         self.actor = None            # the actor instance this worker hosts
         self.actor_id = None
         self.actor_name = ""
-        self.pool = None             # thread pool (threaded actors)
+        self.hosted = None           # HostedActor: what its tasks' contexts see
+        self.pools = None            # group -> thread pool (threaded actors)
         self.aloop = None            # event loop (async actors)
+        self.asems = None            # group -> asyncio.Semaphore (async actors)
         self.running_name = threading.local()
         self.ip = self.core.node_info.get("node_ip", "127.0.0.1")
         self.in_task = False
@@ -113,6 +132,7 @@ class Worker:
         except OSError:
             return
         if self.running_task is not None and target == self.running_task.hex():
+            self.core.task.cancelled = True    # (runtime_context.is_canceled())
             raise _Cancelled()
 
     def current_name(self):
@@ -136,16 +156,29 @@ class Worker:
             kind = msg[0]
             if kind == P.EXECUTE:
                 spec = P.TaskSpec.from_wire(msg[1])
-                if spec.kind == P.ACTOR_TASK and self.pool is not None:
-                    self.pool.submit(self.execute, spec, msg[2], msg[3])
-                elif spec.kind == P.ACTOR_TASK and self.aloop is not None:
-                    import asyncio  # imported lazily: only async actors use it
-                    asyncio.run_coroutine_threadsafe(
-                        self.execute_async(spec, msg[2], msg[3]), self.aloop)
+                if spec.kind == P.ACTOR_TASK and (self.pools or self.aloop):
+                    self.dispatch(spec, msg[2], msg[3])
                 else:
                     self.execute(spec, msg[2], msg[3])
             elif kind == P.EXIT:
                 self.exit(0)
+
+    def dispatch(self, spec, descs, gpu_ids):
+        """An actor call of a threaded or async actor: to its concurrency group."""
+        group = (spec.actor_options or {}).get("concurrency_group")
+        groups = self.pools if self.pools is not None else self.asems
+        if group not in groups:
+            known = sorted(g for g in groups if g is not None)
+            err = ValueError(f"{spec.name}: the actor has no concurrency group "
+                             f"{group!r}; its groups are {known}.")
+            self.finish(spec, self.error_returns(spec, self.task_error(spec, err)), None)
+            return
+        if self.pools is not None:
+            self.pools[group].submit(self.execute, spec, descs, gpu_ids)
+        else:
+            import asyncio  # imported lazily: only async actors use it
+            asyncio.run_coroutine_threadsafe(
+                self.execute_async(spec, descs, gpu_ids, self.asems[group]), self.aloop)
 
     def exit(self, code):
         try:
@@ -182,15 +215,25 @@ class Worker:
         return args, kwargs
 
     def prepare(self, spec, gpu_ids):
-        self.core.set_task(TaskContext(spec.task_id, spec.name, spec.actor_id))
+        hosted = self.hosted
+        if spec.kind == P.NORMAL_TASK:
+            sched, res = spec.scheduling, spec.resources
+        elif spec.kind == P.ACTOR_CREATION_TASK:
+            sched = spec.scheduling
+            res = (spec.actor_options or {}).get("lifetime_resources") or {}
+        else:
+            sched = hosted.scheduling if hosted else None
+            res = hosted.resources if hosted else {}
+        self.core.set_task(TaskContext(spec.task_id, spec.name, spec.actor_id, sched,
+                                       res, gpu_ids, hosted))
         # output prefix as in Ray: "(f pid=N)" for a task, "(Counter pid=N)" for an actor
         self.running_name.v = (spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
                                else spec.name.rsplit(".", 1)[-1])
         self.core.job_id = spec.job_id
         if spec.job_id not in self.jobs_seen:
             self.add_job_sys_path(spec.job_id)
-        if gpu_ids or spec.resources.get("GPU"):
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
+        # as in Ray: a task or actor that asked for no GPU sees none
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
         self.gpu_ids = gpu_ids
 
     def add_job_sys_path(self, job_id):
@@ -216,21 +259,39 @@ class Worker:
             self.actor_id = spec.actor_id
             self.actor_name = spec.name
             opts = spec.actor_options or {}
+            self.hosted = HostedActor(
+                spec.actor_id, spec.name, cls, opts.get("name") or "",
+                int(opts.get("max_task_retries") or 0), spec.scheduling,
+                opts.get("lifetime_resources") or {})
+            self.core.task.actor = self.hosted   # the constructor sees it too
 
             def create(*a, **kw):
                 self.actor = cls(*a, **kw)
-                if opts.get("is_async"):
-                    self.start_event_loop(int(opts.get("max_concurrency") or 1000))
-                elif int(opts.get("max_concurrency") or 1) > 1:
-                    self.pool = concurrent.futures.ThreadPoolExecutor(
-                        int(opts["max_concurrency"]), thread_name_prefix="actor")
+                self.start_groups(opts)
                 return None
             return create
         if self.actor is None:
             raise exceptions.ActorDiedError("this worker hosts no actor")
-        if spec.method == "__beamlet_terminate__":
+        if spec.method in ("__beamlet_terminate__", TERMINATE):
             raise ActorExit()
+        if spec.method == READY:
+            return _ready
         return getattr(self.actor, spec.method)
+
+    def start_groups(self, opts):
+        """The actor's concurrency groups: the default one (max_concurrency) and
+        those of @remote(concurrency_groups=...), each bounded by its own limit."""
+        groups = dict(opts.get("concurrency_groups") or {})
+        default = int(opts.get("default_concurrency") or opts.get("max_concurrency")
+                      or (1000 if opts.get("is_async") else 1))
+        limits = {None: default, **groups}
+        if opts.get("is_async"):
+            self.start_event_loop(limits)
+        elif default > 1 or groups:
+            self.pools = {
+                g: concurrent.futures.ThreadPoolExecutor(
+                    n, thread_name_prefix=f"actor-{g or 'default'}")
+                for g, n in limits.items()}
 
     def execute(self, spec, descs, gpu_ids):
         flag = None
@@ -246,12 +307,13 @@ class Worker:
             result = fn(*args, **kwargs)
             del args, kwargs
             results = self.store_returns(spec, result)
-        except ActorExit:
-            self.finish(spec, [], "exit")
-            self.exit(0)
+        except _ACTOR_EXITS:
+            self.actor_exit(spec)
         except _Cancelled:
             self.in_task = False
             results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
+        except SystemExit as e:
+            self.system_exit(spec, e)
         except BaseException as e:
             self.in_task = False
             results = self.error_returns(spec, self.task_error(spec, e))
@@ -260,11 +322,29 @@ class Worker:
         self.running_task = None
         self.finish(spec, results, flag)
 
-    async def execute_async(self, spec, descs, gpu_ids):
-        # the raylet sends calls ahead (a pipeline window): at most
-        # max_concurrency of them run at once; the semaphore is FIFO, so they
-        # start in arrival order
-        async with self.asem:
+    def actor_exit(self, spec):
+        """exit_actor() (or sys.exit() with status 0 in an actor method): the
+        raylet ends the actor after this call, without restarting it."""
+        if spec.kind == P.ACTOR_CREATION_TASK or self.actor is None:
+            self.exit(0)         # during the constructor: the actor never lived
+        self.finish(spec, [], "exit")
+        self.exit(0)
+
+    def system_exit(self, spec, e):
+        """sys.exit() in a task or actor ends the worker process, as in Ray: a
+        normal task's worker dies (the task is retried per max_retries, then
+        fails with WorkerCrashedError); an actor ends (status 0: as exit_actor(),
+        no restart; another status: as a crash, restarted per max_restarts)."""
+        code = _exit_code(e)
+        if code == 0 and spec.kind == P.ACTOR_TASK:
+            self.actor_exit(spec)
+        self.exit(code)
+
+    async def execute_async(self, spec, descs, gpu_ids, sem):
+        # the raylet sends calls ahead (a pipeline window): at most the group's
+        # limit of them run at once; the semaphore is FIFO, so they start in
+        # arrival order
+        async with sem:
             await self._execute_async(spec, descs, gpu_ids)
 
     async def _execute_async(self, spec, descs, gpu_ids):
@@ -280,20 +360,23 @@ class Worker:
             if inspect.isawaitable(result):
                 result = await result
             results = self.store_returns(spec, result)
-        except ActorExit:
-            self.finish(spec, [], "exit")
-            self.exit(0)
+        except _ACTOR_EXITS:
+            self.actor_exit(spec)
+        except SystemExit as e:
+            self.system_exit(spec, e)
         except BaseException as e:
             results = self.error_returns(spec, self.task_error(spec, e))
         self.finish(spec, results, flag)
 
     def finish(self, spec, results, flag):
-        self.core.conn.send([P.DONE, spec.task_id, results, flag])
-        try:   # a last line without "\n" still gets this task's prefix
+        # output first: a last line without "\n" gets this task's prefix, and it
+        # is in the raylet's pipe before the caller can see the result
+        try:
             sys.stdout.flush()
             sys.stderr.flush()
         except Exception:
             pass
+        self.core.conn.send([P.DONE, spec.task_id, results, flag])
         self.running_name.v = None
 
     def retryable(self, spec, e):
@@ -364,28 +447,42 @@ class Worker:
                 out.append([oid, [P.ARENA, off, s.size, False, s.contained]])
         return out
 
-    def start_event_loop(self, max_concurrency):
+    def start_event_loop(self, limits):
         import asyncio  # imported lazily: only async actors use it
         ready = threading.Event()
 
         def run():
             self.aloop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.aloop)
-            self.asem = asyncio.Semaphore(max_concurrency)
+            self.asems = {g: asyncio.Semaphore(n) for g, n in limits.items()}
             ready.set()
             self.aloop.run_forever()
         threading.Thread(target=run, daemon=True, name="actor-loop").start()
         ready.wait()
 
 
+def _ready():
+    """actor.__ray_ready__.remote(): answered once the actor exists."""
+    return True
+
+
 def _plain_copy(exc):
-    """A copy of an exception made from its class and args only (no attributes),
-    or None when that cannot be made or does not survive pickling."""
+    """A copy of an exception with its class, args and those of its attributes
+    that pickle; None when no such copy survives pickling."""
     if exc is None:
         return None
+    state = {}
+    for k, v in list(getattr(exc, "__dict__", {}).items()):
+        try:
+            serialization.deserialize(serialization.serialize(v).to_bytes())
+            state[k] = v
+        except Exception:
+            pass
     try:
-        copy = type(exc)(*exc.args)
-        serialization.deserialize(serialization.serialize(copy).to_bytes())
+        copy = exceptions.rebuild_exception(type(exc), exc.args, state)
+        # as it will travel: the cause of a TaskError
+        serialization.deserialize(serialization.serialize(
+            exceptions.TaskError("", "", copy)).to_bytes())
         return copy
     except Exception:
         return None
