@@ -2,9 +2,10 @@
 
 One instance per process (`global_worker`).  It owns:
 
-- the connection to the raylet (one unix socket; every message of the process goes
-  through it, so the raylet sees a process's messages in the order it made them —
-  reference counting relies on that);
+- the connection to the raylet (one unix socket, hub.py's RayletLink; every
+  message of the process to its raylet goes through it, so the raylet sees a
+  process's messages in the order it made them — reference counting relies on
+  that), and the Hub that reads it and the process's other sockets;
 - the process's reference counts: ObjectRef.__init__/__del__ only touch a dict and
   append to a deque; the deque becomes REF_ADD/REF_DEL messages on the next send;
 - a cache of the small objects this process holds refs to (a `get` of one is
@@ -15,14 +16,13 @@ One instance per process (`global_worker`).  It owns:
   (UNPIN), so an object is never freed or moved while a view of it exists.
 
 Threads: any thread may send; replies are demultiplexed by request number.  The
-thread that waits for a reply reads the socket itself while no other thread is
-reading (leader/followers), so a single-threaded driver pays no thread hop.
+thread that waits for a reply reads the sockets itself while no other thread is
+reading (leader/followers, hub.py), so a single-threaded driver pays no thread hop.
 """
 import collections
 import itertools
 import mmap
 import os
-import socket
 import threading
 import time
 import weakref
@@ -30,164 +30,13 @@ import weakref
 from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
+from .hub import ConnectionLost, Hub, RayletLink  # noqa: F401 (ConnectionLost: API)
 
 
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14+): map a range's pages in one call.
 _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if os.uname().sysname == "Linux"
                           else 0)
 _CHUNK = 2 * 1024 * 1024
-
-
-class ConnectionLost(exceptions.RaySystemError):
-    pass
-
-
-class Connection:
-    def __init__(self, path: str):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.path = path
-        self.send_lock = threading.RLock()
-        self.out = []
-        self.cond = threading.Condition(threading.Lock())
-        self.replies = {}
-        self.pushes = collections.deque()
-        self.reading = False
-        self.reader = P.FrameReader()
-        self.next_req = itertools.count(1).__next__
-        self.lost = None
-        self.before_send = None     # hook: lets the core worker add ref messages
-
-    # ---- sending
-    def queue(self, msg) -> None:
-        with self.send_lock:
-            if self.before_send:
-                self.before_send(self.out)
-            self.out.append(msg)
-
-    def flush(self) -> None:
-        with self.send_lock:
-            if self.before_send:
-                self.before_send(self.out)
-            if not self.out:
-                return
-            msgs, self.out = self.out, []
-            data = P.frames(msgs)
-            try:
-                self.sock.sendall(data)
-            except OSError as e:
-                self._lost(e)
-
-    def send(self, msg) -> None:
-        self.queue(msg)
-        self.flush()
-
-    def _lost(self, e):
-        if self.lost is None:
-            self.lost = ConnectionLost(
-                f"Lost the connection to the raylet ({self.path}): {e}. The local "
-                f"beamlet cluster has stopped (its raylet died or shutdown() ran).")
-        with self.cond:
-            self.cond.notify_all()
-        raise self.lost
-
-    # ---- receiving
-    def request(self, build, timeout=None):
-        """Send the message `build(req)` and wait for its reply."""
-        req = self.next_req()
-        self.send(build(req))
-        return self.wait_reply(req, timeout)
-
-    def wait_reply(self, req, timeout=None):
-        return self._wait(lambda: req in self.replies, lambda: self.replies.pop(req),
-                          timeout)
-
-    def next_push(self, timeout=None):
-        return self._wait(lambda: bool(self.pushes), self.pushes.popleft, timeout)
-
-    def _wait(self, ready, take, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cond = self.cond
-        with cond:
-            while True:
-                if ready():
-                    return take()
-                if self.lost is not None:
-                    raise self.lost
-                if not self.reading:
-                    self.reading = True
-                    break
-                cond.wait(None if deadline is None else max(0, deadline - time.monotonic()))
-                if deadline is not None and time.monotonic() >= deadline and not ready():
-                    return None
-        # we are the reader now
-        try:
-            while True:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    self.sock.settimeout(left)
-                try:
-                    data = self.sock.recv(1 << 20)
-                except socket.timeout:
-                    return None
-                except OSError as e:
-                    data = b""
-                    err = e
-                finally:
-                    if deadline is not None:
-                        self.sock.settimeout(None)
-                if not data:
-                    with cond:
-                        self.reading = False
-                    self._lost(locals().get("err", "connection closed"))
-                msgs = self.reader.feed(data)
-                answers = None
-                with cond:
-                    for m in msgs:
-                        if m[0] == P.REPLY:
-                            self.replies[m[1]] = m[2]
-                        elif m[0] == P.REVOKE:
-                            answers = answers or []
-                            answers.append(self._revoke(m[1]))
-                        else:
-                            self.pushes.append(m)
-                    if answers is None:
-                        if ready():
-                            return take()
-                        cond.notify_all()
-                        continue
-                # answered outside `cond` (flush takes send_lock, whose holder
-                # may want `cond` when the connection breaks)
-                for a in answers:
-                    self.queue(a)
-                self.flush()
-                with cond:
-                    if ready():
-                        return take()
-                    cond.notify_all()
-        finally:
-            with cond:
-                self.reading = False
-                cond.notify_all()
-
-    def _revoke(self, task_id):
-        """(holding `cond`) The raylet takes back a task it sent ahead: drop its
-        EXECUTE if no thread has taken it yet.  Done by the reading thread as the
-        message arrives, so a worker blocked in get() gives back the task queued
-        behind the one waiting (which may be what it waits for)."""
-        for m in self.pushes:
-            if m[0] == P.EXECUTE and m[1][0] == task_id:
-                self.pushes.remove(m)
-                return [P.RETURNED, task_id, True]
-        return [P.RETURNED, task_id, False]
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 class TaskContext:
@@ -236,7 +85,8 @@ class CoreWorker:
         self.role = role
         self.worker_id = worker_id or ids.random_id(16)
         self.job_id = job_id
-        self.conn = Connection(socket_path)
+        self.hub = Hub()
+        self.conn = RayletLink(self.hub, socket_path)
         self.refops = collections.deque()   # ("a"|"d"|"u", oid), from any thread
         self.conn.before_send = self._drain_refops
         self.counts = {}
@@ -540,6 +390,12 @@ class CoreWorker:
         self.closed = True
         self._flusher_wake.set()
         self.conn.close()
+        hub = self.hub
+        if hub.lost is None:    # threads still waiting end with this error
+            hub.lost = ConnectionLost("This process disconnected from its beamlet "
+                                      "cluster (shutdown() ran).")
+        hub.wake()
+        hub.close()
         try:
             os.close(self.arena_fd)
         except OSError:
