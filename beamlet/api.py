@@ -282,7 +282,7 @@ def cancel(object_ref, *, force=False, recursive=True):
     if type(object_ref) is not ObjectRef:
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
     _check_live((object_ref,))
-    _core().call("cancel", object_ref.id, bool(force), bool(recursive))
+    _core().cancel(object_ref.id, force, recursive)
 
 
 # ---------------------------------------------------------------- remote

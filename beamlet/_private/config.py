@@ -34,6 +34,10 @@ DEFAULT_MAX_RETRIES = 3
 # Calls the raylet sends ahead to an actor's worker (which runs them in order, at
 # most max_concurrency at a time): a window hides the round trip per call.
 ACTOR_PIPELINE_DEPTH = _env("ACTOR_PIPELINE_DEPTH", 32, int)
+# Actor calls from a process on the actor's node go straight to the actor's worker
+# (a unix socket of their own) once the raylet grants it; 0: always through the
+# raylet (to compare, or to rule them out).
+DIRECT_CALLS = _env("DIRECT_CALLS", 1, int)
 # A busy worker is sent its next normal task ahead (to start on its DONE, without
 # waiting a round trip) only if the function it runs took less than this last
 # time: a task queued behind a long one would wait while other workers idle.

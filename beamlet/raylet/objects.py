@@ -12,7 +12,10 @@ Uses: GcsWriter.put (object locations); NodeTable (whether other nodes exist);
   LocalScheduler (a worker waiting in get lends its CPU back: block_worker /
   unblock_worker); ClusterScheduler and Actors (the creation object of an
   actor was freed: creation_freed).
-Messages: PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN (protocol.py).
+Messages: PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, and for direct
+  actor calls OWN, FULFIL, REGISTER (protocol.py).  Results of direct calls are
+  counted for their caller (the owner, found by `client(worker_id)`) when they
+  are created or registered here; the caller drops the refs it does not keep.
 
 Records: an Obj (object_store.py) is handed to other components by `get`; they
   read its state and count the refs they take on it (refcount += 1), but only
@@ -57,7 +60,7 @@ class ObjectStore:
         "wire",     # (the shell, once)
         # messages (the shell's handler table)
         "on_put", "on_create", "on_seal", "on_get", "on_wait", "on_ref_add",
-        "on_ref_del", "on_unpin",
+        "on_ref_del", "on_unpin", "on_own", "on_fulfil", "on_register",
         # life
         "start", "close", "arena_path", "arena_size", "expire_creates", "stats",
         "used", "memory_report",
@@ -88,12 +91,16 @@ class ObjectStore:
         self.pending_creates = []    # (deadline, conn, req, Obj, size)
         self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.watched = set()         # ids whose freeing others must hear of
+        self.create_owners = {}      # oid -> worker id of the caller a CREATE is for
         self.arena_fd = self.arena = self.arena_view = self.arena_path = None
         self.loop = None
 
     def wire(self, gcs: "GcsWriter", node_table: "NodeTable", om: "ObjectManager",
-             sched: "LocalScheduler", actors: "Actors", cs: "ClusterScheduler") -> None:
+             sched: "LocalScheduler", actors: "Actors", cs: "ClusterScheduler",
+             client=None) -> None:
         self.put_gcs = gcs.put
+        # worker id -> the client connection of that process, or None (the shell's)
+        self.client = client or (lambda worker_id: None)
         self.node_table = node_table
         self.om = om
         self.block_worker = sched.block_worker
@@ -305,11 +312,42 @@ class ObjectStore:
             w()
 
     def on_put(self, conn, msg):
-        _, oid, data, contained = msg
+        oid, data, contained = msg[1], msg[2], msg[3]
         o = self.table.get_or_create(oid)
         o.refcount += 1
         conn.refs[oid] += 1
-        self.seal_inline(o, data, False, contained)
+        if o.state is ObjState.PENDING:
+            self.seal_inline(o, data, len(msg) > 4 and msg[4], contained)
+
+    # ---- results of direct actor calls (worker/direct.py)
+    def count_for(self, holder, o):
+        """One more ref on `o`, held by `holder` (a client connection)."""
+        o.refcount += 1
+        holder.refs[o.oid] += 1
+
+    def on_own(self, conn, msg):
+        """Results of `conn`'s direct calls, still to come, whose refs it shares."""
+        get_or_create = self.table.get_or_create
+        for oid in msg[1]:
+            self.count_for(conn, get_or_create(oid))
+
+    def on_fulfil(self, conn, msg):
+        _, oid, data, is_error = msg
+        o = self.objects.get(oid)
+        if o is not None and o.state is ObjState.PENDING:
+            self.seal_inline(o, data, is_error, ())
+
+    def on_register(self, conn, msg):
+        """A direct call's small result holding refs, from the actor's worker:
+        stored, and counted for its owner (the caller) if that is still here."""
+        _, req, oid, data, is_error, contained, owner = msg
+        o = self.table.get_or_create(oid)
+        holder = self.client(owner)
+        if holder is not None:
+            self.count_for(holder, o)
+        if o.state is ObjState.PENDING:   # (else: sealed by an earlier try)
+            self.seal_inline(o, data, is_error, contained)
+        conn.send([P.REPLY, req, True])
 
     def seal_inline(self, o, data, is_error, contained):
         for c in contained or ():
@@ -346,8 +384,10 @@ class ObjectStore:
                 self.seal_arena(o, desc[3], desc[4] if len(desc) > 4 else ())
 
     def on_create(self, conn, msg):
-        _, req, oid, size = msg
+        req, oid, size = msg[1], msg[2], msg[3]
         o = self.table.get_or_create(oid)
+        if len(msg) > 4:   # a direct call's result: counted for its caller once reserved
+            self.create_owners[oid] = msg[4]
         if ids.is_put_object(oid) and o.state is ObjState.PENDING:
             o.refcount += 1
             conn.refs[oid] += 1
@@ -356,6 +396,7 @@ class ObjectStore:
     def try_create(self, conn, req, o, size, deadline):
         cap = self.table.allocator.capacity
         if size > cap:
+            self.create_owners.pop(o.oid, None)
             conn.send([P.REPLY, req, [None,
                 f"An object of {size} bytes can never fit in this node's object store "
                 f"of {cap} bytes. Start beamlet with a larger object_store_memory "
@@ -369,6 +410,11 @@ class ObjectStore:
             self.make_room()
             return
         self.put_gcs("hset", keys.obj(o.oid), self.node_hex, size)
+        if self.create_owners:
+            owner = self.create_owners.pop(o.oid, None)
+            holder = self.client(owner) if owner is not None else None
+            if holder is not None:
+                self.count_for(holder, o)
         conn.send([P.REPLY, req, [off]])
 
     def memory_freed(self):
@@ -477,7 +523,8 @@ class ObjectStore:
                        f"failed ({err}); free disk space there, or release references "
                        f"to large objects.")
                 log("spill failed:", msg)
-                for _, conn, req, _, size in self.pending_creates:
+                for _, conn, req, o, size in self.pending_creates:
+                    self.create_owners.pop(o.oid, None)
                     conn.send([P.REPLY, req, [None, f"An object of {size} bytes does "
                                f"not fit in the object store. {msg}"]])
                 self.pending_creates = []
@@ -499,6 +546,7 @@ class ObjectStore:
                 keep.append(item)
                 continue
             st = self.table.stats()
+            self.create_owners.pop(o.oid, None)
             conn.send([P.REPLY, req, [None,
                 f"The object store is full: an object of {size} bytes does not fit "
                 f"({st['arena_used']} of {st['arena_capacity']} bytes used, largest "

@@ -9,7 +9,11 @@ One instance per process (`global_worker`).  It owns:
 - the process's reference counts: ObjectRef.__init__/__del__ only touch a dict and
   append to a deque; the deque becomes REF_ADD/REF_DEL messages on the next send;
 - a cache of the small objects this process holds refs to (a `get` of one is
-  answered locally, with no round trip);
+  answered locally, with no round trip), and which of them hold no refs
+  (`plain`: such a value may travel inline in a direct actor call);
+- direct actor calls (direct.py): the channels to the actors it calls, and the
+  results they owe it or it keeps without the raylet knowing (until a ref to
+  one leaves the process: `escape`);
 - the mappings of the shared-memory arena: one read-write mapping for writing new
   objects, and one read-only mapping per object being read, whose lifetime is the
   lifetime of the values built on it; when it is collected the raylet is told
@@ -30,6 +34,7 @@ import weakref
 from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
+from .direct import DirectCalls
 from .hub import ConnectionLost, Hub, RayletLink  # noqa: F401 (ConnectionLost: API)
 
 
@@ -48,7 +53,7 @@ class TaskContext:
     (or the actor, for its lifetime) holds; `actor` describes the actor this
     process hosts (None in a driver or a normal task)."""
     __slots__ = ("task_id", "put_counter", "name", "actor_id", "scheduling",
-                 "resources", "gpu_ids", "actor", "cancelled")
+                 "resources", "gpu_ids", "actor", "cancelled", "aio_task")
 
     def __init__(self, task_id, name="", actor_id=None, scheduling=None,
                  resources=None, gpu_ids=(), actor=None):
@@ -61,6 +66,7 @@ class TaskContext:
         self.gpu_ids = list(gpu_ids)
         self.actor = actor
         self.cancelled = False      # cancel() interrupted it (it may go on)
+        self.aio_task = None        # an async actor's direct call: its asyncio task
 
 
 class HostedActor:
@@ -92,11 +98,13 @@ class CoreWorker:
         self.counts = {}
         self.count_lock = threading.RLock()
         self.cache = {}          # oid -> (data, is_error) for small objects we hold
+        self.plain = set()       # oids in the cache whose value holds no refs
         self.known_ready = set() # oids we hold that a WAIT reply said were ready
         self.maps = {}           # oid -> weakref to a read-only mmap of the object
         self.exported = set()
         self.local = threading.local()
         self.closed = False
+        self.direct = DirectCalls(self)
         # HELLO is answered with request number 0
         self.conn.send([P.HELLO, P.VERSION, role, self.worker_id, os.getpid(), job_id])
         info = self.conn.wait_reply(0)
@@ -143,9 +151,20 @@ class CoreWorker:
                 return
             self.counts.pop(oid, None)
             if n == 0:
-                self.refops.append(("d", oid))
+                if not self.direct.dropped(oid):
+                    self.refops.append(("d", oid))
                 self.cache.pop(oid, None)
+                self.plain.discard(oid)
                 self.known_ready.discard(oid)
+
+    def escape(self, oid):
+        """A ref to `oid` is about to reach another process (pickled, or a task's
+        argument): if only this process knows the object (a direct call's
+        result), the raylet is told first, on the same socket as what follows."""
+        direct = self.direct
+        if direct.pending or direct.owned:
+            if direct.holds(oid):
+                direct.escape(oid)
 
     def _drain_refops(self, out):
         ops = self.refops
@@ -165,20 +184,28 @@ class CoreWorker:
             batch.append(oid)
 
     def _flush_loop(self):
-        """Backstop: send what fire-and-forget calls and __del__ queued."""
+        """Backstop: send what fire-and-forget calls and __del__ queued; read the
+        sockets while something needs that and no other thread waits (a direct
+        call's result another process waits for, calls held, output unsent)."""
         while not self.closed:
-            woke = self._flusher_wake.wait(0.05)
+            busy = self.direct.background_work()
+            woke = self._flusher_wake.wait(0.002 if busy else 0.05)
             if woke:
                 self._flusher_wake.clear()
                 time.sleep(0.001)
             if self._recent_map is not None and \
                     time.monotonic() - self._recent_at > config.RECENT_MAP_S:
                 self._recent_map = None   # may unpin (finalizer queues UNPIN)
-            if self.refops or self.conn.out:
-                try:
+            try:
+                if self.refops or self.conn.out:
                     self.conn.flush()
-                except Exception:
-                    return
+                if busy and not self.closed:
+                    self.hub.flush_writers()
+                    self.hub.poll()
+                    if self.conn.out:
+                        self.conn.flush()
+            except Exception:
+                return
 
     def queue(self, msg):
         self.conn.queue(msg)
@@ -186,6 +213,15 @@ class CoreWorker:
             self.conn.flush()
         else:
             self._flusher_wake.set()
+
+    def flush_soon(self):
+        """Have the flusher send what is queued (from a thread that must not block)."""
+        self._flusher_wake.set()
+
+    def request_async(self, build, callback):
+        """A request whose reply the reading thread hands to `callback`."""
+        self.conn.request_async(build, callback)
+        self._flusher_wake.set()
 
     # ------------------------------------------------------------ arena
     @property
@@ -266,21 +302,44 @@ class CoreWorker:
         if s.size < self.inline_threshold:
             data = s.to_bytes()
             self.cache[oid] = (data, False)
+            if not s.contained:
+                self.plain.add(oid)
             self.queue([P.PUT, oid, data, s.contained])
         else:
             off = self.create(oid, s.size)
             self.write_object(off, s)
             self.queue([P.SEAL, oid, s.contained, False])
 
-    def create(self, oid, size):
-        off, *err = self.conn.request(lambda req: [P.CREATE, req, oid, size])
+    def create(self, oid, size, owner=None):
+        """Arena space for a large object; `owner`: the caller of a direct call
+        whose result it is (the raylet counts its ref from now on)."""
+        if owner is None:
+            msg = lambda req: [P.CREATE, req, oid, size]  # noqa: E731
+        else:
+            msg = lambda req: [P.CREATE, req, oid, size, owner]  # noqa: E731
+        off, *err = self.conn.request(msg)
         if off is None:
             raise exceptions.ObjectStoreFullError(err[0])
         return off
 
+    def register(self, oid, data, is_error, contained, owner):
+        """A direct call's small result holding refs: stored in the raylet and
+        counted for `owner` before the caller hears of it."""
+        self.conn.request(lambda req: [P.REGISTER, req, oid, data, is_error,
+                                       list(contained), owner])
+
     # ------------------------------------------------------------ get / wait
     def get_values(self, oids, timeout=None):
         """Values of `oids` (raising the first error in list order)."""
+        if self.direct.pending:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self.wait_direct(oids, len(oids), timeout):
+                owed = [o for o in oids if self.direct.owes(o)]
+                raise exceptions.GetTimeoutError(
+                    f"Get timed out after {timeout} s: {len(owed)} of {len(oids)} "
+                    f"objects were not ready (first: {owed[0].hex()}).")
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         cache = self.cache
         missing = [o for o in dict.fromkeys(oids) if o not in cache]
         fetched = {}
@@ -328,7 +387,38 @@ class CoreWorker:
             return serialization.deserialize(desc[1]), desc[2]
         return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
+    def wait_direct(self, oids, num_returns, timeout) -> bool:
+        """Wait until at most len(oids) - num_returns of `oids` are results still
+        owed by direct calls (False: timed out).  A worker running a normal task
+        lends its CPU back meanwhile, as the raylet does while it waits in GET."""
+        owes = self.direct.owes
+        most = len(oids) - num_returns
+
+        def enough():
+            return sum(1 for o in oids if owes(o)) <= most
+        if enough():
+            return True
+        lend = self.role == "worker" and self.task.actor is None
+        if lend:
+            self.conn.send([P.BLOCK])
+        try:
+            return self.hub.wait(enough, timeout)
+        finally:
+            if lend:
+                self.queue([P.UNBLOCK])
+
     def wait(self, oids, num_returns, timeout, fetch_local=True):
+        direct = self.direct
+        if direct.pending and any(direct.owes(o) for o in oids):
+            if all(direct.owes(o) or o in self.cache or o in self.known_ready
+                   for o in oids):
+                # only direct results and objects known ready: no raylet needed
+                self.wait_direct(oids, num_returns, timeout)
+                return [i for i, o in enumerate(oids) if not direct.owes(o) and (
+                    o in self.cache or o in self.known_ready)][:num_returns]
+            for o in oids:      # the raylet waits for them too: it must know them
+                if direct.owes(o):
+                    direct.escape(o)
         cache, known = self.cache, self.known_ready
         # objects in the cache, or that an earlier WAIT reported ready, are ready
         # without asking (a ready object stays ready while we hold its ref): a
@@ -372,7 +462,24 @@ class CoreWorker:
     def submit(self, spec):
         """Queue a task; the raylet counts the returned refs as ours (the caller
         makes them with ObjectRef(..., _registered=True))."""
+        if self.direct.pending or self.direct.owned:
+            for a in spec.args:
+                if a[0] == P.ARG_REF:
+                    self.escape(a[1])
         self.queue([P.SUBMIT, spec.to_wire()])
+
+    def submit_actor_call(self, spec, creation_oid):
+        """Queue an actor call: straight to the actor's worker when it is local
+        and the raylet granted it (direct.py), else as submit()."""
+        if not config.DIRECT_CALLS:
+            return self.submit(spec)
+        self.direct.channel(spec.actor_id, creation_oid).submit(spec)
+
+    def cancel(self, oid, force, recursive):
+        """cancel() of the task making `oid`: on its direct link, else the raylet."""
+        if self.direct.pending and self.direct.cancel(ids.task_of(oid)):
+            return True
+        return self.call("cancel", oid, bool(force), bool(recursive))
 
     def call(self, method, *args, timeout=None):
         r = self.conn.request(lambda req: [P.CALL, req, method, list(args)], timeout)
@@ -389,6 +496,7 @@ class CoreWorker:
             pass
         self.closed = True
         self._flusher_wake.set()
+        self.direct.close()
         self.conn.close()
         hub = self.hub
         if hub.lost is None:    # threads still waiting end with this error

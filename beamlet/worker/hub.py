@@ -50,11 +50,11 @@ class Link:
     def __init__(self, hub, sock):
         self.hub = hub
         self.sock = sock
+        # the selector knows links by their fd number: unregistering must work
+        # after the socket is closed (a link posts its removal before closing)
+        self.fd = sock.fileno()
         self.reader = P.FrameReader()
         self.closed = False
-
-    def fileno(self):
-        return self.sock.fileno()
 
     def on_readable(self):
         """(the reading thread) Read what arrived and handle it."""
@@ -194,18 +194,20 @@ class Hub:
             try:
                 if op == "add":
                     if not link.closed:
-                        sel.register(link.sock, _READ, link)
+                        sel.register(link.fd, _READ, link)
                 elif op == "remove":
                     self.writers.discard(link)
-                    sel.unregister(link.sock)
+                    if sel.get_map().get(link.fd) is not None and \
+                            sel.get_key(link.fd).data is link:
+                        sel.unregister(link.fd)
                 elif op == "write":
-                    if link not in self.writers:
+                    if link not in self.writers and not link.closed:
                         self.writers.add(link)
-                        sel.modify(link.sock, _READ | _WRITE, link)
+                        sel.modify(link.fd, _READ | _WRITE, link)
                 elif op == "read":
                     if link in self.writers:
                         self.writers.discard(link)
-                        sel.modify(link.sock, _READ, link)
+                        sel.modify(link.fd, _READ, link)
             except (KeyError, ValueError, OSError):
                 pass    # closed meanwhile
 

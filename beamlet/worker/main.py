@@ -1,11 +1,16 @@
 """A worker process: runs the tasks its raylet sends, one at a time, or hosts an actor.
 
     raylet ──EXECUTE──▶ main loop ──▶ run task ──DONE──▶ raylet
+    caller ──D_CALL───▶     │      (an actor's direct calls) ──D_DONE──▶ caller
                             │
                             └─ threaded actor (max_concurrency > 1 or concurrency
                                groups): one thread pool per group, sized by its
                                limit; async actor: one asyncio loop in a thread,
                                one semaphore per group
+
+The run queue (the hub's `pushes`) holds the raylet's messages and the direct
+calls of admitted callers (direct.py) in the order they arrived; an actor's
+worker listens for its callers once its constructor has run.
 
 Output written to stdout/stderr is prefixed per line with "(task_name pid=N)" and
 reaches the driver through the raylet.
@@ -23,10 +28,11 @@ import traceback
 import cloudpickle
 
 from .. import exceptions
-from .._private import process, ray_alias, serialization
+from .._private import config, process, ray_alias, serialization
 from .._private import protocol as P
 from . import core_worker
 from .core_worker import CoreWorker, HostedActor, TaskContext
+from .direct import DirectServer, listen_path
 
 # Raised by exit_actor() (defined in beamlet.exceptions, not here: this module runs
 # as __main__ in a worker, so a class defined here would not be the one raised).
@@ -113,6 +119,14 @@ class Worker:
         self.early_interrupt = False  # SIGINT came while no task was running
         self.cancel_path = process.cancel_file(args.session_dir, args.worker_id)
         self.jobs_seen = set()       # jobs whose driver's sys.path we added
+        self.session_dir = args.session_dir
+        self.server = None           # DirectServer, once this worker hosts an actor
+        self.actor_gpu_ids = []      # the actor's GPU ids (its direct calls run with them)
+        # direct calls being run: task id -> [TaskContext | None, future | None,
+        # spec] (cancel() flags the context, or cancels a threaded call not
+        # started yet)
+        self.direct_running = {}
+        self.cancel_asked = set()    # async direct calls cancelled before starting
         signal.signal(signal.SIGINT, self.on_sigint)
 
     def on_sigint(self, signum, frame):
@@ -150,9 +164,19 @@ class Worker:
 
     # ------------------------------------------------------------------ loop
     def run(self):
-        conn = self.core.conn
+        hub = self.core.hub
         while True:
-            msg = conn.next_push()
+            if hub.pushes:
+                hub.poll()      # a cancel of a queued call is read before it starts
+            msg = hub.next_push()
+            if type(msg) is tuple:      # a direct call: (link, spec wire)
+                link, wire = msg
+                spec = P.TaskSpec.from_wire(wire)
+                if self.pools or self.aloop:
+                    self.dispatch(spec, [], self.actor_gpu_ids, link)
+                else:
+                    self.execute(spec, [], self.actor_gpu_ids, link)
+                continue
             kind = msg[0]
             if kind == P.EXECUTE:
                 spec = P.TaskSpec.from_wire(msg[1])
@@ -163,7 +187,7 @@ class Worker:
             elif kind == P.EXIT:
                 self.exit(0)
 
-    def dispatch(self, spec, descs, gpu_ids):
+    def dispatch(self, spec, descs, gpu_ids, link=None):
         """An actor call of a threaded or async actor: to its concurrency group."""
         group = (spec.actor_options or {}).get("concurrency_group")
         groups = self.pools if self.pools is not None else self.asems
@@ -171,14 +195,70 @@ class Worker:
             known = sorted(g for g in groups if g is not None)
             err = ValueError(f"{spec.name}: the actor has no concurrency group "
                              f"{group!r}; its groups are {known}.")
-            self.finish(spec, self.error_returns(spec, self.task_error(spec, err)), None)
+            self.finish(spec, self.error_returns(spec, self.task_error(spec, err)), None,
+                        link)
             return
         if self.pools is not None:
-            self.pools[group].submit(self.execute, spec, descs, gpu_ids)
+            if link is None:
+                self.pools[group].submit(self.execute, spec, descs, gpu_ids)
+                return
+            entry = self.direct_running[spec.task_id] = [None, None, spec]
+            entry[1] = self.pools[group].submit(self.execute, spec, descs, gpu_ids, link)
         else:
             import asyncio  # imported lazily: only async actors use it
             asyncio.run_coroutine_threadsafe(
-                self.execute_async(spec, descs, gpu_ids, self.asems[group]), self.aloop)
+                self.execute_async(spec, descs, gpu_ids, self.asems[group], link),
+                self.aloop)
+
+    # ------------------------------------------------------------------ direct calls
+    def start_direct(self):
+        """The actor exists: listen for its callers (the raylet hands them the
+        path and a token each, see direct.py).  Without it (too long a path, a
+        socket error) every call keeps coming through the raylet."""
+        if not config.DIRECT_CALLS:
+            return
+        path = listen_path(self.session_dir)
+        if len(path.encode()) > 107:
+            return
+        try:
+            self.server = DirectServer(self.core, path, self.deliver, self.cancel_direct)
+        except OSError:
+            return
+        self.core.conn.queue([P.DIRECT_READY, path])   # ahead of the creation's DONE
+
+    def deliver(self, link, wire):
+        """(the reading thread) A direct call: into the run queue, in order."""
+        self.core.hub.pushes.append((link, wire))
+
+    def cancel_direct(self, link, task_id):
+        """(the reading thread) cancel() of a direct call, as Ray's for actor
+        tasks: not started yet, it never runs (TaskCancelledError); running, it
+        is flagged (is_canceled()), or in an async actor its asyncio task is
+        cancelled."""
+        pushes = self.core.hub.pushes
+        for item in pushes:
+            if type(item) is tuple and item[0] is link and item[1][0] == task_id:
+                pushes.remove(item)
+                self.reply_cancelled(P.TaskSpec.from_wire(item[1]), link)
+                return
+        entry = self.direct_running.get(task_id)
+        if entry is None:
+            if self.aloop is not None:   # waiting for the event loop: execute_async
+                self.cancel_asked.add(task_id)
+            return
+        ctx, fut, spec = entry
+        if fut is not None and fut.cancel():    # a threaded actor's, not started
+            self.direct_running.pop(task_id, None)
+            self.reply_cancelled(spec, link)
+            return
+        if ctx is not None:
+            ctx.cancelled = True                # (runtime_context.is_canceled())
+            if ctx.aio_task is not None:
+                self.aloop.call_soon_threadsafe(ctx.aio_task.cancel)
+
+    def reply_cancelled(self, spec, link):
+        link.send([P.D_DONE, spec.task_id, self.error_returns(
+            spec, exceptions.TaskCancelledError(spec.name)), None])
 
     def exit(self, code):
         try:
@@ -190,6 +270,8 @@ class Worker:
             self.core.conn.flush()
         except Exception:
             pass
+        if self.server is not None:
+            self.server.drain(1.0)    # the last answers reach their callers
         os._exit(code)
 
     # ------------------------------------------------------------------ tasks
@@ -268,6 +350,7 @@ class Worker:
             def create(*a, **kw):
                 self.actor = cls(*a, **kw)
                 self.start_groups(opts)
+                self.start_direct()
                 return None
             return create
         if self.actor is None:
@@ -293,12 +376,20 @@ class Worker:
                     n, thread_name_prefix=f"actor-{g or 'default'}")
                 for g, n in limits.items()}
 
-    def execute(self, spec, descs, gpu_ids):
+    def execute(self, spec, descs, gpu_ids, link=None):
+        """Run one task; `link`: the direct link of the caller of a direct call
+        (which gets the answer), else the raylet sent it."""
         flag = None
         self.running_task = spec.task_id
         self.in_task = True
+        owner = None
         try:
             self.prepare(spec, gpu_ids)
+            if link is not None:
+                owner = link.caller
+                self.note_running(spec, link)
+            elif spec.kind == P.ACTOR_CREATION_TASK:
+                self.actor_gpu_ids = gpu_ids   # the actor's for its whole life
             if self.early_interrupt:   # a cancel() that came before the task
                 self.early_interrupt = False
                 self.check_cancelled()
@@ -306,51 +397,77 @@ class Worker:
             fn = self.target(spec)
             result = fn(*args, **kwargs)
             del args, kwargs
-            results = self.store_returns(spec, result)
+            results = self.store_returns(spec, result, owner)
         except _ACTOR_EXITS:
-            self.actor_exit(spec)
+            self.actor_exit(spec, link)
         except _Cancelled:
             self.in_task = False
             results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
         except SystemExit as e:
-            self.system_exit(spec, e)
+            self.system_exit(spec, e, link)
         except BaseException as e:
             self.in_task = False
             results = self.error_returns(spec, self.task_error(spec, e))
             flag = "retry" if self.retryable(spec, e) else None
         self.in_task = False
         self.running_task = None
-        self.finish(spec, results, flag)
+        self.finish(spec, results, flag, link)
 
-    def actor_exit(self, spec):
+    def note_running(self, spec, link):
+        entry = self.direct_running.setdefault(spec.task_id, [None, None, spec])
+        entry[0] = self.core.task
+
+    def actor_exit(self, spec, link=None):
         """exit_actor() (or sys.exit() with status 0 in an actor method): the
         raylet ends the actor after this call, without restarting it."""
         if spec.kind == P.ACTOR_CREATION_TASK or self.actor is None:
             self.exit(0)         # during the constructor: the actor never lived
-        self.finish(spec, [], "exit")
+        if link is None:
+            self.finish(spec, [], "exit")
+        else:
+            # the caller gets the raylet path's error; the raylet ends the actor
+            self.core.conn.queue([P.ACTOR_EXIT, spec.name])
+            self.finish(spec, self.error_returns(spec, exceptions.ActorDiedError(
+                f"The actor {self.actor_name} exited: exit_actor() was called in "
+                f"{spec.name}.")), "exit", link)
         self.exit(0)
 
-    def system_exit(self, spec, e):
+    def system_exit(self, spec, e, link=None):
         """sys.exit() in a task or actor ends the worker process, as in Ray: a
         normal task's worker dies (the task is retried per max_retries, then
         fails with WorkerCrashedError); an actor ends (status 0: as exit_actor(),
         no restart; another status: as a crash, restarted per max_restarts)."""
         code = _exit_code(e)
         if code == 0 and spec.kind == P.ACTOR_TASK:
-            self.actor_exit(spec)
+            self.actor_exit(spec, link)
         self.exit(code)
 
-    async def execute_async(self, spec, descs, gpu_ids, sem):
-        # the raylet sends calls ahead (a pipeline window): at most the group's
-        # limit of them run at once; the semaphore is FIFO, so they start in
-        # arrival order
-        async with sem:
-            await self._execute_async(spec, descs, gpu_ids)
+    async def execute_async(self, spec, descs, gpu_ids, sem, link=None):
+        # calls come ahead of their turn (the raylet's window, or a caller's
+        # direct calls): at most the group's limit of them run at once; the
+        # semaphore is FIFO, so they start in arrival order
+        import asyncio  # (lazy, as above)
+        try:
+            async with sem:
+                if link is not None and spec.task_id in self.cancel_asked:
+                    self.cancel_asked.discard(spec.task_id)
+                    raise asyncio.CancelledError()
+                await self._execute_async(spec, descs, gpu_ids, link)
+        except asyncio.CancelledError:
+            # cancel() of a direct call (its asyncio task), running or waiting
+            self.direct_running.pop(spec.task_id, None)
+            self.finish(spec, self.error_returns(
+                spec, exceptions.TaskCancelledError(spec.name)), None, link)
 
-    async def _execute_async(self, spec, descs, gpu_ids):
+    async def _execute_async(self, spec, descs, gpu_ids, link=None):
         import asyncio  # (lazy, as above) used for ref arguments below
         self.prepare(spec, gpu_ids)
         flag = None
+        owner = None
+        if link is not None:
+            owner = link.caller
+            self.note_running(spec, link)
+            self.core.task.aio_task = asyncio.current_task()
         try:
             args, kwargs = await asyncio.get_running_loop().run_in_executor(
                 None, self.resolve_args, spec, descs) if descs else self.resolve_args(
@@ -359,16 +476,18 @@ class Worker:
             result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-            results = self.store_returns(spec, result)
+            results = self.store_returns(spec, result, owner)
         except _ACTOR_EXITS:
-            self.actor_exit(spec)
+            self.actor_exit(spec, link)
         except SystemExit as e:
-            self.system_exit(spec, e)
+            self.system_exit(spec, e, link)
+        except asyncio.CancelledError:
+            raise
         except BaseException as e:
             results = self.error_returns(spec, self.task_error(spec, e))
-        self.finish(spec, results, flag)
+        self.finish(spec, results, flag, link)
 
-    def finish(self, spec, results, flag):
+    def finish(self, spec, results, flag, link=None):
         # output first: a last line without "\n" gets this task's prefix, and it
         # is in the raylet's pipe before the caller can see the result
         try:
@@ -376,7 +495,14 @@ class Worker:
             sys.stderr.flush()
         except Exception:
             pass
-        self.core.conn.send([P.DONE, spec.task_id, results, flag])
+        if link is None:
+            self.core.conn.send([P.DONE, spec.task_id, results, flag])
+        else:
+            self.direct_running.pop(spec.task_id, None)
+            conn = self.core.conn
+            if conn.out:
+                conn.flush()    # what the raylet must have first (SEAL, ACTOR_EXIT)
+            link.send([P.D_DONE, spec.task_id, results, flag])
         self.running_name.v = None
 
     def retryable(self, spec, e):
@@ -421,7 +547,9 @@ class Worker:
                 data = serialization.serialize(err).to_bytes()
         return [[oid, [P.INLINE, data, True, []]] for oid in spec.return_ids()]
 
-    def store_returns(self, spec, result):
+    def store_returns(self, spec, result, owner=None):
+        """The results' descriptors for DONE (or, for a direct call, D_DONE:
+        `owner` is the caller's worker id, see direct.py)."""
         n = spec.num_returns
         if n == 1:
             values = (result,)
@@ -440,11 +568,22 @@ class Worker:
         for oid, v in zip(spec.return_ids(), values):
             s = serialization.serialize(v)
             if s.size < core.inline_threshold:
-                out.append([oid, [P.INLINE, s.to_bytes(), False, s.contained]])
+                data = s.to_bytes()
+                if owner is None:
+                    out.append([oid, [P.INLINE, data, False, s.contained]])
+                elif not s.contained:
+                    out.append([oid, [P.INLINE, data, False]])   # the caller keeps it
+                else:
+                    core.register(oid, data, False, s.contained, owner)
+                    out.append([oid, [P.REGISTERED, data, False]])
             else:
-                off = core.create(oid, s.size)
+                off = core.create(oid, s.size, owner)
                 core.write_object(off, s)
-                out.append([oid, [P.ARENA, off, s.size, False, s.contained]])
+                if owner is None:
+                    out.append([oid, [P.ARENA, off, s.size, False, s.contained]])
+                else:
+                    core.conn.queue([P.SEAL, oid, s.contained, False])
+                    out.append([oid, [P.REGISTERED, None, False]])
         return out
 
     def start_event_loop(self, limits):
