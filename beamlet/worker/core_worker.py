@@ -105,6 +105,10 @@ class CoreWorker:
         self.local = threading.local()
         self.closed = False
         self.direct = DirectCalls(self)
+        self.background_flush = None    # hook the flusher calls (a worker's answers)
+        # hook: True while the sockets must be read although no thread waits (an
+        # actor's worker running a direct call: a cancel or a grant may come)
+        self.background_reads = None
         # HELLO is answered with request number 0
         self.conn.send([P.HELLO, P.VERSION, role, self.worker_id, os.getpid(), job_id])
         info = self.conn.wait_reply(0)
@@ -188,7 +192,8 @@ class CoreWorker:
         sockets while something needs that and no other thread waits (a direct
         call's result another process waits for, calls held, output unsent)."""
         while not self.closed:
-            busy = self.direct.background_work()
+            busy = self.direct.background_work() or (
+                self.background_reads is not None and self.background_reads())
             woke = self._flusher_wake.wait(0.002 if busy else 0.05)
             if woke:
                 self._flusher_wake.clear()
@@ -197,6 +202,10 @@ class CoreWorker:
                     time.monotonic() - self._recent_at > config.RECENT_MAP_S:
                 self._recent_map = None   # may unpin (finalizer queues UNPIN)
             try:
+                if self.direct.unflushed:
+                    self.direct.flush()
+                if self.background_flush is not None:
+                    self.background_flush()
                 if self.refops or self.conn.out:
                     self.conn.flush()
                 if busy and not self.closed:
@@ -331,6 +340,8 @@ class CoreWorker:
     # ------------------------------------------------------------ get / wait
     def get_values(self, oids, timeout=None):
         """Values of `oids` (raising the first error in list order)."""
+        if self.direct.unflushed:
+            self.direct.flush()     # calls queued on direct links go out first
         if self.direct.pending:
             deadline = None if timeout is None else time.monotonic() + timeout
             if not self.wait_direct(oids, len(oids), timeout):
@@ -409,6 +420,8 @@ class CoreWorker:
 
     def wait(self, oids, num_returns, timeout, fetch_local=True):
         direct = self.direct
+        if direct.unflushed:
+            direct.flush()
         if direct.pending and any(direct.owes(o) for o in oids):
             if all(direct.owes(o) or o in self.cache or o in self.known_ready
                    for o in oids):

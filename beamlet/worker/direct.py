@@ -55,6 +55,7 @@ from .._private import protocol as P
 from .hub import BufferedLink, Link
 
 RAYLET, DIRECT = "raylet", "direct"
+WRITE_BATCH = 64       # calls queued on a link before they are written at once
 ASK_AGAIN_S = 0.2      # after a refusal that may change soon (no listener yet)
 REMOTE_ASK_S = 2.0     # the actor is on another node (it may come back here)
 
@@ -136,19 +137,37 @@ class ActorChannel:
         self.pump()
 
     def send(self, spec, wire) -> bool:
-        """On the link; True if the link turned out broken and no call is in
-        flight any more (the caller releases the actor: release_actor)."""
+        """Queue it on the link (written with the next flush: before the process
+        waits, when WRITE_BATCH wait, or by the flusher thread); True if the link
+        turned out broken and no call is in flight any more (the caller then
+        releases the actor: release_actor)."""
         if not self.inflight and self.creation_oid is not None:
             # the actor lives while calls to it run (as a queued call holds it)
             self.core.ref_inc(self.creation_oid)
         self.inflight[spec.task_id] = spec
         self.calls.expect(spec)
-        if self.link.send([P.D_CALL, wire]):
+        n = self.link.queue([P.D_CALL, wire])
+        if n == 1:
+            self.calls.dirty(self)
+        if n >= WRITE_BATCH:
+            return self.flush_locked()
+        return False
+
+    def flush(self):
+        """Write the queued calls (any thread)."""
+        with self.lock:
+            release = self.flush_locked()
+        if release:
+            self.release_actor()
+
+    def flush_locked(self) -> bool:
+        link = self.link
+        if link is None or link.flush():
             return False
-        # the worker is gone (the link was closed before this was written): this
-        # call never reached it, so it goes through the raylet as a new call
-        del self.inflight[spec.task_id]
-        return self.broken(undelivered=spec)
+        # the worker is gone (its end was closed before these were written):
+        # they never reached it, so they go through the raylet as new calls
+        undelivered = {m[1][0] for m in link.queued}
+        return self.broken(undelivered)
 
     def release_actor(self):
         if self.creation_oid is not None:
@@ -230,10 +249,11 @@ class ActorChannel:
             self.release_actor()
         self.core.flush_soon()
 
-    def broken(self, undelivered=None) -> bool:
+    def broken(self, undelivered=()) -> bool:
         """(holding the lock) The link broke: the calls sent on it that got no
-        answer are RESUBMITted (they may have run), then `undelivered` (it did
-        not), then the held ones; True if the actor's hold is to be released."""
+        answer are RESUBMITted (they may have run), those never written to it
+        (task ids in `undelivered`) go through the raylet as new calls, then the
+        held ones; True if the actor's hold is to be released."""
         self.link, link = None, self.link
         self.state = RAYLET
         if link is not None:
@@ -241,13 +261,14 @@ class ActorChannel:
         lost = list(self.inflight.values())
         self.inflight.clear()
         for spec in lost:
-            self.calls.resubmit(spec, self.incarnation)
-        if undelivered is not None:
-            self.via_raylet(undelivered, was_held=True)
+            if spec.task_id in undelivered:
+                self.via_raylet(spec, was_held=True)
+            else:
+                self.calls.resubmit(spec, self.incarnation)
         self.ask_after = 0.0
         self.pump()
         self.maybe_ask()
-        return bool(lost) or undelivered is not None
+        return bool(lost)
 
     # ---- cancel, close
     def cancel(self, task_id) -> bool:
@@ -265,7 +286,9 @@ class ActorChannel:
         return False
 
     def busy(self) -> bool:
-        return bool(self.held) or (self.link is not None and self.link.has_output())
+        link = self.link
+        return bool(self.held) or (link is not None and (link.has_output() or
+                                                         bool(link.queued)))
 
     def close(self):
         with self.lock:
@@ -288,6 +311,7 @@ class DirectCalls:
         self.channels = {}      # actor_id -> ActorChannel
         self.pending = {}       # oid -> NOT_SHARED | OWNED_HELD | OWNED_DROPPED
         self.owned = set()      # oids whose value only this process has (core.cache)
+        self.unflushed = set()  # channels with calls queued on their link
 
     def channel(self, actor_id, creation_oid) -> ActorChannel:
         ch = self.channels.get(actor_id)
@@ -298,6 +322,19 @@ class DirectCalls:
                     ch = self.channels[actor_id] = ActorChannel(self, actor_id,
                                                                 creation_oid)
         return ch
+
+    def dirty(self, channel):
+        self.unflushed.add(channel)
+        self.core.flush_soon()
+
+    def flush(self):
+        """Write every link's queued calls (before the process waits)."""
+        while self.unflushed:
+            try:
+                ch = self.unflushed.pop()
+            except KeyError:
+                break
+            ch.flush()
 
     def direct_wire(self, spec):
         """The wire form of `spec` for the direct link, with its ref arguments
@@ -580,6 +617,7 @@ class DirectServer:
         """Write what waits for the callers, for up to `timeout` s (exiting)."""
         deadline = time.monotonic() + timeout
         for link in list(self.links):
+            link.flush()
             while link.has_output() and not link.closed and time.monotonic() < deadline:
                 link.on_writable()
                 if link.has_output():

@@ -101,28 +101,58 @@ class BufferedLink(Link):
         sock.setblocking(False)
         self.send_lock = threading.Lock()
         self.out = bytearray()
+        self.queued = []            # messages not written yet (see queue)
 
     def send_bytes(self, data) -> bool:
-        """Queue `data` for the peer; False if the link is closed."""
+        """Write `data` for the peer (what it has no room for waits in `out`);
+        False if the link is closed or broken."""
         with self.send_lock:
-            if self.closed:
-                return False
-            if self.out:             # earlier bytes still wait: keep the order
-                self.out += data
-                return True
-            try:
-                n = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError:
-                return False         # the reader sees the loss and reports it
-            if n < len(data):
-                self.out += memoryview(data)[n:]
-                self.hub.want_write(self)
+            return self._write(data)
+
+    def _write(self, data) -> bool:
+        if self.closed:
+            return False
+        if self.out:             # earlier bytes still wait: keep the order
+            self.out += data
             return True
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            return False         # the reader sees the loss and reports it
+        if n < len(data):
+            self.out += memoryview(data)[n:]
+            self.hub.want_write(self)
+        return True
 
     def send(self, msg) -> bool:
-        return self.send_bytes(P.frame(msg))
+        with self.send_lock:
+            if self.queued:
+                self.queued.append(msg)
+                return self._flush()
+            return self._write(P.frame(msg))
+
+    def queue(self, msg) -> int:
+        """Keep `msg` to be written with the next flush (many in one write);
+        returns how many wait."""
+        with self.send_lock:
+            self.queued.append(msg)
+            return len(self.queued)
+
+    def flush(self) -> bool:
+        """Write the queued messages; False if the link is closed or broken (then
+        they were not written, and stay in `queued`)."""
+        with self.send_lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
+        if not self.queued:
+            return not self.closed
+        if not self._write(P.frames(self.queued)):
+            return False
+        self.queued = []
+        return True
 
     def on_writable(self):
         with self.send_lock:

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 import cloudpickle
@@ -39,6 +40,8 @@ from .direct import DirectServer, listen_path
 ActorExit = exceptions.ActorExit
 _ACTOR_EXITS = (exceptions.ActorExit, exceptions.AsyncioActorExit)
 READY, TERMINATE = "__ray_ready__", "__ray_terminate__"
+REPLY_BATCH = 16    # answers of queued direct calls written at once (at most;
+# the flusher thread writes them ~1 ms after the first, the main loop when idle)
 
 
 class _Cancelled(KeyboardInterrupt):
@@ -127,6 +130,13 @@ class Worker:
         # started yet)
         self.direct_running = {}
         self.cancel_asked = set()    # async direct calls cancelled before starting
+        self.unsent = set()          # links with answers queued (sequential actor)
+        self.unsent_lock = threading.Lock()
+        self.core.background_flush = self.flush_replies   # (the flusher, ~1 ms)
+        # while the main thread runs a direct call for more than a moment, the
+        # flusher thread reads the sockets (a D_CANCEL must not wait for its end)
+        self.direct_since = 0.0
+        self.core.background_reads = self.running_long
         signal.signal(signal.SIGINT, self.on_sigint)
 
     def on_sigint(self, signum, frame):
@@ -168,6 +178,8 @@ class Worker:
         while True:
             if hub.pushes:
                 hub.poll()      # a cancel of a queued call is read before it starts
+            if not hub.pushes and self.unsent:
+                self.flush_replies()    # nothing more to run now: answer
             msg = hub.next_push()
             if type(msg) is tuple:      # a direct call: (link, spec wire)
                 link, wire = msg
@@ -416,6 +428,12 @@ class Worker:
     def note_running(self, spec, link):
         entry = self.direct_running.setdefault(spec.task_id, [None, None, spec])
         entry[0] = self.core.task
+        if threading.current_thread() is threading.main_thread():
+            self.direct_since = time.monotonic()
+
+    def running_long(self) -> bool:
+        since = self.direct_since
+        return bool(since) and time.monotonic() - since > 0.005
 
     def actor_exit(self, spec, link=None):
         """exit_actor() (or sys.exit() with status 0 in an actor method): the
@@ -499,11 +517,29 @@ class Worker:
             self.core.conn.send([P.DONE, spec.task_id, results, flag])
         else:
             self.direct_running.pop(spec.task_id, None)
+            self.direct_since = 0.0
             conn = self.core.conn
             if conn.out:
                 conn.flush()    # what the raylet must have first (SEAL, ACTOR_EXIT)
-            link.send([P.D_DONE, spec.task_id, results, flag])
+            msg = [P.D_DONE, spec.task_id, results, flag]
+            if self.pools or self.aloop or flag == "exit":
+                link.send(msg)
+            else:
+                # a sequential actor answers in batches while more calls wait to
+                # run (one write, one wake-up of the caller), at once otherwise
+                if link.queue(msg) >= REPLY_BATCH:
+                    link.flush()
+                else:
+                    with self.unsent_lock:
+                        self.unsent.add(link)
+                    self.core.flush_soon()  # at the latest when the flusher wakes
         self.running_name.v = None
+
+    def flush_replies(self):
+        with self.unsent_lock:
+            links, self.unsent = self.unsent, set()
+        for link in links:
+            link.flush()
 
     def retryable(self, spec, e):
         r = spec.retry_exceptions
