@@ -29,6 +29,12 @@ GCS_FLUSH_S = _env("GCS_FLUSH_S", 0.05, float)
 IDLE_WORKER_S = _env("IDLE_WORKER_S", 10.0, float)
 # How long a CREATE waits for arena space (others unpinning) before failing.
 CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
+# First-touch puts: once an object of at least PREFAULT_MIN_BYTES is created, the
+# raylet maps arena pages ahead of the highest offset ever allocated (twice that
+# object's size, at most PREFAULT_AHEAD_MAX bytes) in a thread of its own, so the
+# next large put writes into pages that exist; 0 turns it off.
+PREFAULT_MIN_BYTES = _env("PREFAULT_MIN_BYTES", 8 * 1024 * 1024, int)
+PREFAULT_AHEAD_MAX = _env("PREFAULT_AHEAD_MAX", 512 * 1024 * 1024, int)
 # Default retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
 # Calls the raylet sends ahead to an actor's worker (which runs them in order, at

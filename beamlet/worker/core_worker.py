@@ -27,6 +27,7 @@ import collections
 import itertools
 import mmap
 import os
+import queue
 import threading
 import time
 import weakref
@@ -120,6 +121,8 @@ class CoreWorker:
         self.arena_size = info["arena_size"]
         self.arena_fd = os.open(info["arena_path"], os.O_RDWR)
         self._rw = None
+        self._map_ahead = queue.SimpleQueue()    # (first, last) chunks to map
+        self._map_ahead_thread = None
         self.driver_task = TaskContext(ids.new_task_id())
         self._flusher_wake = threading.Event()
         # the last arena mapping made, kept alive (with its pin) for a moment so
@@ -251,18 +254,41 @@ class CoreWorker:
         of the process, so this happens at most once per chunk."""
         rw = self.rw
         end = off + s.size
-        faulted = self._faulted
-        first, last = off // _CHUNK, (end - 1) // _CHUNK
-        if _POPULATE_WRITE and not all(faulted[first:last + 1]):
-            # whole chunks (it changes no data, so the neighbours' bytes are safe)
-            start = first * _CHUNK
-            try:
-                self._rw_map.madvise(_POPULATE_WRITE, start,
-                                     min(self.arena_size, (last + 1) * _CHUNK) - start)
-            except OSError:   # kernel older than 5.14: fault page by page
-                pass
-            faulted[first:last + 1] = b"\x01" * (last + 1 - first)
+        self._populate(off // _CHUNK, (end - 1) // _CHUNK)
         s.write_to(rw[off:end])
+        if s.size >= config.PREFAULT_MIN_BYTES > 0:
+            # the next large put most likely lands right after this one (the
+            # arena's frontier, whose pages the raylet is creating now): map
+            # them here meanwhile, in the background (at most twice this size)
+            ahead = min(2 * s.size, config.PREFAULT_AHEAD_MAX)
+            self._map_ahead.put((end // _CHUNK, (end + ahead) // _CHUNK))
+            if self._map_ahead_thread is None:
+                self._map_ahead_thread = threading.Thread(
+                    target=self._map_ahead_loop, daemon=True, name="beamlet-map-ahead")
+                self._map_ahead_thread.start()
+
+    def _populate(self, first, last):
+        """Map chunks [first, last] of the arena mapping (whole chunks: it
+        changes no data, so the neighbours' bytes are safe)."""
+        faulted = self._faulted
+        last = min(last, len(faulted) - 1)
+        if not _POPULATE_WRITE or first > last or all(faulted[first:last + 1]):
+            return
+        start = first * _CHUNK
+        try:
+            self._rw_map.madvise(_POPULATE_WRITE, start,
+                                 min(self.arena_size, (last + 1) * _CHUNK) - start)
+        except (OSError, ValueError):   # kernel older than 5.14: fault page by page
+            pass
+        faulted[first:last + 1] = b"\x01" * (last + 1 - first)
+
+    def _map_ahead_loop(self):
+        while not self.closed:
+            first, last = self._map_ahead.get()
+            for c in range(first, last + 1):    # chunk by chunk: a put may need
+                if self.closed:                 # the range meanwhile
+                    return
+                self._populate(c, c)
 
     def _unpin(self, oid, ref):
         # only forget the entry if it is still this (dead) mapping's: another
@@ -509,6 +535,7 @@ class CoreWorker:
             pass
         self.closed = True
         self._flusher_wake.set()
+        self._map_ahead.put((1, 0))     # (wakes the thread, to end)
         self.direct.close()
         self.conn.close()
         hub = self.hub
