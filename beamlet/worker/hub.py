@@ -339,7 +339,11 @@ class RayletLink(Link):
         sock.connect(path)
         super().__init__(hub, sock)
         self.path = path
-        self.send_lock = threading.RLock()
+        # queue_lock guards `out`; send_lock the socket's writes, taken before
+        # queue_lock is let go, so batches go out in the order they were taken
+        # while a thread that only queues never waits for the socket
+        self.queue_lock = threading.RLock()
+        self.send_lock = threading.Lock()
         self.out = []
         self.replies = {}
         self.callbacks = {}         # req -> fn(payload), run by the reading thread
@@ -354,23 +358,28 @@ class RayletLink(Link):
 
     # ---- sending
     def queue(self, msg) -> None:
-        with self.send_lock:
+        with self.queue_lock:
             if self.before_send:
                 self.before_send(self.out)
             self.out.append(msg)
 
     def flush(self) -> None:
-        with self.send_lock:
+        with self.queue_lock:
             if self.before_send:
                 self.before_send(self.out)
             if not self.out:
                 return
             msgs, self.out = self.out, []
-            data = P.frames(msgs)
-            try:
-                self.sock.sendall(data)
-            except OSError as e:
-                self._lost(e)
+            self.send_lock.acquire()
+        err = None
+        try:
+            self.sock.sendall(P.frames(msgs))
+        except OSError as e:
+            err = e
+        finally:
+            self.send_lock.release()
+        if err is not None:
+            self._lost(err)
 
     def send(self, msg) -> None:
         self.queue(msg)
