@@ -81,7 +81,7 @@ class Actors:
         "wire",     # (the shell, once)
         "submit_call", "created", "arg_ready", "bind_worker", "call_done",
         "creation_done", "creation_failed", "creation_freed", "worker_lost",
-        "call_kill_actor", "call_actor_state", "job_finished",
+        "call_kill_actor", "call_actor_state", "job_finished", "cancel_call",
         "kill_in_placement_group", "hand_over", "adopt", "accept_calls", "is_local",
     )
 
@@ -102,7 +102,7 @@ class Actors:
         # bound once: used per actor call
         self.track = sched.track
         self.failed_arg = store.failed_arg
-        self.arg_descriptors = store.arg_descriptors
+        self.execute_msg = sched.execute_msg
 
     # ------------------------------------------------------------------ submission
     def submit_call(self, t):
@@ -176,9 +176,46 @@ class Actors:
             self.kill_actor(a, "The actor called exit_actor().", no_restart=True,
                             graceful=True)
             return True
+        if flag == "retry" and t.retries_left != 0 and not t.cancelled:
+            # retry_exceptions: the method raised a listed exception; it runs
+            # again (max_task_retries), before the calls not sent yet
+            if t.retries_left > 0:
+                t.retries_left -= 1
+            t.move(TS.WAITING_FOR_RESOURCES)
+            a.queue.appendleft(t)
+            self.pump_actor(a)
+            return True
         self.sched.complete_task(t, results)
         self.pump_actor(a)
         return True
+
+    def cancel_call(self, t):
+        """cancel() of actor call `t` (of an actor of this node): one not sent to
+        the actor's worker yet fails now and never runs; one sent is cancelled by
+        the worker (not started: never runs; running: flagged, or its coroutine
+        cancelled), which answers with its DONE.  A sequential actor's calls run
+        in order, so those behind the first one sent have not started: they fail
+        now, and the worker drops them when it comes to them."""
+        a = self.actors.get(t.spec.actor_id)
+        if a is None:
+            return      # a call routed to another node: cancelled when it is sent
+        err = exceptions.TaskCancelledError(t.spec.name)
+        if t in a.queue:
+            a.queue.remove(t)
+            t.move(TS.CANCELLED)
+            self.sched.fail_task(t, err)
+            return
+        tid = t.spec.task_id
+        if tid not in a.inflight or a.worker is None:
+            return
+        a.worker.conn.send([P.CANCEL, tid])
+        sequential = a.max_concurrency == 1 and \
+            not (a.creation_spec.actor_options or {}).get("is_async")
+        if sequential and next(iter(a.inflight)) != tid:
+            del a.inflight[tid]
+            t.move(TS.CANCELLED)
+            self.sched.fail_task(t, err)
+            self.pump_actor(a)
 
     def creation_done(self, a, w, t, results):
         """`a`'s constructor ran on `w` (creation task `t`, taken off `w`)."""
@@ -286,8 +323,7 @@ class Actors:
                 continue
             t.move(TS.RUNNING)
             a.inflight[t.spec.task_id] = t
-            conn.send([P.EXECUTE, t.spec.to_wire(), self.arg_descriptors(conn, t.spec),
-                       node_gpu_ids(a.pool, a.gpu_ids)])
+            conn.send(self.execute_msg(t.spec, conn, node_gpu_ids(a.pool, a.gpu_ids)))
 
     def record_actor(self, a):
         w = a.worker

@@ -120,7 +120,7 @@ class ClusterScheduler:
         # the local scheduler's hooks
         "route", "actor_call", "arg_ready", "cluster_total",
         # the object manager's hooks
-        "retry", "node_died",
+        "retry", "node_died", "send_ordered",
         # the constraints' hooks
         "pg_forward", "reserve_pending", "pg_feasible", "pg_removed",
         "pg_remove_unknown",

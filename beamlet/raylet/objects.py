@@ -63,6 +63,7 @@ class ObjectStore:
         "used", "memory_report",
         # objects and references
         "get", "get_or_create", "incref", "decref", "watch", "forget",
+        "forget_unwanted",
         "drop_refs", "unpin", "release_holder",
         # values
         "seal_inline", "seal_arena", "seal_results", "run_waiters",
@@ -188,6 +189,14 @@ class ObjectStore:
         """Drop a PENDING entry whose value will never come here."""
         del self.objects[o.oid]
         o.move(ObjState.FREED)
+
+    def forget_unwanted(self, oid) -> None:
+        """Drop PENDING entry `oid` if nothing wants it any more (no ref, no
+        waiter, no component watching it): its value will never be needed."""
+        o = self.objects.get(oid)
+        if o is not None and o.state is ObjState.PENDING and o.refcount <= 0 and \
+                not o.waiters and oid not in self.watched:
+            self.forget(o)
 
     def on_ref_add(self, conn, msg):
         objects = self.objects
