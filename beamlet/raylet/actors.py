@@ -42,7 +42,7 @@ class Actor:
                  "queue", "inflight", "max_concurrency", "restarts_left",
                  "max_task_retries", "name", "namespace", "detached", "death_cause",
                  "resources", "gpu_ids", "job_id", "class_name", "num_restarts",
-                 "keepalive", "pool", "held", "creation_task")
+                 "keepalive", "pool", "held", "creation_task", "owner")
 
     def __init__(self, spec):
         opts = spec.actor_options or {}
@@ -71,6 +71,9 @@ class Actor:
         # restart can run the constructor again with them
         self.held = []
         self.creation_task = None            # the Task creating it now, if any
+        # the worker process that created it (None: a driver, or detached): the
+        # actor dies with it (fate sharing, as in Ray)
+        self.owner = None
 
 
 DEAD_ACTORS_KEPT = 10_000
@@ -83,6 +86,7 @@ class Actors:
         "creation_done", "creation_failed", "creation_freed", "worker_lost",
         "call_kill_actor", "call_actor_state", "job_finished", "cancel_call",
         "kill_in_placement_group", "hand_over", "adopt", "accept_calls", "is_local",
+        "owner_died",
     )
 
     def __init__(self, node_id: bytes):
@@ -90,6 +94,7 @@ class Actors:
         self.actors = {}         # actor_id -> Actor
         self.dead_actors = collections.deque()   # ids of DEAD actors, oldest first
         self.creation_to_actor = {}   # creation oid -> Actor
+        self.owned = {}          # worker id -> ids of the actors it created
 
     def wire(self, store: "ObjectStore", sched: "LocalScheduler", pool: "WorkerPool",
              cs: "ClusterScheduler", gcs: "GcsWriter", gcs_client) -> None:
@@ -123,11 +128,18 @@ class Actors:
         a.queue.append(t)
         self.pump_actor(a)
 
-    def created(self, t):
-        """The creation task `t` of a new actor was submitted here."""
+    def created(self, t, holder=None):
+        """The creation task `t` of a new actor was submitted here by `holder`
+        (a client connection)."""
         spec = t.spec
         a = Actor(spec)
         a.creation_task = t
+        w = getattr(holder, "worker", None)
+        if w is not None and not a.detached:
+            # created by a worker process: it owns the actor, which dies with it
+            a.owner = w
+            self.owned.setdefault(w.worker_id, set()).add(a.actor_id)
+            w.owned += 1
         incref = self.store.incref
         for oid in t.held:
             incref(oid)
@@ -377,6 +389,8 @@ class Actors:
         a.state = "DEAD"
         self.forget_dead_actor_later(a)
         a.death_cause = cause
+        if a.owner is not None:
+            self.disown(a)
         self.record_actor(a)
         err = exceptions.ActorDiedError(f"The actor {a.class_name} is dead: {cause}")
         for t in inflight + list(a.queue):
@@ -437,6 +451,11 @@ class Actors:
         if no_restart:
             self.actor_died(a, cause, restart=False)
             self.pool.remove(w)
+            if not (graceful and not constructing):
+                # killed: what it owned is lost now, not when its socket closes
+                # (a get right after kill() raises OwnerDiedError)
+                self.store.owner_died(w, "it was killed")
+                self.owner_died(w)
 
     def call_actor_state(self, conn, actor_id):
         a = self.actors.get(actor_id)
@@ -458,6 +477,26 @@ class Actors:
         else:
             self.pool.signal(a.worker, signal.SIGKILL) if a.worker else None
         return True
+
+    def disown(self, a):
+        w, a.owner = a.owner, None
+        mine = self.owned.get(w.worker_id)
+        if mine is not None and a.actor_id in mine:
+            mine.discard(a.actor_id)
+            w.owned -= 1
+
+    def owner_died(self, w) -> None:
+        """Worker process `w` is gone: the actors it created die with it (fate
+        sharing, as in Ray), wherever they live, unless they are detached."""
+        cause = (f"The actor's owner, the worker process pid={w.pid} that created "
+                 f"it, died.")
+        for aid in self.owned.pop(w.worker_id, ()):
+            a = self.actors.get(aid)
+            if a is None:
+                self.cs.kill_remote(aid, True)      # created on another node
+            elif a.state != "DEAD":
+                a.owner = None
+                self.kill_actor(a, cause, no_restart=True)
 
     def job_finished(self, job_id):
         """The job's driver left: its non-detached actors here die with it."""

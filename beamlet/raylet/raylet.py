@@ -304,13 +304,19 @@ class Raylet:
 
     def client_lost(self, conn):
         self.clients.discard(conn)
-        if conn.worker is not None:
-            w = conn.worker
+        w = conn.worker
+        how = None
+        if w is not None:
             how = self.pool.lost(w)
             if how is not None:     # (None: removed on purpose, reaped)
                 self.sched.worker_lost(w, how)
         self.store.release_holder(conn)
         self.streams.holder_lost(conn)      # the generators it consumed
+        if w is not None:
+            # what the process owned dies with it (as in Ray): the objects it
+            # put, the actors it created
+            self.store.owner_died(w, how)
+            self.actors.owner_died(w)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
             # the driver left: its non-detached actors die with it

@@ -153,7 +153,7 @@ class LocalScheduler:
             return
         self.tasks[spec.task_id] = t
         if spec.kind == P.ACTOR_CREATION_TASK:
-            self.actors.created(t)
+            self.actors.created(t, conn)
         self.task_event(t)
         if t.missing == 0:
             self.make_ready(t)
