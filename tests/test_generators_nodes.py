@@ -32,6 +32,39 @@ def test_a_task_consumes_a_stream_on_one_cpu():
         ray.shutdown()
 
 
+def test_node_death_mid_stream_ends_it_with_errors(tmp_path):
+    """The node running a stream dies: the items it held are lost
+    (ObjectLostError naming them, not rebuilt), and the stream ends with the
+    task's failure — no consumer waits forever."""
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        n2 = c.add_node(num_cpus=1, resources={"other": 1})
+        c.wait_for_nodes()
+        ray.init(address=c.address)
+        started = tmp_path / "started"
+
+        @ray.remote(resources={"other": 1}, max_retries=0)
+        def stalls(path):
+            yield np.ones(300_000)       # arena: stays on node 2 until pulled
+            pathlib.Path(path).touch()
+            time.sleep(120)
+            yield "never"
+
+        gen = stalls.remote(str(started))
+        first = next(gen)
+        wait_for(started.exists, timeout=60)
+        c.remove_node(n2, allow_graceful=False)
+        with pytest.raises(ray.exceptions.NodeDiedError):
+            ray.get(next(gen), timeout=60)
+        with pytest.raises(StopIteration):
+            next(gen)
+        with pytest.raises(ray.exceptions.ObjectLostError, match=first.hex()):
+            ray.get(first, timeout=60)
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -122,3 +155,4 @@ def test_stream_of_an_actor_on_another_node(two_nodes):
 
     a = A.remote()
     assert [ray.get(r) for r in a.f.remote(3)] == [(two_nodes, i) for i in range(3)]
+

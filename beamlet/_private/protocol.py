@@ -32,7 +32,9 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 was called) or None
   CALL     c→r  [CALL, req, method, args] → REPLY; rare control operations
                 (cluster resources, actors, cancel, ...), see raylet.CALLS
-  EXECUTE  r→c  [EXECUTE, spec, arg_descriptors]   run this task (workers only)
+  EXECUTE  r→c  [EXECUTE, spec, arg_descriptors, gpu_ids(, skip)]  run this task
+                (workers only); skip (generator tasks, only when > 0): how many
+                values an attempt it retries stored already (not stored again)
   REPLY    r→c  [REPLY, req, payload]
   EXIT     r→c  [EXIT, reason]            the worker must exit (pool shrink, kill)
   REVOKE   r→c  [REVOKE, task_id]         give back a task sent ahead (pipelined

@@ -210,7 +210,8 @@ class Actors:
         now, and the worker drops them when it comes to them."""
         a = self.actors.get(t.spec.actor_id)
         if a is None:
-            return      # a call routed to another node: cancelled when it is sent
+            self.cs.cancel_queued(t)    # a call to an actor on another node
+            return
         err = exceptions.TaskCancelledError(t.spec.name)
         if t in a.queue:
             a.queue.remove(t)

@@ -688,9 +688,14 @@ class ObjectManager:
     def cancel(self, t, force, recursive=True):
         """LocalScheduler hook (cancel()): pass it on to the node running our task."""
         entry = self.forwarded.get(t.spec.task_id)
-        if entry is not None:
-            self.spawn(self.send(entry[1], [P.PEER_CANCEL, t.spec.task_id, bool(force),
-                                            bool(recursive)]))
+        if entry is None:
+            return
+        msg = [P.PEER_CANCEL, t.spec.task_id, bool(force), bool(recursive)]
+        if t.spec.kind == P.NORMAL_TASK:
+            self.spawn(self.send(entry[1], msg))
+        else:
+            # after the call itself, which went through the ordered outbox
+            self.cs.send_ordered(entry[1], msg)
 
     def on_cancel(self, peer, msg):
         task_id, force = msg[1], msg[2]

@@ -373,8 +373,8 @@ class Streams:
             return
         s.expected = msg[2]
         s.source = peer
-        if s.known >= s.expected:
-            self.finish(s)
+        if s.known >= s.expected or s.dropped:
+            self.finish(s)      # (dropped: the items still coming are released)
 
     def on_peer_ack(self, peer, msg) -> None:
         """PEER_GEN_ACK: the consumer's node on how far it is, or to stop."""

@@ -550,8 +550,8 @@ class Worker:
             tb = traceback.format_exc()
         else:
             cause = e
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next
-                                                    if e.__traceback__ else None))
+            tb = "".join(traceback.format_exception(type(e), e, _user_frames(
+                e.__traceback__)))
         name = spec.name if spec.kind != P.ACTOR_CREATION_TASK else spec.name + ".__init__"
         return exceptions.TaskError(name, tb, cause, os.getpid(), self.ip)
 
@@ -626,6 +626,18 @@ class Worker:
 def _ready():
     """actor.__ray_ready__.remote(): answered once the actor exists."""
     return True
+
+
+_WORKER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frames(tb):
+    """The traceback from the first frame outside this package's worker code
+    (execute, the generator loops of streaming.py): what the user wrote."""
+    while tb is not None and os.path.dirname(
+            os.path.abspath(tb.tb_frame.f_code.co_filename)) == _WORKER_DIR:
+        tb = tb.tb_next
+    return tb
 
 
 def _plain_copy(exc):
