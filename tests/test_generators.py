@@ -289,19 +289,31 @@ def test_backpressure_bounds_the_items_ahead_of_the_consumer(cluster, tmp_path):
         next(gen)
 
 
-def test_backpressure_option_on_a_method(cluster, tmp_path):
+class _Producer:
+    @ray.method(_generator_backpressure_num_objects=2)
+    def produce(self, path, n):
+        for i in range(n):
+            with open(path, "a") as f:
+                f.write(f"{i}\n")
+            yield i
+
+
+class _AsyncProducer:
+    @ray.method(_generator_backpressure_num_objects=2)
+    async def produce(self, path, n):
+        for i in range(n):
+            with open(path, "a") as f:
+                f.write(f"{i}\n")
+            yield i
+
+
+@pytest.mark.parametrize("cls", [ray.remote(_Producer),
+                                 ray.remote(max_concurrency=2)(_Producer),
+                                 ray.remote(_AsyncProducer)],
+                         ids=["sync", "threaded", "async"])
+def test_backpressure_option_on_a_method(cluster, tmp_path, cls):
     log = tmp_path / "yielded"
-
-    @ray.remote
-    class Producer:
-        @ray.method(_generator_backpressure_num_objects=2)
-        def produce(self, path, n):
-            for i in range(n):
-                with open(path, "a") as f:
-                    f.write(f"{i}\n")
-                yield i
-
-    p = Producer.remote()
+    p = cls.remote()
     gen = p.produce.remote(str(log), 20)
     for consumed in range(1, 21):
         assert ray.get(next(gen)) == consumed - 1
