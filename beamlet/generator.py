@@ -3,13 +3,16 @@ default for generator functions) and DynamicObjectRefGenerator
 (num_returns="dynamic"), as Ray has them.
 
 An ObjectRefGenerator yields one ObjectRef per value the task yields, as soon as
-the task has stored it (before the task ends): each `next()` asks the raylet for
-the next item (GEN_NEXT), which answers once the item exists; the ref is then
-counted as this process's, like any other.  An error the task raised (or a crash,
+the task has stored it (before the task ends): `next()` asks the raylet for the
+next item (GEN_NEXT), which answers once it exists, with the items stored after
+it too (kept here, in order: a stream read after it was made costs one round trip
+per batch); each ref is then counted as this process's, like any other.  An error the task raised (or a crash,
 or cancel()) is its last item: `get` of that ref raises it, the `next()` after it
 raises StopIteration.  Dropping the generator frees the items not taken yet and
 stops the task at its next yield (GEN_DROP); it cannot be passed to other tasks.
 """
+import collections
+
 from . import exceptions
 from ._private import protocol as P
 from .object_ref import ObjectRef, _executor
@@ -26,9 +29,9 @@ class ObjectRefGenerator:
         self._completion = completion
         self._task_id = completion.id[:16]
         self._core = core or core_worker.global_worker
-        self._index = 0           # the next item to hand out
-        self._ended = False
-        self._peeked = None       # a ref taken from the raylet, not handed out yet
+        self._index = 0           # the next item to ask the raylet for
+        self._ended = False       # the raylet said no item comes after these
+        self._taken = collections.deque()   # refs had from the raylet, not handed out
 
     # ---- the sync iterator
     def __iter__(self):
@@ -43,11 +46,11 @@ class ObjectRefGenerator:
     def _next(self, timeout):
         """The next item's ref; None at the end; raises GetTimeoutError if it is
         not there within `timeout` seconds."""
-        if self._peeked is not None:
-            ref, self._peeked = self._peeked, None
-            return ref
-        if self._ended:
-            return None
+        if not self._taken and not self._ended:
+            self._fetch(timeout)
+        return self._taken.popleft() if self._taken else None
+
+    def _fetch(self, timeout):
         core = self._core
         if core is None or core.closed:
             raise exceptions.RaySystemError(
@@ -57,14 +60,13 @@ class ObjectRefGenerator:
         if reply is None:
             raise exceptions.GetTimeoutError(
                 f"The next item of {self!r} was not ready within {timeout} s.")
-        if reply[0] == "end":
-            self._ended = True
-            return None
-        oid = P.item_id(self._task_id, self._index)
-        self._index += 1
-        if len(reply) > 2 and not reply[2]:
-            core.cache_inline(oid, reply[1])   # its bytes came along: get is local
-        return ObjectRef(oid, _registered=True)
+        items, self._ended = reply
+        for item in items:
+            oid = P.item_id(self._task_id, self._index)
+            self._index += 1
+            if item and not item[1]:
+                core.cache_inline(oid, item[0])   # its bytes came along: get is local
+            self._taken.append(ObjectRef(oid, _registered=True))
 
     def _next_sync(self, timeout_s=None):
         """Ray's name: the next ref, or None at the end or after `timeout_s`."""
@@ -92,22 +94,22 @@ class ObjectRefGenerator:
 
     def next_ready(self) -> bool:
         """Whether next() would return at once (an item is there, or the end)."""
-        if self._peeked is not None or self._ended:
+        if self._taken or self._ended:
             return True
         try:
-            self._peeked = self._next(0)
+            self._fetch(0)
         except exceptions.GetTimeoutError:
             return False
         return True
 
     def is_finished(self) -> bool:
         """Whether every item has been handed out (next() raises StopIteration)."""
-        return self.next_ready() and self._peeked is None
+        return self.next_ready() and not self._taken and self._ended
 
     def _next_item_id(self) -> bytes:
         """The id wait() waits on: the next item's entry (or the end marker)."""
-        if self._peeked is not None:
-            return self._peeked.id
+        if self._taken:
+            return self._taken[0].id
         return P.item_id(self._task_id, self._index)
 
     def task_id(self):

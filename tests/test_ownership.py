@@ -11,7 +11,6 @@ import psutil
 import pytest
 
 import beamlet as ray
-from beamlet.worker import core_worker
 from conftest import wait_for
 
 

@@ -56,11 +56,14 @@ its completion object; the value yielded k-th (k = 0, 1, ...) is the object
                 first, as a return value is); in order, before the task's DONE.
                 The task's DONE carries the completion object only: its error
                 (raised mid-stream, or cancel) becomes the stream's last item
-  GEN_NEXT c→r  [GEN_NEXT, req, task_id, index, timeout_s]  the consumer (the
-                submitter) wants item `index` → REPLY ["item"] (its ref is now
-                counted as the consumer's) | ["item", data, is_error] (an inline
-                one, with its bytes) | ["end"] (the stream has `index` items) |
-                None (not yet when the timeout passed)
+  GEN_NEXT c→r  [GEN_NEXT, req, task_id, index, timeout_s, most]  the consumer
+                (the submitter) wants item `index` and, if stored already, those
+                after it (at most `most` in all; one when the task has
+                backpressure) → REPLY [items, ended]: per item from `index` on,
+                [data, is_error] (an inline one: its bytes) or [] (each one's ref
+                is now counted as the consumer's); ended: no item comes after
+                these.  Sent once item `index` exists or the stream ended; None
+                when it did not within the timeout
   GEN_DROP c→r  [GEN_DROP, task_id]        the consumer dropped its generator: the
                 items it did not take are freed and the task stops
   GEN_ACK  r→c  [GEN_ACK, task_id, consumed, stop]  to the worker running a

@@ -72,7 +72,7 @@ class Stream:
 
 
 class Waiter:
-    __slots__ = ("conn", "req", "index", "timer", "worker")
+    __slots__ = ("conn", "req", "index", "most", "timer", "worker")
 
 
 class Streams:
@@ -197,41 +197,49 @@ class Streams:
 
     # ------------------------------------------------------------------ consumers
     def on_gen_next(self, conn, msg):
-        _, req, tid, index, timeout = msg
+        _, req, tid, index, timeout, most = msg
         s = self.streams.get(tid)
         if s is None or s.consumer is not conn:
-            conn.send([P.REPLY, req, ["end"]])   # dropped or unknown: nothing more
+            conn.send([P.REPLY, req, [[], True]])   # dropped or unknown: nothing more
             return
         if index < s.known or s.ended:
-            self.answer(s, conn, req, index)
+            self.answer(s, conn, req, index, most)
             return
         if timeout == 0:
             conn.send([P.REPLY, req, None])
             return
         w = Waiter()
-        w.conn, w.req, w.index, w.timer, w.worker = conn, req, index, None, None
+        w.conn, w.req, w.index, w.most, w.timer, w.worker = \
+            conn, req, index, most, None, None
         if timeout is not None:
             w.timer = self.loop.call_later(timeout, self.time_out, s, w)
         s.waiters.append(w)
         if conn.worker is not None and self.sched.block_worker(conn.worker):
             w.worker = conn.worker      # its CPU is lent back while it waits
 
-    def answer(self, s, conn, req, index):
-        if index >= s.known:
-            conn.send([P.REPLY, req, ["end"]])
-            return
-        oid = P.item_id(s.task_id, index)
-        o = self.store.get(oid)
-        if index == s.taken:
-            # the stream's ref becomes the consumer's
-            conn.refs[oid] += 1
-            s.taken = index + 1
-            if s.backpressure:
-                self.ack(s, False)
-        if o is not None and o.data is not None and o.state is ObjState.SEALED:
-            conn.send([P.REPLY, req, ["item", o.data, o.is_error]])
-        else:
-            conn.send([P.REPLY, req, ["item"]])
+    def answer(self, s, conn, req, index, most):
+        """Hand items index, index+1, ... (those stored, at most `most`; one
+        with backpressure, which counts what the consumer took) to the consumer:
+        the stream's ref on each becomes the consumer's."""
+        if s.backpressure:
+            most = 1
+        get = self.store.get
+        items = []
+        end = min(s.known, index + max(1, most))
+        while index < end:
+            oid = P.item_id(s.task_id, index)
+            o = get(oid)
+            if index == s.taken:
+                conn.refs[oid] += 1
+                s.taken = index + 1
+            if o is not None and o.data is not None and o.state is ObjState.SEALED:
+                items.append([o.data, o.is_error])   # its bytes: get is local
+            else:
+                items.append([])
+            index += 1
+        if items and s.backpressure:
+            self.ack(s, False)
+        conn.send([P.REPLY, req, [items, s.ended and index >= s.known]])
 
     def wake(self, s):
         if not s.waiters:
@@ -241,7 +249,7 @@ class Streams:
             if w.index < s.known or s.ended:
                 self.finish_waiter(w)
                 if not w.conn.closed:
-                    self.answer(s, w.conn, w.req, w.index)
+                    self.answer(s, w.conn, w.req, w.index, w.most)
             else:
                 keep.append(w)
         s.waiters = keep

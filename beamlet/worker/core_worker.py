@@ -532,11 +532,11 @@ class CoreWorker:
         hold a ref to): its get needs no round trip."""
         self.cache[oid] = (data, False)
 
-    def gen_next(self, task_id, index, timeout=None):
-        """Item `index` of generator task `task_id` (see protocol.GEN_NEXT): the
-        raylet's reply, or None if it was not there within `timeout`."""
+    def gen_next(self, task_id, index, timeout=None, most=64):
+        """Items `index`... of generator task `task_id` (see protocol.GEN_NEXT):
+        the raylet's reply, or None if none was there within `timeout`."""
         return self.conn.request(
-            lambda req: [P.GEN_NEXT, req, task_id, index, timeout])
+            lambda req: [P.GEN_NEXT, req, task_id, index, timeout, most])
 
     def descriptor_value(self, desc, oid):
         """Deserialize an object from a descriptor the raylet sent (task args)."""
