@@ -18,6 +18,7 @@ from ._private import options as opts
 from .actor import ActorHandle, make_actor_class, method  # noqa: F401 (re-exported)
 from .gcs import keys
 from .gcs.client import GcsClient
+from .generator import ObjectRefGenerator
 from .log_printer import LogPrinter
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
@@ -230,6 +231,10 @@ def get(object_refs, *, timeout=None):
     if isinstance(object_refs, ActorHandle):
         raise TypeError("get() of an actor handle: call a method, e.g. "
                         "get(handle.method.remote()).")
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError("get() of an ObjectRefGenerator is not allowed (as in Ray): "
+                        "iterate it (for ref in gen: get(ref)), or get(gen.completed()) "
+                        "to wait for the task to end.")
     raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got "
                     f"{type(object_refs).__name__}.")
 
@@ -237,22 +242,32 @@ def get(object_refs, *, timeout=None):
 _ref_id = operator.attrgetter("id")
 
 
+def _waitable_id(r) -> bytes:
+    """What wait() waits on: a ref's object, or a generator's next item (ready
+    once it is stored, or the generator ended: Ray's rule)."""
+    return r.id if type(r) is ObjectRef else r._next_item_id()
+
+
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """(ready, not_ready): the first `num_returns` refs that are ready (in input
-    order) and the rest, once enough are ready or `timeout` seconds pass."""
-    if isinstance(object_refs, ObjectRef):
-        raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
-                        "wrap it in a list.")
+    order) and the rest, once enough are ready or `timeout` seconds pass.  The
+    list may hold ObjectRefGenerators too: one is ready when next() on it would
+    return at once (its next item is stored, or it has ended)."""
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, got a single "
+                        f"{type(object_refs).__name__}; wrap it in a list.")
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got "
                         f"{type(object_refs).__name__}.")
     # (checks written with map/set so that a loop of wait(num_returns=1) over 1,000
     # refs costs microseconds per call, not a Python-level pass per ref)
-    bad = set(map(type, object_refs)) - {ObjectRef}
+    kinds = set(map(type, object_refs))
+    bad = kinds - {ObjectRef, ObjectRefGenerator}
     if bad:
-        raise TypeError(f"wait() expects a list of ObjectRefs; it contains "
-                        f"{bad.pop().__name__}.")
-    oids = list(map(_ref_id, object_refs))
+        raise TypeError(f"wait() expects a list of ObjectRefs (or ObjectRefGenerators); "
+                        f"it contains {bad.pop().__name__}.")
+    oids = list(map(_ref_id if ObjectRefGenerator not in kinds else _waitable_id,
+                    object_refs))
     if len(set(oids)) != len(oids):
         raise ValueError("wait() requires a list of unique ObjectRefs.")
     if type(num_returns) is not int or num_returns < 0:
@@ -265,7 +280,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError(f"timeout must be a non-negative number or None, got "
                          f"{timeout!r}.")
     if _maybe_stale():
-        _check_live(object_refs)
+        _check_live([r for r in object_refs if type(r) is ObjectRef])
     core = _core()
     if not object_refs or num_returns == 0:
         return [], list(object_refs)
@@ -278,11 +293,21 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
 
 
 def cancel(object_ref, *, force=False, recursive=True):
-    """Cancel the task that makes `object_ref`; its get raises TaskCancelledError."""
+    """Cancel the task that makes `object_ref` (or an ObjectRefGenerator's task);
+    its get raises TaskCancelledError.  A running normal task gets a
+    KeyboardInterrupt (force=True: its worker is killed); a running actor call is
+    only flagged (get_runtime_context().is_canceled()), an async one's coroutine
+    gets asyncio.CancelledError; force=True on an actor call is a ValueError, as
+    in Ray.  recursive (default): the tasks it submitted are cancelled too."""
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()
     if type(object_ref) is not ObjectRef:
-        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
+        raise TypeError(f"cancel() expects an ObjectRef or an ObjectRefGenerator, got "
+                        f"{type(object_ref).__name__}.")
     _check_live((object_ref,))
-    _core().call("cancel", object_ref.id, bool(force), bool(recursive))
+    refused = _core().call("cancel", object_ref.id, bool(force), bool(recursive))
+    if isinstance(refused, str):
+        raise ValueError(refused)
 
 
 # ---------------------------------------------------------------- remote

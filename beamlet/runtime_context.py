@@ -111,10 +111,21 @@ class RuntimeContext:
         return bool(sched and sched[0] == "PG" and len(sched) > 3 and sched[3])
 
     def is_canceled(self) -> bool:
-        """Whether cancel() was called on the running task (a task that catches
-        the interruption can ask, and stop early)."""
+        """Whether cancel() was called on the running task or actor call: a task
+        that caught the interruption, or a call of a sync or threaded actor
+        (which cancel() does not interrupt, as in Ray), can ask and stop early.
+        Async actors: RuntimeError, as in Ray (their calls get CancelledError)."""
         self._check_worker("is_canceled()")
-        return self._core.task.cancelled
+        task = self._core.task
+        hosted = task.actor
+        if hosted is not None and hosted.is_async and task.actor_id is not None:
+            raise RuntimeError(
+                "is_canceled() is not supported in async actors (as in Ray): "
+                "cancel() raises asyncio.CancelledError in the call's coroutine "
+                "instead; catch it to clean up.")
+        if not task.cancelled:
+            self._core.conn.poll()   # a CANCEL may have come (sync actors read it here)
+        return task.cancelled
 
     def _check_worker(self, what):
         if self._core.role != "worker":

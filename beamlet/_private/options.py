@@ -48,10 +48,9 @@ def _at_least(n, infinite=False):
 
 def _num_returns(v):
     if isinstance(v, str):
-        return (f"{v!r} (generator returns) is not supported by beamlet yet: return a "
-                f"list, or give num_returns as an int") \
-            if v in ("streaming", "dynamic") else "must be a non-negative int"
-    return None if v >= 0 else "must be a non-negative int"
+        return None if v in ("streaming", "dynamic") else \
+            "must be a non-negative int, 'streaming' or 'dynamic'"
+    return None if v >= 0 else "must be a non-negative int, 'streaming' or 'dynamic'"
 
 
 def _resources(v):
@@ -141,7 +140,8 @@ COMMON = {
 
 TASK = {
     **COMMON,
-    "num_returns": Option((int, str), "a non-negative int", _num_returns),
+    "num_returns": Option((int, str), "a non-negative int, 'streaming' or 'dynamic'",
+                          _num_returns),
     "max_retries": Option(int, COUNT, _at_least(-1, infinite=True)),
     "retry_exceptions": Option((bool, list, tuple), "a bool or a list of exception "
                                "classes", _retry_exceptions),
@@ -150,8 +150,8 @@ TASK = {
         "the pool shrinks it")),
     "object_store_memory": Option(int, COUNT, _at_least(0), ignored=(
         "the object store is shared by the node; tasks reserve no part of it")),
-    "_generator_backpressure_num_objects": Option(int, COUNT, ignored=(
-        "generator tasks are not supported yet")),
+    # a streaming generator pauses while this many of its items are not taken
+    "_generator_backpressure_num_objects": Option(int, COUNT),
 }
 
 ACTOR = {
@@ -178,17 +178,16 @@ ACTOR = {
 
 # @method(...) and handle.method.options(...).
 METHOD = {
-    "num_returns": Option((int, str), "a non-negative int", _num_returns),
+    "num_returns": Option((int, str), "a non-negative int, 'streaming' or 'dynamic'",
+                          _num_returns),
     "concurrency_group": Option(str, "a str (a group of the actor class)"),
     "max_task_retries": Option(int, COUNT, _at_least(-1, infinite=True)),
     "name": Option(str, "a str"),
+    # retried (up to max_task_retries) when the method raises a listed exception
     "retry_exceptions": Option((bool, list, tuple), "a bool or a list of exception "
-                               "classes", _retry_exceptions, ignored=(
-        "the raylet does not retry actor calls on application exceptions yet "
-        "(only on actor death, with max_task_retries)")),
+                               "classes", _retry_exceptions),
     "enable_task_events": Option(bool, "a bool", ignored=_NO_TASK_EVENTS),
-    "_generator_backpressure_num_objects": Option(int, COUNT, ignored=(
-        "generator methods are not supported yet")),
+    "_generator_backpressure_num_objects": Option(int, COUNT),
     "tensor_transport": Option(str, "a str", ignored=(
         "values always travel through the object store")),
     "_metadata": Option(dict, "a dict", ignored=_NOT_READ),

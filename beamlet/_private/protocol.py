@@ -32,7 +32,9 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 was called) or None
   CALL     c→r  [CALL, req, method, args] → REPLY; rare control operations
                 (cluster resources, actors, cancel, ...), see raylet.CALLS
-  EXECUTE  r→c  [EXECUTE, spec, arg_descriptors]   run this task (workers only)
+  EXECUTE  r→c  [EXECUTE, spec, arg_descriptors, gpu_ids(, skip)]  run this task
+                (workers only); skip (generator tasks, only when > 0): how many
+                values an attempt it retries stored already (not stored again)
   REPLY    r→c  [REPLY, req, payload]
   EXIT     r→c  [EXIT, reason]            the worker must exit (pool shrink, kill)
   REVOKE   r→c  [REVOKE, task_id]         give back a task sent ahead (pipelined
@@ -40,6 +42,34 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 thread reads the socket, at once (the worker may be blocked in get)
   RETURNED c→r  [RETURNED, task_id, returned]  the answer: returned is False when
                 the task had started already (its DONE comes as usual)
+  CANCEL   r→c  [CANCEL, task_id]          cancel() of an actor call sent to this
+                worker: one not started yet never runs (the worker answers with
+                its DONE, a TaskCancelledError); a running one is flagged
+                (is_canceled()), an async actor's coroutine gets CancelledError.
+                Handled, like REVOKE, by whichever thread reads the socket
+
+Generator tasks (num_returns STREAMING): the task's one return id (index 1) is
+its completion object; the value yielded k-th (k = 0, 1, ...) is the object
+`item_id(task_id, k)` (index k + 2), stored as the task yields it.
+  ITEM     c→r  [ITEM, task_id, index, descriptor + [contained oids]]  a worker's
+                generator yielded its index-th value (an arena one was CREATEd
+                first, as a return value is); in order, before the task's DONE.
+                The task's DONE carries the completion object only: its error
+                (raised mid-stream, or cancel) becomes the stream's last item
+  GEN_NEXT c→r  [GEN_NEXT, req, task_id, index, timeout_s, most]  the consumer
+                (the submitter) wants item `index` and, if stored already, those
+                after it (at most `most` in all; one when the task has
+                backpressure) → REPLY [items, ended]: per item from `index` on,
+                [data, is_error] (an inline one: its bytes) or [] (each one's ref
+                is now counted as the consumer's); ended: no item comes after
+                these.  Sent once item `index` exists or the stream ended; None
+                when it did not within the timeout
+  GEN_DROP c→r  [GEN_DROP, task_id]        the consumer dropped its generator: the
+                items it did not take are freed and the task stops
+  GEN_ACK  r→c  [GEN_ACK, task_id, consumed, stop]  to the worker running a
+                generator: the consumer took `consumed` items (backpressure:
+                TaskSpec.backpressure), or `stop`: nobody consumes any more
+                (dropped or cancelled) — the generator is closed at its next yield
 
 An object descriptor says where an object's serialized bytes are:
   [INLINE, data, is_error]           the bytes themselves (small objects, errors)
@@ -52,14 +82,16 @@ import struct
 
 import msgpack
 
-VERSION = 1
+# 2: generator messages (ITEM ... GEN_ACK), CANCEL, TaskSpec.parent/backpressure
+VERSION = 2
 
 HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL, \
-    EXECUTE, REPLY, EXIT, REVOKE, RETURNED = range(17)
+    EXECUTE, REPLY, EXIT, REVOKE, RETURNED, CANCEL, ITEM, GEN_NEXT, GEN_DROP, \
+    GEN_ACK = range(22)
 
 NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
          "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT", "REVOKE",
-         "RETURNED"]
+         "RETURNED", "CANCEL", "ITEM", "GEN_NEXT", "GEN_DROP", "GEN_ACK"]
 
 INLINE, ARENA = 0, 1
 
@@ -68,6 +100,11 @@ ARG_VALUE, ARG_REF = 0, 1
 
 # Task kinds.
 NORMAL_TASK, ACTOR_CREATION_TASK, ACTOR_TASK = 0, 1, 2
+
+# TaskSpec.num_returns of generator tasks (Ray's num_returns="streaming" and
+# "dynamic"); both have one return id: the completion object (streaming) or the
+# DynamicObjectRefGenerator holding the yielded values' refs (dynamic).
+STREAMING, DYNAMIC = -1, -2
 
 _len = struct.Struct("<I")
 _FIRST_RETURN = (1).to_bytes(4, "big")
@@ -130,7 +167,7 @@ class TaskSpec:
         "name",             # str: qualified name, for logs and errors
         "args",             # list of [ARG_VALUE, data, contained] | [ARG_REF, oid]
         "kwarg_names",      # list of str
-        "num_returns",      # int
+        "num_returns",      # int >= 0 | STREAMING | DYNAMIC
         "resources",        # dict name -> float, needed while running
         "max_retries",      # int: re-runs after a worker crash (-1: forever)
         "retry_exceptions", # bool | list of exception class names
@@ -140,12 +177,16 @@ class TaskSpec:
         "scheduling",       # list | None: strategy, see raylet.scheduler
         "caller",           # bytes: worker id of the submitter
         "seq",              # int: per-caller sequence number (actor ordering)
+        "parent",           # bytes: id of the task whose code submitted it (a
+                            # driver's: its own), for cancel(recursive=True)
+        "backpressure",     # int: STREAMING tasks: at most this many items yielded
+                            # and not yet taken by the consumer (0: no limit)
     )
 
     def __init__(self, task_id, job_id, kind, function_key, name, args, kwarg_names,
                  num_returns, resources, max_retries=0, retry_exceptions=False,
                  actor_id=None, method=None, actor_options=None, scheduling=None,
-                 caller=b"", seq=0):
+                 caller=b"", seq=0, parent=b"", backpressure=0):
         self.task_id = task_id
         self.job_id = job_id
         self.kind = kind
@@ -163,6 +204,8 @@ class TaskSpec:
         self.scheduling = scheduling
         self.caller = caller
         self.seq = seq
+        self.parent = parent
+        self.backpressure = backpressure
 
     def to_wire(self) -> list:
         return list(_spec_fields(self))
@@ -173,9 +216,13 @@ class TaskSpec:
 
     def return_ids(self) -> list:
         tid = self.task_id
-        if self.num_returns == 1:   # the common case, on every hop of every task
+        if self.num_returns == 1 or self.num_returns < 0:   # (1: on every hop)
             return [tid + _FIRST_RETURN]
         return [tid + i.to_bytes(4, "big") for i in range(1, self.num_returns + 1)]
+
+    @property
+    def streaming(self) -> bool:
+        return self.num_returns == STREAMING
 
     def ref_args(self) -> list:
         return [a[1] for a in self.args if a[0] == ARG_REF]
@@ -186,6 +233,11 @@ class TaskSpec:
 
 # all fields in __slots__ order, read in one C call (to_wire is on every hop)
 _spec_fields = operator.attrgetter(*TaskSpec.__slots__)
+
+
+def item_id(task_id: bytes, index: int) -> bytes:
+    """The object id of the index-th (0-based) value a generator task yields."""
+    return task_id + (index + 2).to_bytes(4, "big")
 
 
 # --- raylet <-> raylet (TCP, see beamlet/raylet/peers.py) ----------------------------
@@ -216,7 +268,16 @@ _spec_fields = operator.attrgetter(*TaskSpec.__slots__)
 #                   exists there); [PEER_REDIRECT, oid, node_hex] (it is or will be
 #                   on that node: ask there); [PEER_MISSING, oid].  hold: the server
 #                   also keeps the object itself alive for the puller (exported)
-#   CANCEL     c→s  [PEER_CANCEL, task_id, force]  cancel() of a FORWARDed task
+#   CANCEL     c→s  [PEER_CANCEL, task_id, force(, recursive)]  cancel() of a
+#                   FORWARDed task (recursive: its children too; default True)
+#   GEN_ITEM   c→s  [PEER_GEN_ITEM, task_id, index, result, exported]  a generator
+#                   task FORWARDed here yielded item `index`; result as in TASK_DONE
+#                   (a REMOTE one is held for the receiver until RELEASE)
+#   GEN_END    c→s  [PEER_GEN_END, task_id, count]  ... and ended with `count`
+#                   items (its error, if any, is the last); its TASK_DONE follows
+#   GEN_ACK    c→s  [PEER_GEN_ACK, task_id, consumed, stop]  the submitter's side
+#                   of GEN_ACK (see above), passed on to the worker running it
+#   (GEN_ITEM and GEN_END go through the ordered outbox, cluster_scheduling.py)
 #
 # `exported` (FORWARD, TASK_DONE, OBJECT): the ids of the refs inside what the
 # message carries (nested in values or by-value arguments) for which the sender
@@ -225,7 +286,7 @@ _spec_fields = operator.attrgetter(*TaskSpec.__slots__)
 # (at once if it knew the object already).
 PEER_CHALLENGE, PEER_AUTH, PEER_AUTH_OK, PEER_FORWARD, PEER_TASK_DONE, PEER_RELEASE, \
     PEER_PULL, PEER_OBJECT, PEER_MISSING, PEER_REDIRECT, PEER_READY, \
-    PEER_CANCEL = range(100, 112)
+    PEER_CANCEL, PEER_GEN_ITEM, PEER_GEN_END, PEER_GEN_ACK = range(100, 115)
 PEER_HANDSHAKE_MAX = 512
 REMOTE = 2   # result descriptor kind in TASK_DONE: the bytes stay on the sender
 

@@ -117,10 +117,10 @@ class ClusterScheduler:
     INTERFACE = (
         "wire",     # (the shell, once)
         "on_peer", "tick",
-        # the local scheduler's hooks
-        "route", "actor_call", "arg_ready", "cluster_total",
+        # the local scheduler's and the actors' hooks
+        "route", "actor_call", "arg_ready", "cluster_total", "cancel_queued",
         # the object manager's hooks
-        "retry", "node_died",
+        "retry", "node_died", "send_ordered",
         # the constraints' hooks
         "pg_forward", "reserve_pending", "pg_feasible", "pg_removed",
         "pg_remove_unknown",
@@ -399,12 +399,22 @@ class ClusterScheduler:
         ra = self.remote_actors.get(aid)
         if ra is None:
             ra = self.remote_actors[aid] = RemoteActor(aid)
+        self.sched.track(t)     # a task of this node until it ends (cancel finds it)
         ra.queue.append(t)
         if ra.node is None and ra.dead is None:
             self.resolve(ra)
         else:
             self.pump(ra)
         return True
+
+    def cancel_queued(self, t):
+        """Actors.cancel_call hook: cancel() of a call to an actor on another node
+        that is not sent yet: it fails now (one sent is cancelled there)."""
+        ra = self.remote_actors.get(t.spec.actor_id)
+        if ra is not None and t in ra.queue:
+            ra.queue.remove(t)
+            t.move(TS.CANCELLED)
+            self.sched.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
 
     def arg_ready(self, t):
         """Actors.arg_ready hook for a call to a remote actor."""

@@ -79,6 +79,7 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
     from .node_table import NodeTable
     from .objects import ObjectStore
     from .scheduler import ResourceSet
+    from .streams import Streams
     from .tasks import LocalScheduler
 
 CHUNK = 8 * 1024 * 1024
@@ -149,6 +150,9 @@ class ObjectManager:
         # for cluster placement
         "link", "forward_args", "send_task", "note_forwarded", "unforward",
         "ran_for_peer", "hold_remote", "forget_remote", "keep_for", "on_forward",
+        # generator streams across nodes (streams.py)
+        "relay_item", "relay_end", "send_gen_ack", "take_peer_result",
+        "has_live_source",
     )
 
     def __init__(self, node_id: bytes, token: bytes, node_ip: str, peer_port: int):
@@ -177,11 +181,12 @@ class ObjectManager:
 
     def wire(self, node_table: "NodeTable", store: "ObjectStore",
              sched: "LocalScheduler", cs: "ClusterScheduler", resources: "ResourceSet",
-             gcs: "GcsWriter", gcs_client) -> None:
+             gcs: "GcsWriter", gcs_client, streams: "Streams") -> None:
         self.node_table = node_table
         self.store = store
         self.sched = sched
         self.cs = cs
+        self.streams = streams
         self.resources = resources
         self.put_gcs = gcs.put
         self.task_event = gcs.task_event
@@ -414,7 +419,8 @@ class ObjectManager:
         if L is not None and oid in L.remote:
             self.reexecute(L, why)
             return
-        if self.sched.has_task(tid) or tid in self.forwarded:
+        item = self.streams.is_item(oid)
+        if (self.sched.has_task(tid) or tid in self.forwarded) and not item:
             return      # being made (again) here
         if o.state is not ObjState.PENDING:
             return
@@ -422,7 +428,8 @@ class ObjectManager:
         self.remote_ready.pop(oid, None)
         self.remote_refs.pop(oid, None)
         what = ("it was made by put(), so it cannot be rebuilt" if ids.is_put_object(oid)
-                else "the node that owns its task is gone, so it cannot be rebuilt")
+                else "it is a value a generator task yielded, which is not rebuilt"
+                if item else "the node that owns its task is gone, so it cannot be rebuilt")
         err = exceptions.ObjectLostError(
             f"Object {oid.hex()} is lost: {why}, and {what}. Keep a reference to the "
             f"data on a live node, or recompute it.")
@@ -678,16 +685,71 @@ class ObjectManager:
                 self.ready_elsewhere(o, peer)
         self.drop_temp(temp)
 
-    def cancel(self, t, force):
+    def cancel(self, t, force, recursive=True):
         """LocalScheduler hook (cancel()): pass it on to the node running our task."""
         entry = self.forwarded.get(t.spec.task_id)
-        if entry is not None:
-            self.spawn(self.send(entry[1], [P.PEER_CANCEL, t.spec.task_id, bool(force)]))
+        if entry is None:
+            return
+        msg = [P.PEER_CANCEL, t.spec.task_id, bool(force), bool(recursive)]
+        if t.spec.kind == P.NORMAL_TASK:
+            self.spawn(self.send(entry[1], msg))
+        else:
+            # after the call itself, which went through the ordered outbox
+            self.cs.send_ordered(entry[1], msg)
 
     def on_cancel(self, peer, msg):
         task_id, force = msg[1], msg[2]
+        recursive = msg[3] if len(msg) > 3 else True
         if self.from_peer.get(task_id) == peer:
-            self.sched.call_cancel(None, ids.return_id(task_id, 1), force, False)
+            self.sched.call_cancel(None, ids.return_id(task_id, 1), force, recursive)
+
+    # ------------------------------------------------------------------ generator streams
+    def relay_item(self, peer, task_id, index, o):
+        """Streams hook: item `index` of a generator task we run for `peer` is
+        sealed here: send it (an arena one stays here, held for `peer` until its
+        RELEASE), in order with the stream's end."""
+        if o.data is not None:
+            result = [P.INLINE, o.data, o.is_error, list(o.contained)]
+            exported = self.export_refs(peer, list(o.contained))
+        else:
+            self.keep_for(peer, o.oid)
+            result = [P.REMOTE, o.size, o.is_error, list(o.contained)]
+            exported = []
+        self.cs.send_ordered(peer, [P.PEER_GEN_ITEM, task_id, index, result, exported])
+
+    def relay_end(self, peer, task_id, count):
+        """Streams hook: that task's stream ended with `count` items."""
+        self.cs.send_ordered(peer, [P.PEER_GEN_END, task_id, count])
+
+    def send_gen_ack(self, task_id, consumed, stop):
+        """Streams hook: our generator task runs on another node: tell it how far
+        its consumer here is (or to stop)."""
+        entry = self.forwarded.get(task_id)
+        if entry is not None:
+            self.cs.send_ordered(entry[1], [P.PEER_GEN_ACK, task_id, consumed,
+                                            bool(stop)])
+
+    def take_peer_result(self, peer, oid, result, exported, wanted):
+        """One result a peer sent (as in TASK_DONE) for PENDING entry `oid`: seal
+        it (inline) or make it a proxy of the peer's copy (REMOTE, held for us);
+        not `wanted`: release what the peer holds for us."""
+        temp = self.import_refs(peer, exported)
+        o = self.store.get(oid)
+        if wanted and o is not None and o.state is ObjState.PENDING:
+            if result[0] == P.INLINE:
+                self.store.seal_inline(o, result[1], result[2], result[3])
+            else:
+                self.proxies[oid] = [peer]
+                self.hold_remote(oid, peer)
+                self.ready_elsewhere(o, peer)
+        elif result[0] == P.REMOTE:
+            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+        self.drop_temp(temp)
+
+    def has_live_source(self, oid) -> bool:
+        """A node that is alive holds (or makes) `oid` for us."""
+        nt = self.node_table
+        return any(n in nt.nodes and n not in nt.dead for n in self.proxies.get(oid, ()))
 
     def defer_infeasible_warning(self, t):
         """Warn only once a fresh node table confirms no node can run it."""
@@ -740,6 +802,8 @@ class ObjectManager:
         h = self.holders.pop(node_hex, None)
         if h is not None:
             self.store.release_holder(h)
+            self.streams.holder_lost(h)     # streams it consumed (tasks run for it)
+        self.streams.node_died(node_hex)
         # proxies whose only source it was fail (or are rebuilt) when next wanted;
         # those wanted now are being pulled, and their pull notices
 
@@ -976,6 +1040,12 @@ class ObjectManager:
                     self.store.drop_refs(self.holder(peer), msg[1])
                 elif kind == P.PEER_CANCEL:
                     self.on_cancel(peer, msg)
+                elif kind == P.PEER_GEN_ITEM:
+                    self.streams.on_peer_item(peer, msg)
+                elif kind == P.PEER_GEN_END:
+                    self.streams.on_peer_end(peer, msg)
+                elif kind == P.PEER_GEN_ACK:
+                    self.streams.on_peer_ack(peer, msg)
                 elif kind >= P.PEER_ACTOR_CREATE:
                     self.cs.on_peer(peer, msg)   # cluster_scheduling.py
                 else:

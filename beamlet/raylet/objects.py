@@ -63,6 +63,7 @@ class ObjectStore:
         "used", "memory_report",
         # objects and references
         "get", "get_or_create", "incref", "decref", "watch", "forget",
+        "forget_unwanted", "owner_died",
         "drop_refs", "unpin", "release_holder",
         # values
         "seal_inline", "seal_arena", "seal_results", "run_waiters",
@@ -88,6 +89,7 @@ class ObjectStore:
         self.pending_creates = []    # (deadline, conn, req, Obj, size)
         self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.watched = set()         # ids whose freeing others must hear of
+        self.owned = {}              # worker id -> ids of the live objects it put
         self.arena_fd = self.arena = self.arena_view = self.arena_path = None
         self.loop = None
 
@@ -156,6 +158,8 @@ class ObjectStore:
                 self.om_pending_freed(o)   # a remote object nobody here needs now
             return  # freed when its value arrives (seal sees refcount 0)
         del self.objects[o.oid]
+        if o.owner is not None:
+            self.disown(o)
         if st is ObjState.SPILLED:
             self.table.spilled_bytes -= o.size
             if not o.restoring:   # else restore_done removes the file
@@ -188,6 +192,60 @@ class ObjectStore:
         """Drop a PENDING entry whose value will never come here."""
         del self.objects[o.oid]
         o.move(ObjState.FREED)
+
+    # ------------------------------------------------------------------ ownership
+    # As in Ray, the process that put an object owns it: when that worker process
+    # dies (an actor killed or crashed, a task's worker that crashed), the objects
+    # it put and that are still referenced are lost -- their get raises
+    # OwnerDiedError.  A worker owning live objects is not ended as idle
+    # (Worker.owned, which the pool reads), as Ray keeps such workers.
+    def own(self, w, o):
+        if o.owner is None:
+            o.owner = w
+            self.owned.setdefault(w.worker_id, set()).add(o.oid)
+            w.owned += 1
+
+    def disown(self, o):
+        w, o.owner = o.owner, None
+        mine = self.owned.get(w.worker_id)
+        if mine is not None and o.oid in mine:
+            mine.discard(o.oid)
+            w.owned -= 1
+
+    def owner_died(self, w, how) -> None:
+        """Worker `w` is gone (`how`: its exit): the objects it owns are lost."""
+        what = f"the worker process pid={w.pid}"
+        for oid in self.owned.pop(w.worker_id, ()):
+            o = self.objects.get(oid)
+            if o is None or o.owner is not w or o.restoring or \
+                    o.state not in (ObjState.SEALED, ObjState.SPILLED):
+                continue
+            o.owner = None
+            w.owned -= 1
+            err = error_bytes(exceptions.OwnerDiedError(
+                f"Object {oid.hex()} is lost: its owner, {what} that put() it, died "
+                f"({how or 'it ended'}). As in Ray, an object lives only as long as "
+                f"the process that created it; return the value itself from the "
+                f"task or actor method instead of a ref made by put()."))
+            if o.state is ObjState.SPILLED:
+                self.table.spilled_bytes -= o.size
+                try:
+                    os.unlink(o.spill_path)
+                except OSError:
+                    pass
+                o.spill_path = None
+                o.move(ObjState.SEALED)
+            if o.size >= config.INLINE_THRESHOLD:
+                self.put_gcs("hdel", keys.obj(oid), self.node_hex)
+            self.table.replace_with_error(o, err)
+
+    def forget_unwanted(self, oid) -> None:
+        """Drop PENDING entry `oid` if nothing wants it any more (no ref, no
+        waiter, no component watching it): its value will never be needed."""
+        o = self.objects.get(oid)
+        if o is not None and o.state is ObjState.PENDING and o.refcount <= 0 and \
+                not o.waiters and oid not in self.watched:
+            self.forget(o)
 
     def on_ref_add(self, conn, msg):
         objects = self.objects
@@ -309,6 +367,8 @@ class ObjectStore:
         o = self.table.get_or_create(oid)
         o.refcount += 1
         conn.refs[oid] += 1
+        if conn.worker is not None and ids.is_put_object(oid):
+            self.own(conn.worker, o)
         self.seal_inline(o, data, False, contained)
 
     def seal_inline(self, o, data, is_error, contained):
@@ -351,6 +411,8 @@ class ObjectStore:
         if ids.is_put_object(oid) and o.state is ObjState.PENDING:
             o.refcount += 1
             conn.refs[oid] += 1
+            if conn.worker is not None:
+                self.own(conn.worker, o)
         self.try_create(conn, req, o, size, time.monotonic() + config.CREATE_WAIT_S)
 
     def try_create(self, conn, req, o, size, deadline):

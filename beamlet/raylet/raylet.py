@@ -8,6 +8,7 @@ the loop.
                                handler table,    ├─ Constraints      constraints.py
     peer raylets ──tcp─────────────────────────▶ ├─ ObjectManager    object_manager.py
                                tick (heartbeat)  ├─ ClusterScheduler cluster_scheduling.py
+                                                 ├─ Streams          streams.py
                                                  ├─ NodeTable        node_table.py
                                                  ├─ WorkerPool       worker_pool.py
                                                  └─ GcsWriter        gcs_writer.py
@@ -52,6 +53,7 @@ from .object_manager import ObjectManager
 from .objects import ObjectStore
 from .placement_groups import PlacementGroups
 from .scheduler import ResourceSet
+from .streams import Streams
 from .tasks import LocalScheduler
 from .worker_pool import WorkerPool
 
@@ -138,6 +140,8 @@ class Raylet:
                                 getattr(args, "peer_port", 0) or 0)
         # cross-node scheduling (remote actors, strategies, placement groups)
         self.cs = ClusterScheduler(node)
+        # the values generator tasks yield, handed to their consumers
+        self.streams = Streams()
 
         # --- who calls whom
         store, sched, actors, cons, om, cs, gcsw = (
@@ -147,14 +151,17 @@ class Raylet:
         store.wire(gcs=gcsw, node_table=self.node_table, om=om, sched=sched,
                    actors=actors, cs=cs)
         sched.wire(store=store, pool=self.pool, actors=actors, constraints=cons, om=om,
-                   cs=cs, node_table=self.node_table, gcs=gcsw, pgs=self.pgs)
+                   cs=cs, node_table=self.node_table, gcs=gcsw, pgs=self.pgs,
+                   streams=self.streams)
+        self.streams.wire(store=store, sched=sched, om=om)
         actors.wire(store=store, sched=sched, pool=self.pool, cs=cs, gcs=gcsw,
                     gcs_client=self.gcs)
         cons.wire(sched=sched, store=store, actors=actors, cs=cs,
                   node_table=self.node_table, gcs=gcsw)
         self.node_table.wire(on_death=om.node_died)
         om.wire(node_table=self.node_table, store=store, sched=sched, cs=cs,
-                resources=self.resources, gcs=gcsw, gcs_client=self.gcs)
+                resources=self.resources, gcs=gcsw, gcs_client=self.gcs,
+                streams=self.streams)
         cs.wire(node_table=self.node_table, om=om, sched=sched, actors=actors,
                 constraints=cons, store=store, resources=self.resources, pgs=self.pgs,
                 gcs=gcsw, gcs_client=self.gcs)
@@ -166,6 +173,8 @@ class Raylet:
             P.WAIT: store.on_wait, P.REF_ADD: store.on_ref_add,
             P.REF_DEL: store.on_ref_del, P.UNPIN: store.on_unpin, P.DONE: sched.on_done,
             P.CALL: self.on_call, P.RETURNED: sched.on_returned,
+            P.ITEM: self.streams.on_item, P.GEN_NEXT: self.streams.on_gen_next,
+            P.GEN_DROP: self.streams.on_gen_drop,
         }
         self.calls = {
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
@@ -183,6 +192,7 @@ class Raylet:
         self.pool.start(self.loop)
         self.sched.start(self.loop)
         self.store.start(self.loop)
+        self.streams.start(self.loop)
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         server = await self.loop.create_unix_server(
@@ -294,12 +304,19 @@ class Raylet:
 
     def client_lost(self, conn):
         self.clients.discard(conn)
-        if conn.worker is not None:
-            w = conn.worker
+        w = conn.worker
+        how = None
+        if w is not None:
             how = self.pool.lost(w)
             if how is not None:     # (None: removed on purpose, reaped)
                 self.sched.worker_lost(w, how)
         self.store.release_holder(conn)
+        self.streams.holder_lost(conn)      # the generators it consumed
+        if w is not None:
+            # what the process owned dies with it (as in Ray): the objects it
+            # put, the actors it created
+            self.store.owner_died(w, how)
+            self.actors.owner_died(w)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
             # the driver left: its non-detached actors die with it

@@ -17,8 +17,10 @@ Uses: ObjectStore (refs, waiting for arguments, argument descriptors, sealing
   on another node, a peer's task ended, cancel a forwarded task);
   ClusterScheduler (route: a strategy or an actor's resources point elsewhere;
   the cluster's total for the infeasible warning); NodeTable (whether other
-  nodes exist); GcsWriter (task events, warnings).
-Messages: SUBMIT, DONE, RETURNED; the "cancel" call.
+  nodes exist); GcsWriter (task events, warnings); Streams (a generator task's
+  stream: opened at submission, told of dispatches and ends).
+Messages: SUBMIT, DONE, RETURNED; the "cancel" call (recursive: the tasks each
+  cancelled task submitted, by TaskSpec.parent).
 """
 import signal
 import time
@@ -44,6 +46,7 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
     from .objects import ObjectStore
     from .placement_groups import PlacementGroups
     from .scheduler import ResourceSet
+    from .streams import Streams
     from .worker_pool import WorkerPool
 
 TS = TaskState
@@ -57,6 +60,7 @@ class LocalScheduler:
         "start",
         # scheduling
         "request_schedule", "track", "has_task", "push_ready", "dequeue",
+        "execute_msg",
         "add_infeasible", "is_infeasible", "drop_infeasible", "place_infeasible",
         "warn_infeasible", "offload", "backlog",
         # ends of tasks
@@ -84,8 +88,10 @@ class LocalScheduler:
 
     def wire(self, store: "ObjectStore", pool: "WorkerPool", actors: "Actors",
              constraints: "Constraints", om: "ObjectManager", cs: "ClusterScheduler",
-             node_table: "NodeTable", gcs: "GcsWriter", pgs: "PlacementGroups") -> None:
+             node_table: "NodeTable", gcs: "GcsWriter", pgs: "PlacementGroups",
+             streams: "Streams") -> None:
         self.store = store
+        self.streams = streams
         self.pool = pool
         self.actors = actors
         self.constraints = constraints
@@ -114,6 +120,8 @@ class LocalScheduler:
             o = get_or_create(oid, t)
             o.refcount += 1
             conn.refs[oid] += 1
+        if spec.num_returns == P.STREAMING:
+            self.streams.open(conn, t)
         for a in spec.args:
             if a[0] == P.ARG_VALUE:
                 for oid in a[2]:   # refs nested in a by-value argument
@@ -145,7 +153,7 @@ class LocalScheduler:
             return
         self.tasks[spec.task_id] = t
         if spec.kind == P.ACTOR_CREATION_TASK:
-            self.actors.created(t)
+            self.actors.created(t, conn)
         self.task_event(t)
         if t.missing == 0:
             self.make_ready(t)
@@ -331,8 +339,19 @@ class LocalScheduler:
         w.job_id = spec.job_id
         if spec.kind == P.ACTOR_CREATION_TASK:
             self.actors.bind_worker(spec.actor_id, w)
-        w.conn.send([P.EXECUTE, spec.to_wire(), self.store.arg_descriptors(w.conn, spec),
-                     node_gpu_ids(pool, t.gpu_ids)])
+        w.conn.send(self.execute_msg(spec, w.conn, node_gpu_ids(pool, t.gpu_ids)))
+
+    def execute_msg(self, spec, conn, gpu_ids) -> list:
+        """The EXECUTE of `spec` for the worker on `conn` (its arena arguments
+        pinned for it; a generator task's: how many values to skip, stored by an
+        attempt it retries)."""
+        msg = [P.EXECUTE, spec.to_wire(), self.store.arg_descriptors(conn, spec),
+               gpu_ids]
+        if spec.num_returns == P.STREAMING:
+            skip = self.streams.dispatched(spec.task_id, conn)
+            if skip:
+                msg.append(skip)
+        return msg
 
     def release_task_resources(self, t, w):
         if w is not None and w.state is WState.BLOCKED and w.lent:
@@ -403,8 +422,7 @@ class LocalScheduler:
                 w.next = t
                 t.worker = w      # state stays WAITING_FOR_RESOURCES until it starts
                 self.sent_ahead += 1
-                w.conn.send([P.EXECUTE, t.spec.to_wire(),
-                             self.store.arg_descriptors(w.conn, t.spec), []])
+                w.conn.send(self.execute_msg(t.spec, w.conn, []))
                 if not q:
                     return
                 t = q[0]
@@ -502,8 +520,12 @@ class LocalScheduler:
 
     # ------------------------------------------------------------------ ends
     def complete_task(self, t, results):
+        ran_here = t.state is not TS.FORWARDED
         t.move(TS.FAILED if any(desc_is_error(r[1]) for r in results) else TS.FINISHED)
         self.store.seal_results(results)
+        if ran_here and t.spec.num_returns == P.STREAMING:
+            # (one run elsewhere: that node relays its stream's end)
+            self.streams.task_done(t, results)
         self.task_ended(t)
 
     def task_ended(self, t):
@@ -529,6 +551,8 @@ class LocalScheduler:
             o = get(oid)
             if o is not None and o.state is ObjState.PENDING:
                 self.store.seal_inline(o, data, True, ())
+        if t.spec.num_returns == P.STREAMING:
+            self.streams.task_failed(t, data)     # its error: the stream's last item
         self.task_ended(t)
         if t.spec.kind == P.ACTOR_CREATION_TASK:
             self.actors.creation_failed(t, data)
@@ -597,13 +621,40 @@ class LocalScheduler:
 
     # ------------------------------------------------------------------ cancel
     def call_cancel(self, conn, oid, force, recursive):
+        """cancel() of the task that makes `oid` (a normal task or an actor call)
+        and, `recursive`, of the tasks it submitted, theirs, ... (as in Ray: force
+        is not passed on to actor calls).  Returns whether the task was found; a
+        string when it is refused (force=True on an actor call, as Ray does)."""
         t = self.tasks.get(ids.task_of(oid))
         if t is None:
             return False
+        if force and t.spec.kind == P.ACTOR_TASK:
+            return (f"force=True is not supported for actor tasks (cancel() of "
+                    f"{t.spec.name}): use kill(actor) to end the actor.")
+        todo = [t]
+        seen = set()
+        while todo:
+            t = todo.pop()
+            tid = t.spec.task_id
+            if tid in seen:
+                continue
+            seen.add(tid)
+            self.cancel_task(t, force and t.spec.kind == P.NORMAL_TASK, recursive)
+            if recursive:
+                todo.extend(c for c in self.tasks.values() if c.spec.parent == tid)
+        return True
+
+    def cancel_task(self, t, force, recursive):
+        if t.state in (TS.FINISHED, TS.FAILED, TS.CANCELLED):
+            return
         t.cancelled = True
         err = exceptions.TaskCancelledError(t.spec.name)
         w = t.worker
-        if t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
+        if t.state is TS.FORWARDED:
+            self.om.cancel(t, force, recursive)   # it runs on another node: there
+        elif t.spec.kind == P.ACTOR_TASK:
+            self.actors.cancel_call(t)
+        elif t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
             # sent ahead to a busy worker: ask it back (on_returned ends it, or
             # interrupts it if it had started meanwhile)
             t.force_cancel = force
@@ -612,17 +663,10 @@ class LocalScheduler:
             t.move(TS.CANCELLED)
             self.fail_task(t, err)
         elif t.state is TS.WAITING_FOR_ARGS:
-            if t.spec.kind == P.ACTOR_TASK:
-                return True
             t.move(TS.CANCELLED)
             self.fail_task(t, err)
         elif t.state is TS.RUNNING and t.worker is not None:
-            if t.spec.kind == P.ACTOR_TASK:
-                return False
             self.interrupt(t, force)
-        elif t.state is TS.FORWARDED and t.spec.kind == P.NORMAL_TASK:
-            self.om.cancel(t, force)    # it runs on another node: cancel it there
-        return True
 
     def interrupt(self, t, force):
         """cancel() of a running normal task: SIGINT (or SIGKILL) its worker."""

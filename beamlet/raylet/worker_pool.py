@@ -46,7 +46,7 @@ class WState(enum.Enum):
 class Worker:
     __slots__ = ("worker_id", "proc", "pid", "conn", "state", "task", "actor",
                  "idle_since", "job_id", "started_at", "lent", "log_name", "next",
-                 "revoking")
+                 "revoking", "owned")
 
     def __init__(self, worker_id, proc):
         self.worker_id = worker_id
@@ -64,6 +64,9 @@ class Worker:
         self.next = None
         self.revoking = None    # the task a REVOKE asked back, until RETURNED
         self.log_name = ""
+        # live objects and actors this process owns (put / created): while any,
+        # it is not ended as idle (ObjectStore and Actors count them)
+        self.owned = 0
 
 
 class WorkerPool:
@@ -175,7 +178,7 @@ class WorkerPool:
         for w in sorted(idle, key=lambda w: w.idle_since):
             if excess <= 0:
                 break
-            if now - w.idle_since > config.IDLE_WORKER_S:
+            if now - w.idle_since > config.IDLE_WORKER_S and not w.owned:
                 w.conn.send([P.EXIT, "idle"])
                 self.remove(w)
                 excess -= 1

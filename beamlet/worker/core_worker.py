@@ -19,6 +19,7 @@ thread that waits for a reply reads the socket itself while no other thread is
 reading (leader/followers), so a single-threaded driver pays no thread hop.
 """
 import collections
+import contextvars
 import itertools
 import mmap
 import os
@@ -57,6 +58,10 @@ class Connection:
         self.next_req = itertools.count(1).__next__
         self.lost = None
         self.before_send = None     # hook: lets the core worker add ref messages
+        # hook (a worker's): cancel(task_id, its EXECUTE if not taken yet) ->
+        # messages to send; called by the reading thread as CANCEL arrives
+        self.on_cancel = None
+        self.gen_acks = {}          # task id -> (consumed, stop): GEN_ACKs
 
     # ---- sending
     def queue(self, msg) -> None:
@@ -142,46 +147,93 @@ class Connection:
                     with cond:
                         self.reading = False
                     self._lost(locals().get("err", "connection closed"))
-                msgs = self.reader.feed(data)
-                answers = None
-                with cond:
-                    for m in msgs:
-                        if m[0] == P.REPLY:
-                            self.replies[m[1]] = m[2]
-                        elif m[0] == P.REVOKE:
-                            answers = answers or []
-                            answers.append(self._revoke(m[1]))
-                        else:
-                            self.pushes.append(m)
-                    if answers is None:
-                        if ready():
-                            return take()
-                        cond.notify_all()
-                        continue
-                # answered outside `cond` (flush takes send_lock, whose holder
-                # may want `cond` when the connection breaks)
-                for a in answers:
-                    self.queue(a)
-                self.flush()
-                with cond:
-                    if ready():
+                if self._absorb(data, ready):
+                    with cond:
                         return take()
-                    cond.notify_all()
         finally:
             with cond:
                 self.reading = False
                 cond.notify_all()
+
+    def _absorb(self, data, ready=None) -> bool:
+        """(the reading thread) Take in bytes read: replies and pushes for the
+        threads that wait for them; REVOKE, CANCEL and GEN_ACK are handled at
+        once, whatever the other threads do.  Returns whether `ready()` holds."""
+        msgs = self.reader.feed(data)
+        answers = cancels = None
+        cond = self.cond
+        with cond:
+            for m in msgs:
+                kind = m[0]
+                if kind == P.REPLY:
+                    self.replies[m[1]] = m[2]
+                elif kind == P.GEN_ACK:
+                    self.gen_acks[m[1]] = (m[2], m[3])
+                elif kind == P.REVOKE:
+                    answers = answers or []
+                    answers.append(self._revoke(m[1]))
+                elif kind == P.CANCEL:
+                    cancels = cancels or []
+                    cancels.append((m[1], self._take_execute(m[1])))
+                else:
+                    self.pushes.append(m)
+            cond.notify_all()
+            if answers is None and cancels is None:
+                return ready is not None and ready()
+        # answered outside `cond` (flush takes send_lock, whose holder may want
+        # `cond` when the connection breaks)
+        for task_id, execute in cancels or ():
+            if self.on_cancel is not None:
+                answers = (answers or []) + self.on_cancel(task_id, execute)
+        for a in answers or ():
+            self.queue(a)
+        self.flush()
+        with cond:
+            return ready is not None and ready()
+
+    def poll(self) -> None:
+        """Take in what has arrived without blocking (a thread running user code
+        between two yields, or asking is_canceled()), unless a thread reads."""
+        with self.cond:
+            if self.reading or self.lost is not None:
+                return
+            self.reading = True
+        try:
+            try:
+                data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                data, err = b"", e
+            if not data:
+                with self.cond:
+                    self.reading = False
+                self._lost(locals().get("err", "connection closed"))
+            self._absorb(data)
+        finally:
+            with self.cond:
+                self.reading = False
+                self.cond.notify_all()
+
+    def wait_for(self, ready, timeout=None) -> bool:
+        """Wait (reading the socket if no other thread does) until `ready()`."""
+        return bool(self._wait(ready, lambda: True, timeout))
 
     def _revoke(self, task_id):
         """(holding `cond`) The raylet takes back a task it sent ahead: drop its
         EXECUTE if no thread has taken it yet.  Done by the reading thread as the
         message arrives, so a worker blocked in get() gives back the task queued
         behind the one waiting (which may be what it waits for)."""
+        return [P.RETURNED, task_id, self._take_execute(task_id) is not None]
+
+    def _take_execute(self, task_id):
+        """(holding `cond`) Remove and return the EXECUTE of `task_id` that no
+        thread has taken yet, or None."""
         for m in self.pushes:
             if m[0] == P.EXECUTE and m[1][0] == task_id:
                 self.pushes.remove(m)
-                return [P.RETURNED, task_id, True]
-        return [P.RETURNED, task_id, False]
+                return m
+        return None
 
     def close(self):
         try:
@@ -217,10 +269,10 @@ class TaskContext:
 class HostedActor:
     """The actor a worker process hosts, as its tasks' contexts see it."""
     __slots__ = ("actor_id", "class_name", "cls", "name", "max_task_retries",
-                 "scheduling", "resources")
+                 "scheduling", "resources", "is_async")
 
     def __init__(self, actor_id, class_name, cls, name, max_task_retries, scheduling,
-                 resources):
+                 resources, is_async=False):
         self.actor_id = actor_id
         self.class_name = class_name
         self.cls = cls
@@ -228,6 +280,7 @@ class HostedActor:
         self.max_task_retries = max_task_retries
         self.scheduling = scheduling
         self.resources = resources
+        self.is_async = is_async
 
 
 class CoreWorker:
@@ -245,7 +298,9 @@ class CoreWorker:
         self.known_ready = set() # oids we hold that a WAIT reply said were ready
         self.maps = {}           # oid -> weakref to a read-only mmap of the object
         self.exported = set()
-        self.local = threading.local()
+        # the running task's context: a context variable, so that each thread --
+        # and each asyncio task (concurrent calls of an async actor) -- has its own
+        self.current = contextvars.ContextVar("beamlet_task", default=None)
         self.closed = False
         # HELLO is answered with request number 0
         self.conn.send([P.HELLO, P.VERSION, role, self.worker_id, os.getpid(), job_id])
@@ -272,10 +327,10 @@ class CoreWorker:
     # ------------------------------------------------------------ context
     @property
     def task(self) -> TaskContext:
-        return getattr(self.local, "task", None) or self.driver_task
+        return self.current.get() or self.driver_task
 
     def set_task(self, ctx):
-        self.local.task = ctx
+        self.current.set(ctx)
 
     # ------------------------------------------------------------ ref counting
     def ref_inc(self, oid, registered=False):
@@ -471,6 +526,17 @@ class CoreWorker:
                 raise value
             out.append(value)
         return out
+
+    def cache_inline(self, oid, data) -> None:
+        """Keep the bytes of small object `oid` (which this process is about to
+        hold a ref to): its get needs no round trip."""
+        self.cache[oid] = (data, False)
+
+    def gen_next(self, task_id, index, timeout=None, most=64):
+        """Items `index`... of generator task `task_id` (see protocol.GEN_NEXT):
+        the raylet's reply, or None if none was there within `timeout`."""
+        return self.conn.request(
+            lambda req: [P.GEN_NEXT, req, task_id, index, timeout, most])
 
     def descriptor_value(self, desc, oid):
         """Deserialize an object from a descriptor the raylet sent (task args)."""
