@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -358,6 +359,58 @@ def test_spill_3x_store_and_read_back():
                  msg="all freed")
         wait_for(lambda: not os.listdir(spill_dir), msg="spill files removed")
         arena_used_settles(0)
+    finally:
+        ray.shutdown()
+
+
+def get_in_thread(ref):
+    """Start get(ref) (no timeout) in a thread; returns (thread, result box).
+    (A get with a timeout would not do here: when it expires, the raylet
+    restores a spilled object synchronously.)"""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = ray.get(ref)
+        except Exception as e:   # (the cluster stopped under a stuck get)
+            box["error"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def test_restore_makes_room_without_waiting_for_the_create_deadline(monkeypatch):
+    """A get of a spilled object that needs the room of an object someone maps
+    is restored as soon as that mapping goes (the other object spills), not
+    when the wait for room (CREATE_WAIT_S, set here far beyond the test) runs
+    out.  Issue 15: each such get stalled ~10 s."""
+    monkeypatch.setenv("BEAMLET_CREATE_WAIT_S", "3600")
+    fresh(num_cpus=1, object_store_memory=200 * MiB)
+    try:
+        n = 100 * MiB
+        refs = [ray.put(np.full(n, i, dtype=np.uint8)) for i in range(3)]
+        # only one fits: each get restores one object, spilling the one the
+        # previous get mapped (this driver's own, just released), both orders
+        for i in [0, 1, 2, 0, 2, 1]:
+            t, box = get_in_thread(refs[i])
+            t.join(60)
+            assert not t.is_alive(), f"get of spilled object {i} is stuck"
+            assert box["value"][0] == i and box["value"][-1] == i
+            del box
+        # the object in the way is mapped by another process, which lets it go
+        # while the get waits: the restore proceeds at once
+        holder = ViewHolder.remote()
+        assert ray.get(holder.hold.remote([refs[1]]))
+        assert entry(refs[0])["where"] == "spilled"
+        t, box = get_in_thread(refs[0])
+        wait_for(lambda: store()["waiting_for_room"] == 1, msg="the get waits for room")
+        # (the reply's ref stays held: freeing any object retries the waiting
+        # restores too, which would hide the case tested here)
+        released = holder.release.remote()
+        assert ray.get(released)
+        t.join(60)
+        assert not t.is_alive(), "the get stayed stuck after the object was unmapped"
+        assert box["value"][5] == 0
     finally:
         ray.shutdown()
 

@@ -123,7 +123,10 @@ class ObjectStore:
             pass
 
     def stats(self) -> dict:
-        return self.table.stats()
+        st = self.table.stats()
+        # CREATEs and restores waiting for arena room (spills, or unpins)
+        st["waiting_for_room"] = len(self.pending_creates) + len(self.pending_restores)
+        return st
 
     def used(self) -> int:
         """Arena bytes in use."""
@@ -257,6 +260,11 @@ class ObjectStore:
             self.table.freed_pinned.pop(o.oid, None)
             self.table.release_memory(o)
             self.memory_freed()
+        elif (self.pending_creates or self.pending_restores) and \
+                o.state is ObjState.SEALED and o.in_arena:
+            # it can be spilled now: the CREATEs and restores waiting for room
+            # must not wait for their deadline (CREATE_WAIT_S) to find that out
+            self.make_room()
 
     def pin_descriptor(self, conn, o):
         """Descriptor of a sealed object for `conn`, counting the pin if in the arena."""

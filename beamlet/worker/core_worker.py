@@ -444,6 +444,10 @@ class CoreWorker:
                     fetched[oid] = (mv, False)
             missing = still
         if missing:
+            # the mapping kept for repeated gets pins its object: let it go
+            # with this GET (its UNPIN goes first), so the raylet may spill
+            # that object to make room for these (a restore from disk)
+            self._recent_map = None
             descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
             timed_out = []
             for oid, d in zip(missing, descs):
