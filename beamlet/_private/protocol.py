@@ -13,8 +13,10 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 role: "driver" | "worker"; the reply is a dict describing the node.
   SUBMIT   c→r  [SUBMIT, spec]            one-way; spec: see TaskSpec below
   PUT      c→r  [PUT, oid, data, contained]   an inline (small) object, one-way
-  CREATE   c→r  [CREATE, req, oid, size]  → REPLY [offset] | [None, error message]
-                reserves `size` bytes of the arena for a large object
+  CREATE   c→r  [CREATE, req, oid, size]  → REPLY [offset] | [None, error message
+                (, error class name)]: reserves `size` bytes of the arena for a
+                large object; the class (default ObjectStoreFullError) is the
+                exceptions.py name to raise, e.g. OutOfDiskError
   SEAL     c→r  [SEAL, oid, contained, is_error]  the large object is written, immutable
   GET      c→r  [GET, req, oids, timeout_s]  → REPLY [descriptor | None per oid]
                 None: not ready when the timeout passed; blocks a worker's CPU lease
@@ -46,6 +48,13 @@ An object descriptor says where an object's serialized bytes are:
   [ARENA, offset, size, is_error]    a slice of the node's shared-memory arena;
                                      the receiving process is counted as pinning it
                                      until it sends UNPIN
+  [FILE, path, size, is_error]       a spilled object that could not be restored
+                                     (no room could be made): the local process
+                                     maps its spill file read-only.  No pin (the
+                                     bytes never change, and a mapping outlives
+                                     the file's removal), no UNPIN; a file gone
+                                     before it was opened means the object was
+                                     restored meanwhile: GET it again
 """
 import operator
 import struct
@@ -62,6 +71,7 @@ NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
          "RETURNED"]
 
 INLINE, ARENA = 0, 1
+FILE = 3     # (2 is REMOTE, below)
 
 # Argument encodings inside a TaskSpec's args.
 ARG_VALUE, ARG_REF = 0, 1
