@@ -10,6 +10,7 @@ the loop.
                                tick (heartbeat)  ├─ ClusterScheduler cluster_scheduling.py
                                                  ├─ NodeTable        node_table.py
                                                  ├─ WorkerPool       worker_pool.py
+                                                 ├─ MemoryMonitor    memory_monitor.py
                                                  └─ GcsWriter        gcs_writer.py
 
 Each component owns its state and declares the methods others may call
@@ -47,6 +48,7 @@ from .cluster_scheduling import ClusterScheduler
 from .common import log
 from .constraints import Constraints
 from .gcs_writer import GcsWriter
+from .memory_monitor import MemoryMonitor
 from .node_table import NodeTable
 from .object_manager import ObjectManager
 from .objects import ObjectStore
@@ -129,6 +131,8 @@ class Raylet:
                                keep_idle=max(int(self.resources.total.get("CPU", 1)), 1))
         self.store = ObjectStore(node, self.session_dir, args.object_store_memory,
                                  spill_dir=args.spill_dir)
+        # kills the newest retriable task's worker when the node runs low on memory
+        self.memory = MemoryMonitor(node)
         self.sched = LocalScheduler(self.resources, self.session_dir)
         self.actors = Actors(node)
         self.constraints = Constraints(node, self.resources, self.pgs)
@@ -144,6 +148,7 @@ class Raylet:
             self.store, self.sched, self.actors, self.constraints, self.om, self.cs,
             self.gcsw)
         self.pool.wire(gcs=gcsw, on_start_failed=sched.workers_fail_to_start)
+        self.memory.wire(pool=self.pool, gcs=gcsw)
         store.wire(gcs=gcsw, node_table=self.node_table, om=om, sched=sched,
                    actors=actors, cs=cs)
         sched.wire(store=store, pool=self.pool, actors=actors, constraints=cons, om=om,
@@ -181,6 +186,7 @@ class Raylet:
     async def main(self):
         self.loop = asyncio.get_running_loop()
         self.pool.start(self.loop)
+        self.memory.start(self.loop)
         self.sched.start(self.loop)
         self.store.start(self.loop)
         if os.path.exists(self.socket_path):
@@ -212,6 +218,7 @@ class Raylet:
             ticker.cancel()
             server.close()
             self.om.close()
+            self.memory.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
             pending = [ticker, *self.pool.output_tasks()]
@@ -341,7 +348,7 @@ class Raylet:
                 "infeasible": self.sched.infeasible_report(),
                 "workers": self.pool.state_counts(),
                 "tasks_sent_ahead": self.sched.sent_ahead_count(),
-                "store": self.store.stats()}
+                "store": self.store.stats(), "memory": self.memory.report()}
 
     def call_memory(self, conn):
         """Every object of this node with where it is and who keeps it alive

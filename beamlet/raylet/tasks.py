@@ -571,6 +571,8 @@ class LocalScheduler:
         """`w` exited or crashed (`how`): its task is retried or fails; an actor's
         worker: the actor restarts or dies."""
         ahead, w.next, w.revoking = w.next, None, None
+        if w.oom is not None:
+            how = f"was killed by the memory monitor: {w.oom.rstrip('.')}"
         if ahead is not None:
             # sent ahead, never started (the DONE before it would have come
             # first): it goes back to the queue without using a retry, behind
@@ -588,6 +590,10 @@ class LocalScheduler:
                 t.retries_left -= 1
                 t.move(TS.WAITING_FOR_RESOURCES)
                 self.ready.push(t, front=True)
+            elif w.oom is not None:
+                self.fail_task(t, exceptions.OutOfMemoryError(
+                    f"{w.oom} It has no retries left "
+                    f"(max_retries={t.spec.max_retries})."))
             else:
                 self.fail_task(t, exceptions.WorkerCrashedError(
                     f"The worker running {t.spec.name} (pid={w.pid}) {how} while "

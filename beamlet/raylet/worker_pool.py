@@ -46,7 +46,7 @@ class WState(enum.Enum):
 class Worker:
     __slots__ = ("worker_id", "proc", "pid", "conn", "state", "task", "actor",
                  "idle_since", "job_id", "started_at", "lent", "log_name", "next",
-                 "revoking")
+                 "revoking", "oom")
 
     def __init__(self, worker_id, proc):
         self.worker_id = worker_id
@@ -64,6 +64,8 @@ class Worker:
         self.next = None
         self.revoking = None    # the task a REVOKE asked back, until RETURNED
         self.log_name = ""
+        # why the memory monitor killed it (memory_monitor.py), else None
+        self.oom = None
 
 
 class WorkerPool:
