@@ -250,5 +250,9 @@ REMOTE = 2   # result descriptor kind in TASK_DONE: the bytes stay on the sender
 #   PG_CANCEL    c→s [PEER_PG_CANCEL, pg_id]   undo a reservation (the group failed)
 #   PG_REMOVE    c→s [PEER_PG_REMOVE, pg_id]   remove_placement_group(): release the
 #                    receiver's bundles, kill its actors and tasks in the group
+#   JOB_FINISHED c→s [PEER_JOB_FINISHED, job_id]  the job's driver (connected to the
+#                    sender) is gone: the receiver cancels the job's tasks that were
+#                    submitted there (their senders cancel those they forwarded)
+#                    and kills its non-detached actors
 PEER_ACTOR_CREATE, PEER_ACTOR_KILL, PEER_PG_RESERVE, PEER_PG_RESERVED, PEER_PG_CANCEL, \
-    PEER_PG_REMOVE = range(120, 126)
+    PEER_PG_REMOVE, PEER_JOB_FINISHED = range(120, 127)

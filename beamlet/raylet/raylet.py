@@ -309,9 +309,11 @@ class Raylet:
         self.store.release_holder(conn)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
-            # the driver left: its non-detached actors die with it
+            # the driver left: its tasks stop and its non-detached actors die
+            # with it, on every node (detached actors stay)
             self.actors.job_finished(conn.job_id)
             self.cs.job_finished(conn.job_id)
+            self.sched.job_finished(conn.job_id)
 
     # ------------------------------------------------------------------ calls
     def on_call(self, conn, msg):

@@ -65,6 +65,7 @@ class LocalScheduler:
         "notify_end",
         # workers
         "worker_lost", "workers_fail_to_start", "block_worker", "unblock_worker",
+        "job_finished",
         # reports
         "demand", "heartbeat_demand", "infeasible_report", "sent_ahead_count",
         "held_refs",
@@ -629,6 +630,30 @@ class LocalScheduler:
         elif t.state is TS.FORWARDED and t.spec.kind == P.NORMAL_TASK:
             self.om.cancel(t, force)    # it runs on another node: cancel it there
         return True
+
+    def job_finished(self, job_id) -> None:
+        """The job's driver is gone: the job's normal tasks submitted on this
+        node stop, queued or running (their workers are killed), and are not
+        retried, as Ray does.  Spared: those a detached actor submitted (it
+        outlives the job), and tasks a peer sent (their sender cancels them)."""
+        ran_for_peer = self.om.ran_for_peer
+        worker = self.pool.get
+        for t in list(self.tasks.values()):
+            spec = t.spec
+            if spec.job_id != job_id or spec.kind != P.NORMAL_TASK or \
+                    ran_for_peer(spec.task_id):
+                continue
+            caller = worker(spec.caller)
+            if caller is not None and caller.actor is not None and caller.actor.detached:
+                continue
+            t.retries_left = 0
+            if t in self.infeasible:
+                self.infeasible.remove(t)
+                t.cancelled = True
+                t.move(TS.CANCELLED)
+                self.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            else:
+                self.call_cancel(None, ids.return_id(spec.task_id, 1), True, False)
 
     def interrupt(self, t, force):
         """cancel() of a running normal task: SIGINT (or SIGKILL) its worker."""
