@@ -29,6 +29,12 @@ NODE_DEATH_S = _env("NODE_DEATH_S", 4.0, float)
 GCS_FLUSH_S = _env("GCS_FLUSH_S", 0.05, float)
 # Workers above the CPU count that sit idle this long exit.
 IDLE_WORKER_S = _env("IDLE_WORKER_S", 10.0, float)
+# Worker processes of a node beyond which (actors not counted) new ones start
+# only one at a time, each after a backoff (1 s, doubling up to 10 s): tasks
+# blocked in get() each hold a worker, and a pool grown without bound costs ~25
+# MiB a worker.  0: the default, twice the node's CPUs (at least 8).
+WORKER_SOFT_LIMIT = _env("WORKER_SOFT_LIMIT", 0, int)
+WORKER_CAP_BACKOFF_S = _env("WORKER_CAP_BACKOFF_S", 1.0, float)
 # How long a CREATE waits for arena space (others unpinning) before failing.
 CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
 # Default retries of a task whose worker died.

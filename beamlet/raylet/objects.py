@@ -745,7 +745,7 @@ class ObjectStore:
         if timeout is not None and timeout >= 0:
             g.timer = self.loop.call_later(timeout, self.finish_getter, g)
         w = conn.worker
-        if w is not None and self.block_worker(w):
+        if w is not None and self.block_worker(w, oids):
             g.worker = w    # its CPU is lent back while it waits
 
     def getter_progress(self, g):

@@ -127,8 +127,9 @@ class Raylet:
         self.resources = ResourceSet(json.loads(args.resources))
         self.pgs = PlacementGroups(self.resources)
         self.gcsw = GcsWriter(self.gcs, node, config.GCS_FLUSH_S)
-        self.pool = WorkerPool(self.socket_path, self.session_dir, node,
-                               keep_idle=max(int(self.resources.total.get("CPU", 1)), 1))
+        cpus = max(int(self.resources.total.get("CPU", 1)), 1)
+        self.pool = WorkerPool(self.socket_path, self.session_dir, node, keep_idle=cpus,
+                               soft_limit=config.WORKER_SOFT_LIMIT or max(8, 2 * cpus))
         self.store = ObjectStore(node, self.session_dir, args.object_store_memory,
                                  spill_dir=args.spill_dir)
         # kills the newest retriable task's worker when the node runs low on memory
@@ -349,6 +350,7 @@ class Raylet:
                 "demand": self.sched.demand(),
                 "infeasible": self.sched.infeasible_report(),
                 "workers": self.pool.state_counts(),
+                "workers_peak": self.pool.peak_count(),
                 "tasks_sent_ahead": self.sched.sent_ahead_count(),
                 "store": self.store.stats(), "memory": self.memory.report()}
 

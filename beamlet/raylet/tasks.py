@@ -208,7 +208,7 @@ class LocalScheduler:
             self.infeasible.append(t)
             self.warn_infeasible()
             return
-        self.ready.push(t)
+        self.ready.push(t, front=t.urgent)
         self.request_schedule()
 
     def push_ready(self, t, front=False) -> None:
@@ -292,6 +292,7 @@ class LocalScheduler:
         self.schedule_pending = False
         res = self.resources
         want = 0
+        want_job = b""
         if self.pgs.waiting:
             self.constraints.reserve_pending()
         for shape, q in self.ready.heads():
@@ -311,6 +312,7 @@ class LocalScheduler:
                     cpu = req.get("CPU", 0)
                     fit = int(pool.available.get("CPU", 0) / cpu + 1e-9) if cpu else len(q)
                     want += max(1, min(len(q), fit))
+                    want_job = t.spec.job_id
                     break
                 q.popleft()
                 self.ready.count -= 1
@@ -318,7 +320,7 @@ class LocalScheduler:
             if q and shape[1] is None:
                 self.send_ahead(q)
         if want:
-            self.pool.start_workers(want)
+            self.pool.start_workers(want, want_job)
 
     def dispatch(self, t, w, pool):
         spec = t.spec
@@ -477,11 +479,15 @@ class LocalScheduler:
             self.ready.push(t, front=True)
 
     # ------------------------------------------------------------------ blocked workers
-    def block_worker(self, w) -> bool:
-        """ObjectStore hook: `w` waits in get/wait.  If it runs a task, its CPU
-        is lent back meanwhile, so that nested tasks can run; True if so."""
+    def block_worker(self, w, waiting_for=()) -> bool:
+        """ObjectStore hook: `w` waits in get/wait for `waiting_for`.  If it runs
+        a task, its CPU is lent back meanwhile, so that nested tasks can run;
+        True if so.  The tasks making what it waits for go first in the queue:
+        the lent CPU runs what unblocks it, not the next task of the queue
+        (which could block too: a worker each, issue 16)."""
         if w.state is not WState.BUSY or w.task is None:
             return False
+        self.prefer_producers(waiting_for)
         w.state = WState.BLOCKED
         if w.next is not None:
             self.revoke(w)   # others may run it (it may be what w waits for)
@@ -491,6 +497,21 @@ class LocalScheduler:
             self.resources.release(w.lent, [])
         self.request_schedule()
         return True
+
+    def prefer_producers(self, oids) -> None:
+        """The queued tasks of this node that make `oids` move to the front of
+        their queue (in the order of `oids`); those still waiting for their
+        own arguments will be queued at the front."""
+        get = self.obj_get
+        for oid in reversed(oids):
+            o = get(oid)
+            t = o.owner_task if o is not None and o.state is ObjState.PENDING else None
+            if t is None or t.spec.kind != P.NORMAL_TASK:
+                continue
+            if t.state is TS.WAITING_FOR_RESOURCES and t.worker is None:
+                self.ready.to_front(t)
+            elif t.state is TS.WAITING_FOR_ARGS:
+                t.urgent = True
 
     def unblock_worker(self, w) -> None:
         """ObjectStore hook: the wait of blocked `w` ended."""
