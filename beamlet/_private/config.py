@@ -35,6 +35,15 @@ IDLE_WORKER_S = _env("IDLE_WORKER_S", 10.0, float)
 # MiB a worker.  0: the default, twice the node's CPUs (at least 8).
 WORKER_SOFT_LIMIT = _env("WORKER_SOFT_LIMIT", 0, int)
 WORKER_CAP_BACKOFF_S = _env("WORKER_CAP_BACKOFF_S", 1.0, float)
+# The largest frame (one message) a raylet reads from a client, a peer raylet
+# or any other connection it serves: a larger length prefix closes the
+# connection at once (with the reason, to a local client) instead of buffering
+# what it claims.  Ray's gRPC limit is of the same size.
+MAX_FRAME_BYTES = _env("MAX_FRAME_BYTES", 512 * 1024 * 1024, int)
+# A TCP connection that has not completed the peer handshake within this long is
+# dropped, and at most this many may be pending at once (the oldest goes first).
+PEER_HANDSHAKE_TIMEOUT_S = _env("PEER_HANDSHAKE_TIMEOUT_S", 10.0, float)
+MAX_PENDING_PEER_HANDSHAKES = _env("MAX_PENDING_PEER_HANDSHAKES", 64, int)
 # How long a CREATE waits for arena space (others unpinning) before failing.
 CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
 # Default retries of a task whose worker died.

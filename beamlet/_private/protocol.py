@@ -4,7 +4,11 @@ Framing: every message is a frame = 4-byte little-endian length + a msgpack arra
 whose first element is the message type below.  Writers coalesce the frames queued
 during one turn of their loop into a single write, so a backlog costs one syscall,
 not one per message.  Nothing on this channel is ever unpickled by the raylet:
-values travel as opaque `bytes` produced by `serialization.py`.
+values travel as opaque `bytes` produced by `serialization.py`.  Whoever serves a
+connection caps the frames it reads (FrameReader's `max_frame`, by default
+config.MAX_FRAME_BYTES): a larger length prefix, or a frame that is not a
+msgpack array, ends the connection (the raylet first sends CLOSING with the
+reason) before anything is buffered for it.
 
 Messages (c = client: driver or worker, r = raylet).  `req` is a request number
 chosen by the client; the raylet answers with REPLY carrying the same number.
@@ -42,6 +46,8 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 thread reads the socket, at once (the worker may be blocked in get)
   RETURNED c→r  [RETURNED, task_id, returned]  the answer: returned is False when
                 the task had started already (its DONE comes as usual)
+  CLOSING  r→c  [CLOSING, reason]        the raylet closes this connection (a frame
+                over the size cap, or not a message): the client's error says why
 
 An object descriptor says where an object's serialized bytes are:
   [INLINE, data, is_error]           the bytes themselves (small objects, errors)
@@ -61,14 +67,16 @@ import struct
 
 import msgpack
 
+from . import config
+
 VERSION = 1
 
 HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL, \
-    EXECUTE, REPLY, EXIT, REVOKE, RETURNED = range(17)
+    EXECUTE, REPLY, EXIT, REVOKE, RETURNED, CLOSING = range(18)
 
 NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
          "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT", "REVOKE",
-         "RETURNED"]
+         "RETURNED", "CLOSING"]
 
 INLINE, ARENA = 0, 1
 FILE = 3     # (2 is REMOTE, below)
@@ -99,30 +107,61 @@ def frames(msgs) -> bytes:
 
 
 class FrameReader:
-    """Incremental decoder: feed bytes, get complete messages."""
-    __slots__ = ("_buf",)
+    """Incremental decoder: feed bytes, get complete messages.
 
-    def __init__(self):
+    `max_frame` (default config.MAX_FRAME_BYTES; None: no cap beyond the 4 GiB
+    a length prefix can say) caps each frame: a larger prefix, or a body that
+    is not a msgpack array, sets `error` (what was wrong) and stops decoding
+    for good; the messages before it are still returned.  The owner then
+    closes the connection: nothing is buffered for the bad frame."""
+    __slots__ = ("_buf", "max_frame", "error")
+
+    def __init__(self, max_frame=-1):
         self._buf = bytearray()
+        self.max_frame = config.MAX_FRAME_BYTES if max_frame == -1 else max_frame
+        self.error = None
 
     def feed(self, data) -> list:
+        if self.error is not None:
+            return []
         buf = self._buf
         buf += data
         msgs = []
         pos = 0
         n = len(buf)
         unpack = msgpack.unpackb
+        cap = self.max_frame
         while n - pos >= 4:
             (size,) = _len.unpack_from(buf, pos)
+            if cap is not None and size > cap:
+                self.error = (f"a frame of {size} bytes is larger than the maximum of "
+                              f"{cap} bytes (BEAMLET_MAX_FRAME_BYTES)")
+                break
             end = pos + 4 + size
             if end > n:
                 break
-            msgs.append(unpack(memoryview(buf)[pos + 4:end], raw=False,
-                               strict_map_key=False, use_list=True))
+            try:
+                msg = unpack(memoryview(buf)[pos + 4:end], raw=False,
+                             strict_map_key=False, use_list=True)
+            except Exception as e:
+                msg = e
+            if not isinstance(msg, list) or not msg or not isinstance(msg[0], int):
+                self.error = (f"a frame of {size} bytes is not a beamlet message "
+                              f"(a msgpack array starting with its type)")
+                break
+            msgs.append(msg)
             pos = end
-        if pos:
+        if self.error is not None:
+            buf.clear()
+        elif pos:
             del buf[:pos]
         return msgs
+
+    def peek(self, data) -> list:
+        """The complete messages in what is buffered plus `data`, consuming
+        nothing (a connection that broke: what did the other end say last?)."""
+        r = FrameReader(None)
+        return r.feed(bytes(self._buf) + bytes(data))
 
 
 class TaskSpec:

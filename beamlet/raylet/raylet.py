@@ -82,11 +82,22 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data):
         handle = self.handlers
-        for msg in self.reader.feed(data):
+        reader = self.reader
+        for msg in reader.feed(data):
             try:
                 handle[msg[0]](self, msg)
             except Exception:
-                log("error handling", P.NAMES[msg[0]], traceback.format_exc())
+                log("error handling", P.NAMES[msg[0]] if 0 <= msg[0] < len(P.NAMES)
+                    else msg[0], traceback.format_exc())
+        if reader.error is not None and not self.closed:
+            # a frame over the cap (or garbage): nothing is buffered for it; the
+            # client hears why before the connection closes
+            why = f"{reader.error}; the raylet closed this connection"
+            log(f"client pid={self.pid} ({self.role}):", why)
+            if self.out:
+                self.flush()
+            self.transport.write(P.frame([P.CLOSING, why]))
+            self.transport.close()
 
     def connection_lost(self, exc):
         self.closed = True

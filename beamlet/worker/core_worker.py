@@ -53,9 +53,12 @@ class Connection:
         self.replies = {}
         self.pushes = collections.deque()
         self.reading = False
-        self.reader = P.FrameReader()
+        # replies come from our own raylet, which may send a large one (a get of
+        # many inline objects): no cap on what it sends beyond the prefix's 4 GiB
+        self.reader = P.FrameReader(max_frame=None)
         self.next_req = itertools.count(1).__next__
         self.lost = None
+        self.closing = None         # why the raylet closed the connection (CLOSING)
         self.before_send = None     # hook: lets the core worker add ref messages
 
     # ---- sending
@@ -83,7 +86,21 @@ class Connection:
         self.flush()
 
     def _lost(self, e):
-        if self.lost is None:
+        if self.lost is None and self.closing is None:
+            # a send that failed (the raylet closed first): its CLOSING may wait
+            # unread in the socket; look without taking it from a reader
+            try:
+                data = self.sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except OSError:
+                data = b""
+            for m in self.reader.peek(data):
+                if m[0] == P.CLOSING:
+                    self.closing = m[1]
+        if self.lost is None and self.closing is not None:
+            self.lost = ConnectionLost(
+                f"The raylet ({self.path}) closed the connection of this process: "
+                f"{self.closing}.")
+        elif self.lost is None:
             self.lost = ConnectionLost(
                 f"Lost the connection to the raylet ({self.path}): {e}. The local "
                 f"beamlet cluster has stopped (its raylet died or shutdown() ran).")
@@ -151,6 +168,8 @@ class Connection:
                         elif m[0] == P.REVOKE:
                             answers = answers or []
                             answers.append(self._revoke(m[1]))
+                        elif m[0] == P.CLOSING:
+                            self.closing = m[1]
                         else:
                             self.pushes.append(m)
                     if answers is None:
