@@ -85,6 +85,14 @@ def test_forged_object_ref_raises_at_once(small_store):
     assert (b"x" * 20).hex() in str(box["error"])
 
 
+@pytest.mark.parametrize("bad, error", [(b"x", ValueError), ("abc" * 7, TypeError),
+                                        (5, TypeError), (bytearray(20), TypeError)])
+def test_object_ref_of_something_not_an_id(small_store, bad, error):
+    # (a str id reached the raylet as a msgpack str and the get hung)
+    with pytest.raises(error, match="ObjectRef.. takes an object id"):
+        ObjectRef(bad)
+
+
 def test_task_returning_100000_refs(small_store):
     refs = ray.get(many_refs.remote(100_000), timeout=300)
     assert len(refs) == 100_000 and all(isinstance(r, ObjectRef) for r in refs[:10])
