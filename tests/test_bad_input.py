@@ -175,6 +175,7 @@ def _closed_without_answer(s, after_challenge=True):
 def test_peer_port_drops_garbage_huge_prefixes_wrong_tokens_and_idle_crowds(monkeypatch):
     monkeypatch.setenv("BEAMLET_PEER_HANDSHAKE_TIMEOUT_S", "3")
     monkeypatch.setenv("BEAMLET_MAX_PENDING_PEER_HANDSHAKES", "16")
+    monkeypatch.setenv("BEAMLET_UNKNOWN_OBJECT_WAIT_S", "2")
     if ray.is_initialized():
         ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -205,6 +206,12 @@ def test_peer_port_drops_garbage_huge_prefixes_wrong_tokens_and_idle_crowds(monk
                            timeout=60) == n2.node_id.hex()
             for s in idle[-16:]:
                 assert _closed_without_answer(s)
+            # on a cluster of several nodes a forged ref is looked for in the
+            # GCS for UNKNOWN_OBJECT_WAIT_S (2 s here), then it is lost
+            t, box = in_thread(lambda: ray.get(ObjectRef(b"y" * 20)))
+            t.join(60)
+            assert not t.is_alive(), "get of a forged ObjectRef hangs on a cluster"
+            assert isinstance(box["error"], ray.exceptions.ObjectLostError)
         finally:
             for s in idle:
                 s.close()
