@@ -4,7 +4,11 @@ Framing: every message is a frame = 4-byte little-endian length + a msgpack arra
 whose first element is the message type below.  Writers coalesce the frames queued
 during one turn of their loop into a single write, so a backlog costs one syscall,
 not one per message.  Nothing on this channel is ever unpickled by the raylet:
-values travel as opaque `bytes` produced by `serialization.py`.
+values travel as opaque `bytes` produced by `serialization.py`.  Whoever serves a
+connection caps the frames it reads (FrameReader's `max_frame`, by default
+config.MAX_FRAME_BYTES): a larger length prefix, or a frame that is not a
+msgpack array, ends the connection (the raylet first sends CLOSING with the
+reason) before anything is buffered for it.
 
 Messages (c = client: driver or worker, r = raylet).  `req` is a request number
 chosen by the client; the raylet answers with REPLY carrying the same number.
@@ -13,8 +17,10 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 role: "driver" | "worker"; the reply is a dict describing the node.
   SUBMIT   c→r  [SUBMIT, spec]            one-way; spec: see TaskSpec below
   PUT      c→r  [PUT, oid, data, contained]   an inline (small) object, one-way
-  CREATE   c→r  [CREATE, req, oid, size]  → REPLY [offset] | [None, error message]
-                reserves `size` bytes of the arena for a large object
+  CREATE   c→r  [CREATE, req, oid, size]  → REPLY [offset] | [None, error message
+                (, error class name)]: reserves `size` bytes of the arena for a
+                large object; the class (default ObjectStoreFullError) is the
+                exceptions.py name to raise, e.g. OutOfDiskError
   SEAL     c→r  [SEAL, oid, contained, is_error]  the large object is written, immutable
   GET      c→r  [GET, req, oids, timeout_s]  → REPLY [descriptor | None per oid]
                 None: not ready when the timeout passed; blocks a worker's CPU lease
@@ -47,6 +53,8 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 its DONE, a TaskCancelledError); a running one is flagged
                 (is_canceled()), an async actor's coroutine gets CancelledError.
                 Handled, like REVOKE, by whichever thread reads the socket
+  CLOSING  r→c  [CLOSING, reason]        the raylet closes this connection (a frame
+                over the size cap, or not a message): the client's error says why
 
 Generator tasks (num_returns STREAMING): the task's one return id (index 1) is
 its completion object; the value yielded k-th (k = 0, 1, ...) is the object
@@ -76,24 +84,35 @@ An object descriptor says where an object's serialized bytes are:
   [ARENA, offset, size, is_error]    a slice of the node's shared-memory arena;
                                      the receiving process is counted as pinning it
                                      until it sends UNPIN
+  [FILE, path, size, is_error]       a spilled object that could not be restored
+                                     (no room could be made): the local process
+                                     maps its spill file read-only.  No pin (the
+                                     bytes never change, and a mapping outlives
+                                     the file's removal), no UNPIN; a file gone
+                                     before it was opened means the object was
+                                     restored meanwhile: GET it again
 """
 import operator
 import struct
 
 import msgpack
 
+from . import config
+
 # 2: generator messages (ITEM ... GEN_ACK), CANCEL, TaskSpec.parent/backpressure
-VERSION = 2
+# 3: CLOSING (a raylet closing a connection says why), FILE descriptors
+VERSION = 3
 
 HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL, \
     EXECUTE, REPLY, EXIT, REVOKE, RETURNED, CANCEL, ITEM, GEN_NEXT, GEN_DROP, \
-    GEN_ACK = range(22)
+    GEN_ACK, CLOSING = range(23)
 
 NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
          "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT", "REVOKE",
-         "RETURNED", "CANCEL", "ITEM", "GEN_NEXT", "GEN_DROP", "GEN_ACK"]
+         "RETURNED", "CANCEL", "ITEM", "GEN_NEXT", "GEN_DROP", "GEN_ACK", "CLOSING"]
 
 INLINE, ARENA = 0, 1
+FILE = 3     # (2 is REMOTE, below)
 
 # Argument encodings inside a TaskSpec's args.
 ARG_VALUE, ARG_REF = 0, 1
@@ -126,30 +145,61 @@ def frames(msgs) -> bytes:
 
 
 class FrameReader:
-    """Incremental decoder: feed bytes, get complete messages."""
-    __slots__ = ("_buf",)
+    """Incremental decoder: feed bytes, get complete messages.
 
-    def __init__(self):
+    `max_frame` (default config.MAX_FRAME_BYTES; None: no cap beyond the 4 GiB
+    a length prefix can say) caps each frame: a larger prefix, or a body that
+    is not a msgpack array, sets `error` (what was wrong) and stops decoding
+    for good; the messages before it are still returned.  The owner then
+    closes the connection: nothing is buffered for the bad frame."""
+    __slots__ = ("_buf", "max_frame", "error")
+
+    def __init__(self, max_frame=-1):
         self._buf = bytearray()
+        self.max_frame = config.MAX_FRAME_BYTES if max_frame == -1 else max_frame
+        self.error = None
 
     def feed(self, data) -> list:
+        if self.error is not None:
+            return []
         buf = self._buf
         buf += data
         msgs = []
         pos = 0
         n = len(buf)
         unpack = msgpack.unpackb
+        cap = self.max_frame
         while n - pos >= 4:
             (size,) = _len.unpack_from(buf, pos)
+            if cap is not None and size > cap:
+                self.error = (f"a frame of {size} bytes is larger than the maximum of "
+                              f"{cap} bytes (BEAMLET_MAX_FRAME_BYTES)")
+                break
             end = pos + 4 + size
             if end > n:
                 break
-            msgs.append(unpack(memoryview(buf)[pos + 4:end], raw=False,
-                               strict_map_key=False, use_list=True))
+            try:
+                msg = unpack(memoryview(buf)[pos + 4:end], raw=False,
+                             strict_map_key=False, use_list=True)
+            except Exception as e:
+                msg = e
+            if not isinstance(msg, list) or not msg or not isinstance(msg[0], int):
+                self.error = (f"a frame of {size} bytes is not a beamlet message "
+                              f"(a msgpack array starting with its type)")
+                break
+            msgs.append(msg)
             pos = end
-        if pos:
+        if self.error is not None:
+            buf.clear()
+        elif pos:
             del buf[:pos]
         return msgs
+
+    def peek(self, data) -> list:
+        """The complete messages in what is buffered plus `data`, consuming
+        nothing (a connection that broke: what did the other end say last?)."""
+        r = FrameReader(None)
+        return r.feed(bytes(self._buf) + bytes(data))
 
 
 class TaskSpec:
@@ -301,5 +351,9 @@ REMOTE = 2   # result descriptor kind in TASK_DONE: the bytes stay on the sender
 #   PG_CANCEL    c→s [PEER_PG_CANCEL, pg_id]   undo a reservation (the group failed)
 #   PG_REMOVE    c→s [PEER_PG_REMOVE, pg_id]   remove_placement_group(): release the
 #                    receiver's bundles, kill its actors and tasks in the group
+#   JOB_FINISHED c→s [PEER_JOB_FINISHED, job_id]  the job's driver (connected to the
+#                    sender) is gone: the receiver cancels the job's tasks that were
+#                    submitted there (their senders cancel those they forwarded)
+#                    and kills its non-detached actors
 PEER_ACTOR_CREATE, PEER_ACTOR_KILL, PEER_PG_RESERVE, PEER_PG_RESERVED, PEER_PG_CANCEL, \
-    PEER_PG_REMOVE = range(120, 126)
+    PEER_PG_REMOVE, PEER_JOB_FINISHED = range(120, 127)

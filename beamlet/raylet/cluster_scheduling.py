@@ -199,6 +199,11 @@ class ClusterScheduler:
                 self.constraints.call_pg_remove(None, msg[1])
             finally:
                 self.removing_from_peer = False
+        elif kind == P.PEER_JOB_FINISHED:
+            # the job's driver died on another node: its work here stops too
+            self.sched.job_finished(msg[1])
+            self.actors.job_finished(msg[1])
+            self.job_finished(msg[1], tell_peers=False)
         else:
             log(f"unknown message {kind} from {peer[:12]}")
 
@@ -346,8 +351,12 @@ class ClusterScheduler:
         for oid in held:
             self.store.decref(oid)
 
-    def job_finished(self, job_id):
-        """A driver of this node left: its non-detached actors elsewhere die."""
+    def job_finished(self, job_id, tell_peers=True):
+        """A driver of this node left: its non-detached actors elsewhere die,
+        and every other node hears that the job is over (JOB_FINISHED)."""
+        if tell_peers:
+            for node_hex in list(self.node_table.nodes):
+                self.send_ordered(node_hex, [P.PEER_JOB_FINISHED, job_id])
         for ra in list(self.remote_actors.values()):
             spec = ra.spec
             if spec is None or spec.job_id != job_id or ra.dead:

@@ -40,7 +40,8 @@ lineage); a proxy whose only source died and that cannot be rebuilt (a put
 object, or one whose owner died) is sealed with an ObjectLostError naming it.
 
 Owns: the peer links (one control connection per node, the TCP server that
-  peers connect to), the peers as holders of refs here (PeerHolder), the tasks
+  peers connect to, and the connections to it not yet authenticated: at most
+  MAX_PENDING_PEER_HANDSHAKES, each for PEER_HANDSHAKE_TIMEOUT_S), the peers as holders of refs here (PeerHolder), the tasks
   forwarded to other nodes and those run here for a peer, proxies, remote refs
   and remote-ready ids, pulls in flight, lineage of forwarded tasks, the ids
   looked up in the GCS, and its background coroutines.
@@ -162,6 +163,7 @@ class ObjectManager:
         self.node_ip = node_ip
         self.peer_port = peer_port
         self.links = {}        # node hex -> StreamWriter (our control link to it)
+        self.handshaking = {}  # StreamWriter of each connection not yet authenticated
         self.link_locks = collections.defaultdict(asyncio.Lock)
         self.holders = {}      # node hex -> PeerHolder
         self.from_peer = {}    # task id -> node hex: tasks we run for a peer
@@ -1017,14 +1019,26 @@ class ObjectManager:
 
     # ------------------------------------------------------------------ serving
     async def serve(self, reader, writer):
-        """A connection from a peer: authenticate, then handle its messages."""
+        """A connection from a peer: authenticate, then handle its messages.
+        At most MAX_PENDING_PEER_HANDSHAKES connections may be unauthenticated
+        at once: past that the oldest is dropped (hundreds of idle connections
+        cost a few, and never lock real peers out)."""
         addr = writer.get_extra_info("peername")
+        pending = self.handshaking
+        pending[writer] = None
+        while len(pending) > max(1, config.MAX_PENDING_PEER_HANDSHAKES):
+            oldest = next(iter(pending))
+            del pending[oldest]
+            oldest.close()
         try:
-            peer = await peers.accept_handshake(reader, writer, self.token)
+            peer = await peers.accept_handshake(reader, writer, self.token,
+                                                config.PEER_HANDSHAKE_TIMEOUT_S)
         except Exception as e:
-            log(f"refused a connection from {addr}: {e}")
+            log(f"refused a connection from {addr}: {e!r}")
             writer.close()
             return
+        finally:
+            pending.pop(writer, None)
         writer.transport.set_write_buffer_limits(high=4 * CHUNK)
         try:
             while True:

@@ -11,6 +11,7 @@ the loop.
                                                  ├─ Streams          streams.py
                                                  ├─ NodeTable        node_table.py
                                                  ├─ WorkerPool       worker_pool.py
+                                                 ├─ MemoryMonitor    memory_monitor.py
                                                  └─ GcsWriter        gcs_writer.py
 
 Each component owns its state and declares the methods others may call
@@ -48,6 +49,7 @@ from .cluster_scheduling import ClusterScheduler
 from .common import log
 from .constraints import Constraints
 from .gcs_writer import GcsWriter
+from .memory_monitor import MemoryMonitor
 from .node_table import NodeTable
 from .object_manager import ObjectManager
 from .objects import ObjectStore
@@ -82,11 +84,22 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data):
         handle = self.handlers
-        for msg in self.reader.feed(data):
+        reader = self.reader
+        for msg in reader.feed(data):
             try:
                 handle[msg[0]](self, msg)
             except Exception:
-                log("error handling", P.NAMES[msg[0]], traceback.format_exc())
+                log("error handling", P.NAMES[msg[0]] if 0 <= msg[0] < len(P.NAMES)
+                    else msg[0], traceback.format_exc())
+        if reader.error is not None and not self.closed:
+            # a frame over the cap (or garbage): nothing is buffered for it; the
+            # client hears why before the connection closes
+            why = f"{reader.error}; the raylet closed this connection"
+            log(f"client pid={self.pid} ({self.role}):", why)
+            if self.out:
+                self.flush()
+            self.transport.write(P.frame([P.CLOSING, why]))
+            self.transport.close()
 
     def connection_lost(self, exc):
         self.closed = True
@@ -127,10 +140,13 @@ class Raylet:
         self.resources = ResourceSet(json.loads(args.resources))
         self.pgs = PlacementGroups(self.resources)
         self.gcsw = GcsWriter(self.gcs, node, config.GCS_FLUSH_S)
-        self.pool = WorkerPool(self.socket_path, self.session_dir, node,
-                               keep_idle=max(int(self.resources.total.get("CPU", 1)), 1))
+        cpus = max(int(self.resources.total.get("CPU", 1)), 1)
+        self.pool = WorkerPool(self.socket_path, self.session_dir, node, keep_idle=cpus,
+                               soft_limit=config.WORKER_SOFT_LIMIT or max(8, 2 * cpus))
         self.store = ObjectStore(node, self.session_dir, args.object_store_memory,
                                  spill_dir=args.spill_dir)
+        # kills the newest retriable task's worker when the node runs low on memory
+        self.memory = MemoryMonitor(node)
         self.sched = LocalScheduler(self.resources, self.session_dir)
         self.actors = Actors(node)
         self.constraints = Constraints(node, self.resources, self.pgs)
@@ -148,6 +164,7 @@ class Raylet:
             self.store, self.sched, self.actors, self.constraints, self.om, self.cs,
             self.gcsw)
         self.pool.wire(gcs=gcsw, on_start_failed=sched.workers_fail_to_start)
+        self.memory.wire(pool=self.pool, gcs=gcsw)
         store.wire(gcs=gcsw, node_table=self.node_table, om=om, sched=sched,
                    actors=actors, cs=cs)
         sched.wire(store=store, pool=self.pool, actors=actors, constraints=cons, om=om,
@@ -190,6 +207,7 @@ class Raylet:
     async def main(self):
         self.loop = asyncio.get_running_loop()
         self.pool.start(self.loop)
+        self.memory.start(self.loop)
         self.sched.start(self.loop)
         self.store.start(self.loop)
         self.streams.start(self.loop)
@@ -222,6 +240,7 @@ class Raylet:
             ticker.cancel()
             server.close()
             self.om.close()
+            self.memory.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
             pending = [ticker, *self.pool.output_tasks()]
@@ -319,9 +338,11 @@ class Raylet:
             self.actors.owner_died(w)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
-            # the driver left: its non-detached actors die with it
+            # the driver left: its tasks stop and its non-detached actors die
+            # with it, on every node (detached actors stay)
             self.actors.job_finished(conn.job_id)
             self.cs.job_finished(conn.job_id)
+            self.sched.job_finished(conn.job_id)
 
     # ------------------------------------------------------------------ calls
     def on_call(self, conn, msg):
@@ -357,8 +378,9 @@ class Raylet:
                 "demand": self.sched.demand(),
                 "infeasible": self.sched.infeasible_report(),
                 "workers": self.pool.state_counts(),
+                "workers_peak": self.pool.peak_count(),
                 "tasks_sent_ahead": self.sched.sent_ahead_count(),
-                "store": self.store.stats()}
+                "store": self.store.stats(), "memory": self.memory.report()}
 
     def call_memory(self, conn):
         """Every object of this node with where it is and who keeps it alive

@@ -69,6 +69,7 @@ class LocalScheduler:
         "notify_end",
         # workers
         "worker_lost", "workers_fail_to_start", "block_worker", "unblock_worker",
+        "job_finished",
         # reports
         "demand", "heartbeat_demand", "infeasible_report", "sent_ahead_count",
         "held_refs",
@@ -215,7 +216,7 @@ class LocalScheduler:
             self.infeasible.append(t)
             self.warn_infeasible()
             return
-        self.ready.push(t)
+        self.ready.push(t, front=t.urgent)
         self.request_schedule()
 
     def push_ready(self, t, front=False) -> None:
@@ -299,6 +300,7 @@ class LocalScheduler:
         self.schedule_pending = False
         res = self.resources
         want = 0
+        want_job = b""
         if self.pgs.waiting:
             self.constraints.reserve_pending()
         for shape, q in self.ready.heads():
@@ -318,6 +320,7 @@ class LocalScheduler:
                     cpu = req.get("CPU", 0)
                     fit = int(pool.available.get("CPU", 0) / cpu + 1e-9) if cpu else len(q)
                     want += max(1, min(len(q), fit))
+                    want_job = t.spec.job_id
                     break
                 q.popleft()
                 self.ready.count -= 1
@@ -325,7 +328,7 @@ class LocalScheduler:
             if q and shape[1] is None:
                 self.send_ahead(q)
         if want:
-            self.pool.start_workers(want)
+            self.pool.start_workers(want, want_job)
 
     def dispatch(self, t, w, pool):
         spec = t.spec
@@ -494,11 +497,15 @@ class LocalScheduler:
             self.ready.push(t, front=True)
 
     # ------------------------------------------------------------------ blocked workers
-    def block_worker(self, w) -> bool:
-        """ObjectStore hook: `w` waits in get/wait.  If it runs a task, its CPU
-        is lent back meanwhile, so that nested tasks can run; True if so."""
+    def block_worker(self, w, waiting_for=()) -> bool:
+        """ObjectStore hook: `w` waits in get/wait for `waiting_for`.  If it runs
+        a task, its CPU is lent back meanwhile, so that nested tasks can run;
+        True if so.  The tasks making what it waits for go first in the queue:
+        the lent CPU runs what unblocks it, not the next task of the queue
+        (which could block too: a worker each, issue 16)."""
         if w.state is not WState.BUSY or w.task is None:
             return False
+        self.prefer_producers(waiting_for)
         w.state = WState.BLOCKED
         if w.next is not None:
             self.revoke(w)   # others may run it (it may be what w waits for)
@@ -508,6 +515,21 @@ class LocalScheduler:
             self.resources.release(w.lent, [])
         self.request_schedule()
         return True
+
+    def prefer_producers(self, oids) -> None:
+        """The queued tasks of this node that make `oids` move to the front of
+        their queue (in the order of `oids`); those still waiting for their
+        own arguments will be queued at the front."""
+        get = self.obj_get
+        for oid in reversed(oids):
+            o = get(oid)
+            t = o.owner_task if o is not None and o.state is ObjState.PENDING else None
+            if t is None or t.spec.kind != P.NORMAL_TASK:
+                continue
+            if t.state is TS.WAITING_FOR_RESOURCES and t.worker is None:
+                self.ready.to_front(t)
+            elif t.state is TS.WAITING_FOR_ARGS:
+                t.urgent = True
 
     def unblock_worker(self, w) -> None:
         """ObjectStore hook: the wait of blocked `w` ended."""
@@ -595,6 +617,8 @@ class LocalScheduler:
         """`w` exited or crashed (`how`): its task is retried or fails; an actor's
         worker: the actor restarts or dies."""
         ahead, w.next, w.revoking = w.next, None, None
+        if w.oom is not None:
+            how = f"was killed by the memory monitor: {w.oom.rstrip('.')}"
         if ahead is not None:
             # sent ahead, never started (the DONE before it would have come
             # first): it goes back to the queue without using a retry, behind
@@ -612,6 +636,10 @@ class LocalScheduler:
                 t.retries_left -= 1
                 t.move(TS.WAITING_FOR_RESOURCES)
                 self.ready.push(t, front=True)
+            elif w.oom is not None:
+                self.fail_task(t, exceptions.OutOfMemoryError(
+                    f"{w.oom} It has no retries left "
+                    f"(max_retries={t.spec.max_retries})."))
             else:
                 self.fail_task(t, exceptions.WorkerCrashedError(
                     f"The worker running {t.spec.name} (pid={w.pid}) {how} while "
@@ -667,6 +695,30 @@ class LocalScheduler:
             self.fail_task(t, err)
         elif t.state is TS.RUNNING and t.worker is not None:
             self.interrupt(t, force)
+
+    def job_finished(self, job_id) -> None:
+        """The job's driver is gone: the job's normal tasks submitted on this
+        node stop, queued or running (their workers are killed), and are not
+        retried, as Ray does.  Spared: those a detached actor submitted (it
+        outlives the job), and tasks a peer sent (their sender cancels them)."""
+        ran_for_peer = self.om.ran_for_peer
+        worker = self.pool.get
+        for t in list(self.tasks.values()):
+            spec = t.spec
+            if spec.job_id != job_id or spec.kind != P.NORMAL_TASK or \
+                    ran_for_peer(spec.task_id):
+                continue
+            caller = worker(spec.caller)
+            if caller is not None and caller.actor is not None and caller.actor.detached:
+                continue
+            t.retries_left = 0
+            if t in self.infeasible:
+                self.infeasible.remove(t)
+                t.cancelled = True
+                t.move(TS.CANCELLED)
+                self.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            else:
+                self.call_cancel(None, ids.return_id(spec.task_id, 1), True, False)
 
     def interrupt(self, t, force):
         """cancel() of a running normal task: SIGINT (or SIGKILL) its worker."""

@@ -2,8 +2,10 @@
 and forwarding their output to the drivers.
 
 Owns: every worker process of this node (Worker records by id), the stack of
-  idle ones, how many are starting and how many failed to start in a row, and
-  the coroutines that read the workers' stdout/stderr.
+  idle ones, how many are starting and how many failed to start in a row, the
+  soft limit on their number (past it, one more starts per backoff period: a
+  pool never grows without bound, and never stops growing when blocked tasks
+  need more), and the coroutines that read the workers' stdout/stderr.
 Uses: GcsWriter.put (each line of output goes to its job's log channel), and a
   callback `on_start_failed(error or None)` (the task scheduler: retry, or fail
   the queue once workers keep failing to start).
@@ -32,6 +34,8 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
 MAX_STARTING = 8
 # A worker that does not connect this many times in a row: starting is broken.
 START_FAILURES_FATAL = 5
+# The longest wait between two starts past the soft limit.
+CAP_BACKOFF_MAX_S = 10.0
 
 
 class WState(enum.Enum):
@@ -46,7 +50,7 @@ class WState(enum.Enum):
 class Worker:
     __slots__ = ("worker_id", "proc", "pid", "conn", "state", "task", "actor",
                  "idle_since", "job_id", "started_at", "lent", "log_name", "next",
-                 "revoking", "owned")
+                 "revoking", "owned", "oom")
 
     def __init__(self, worker_id, proc):
         self.worker_id = worker_id
@@ -67,19 +71,26 @@ class Worker:
         # live objects and actors this process owns (put / created): while any,
         # it is not ended as idle (ObjectStore and Actors count them)
         self.owned = 0
+        # why the memory monitor killed it (memory_monitor.py), else None
+        self.oom = None
 
 
 class WorkerPool:
     INTERFACE = ("wire", "start", "start_worker", "start_workers", "get", "all",
                  "connected", "pop_idle", "make_idle", "remove", "signal", "lost",
-                 "check", "state_counts", "output_tasks", "kill_all")
+                 "check", "state_counts", "peak_count", "output_tasks", "kill_all")
 
     def __init__(self, socket_path: str, session_dir: str, node_id: bytes,
-                 keep_idle: int = 1):
+                 keep_idle: int = 1, soft_limit: int = 8):
         self.socket_path = socket_path
         self.session_dir = session_dir
         self.node_id = node_id
         self.keep_idle = keep_idle  # idle workers kept however long they idle
+        self.soft_limit = soft_limit  # workers (not actors') before starts slow down
+        self.over_at = 0.0         # past the limit: no start before this time
+        self.over_backoff = config.WORKER_CAP_BACKOFF_S
+        self.over_wake = None      # the timer that schedules again after a backoff
+        self.peak = 0              # the most worker processes alive at once
         self.workers = {}          # worker_id -> Worker
         self.idle = []             # stack of idle Workers (LIFO keeps caches warm)
         self.starting = 0
@@ -105,6 +116,7 @@ class WorkerPool:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         w = Worker(wid, proc)
         self.workers[wid] = w
+        self.peak = max(self.peak, len(self.workers))
         self.starting += 1
         w.log_name = f"pid={w.pid}"
         for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
@@ -116,12 +128,48 @@ class WorkerPool:
             t.add_done_callback(self.readers.discard)
         return w
 
-    def start_workers(self, want: int) -> None:
-        """`want` workers could start work now: start as many (at most
-        MAX_STARTING at once, counting those already starting)."""
+    def start_workers(self, want: int, job_id: bytes = b"") -> None:
+        """`want` workers could start work now (for a task of `job_id`): start
+        as many (at most MAX_STARTING at once, counting those already
+        starting), and past the soft limit one per backoff period."""
         need = min(want, MAX_STARTING) - self.starting
-        for _ in range(max(0, need)):
+        if need <= 0:
+            return
+        room = self.soft_limit - self.count(WState.STARTING, WState.IDLE, WState.BUSY,
+                                            WState.BLOCKED)
+        if room <= 0:
+            self.over_limit(room, job_id)
+            need = 0
+        else:
+            self.over_backoff = config.WORKER_CAP_BACKOFF_S   # under the limit again
+        for _ in range(min(need, max(room, 0))):
             self.start_worker()
+
+    def over_limit(self, room, job_id) -> None:
+        """Past the soft limit: start one worker if the backoff has passed
+        (saying so), else schedule again when it will have."""
+        now = time.monotonic()
+        if now < self.over_at:
+            if self.over_wake is None:
+                def wake():
+                    self.over_wake = None
+                    self.on_start_failed(None)   # (None: schedule again)
+                self.over_wake = self.loop.call_at(
+                    self.loop.time() + self.over_at - now, wake)
+            return
+        n = self.soft_limit - room
+        msg = (f"{n + 1} worker processes on this node, above its soft limit of "
+               f"{self.soft_limit} (BEAMLET_WORKER_SOFT_LIMIT): tasks blocked in "
+               f"get()/wait() each hold a worker. More workers start one at a time, "
+               f"the next in {self.over_backoff:.0f} s at the earliest; "
+               f"tasks that wait for other tasks' results are better written with "
+               f"those results as arguments.")
+        log("worker pool:", msg)
+        if job_id:
+            self.publish("publish", keys.errors_channel(job_id), msg)
+        self.over_at = now + self.over_backoff
+        self.over_backoff = min(self.over_backoff * 2, CAP_BACKOFF_MAX_S)
+        self.start_worker()
 
     async def forward_output(self, w, stream, is_err):
         """Read a worker's stdout/stderr and publish each line to its job's driver."""
@@ -154,6 +202,10 @@ class WorkerPool:
     def all(self):
         """Every worker (a live view: copy it to change the pool while iterating)."""
         return self.workers.values()
+
+    def peak_count(self) -> int:
+        """The most worker processes this node had alive at once."""
+        return self.peak
 
     def state_counts(self) -> dict:
         return {s.value: self.count(s) for s in WState}

@@ -54,9 +54,12 @@ class Connection:
         self.replies = {}
         self.pushes = collections.deque()
         self.reading = False
-        self.reader = P.FrameReader()
+        # replies come from our own raylet, which may send a large one (a get of
+        # many inline objects): no cap on what it sends beyond the prefix's 4 GiB
+        self.reader = P.FrameReader(max_frame=None)
         self.next_req = itertools.count(1).__next__
         self.lost = None
+        self.closing = None         # why the raylet closed the connection (CLOSING)
         self.before_send = None     # hook: lets the core worker add ref messages
         # hook (a worker's): cancel(task_id, its EXECUTE if not taken yet) ->
         # messages to send; called by the reading thread as CANCEL arrives
@@ -88,7 +91,21 @@ class Connection:
         self.flush()
 
     def _lost(self, e):
-        if self.lost is None:
+        if self.lost is None and self.closing is None:
+            # a send that failed (the raylet closed first): its CLOSING may wait
+            # unread in the socket; look without taking it from a reader
+            try:
+                data = self.sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except OSError:
+                data = b""
+            for m in self.reader.peek(data):
+                if m[0] == P.CLOSING:
+                    self.closing = m[1]
+        if self.lost is None and self.closing is not None:
+            self.lost = ConnectionLost(
+                f"The raylet ({self.path}) closed the connection of this process: "
+                f"{self.closing}.")
+        elif self.lost is None:
             self.lost = ConnectionLost(
                 f"Lost the connection to the raylet ({self.path}): {e}. The local "
                 f"beamlet cluster has stopped (its raylet died or shutdown() ran).")
@@ -175,6 +192,8 @@ class Connection:
                 elif kind == P.CANCEL:
                     cancels = cancels or []
                     cancels.append((m[1], self._take_execute(m[1])))
+                elif kind == P.CLOSING:
+                    self.closing = m[1]
                 else:
                     self.pushes.append(m)
             cond.notify_all()
@@ -447,6 +466,19 @@ class CoreWorker:
         weakref.finalize(m, self._unpin, oid, ref)
         return memoryview(m)
 
+    @staticmethod
+    def _map_file(path, size):
+        """A read-only view of a spilled object's file (a FILE descriptor), or
+        None if the file is gone (the object was restored meanwhile)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
+        finally:
+            os.close(fd)
+
     def _mapped(self, oid):
         """A live mapping of `oid` in this process, or None.  While it lives the
         object is pinned for us (it cannot be freed, spilled or moved) and it is
@@ -480,7 +512,11 @@ class CoreWorker:
     def create(self, oid, size):
         off, *err = self.conn.request(lambda req: [P.CREATE, req, oid, size])
         if off is None:
-            raise exceptions.ObjectStoreFullError(err[0])
+            cls = getattr(exceptions, err[1], None) if len(err) > 1 else None
+            if not (isinstance(cls, type) and
+                    issubclass(cls, exceptions.ObjectStoreFullError)):
+                cls = exceptions.ObjectStoreFullError
+            raise cls(err[0])
         return off
 
     # ------------------------------------------------------------ get / wait
@@ -498,9 +534,14 @@ class CoreWorker:
                 else:
                     fetched[oid] = (mv, False)
             missing = still
-        if missing:
+        tries = 0
+        while missing:
+            # the mapping kept for repeated gets pins its object: let it go
+            # with this GET (its UNPIN goes first), so the raylet may spill
+            # that object to make room for these (a restore from disk)
+            self._recent_map = None
             descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
-            timed_out = []
+            timed_out, moved = [], []
             for oid, d in zip(missing, descs):
                 if d is None:
                     timed_out.append(oid)
@@ -509,6 +550,12 @@ class CoreWorker:
                     if oid in self.counts and not d[2]:
                         cache[oid] = (d[1], d[2])
                     fetched[oid] = (d[1], d[2])
+                elif d[0] == P.FILE:
+                    mv = self._map_file(d[1], d[2])
+                    if mv is None:
+                        moved.append(oid)    # restored meanwhile: ask again
+                    else:
+                        fetched[oid] = (mv, d[3])
                 else:
                     fetched[oid] = (self._map(oid, d[1], d[2], d[3]), d[3])
             if timed_out:
@@ -516,6 +563,12 @@ class CoreWorker:
                     f"Get timed out after {timeout} s: {len(timed_out)} of "
                     f"{len(missing)} objects were not ready (first: "
                     f"{timed_out[0].hex()}).")
+            missing = moved
+            tries += 1
+            if missing and tries >= 10:
+                raise exceptions.ObjectLostError(
+                    f"Object {missing[0].hex()} kept moving between its spill file "
+                    f"and the object store while it was read ({tries} tries).")
         out = []
         for oid in oids:
             data, is_error = cache.get(oid) or fetched[oid]
@@ -542,6 +595,11 @@ class CoreWorker:
         """Deserialize an object from a descriptor the raylet sent (task args)."""
         if desc[0] == P.INLINE:
             return serialization.deserialize(desc[1]), desc[2]
+        if desc[0] == P.FILE:
+            mv = self._map_file(desc[1], desc[2])
+            if mv is None:   # restored since the raylet sent it: get it anew
+                return self.get_values([oid])[0], False
+            return serialization.deserialize(mv), desc[3]
         return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
     def wait(self, oids, num_returns, timeout, fetch_local=True):
