@@ -4,7 +4,8 @@ from ._private import config, ids
 from ._private import options as opts
 from ._private import protocol as P
 from .submission import (FunctionExport, WithOptions, bind_check, encode_args,
-                         resource_request, return_refs, scheduling_wire, signature)
+                         resource_request, return_refs, runtime_env_key,
+                         scheduling_wire, signature)
 
 
 class RemoteFunction:
@@ -53,6 +54,7 @@ class RemoteFunction:
         core = connection.core()
         bind_check(self._sig, args, kwargs, self._name)
         key = self._export.ensure_exported(core, connection.gcs())
+        env = runtime_env_key(options)
         keep = []
         wire_args = encode_args(core, args, kwargs, keep)
         num_returns = options.get("num_returns")
@@ -69,7 +71,7 @@ class RemoteFunction:
             options.get("name") or self._name, wire_args, list(kwargs),
             num_returns, resource_request(options), max_retries,
             retry, scheduling=scheduling_wire(options, core.task),
-            caller=core.worker_id)
+            caller=core.worker_id, runtime_env=env)
         core.submit(spec)
         refs = return_refs(spec)
         if keep:

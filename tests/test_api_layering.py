@@ -17,7 +17,8 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "beamlet"
 LAYERS = [
     ("core", {"beamlet._private.*", "beamlet.exceptions", "beamlet.gcs.*",
               "beamlet.worker.core_worker", "beamlet.object_ref", "beamlet.connection",
-              "beamlet.job_config", "beamlet.runtime_env", "beamlet.cloudpickle",
+              "beamlet.job_config", "beamlet.runtime_env", "beamlet.runtime_env.*",
+              "beamlet.cloudpickle",
               "beamlet.node", "beamlet.log_printer",
               # tqdm_ray's driver side is called by the log printer; it uses only
               # the core worker

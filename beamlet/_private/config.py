@@ -105,6 +105,10 @@ def system_config_env(system_config) -> dict:
                              f"({TUNABLES[name].__name__} expected).") from None
         env["BEAMLET_" + name] = str(v)
     return env
+# The most a runtime_env package (a working_dir or py_modules entry: the files
+# it holds, before compression) may hold: every node downloads it from the GCS.
+# Ray's limit.
+RUNTIME_ENV_MAX_BYTES = _env("RUNTIME_ENV_MAX_BYTES", 100 * 1024 * 1024, int)
 # A remote function or actor class whose pickle is larger than this gets a warning
 # when it is exported; above the error size it is refused (ValueError, telling to
 # put() the large object instead): it travels through Redis and every worker that

@@ -31,7 +31,9 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 flag: "retry" (the exception is retryable), "exit" (exit_actor
                 was called) or None
   CALL     c→r  [CALL, req, method, args] → REPLY; rare control operations
-                (cluster resources, actors, cancel, ...), see raylet.CALLS
+                (cluster resources, actors, cancel, ...), see raylet.CALLS;
+                ["runtime_env", key] → the stored runtime environment (JSON
+                text, or None): what a worker started for it sets up
   EXECUTE  r→c  [EXECUTE, spec, arg_descriptors]   run this task (workers only)
   REPLY    r→c  [REPLY, req, payload]
   EXIT     r→c  [EXIT, reason]            the worker must exit (pool shrink, kill)
@@ -140,12 +142,15 @@ class TaskSpec:
         "scheduling",       # list | None: strategy, see raylet.scheduler
         "caller",           # bytes: worker id of the submitter
         "seq",              # int: per-caller sequence number (actor ordering)
+        "runtime_env",      # str | None: key of the task's runtime environment
+                            # (GCS beamlet:runtime_env:<key>); workers are pooled
+                            # by it.  None: the node's plain environment
     )
 
     def __init__(self, task_id, job_id, kind, function_key, name, args, kwarg_names,
                  num_returns, resources, max_retries=0, retry_exceptions=False,
                  actor_id=None, method=None, actor_options=None, scheduling=None,
-                 caller=b"", seq=0):
+                 caller=b"", seq=0, runtime_env=None):
         self.task_id = task_id
         self.job_id = job_id
         self.kind = kind
@@ -163,6 +168,7 @@ class TaskSpec:
         self.scheduling = scheduling
         self.caller = caller
         self.seq = seq
+        self.runtime_env = runtime_env
 
     def to_wire(self) -> list:
         return list(_spec_fields(self))

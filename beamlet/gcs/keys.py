@@ -18,7 +18,9 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | sys_path (json: the driver's, for workers;     |
 |                                       |        | ray_alias.JOB_MARKER in it: a `beamlet run` job)|
 |                                       |        | with init(job_config=...): metadata (json),    |
-|                                       |        | default_actor_lifetime                         |
+|                                       |        | default_actor_lifetime; runtime_env (json: the |
+|                                       |        | job's, canonical); submission_id (a driver     |
+|                                       |        | started by `beamlet job submit`)               |
 | beamlet:jobs                          | set    | job ids                                        |
 | beamlet:tasks:<node>                  | hash   | task id -> "STATE name job time" for the tasks |
 |                                       |        | of that node (write-behind, one HSET per flush;|
@@ -31,6 +33,13 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | beamlet:actor_names:<namespace>       | hash   | actor name -> actor id                         |
 | beamlet:counter:job                   | string | last job number (INCR)                         |
 | beamlet:pg:<placement group>          | hash   | name, strategy, state, bundles (json), node    |
+| beamlet:runtime_env:<key>             | string | a runtime environment as workers get it (json: |
+|                                       |        | env_vars, working_dir and py_modules as package|
+|                                       |        | URIs, config); key = sha1 of that json [:32];  |
+|                                       |        | tasks carry the key (TaskSpec.runtime_env)     |
+| beamlet:pkg:<sha1>                    | string | a runtime_env package: a zip of a working_dir  |
+|                                       |        | or py_modules entry, named by its sha1         |
+|                                       |        | (gcs://_beamlet_pkg_<sha1>.zip); SET NX, once  |
 | channel beamlet:logs:<job>            | pubsub | worker output lines for that job's driver      |
 | channel beamlet:errors:<job>          | pubsub | warnings for a driver (infeasible tasks, ...)  |
 | channel beamlet:node_events           | pubsub | "<node> DEAD" when a node is declared dead     |
@@ -97,3 +106,15 @@ def errors_channel(job_id: bytes) -> str:
 
 def forward_to(node_id: bytes) -> str:
     return f"{P}forward_to:{node_id.hex()}"
+
+
+def runtime_env(key: str) -> str:
+    return f"{P}runtime_env:{key}"
+
+
+def package(digest: str) -> str:
+    return f"{P}pkg:{digest}"
+
+
+def submission(submission_id: str) -> str:
+    return f"{P}submission:{submission_id}"
