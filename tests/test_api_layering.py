@@ -34,7 +34,7 @@ LAYERS = [
 ]
 # process roles and tools, not part of the driver API (tests/test_layering.py)
 OUTSIDE = ("beamlet.raylet", "beamlet.scheduler", "beamlet.cli", "beamlet.cluster_utils",
-           "beamlet.__main__")
+           "beamlet.__main__", "beamlet.job_submission")
 
 
 def module_name(path: pathlib.Path) -> str:
