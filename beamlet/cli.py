@@ -154,11 +154,18 @@ def cmd_start(args):
         print(f"  address:     {node.address}")
         print(f"  session dir: {node.session_dir}")
         print("To add a worker node, run on it:")
-        print(f"  beamlet start --address {node.address} "
-              f"--redis-password {node.password}")
-        print("  (the token lets whoever has it run code on this cluster as you: to keep "
-              "it off command lines, put it in a file only you can read and pass "
-              "--redis-password-file FILE instead)")
+        if args.redis_password_file or not args.redis_password and password:
+            # the token was kept off the command line: keep it out of this output
+            # (a container's log) too
+            given = f"--redis-password-file {args.redis_password_file}" \
+                if args.redis_password_file else f"with ${TOKEN_ENV} set to the token"
+            print(f"  beamlet start --address {node.address} {given}")
+        else:
+            print(f"  beamlet start --address {node.address} "
+                  f"--redis-password {node.password}")
+            print("  (the token lets whoever has it run code on this cluster as you: to "
+                  "keep it off command lines, put it in a file only you can read and "
+                  "pass --redis-password-file FILE instead)")
         print("To connect a driver on a machine of the cluster:")
         print(f"  beamlet.init(address=\"{node.address}\")   (or address=\"auto\")")
         print("To run a job on this head from any machine:")
