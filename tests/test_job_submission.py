@@ -19,7 +19,7 @@ import beamlet
 from beamlet._private import process
 from beamlet.job_submission import JobStatus, JobSubmissionClient
 
-from clitools import MiB, run
+from clitools import MiB, cli_env, run, session_infos, start_head  # noqa: F401
 from conftest import wait_for
 
 
@@ -247,3 +247,22 @@ def test_every_job_subcommand_and_option_has_help():
     for name, sp in subs.items():
         for action in sp._actions:
             assert action.help and action.help.strip(), (name, action.option_strings)
+
+
+def test_a_job_manager_that_died_is_said_not_waited_for(cli_env):
+    """Its liveness key expires: following a job it ran fails saying so."""
+    env = dict(cli_env, BEAMLET_JOB_MANAGER_TTL_S="1.5")
+    address, _ = start_head(env)
+    p = run(["job", "submit", "--address", address, "--no-wait", "--", "sleep 60"], env)
+    assert p.returncode == 0, p.stderr
+    sid = p.stdout.strip()
+    info, = session_infos(env["BEAMLET_SESSION_ROOT"])
+    manager = info["pids"][-1]
+    with open(f"/proc/{manager}/cmdline", "rb") as f:
+        assert b"job_submission.manager" in f.read()
+    os.kill(manager, signal.SIGKILL)
+    f = run(["job", "logs", "--address", address, "--follow", sid], env, timeout=60)
+    assert f.returncode == 1 and "job manager is not running" in f.stderr, f.stderr
+    st = run(["job", "status", "--address", address, sid], env)
+    assert "will not run or end" in st.stderr
+

@@ -69,6 +69,34 @@ def test_setup_failure_is_a_runtime_env_setup_error_at_get(tmp_path):
         ray.shutdown()
 
 
+def test_setup_timeout_seconds_bounds_the_setup(tmp_path):
+    """Another process of the node holds the package's lock (it is fetching it)
+    past the environment's setup_timeout_seconds: the task fails saying so."""
+    import fcntl
+    from beamlet.runtime_env import packaging, setup
+    wd = _tree(tmp_path / "wd", {"t.txt": "timeout-" + str(os.getpid())})
+    digest = packaging.digest(packaging.zip_entries(packaging.walk(wd)))
+    info = ray.init(num_cpus=1)
+    try:
+        lock = setup.package_dir(info["session_dir"], digest) + ".lock"
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        with open(lock, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            ref = where.options(runtime_env={
+                "working_dir": wd, "config": {"setup_timeout_seconds": 1}}).remote()
+            with pytest.raises(RuntimeEnvSetupError, match="setup_timeout_seconds"):
+                ray.get(ref, timeout=60)
+    finally:
+        ray.shutdown()
+
+
+@ray.remote
+class UsesMylib:
+    def use(self):
+        from mylib_travel import f
+        return f(), ray.get_runtime_context().get_node_id()
+
+
 # ---------------------------------------------------------------- other nodes
 def test_users_own_modules_travel_to_another_node(tmp_path):
     """`from mylib import f` in a task on a node where mylib is on no path: it
@@ -97,5 +125,10 @@ def test_users_own_modules_travel_to_another_node(tmp_path):
             os.path.join(lib, "mylib_travel"), os.path.join(lib, "helper_travel.py")]}
         ).remote(), timeout=60)
         assert got[:2] == ("remote mylib", 42) and got[2] != head
+        # an actor created there, in the same way
+        a = UsesMylib.options(resources={"node2": 1},
+                              runtime_env={"working_dir": lib}).remote()
+        got = ray.get(a.use.remote(), timeout=60)
+        assert got[0] == "remote mylib" and got[1] != head
     finally:
         cluster.shutdown()

@@ -209,6 +209,10 @@ class JobSubmissionClient:
             raise RuntimeError(f"Job {sid} does not exist.")
         return raw
 
+    def _manager_gone(self, status: JobStatus) -> bool:
+        """A job not ended whose job manager is gone will never end."""
+        return not status.is_terminal() and not self._gcs.r.exists(keys.JOB_MANAGER)
+
     def _details(self, raw: dict) -> JobDetails:
         driver = None
         job = raw.get("job_id")
@@ -217,7 +221,12 @@ class JobSubmissionClient:
             head_ip = self._gcs.r.hget(keys.CLUSTER, "head_ip")
             driver = DriverInfo(id=job, node_ip_address=head_ip.decode() if head_ip
                                 else "", pid=jrec.get("driver_pid", ""))
-        return from_record(raw, driver)
+        details = from_record(raw, driver)
+        if self._manager_gone(details.status):
+            details.message = (f"{details.message} The head's job manager is not "
+                               f"running (it exited, or the head stopped): this job "
+                               f"will not run or end.")
+        return details
 
     def get_job_info(self, job_id: str) -> JobDetails:
         """The job's details (status, message, times, metadata, ...)."""
@@ -277,6 +286,11 @@ class JobSubmissionClient:
                 for eid, text, _ in self._log_entries(sid, last):
                     yield text
                 return
+            if self._manager_gone(status):
+                raise RuntimeError(
+                    f"Job {sid} is {status} but the head's job manager is not running "
+                    f"(it exited, or the head stopped): the job will not end; see "
+                    f"logs/job_manager.err in the head's session directory.")
 
     # ---- stopping, deleting
     def stop_job(self, job_id: str) -> bool:

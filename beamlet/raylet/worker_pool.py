@@ -9,8 +9,9 @@ Runtime environments: a worker is started for one environment (a task's
   `runtime_env` key, None: the node's plain one) and only ever runs tasks of
   that environment, as Ray's pool is keyed by environment: its process gets
   the environment's env_vars when it starts, and sets up the rest itself
-  (runtime_env/setup.py).  Idle workers of an environment are ended after
-  IDLE_WORKER_S; `keep_idle` plain ones are kept however long they idle.
+  (runtime_env/setup.py).  `keep_idle` idle workers are kept however long they
+  idle (of any environments); those beyond end after IDLE_WORKER_S, those idle
+  longest first.
 Uses: GcsWriter.put (each line of output goes to its job's log channel), a
   callback `on_start_failed(error or None)` (the task scheduler: retry, or fail
   the queue once workers keep failing to start), and `env_of(key)` (the shell:
@@ -118,7 +119,11 @@ class WorkerPool:
             argv += ["--runtime-env", env]
             # set when the process starts (LD_LIBRARY_PATH and the like are read
             # only then); ${NAME} refers to this node's environment, as in Ray
-            desc = self.env_of(env) or {}
+            try:
+                desc = self.env_of(env) or {}
+            except Exception as e:   # the GCS is unreachable: the worker says so
+                log(f"runtime env {env} not read from the GCS: {e}")
+                desc = {}
             extra_env = expand_env_vars(desc.get("env_vars") or {}, os.environ)
         proc = process.spawn_python(
             "beamlet.worker.main", argv, extra_env=extra_env,
@@ -195,18 +200,18 @@ class WorkerPool:
                         f"{self.session_dir}/logs"))
                 else:
                     self.on_start_failed(None)
+        # idle workers beyond keep_idle (whatever their environment: those idle
+        # longest first, so the pool follows what the node's tasks run in) end
+        # once they idled long enough
         idle = [w for w in self.workers.values() if w.state is WState.IDLE]
-        # plain workers beyond keep_idle, and idle workers of any runtime
-        # environment, end once they idled long enough
-        excess = sum(1 for w in idle if w.env is None) - self.keep_idle
+        excess = len(idle) - self.keep_idle
         for w in sorted(idle, key=lambda w: w.idle_since):
-            if w.env is None and excess <= 0:
-                continue
+            if excess <= 0:
+                break
             if now - w.idle_since > config.IDLE_WORKER_S:
                 w.conn.send([P.EXIT, "idle"])
                 self.remove(w)
-                if w.env is None:
-                    excess -= 1
+                excess -= 1
 
     def lost(self, w):
         """`w`'s connection closed.  Removed on purpose before (actor killed or
