@@ -131,10 +131,13 @@ def test_no_wait_returns_the_id_and_the_job_outlives_its_client(head):
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
-def test_ctrl_c_stops_following_but_not_the_job(head):
+def test_ctrl_c_stops_following_but_not_the_job(head, tmp_path):
+    go = tmp_path / "go"            # the job finishes only once this exists
     cmd = [sys.executable, "-m", "beamlet.cli", "job", "submit", "--address",
            head["address"], "--submission-id", "ctrlc-1", "--", "python", "-c",
-           "import time; print('started', flush=True); time.sleep(2); print('finished')"]
+           f"import os, time; print('started', flush=True)\n"
+           f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+           f"print('finished')"]
     proc = subprocess.Popen(cmd, env=head["env"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -147,6 +150,8 @@ def test_ctrl_c_stops_following_but_not_the_job(head):
     assert proc.returncode == 130, err
     assert "keeps running" in err and "finished" not in out
     c = client(head)
+    assert c.get_job_status("ctrlc-1") == JobStatus.RUNNING
+    go.touch()
     assert wait_status(c, "ctrlc-1", {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED
     assert c.get_job_logs("ctrlc-1").split() == ["started", "finished"]
 
@@ -195,6 +200,9 @@ def test_python_client_with_rays_methods(head):
     assert c.delete_job(sid) is True
     with pytest.raises(RuntimeError, match="does not exist"):
         c.get_job_info(sid)
+    # a deleted job's id may be used again
+    assert c.submit_job(entrypoint="true", submission_id=sid) == sid
+    assert wait_status(c, sid, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED
     long = c.submit_job(entrypoint="sleep 30")
     wait_status(c, long, {JobStatus.RUNNING})
     with pytest.raises(RuntimeError, match="non-terminal"):

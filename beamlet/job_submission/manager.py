@@ -129,6 +129,7 @@ class Job:
                 self.kill(signal.SIGKILL)
             if reservation is not None:
                 self.m.release(reservation)
+            self.m.finished(self)
 
     def reserve(self, rec):
         """An actor on the head holding the entrypoint's resources, once they
@@ -235,7 +236,7 @@ class JobManager:
         self.session_dir = args.session_dir
         self.session_root = args.session_root
         self.node_id = args.node_id
-        self.jobs = {}             # submission id -> Job (this process ran or runs)
+        self.jobs = {}             # submission id -> Job, while it runs
         self.stopping = threading.Event()
         self.driver_lock = threading.Lock()
         self.reservation_cls = None   # the actor class holding entrypoint resources
@@ -290,12 +291,19 @@ class JobManager:
     def handle(self, request: str):
         verb, _, sid = request.partition(" ")
         if verb == "submit" and sid not in self.jobs:
+            # (a job that ended is no longer here: its id, once deleted, may be
+            # submitted again)
             job = self.jobs[sid] = Job(self, sid)
             job.thread.start()
         elif verb == "stop":
             job = self.jobs.get(sid)
             if job is not None:
                 job.stop.set()
+
+    def finished(self, job: Job):
+        """`job`'s thread ends: forget it."""
+        if self.jobs.get(job.sid) is job:
+            del self.jobs[job.sid]
 
     def run(self):
         signal.signal(signal.SIGTERM, lambda *a: self.stopping.set())
@@ -321,7 +329,7 @@ class JobManager:
     def shutdown(self):
         """Stop every job still running (the head node is stopping)."""
         self.stopping.set()
-        running = [j for j in self.jobs.values() if j.thread.is_alive()]
+        running = [j for j in list(self.jobs.values()) if j.thread.is_alive()]
         for j in running:
             j.stop.set()
         deadline = time.monotonic() + config.JOB_STOP_WAIT_S + 1
