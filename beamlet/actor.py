@@ -11,7 +11,7 @@ from .object_ref import ObjectRef
 from .worker import core_worker
 from .submission import (FunctionExport, WithOptions, backpressure_wire, encode_args,
                          resource_request, retry_wire, return_refs, returns_wire,
-                         scheduling_wire, signature)
+                         runtime_env_key, scheduling_wire, signature)
 
 # exit_actor() raises it (kept here under its old name too)
 ActorExit = exceptions.ActorExit
@@ -130,6 +130,7 @@ class ActorClass:
             connection.job_setting("default_actor_lifetime")   # JobConfig's
         actor_id = ids.random_id(16)
         key = self._export.ensure_exported(core, gcs)
+        env = runtime_env_key(options)
         keep = []
         wire_args = encode_args(core, args, kwargs, keep)
         explicit = any(options.get(k) is not None for k in
@@ -185,7 +186,7 @@ class ActorClass:
             task_id, core.job_id, P.ACTOR_CREATION_TASK, key, self.__name__, wire_args,
             list(kwargs), 1, placement, 0, False, actor_id=actor_id,
             actor_options=actor_opts, scheduling=scheduling_wire(options, core.task),
-            caller=core.worker_id, parent=core.task.task_id)
+            caller=core.worker_id, parent=core.task.task_id, runtime_env=env)
         core.submit(spec)
         ref = ObjectRef(creation_oid, _registered=True)
         if keep:

@@ -22,6 +22,7 @@ from .generator import ObjectRefGenerator
 from .log_printer import LogPrinter
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
+from .runtime_env.resolve import Resolver, job_runtime_env
 from .worker import core_worker
 
 # The names other modules and tests used when the state lived here.
@@ -110,6 +111,14 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             if job_config is not None:
                 record["default_actor_lifetime"] = job_config.default_actor_lifetime
                 record["metadata"] = json.dumps(job_config.metadata)
+            resolver = Resolver(gcs)
+            env, env_key, submission = job_runtime_env(resolver, runtime_env)
+            if env:
+                record["runtime_env"] = json.dumps(env, sort_keys=True)
+            if submission:
+                # this driver runs a job of `beamlet job submit`: each names the other
+                record["submission_id"] = submission
+                gcs.r.hset(keys.submission(submission), "job_id", job_id.hex())
             gcs.r.hset(keys.job(job_id), mapping=record)
             parts.core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
             if log_to_driver:
@@ -117,7 +126,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
         except BaseException:
             _stop(parts)
             raise
-        connection.attach(parts, namespace, job_id, record)
+        connection.attach(parts, namespace, job_id, record, resolver, env, env_key)
         atexit.register(shutdown)
         return _info()
 

@@ -254,7 +254,8 @@ class Node:
     def __init__(self, head=True, num_cpus=None, num_gpus=None, resources=None,
                  object_store_memory=None, node_ip="127.0.0.1", redis_port=None,
                  redis_address=None, password=None, owner_pid=None, prestart=None,
-                 session_root=None, spill_dir=None, child_env=None):
+                 session_root=None, spill_dir=None, child_env=None, job_manager=False,
+                 peer_port=0):
         self.head = head
         self.node_ip = netaddr.check_node_ip(node_ip)
         self.object_store_memory = check_object_store_memory(object_store_memory)
@@ -273,7 +274,11 @@ class Node:
         self.spill_dir = None      # this node's own directory inside spill_base
         # BEAMLET_<NAME> settings for the node's processes (init's _system_config)
         self.child_env = dict(child_env or {})
+        # the head runs the job manager (beamlet job submit) when asked to
+        self.job_manager = job_manager and head
+        self.peer_port = peer_port   # the raylet's TCP port for peers (0: any free)
         self.session_dir = None
+        self.manager_proc = None
         self.redis_proc = None
         self.monitor_proc = None
         self.raylet_proc = None
@@ -334,7 +339,8 @@ class Node:
                  "--resources", json.dumps(self.resources),
                  "--object-store-memory", str(self.object_store_memory),
                  "--prestart", str(self.prestart),
-                 "--owner-pid", str(self.owner_pid or 0)]
+                 "--owner-pid", str(self.owner_pid or 0),
+                 "--peer-port", str(self.peer_port or 0)]
                 + (["--spill-dir", self.spill_dir] if self.spill_dir else [])
                 + (["--head"] if self.head else []),
                 secret=self.password, extra_env=self.child_env,
@@ -342,6 +348,17 @@ class Node:
                 stderr=open(os.path.join(logs, "raylet.err"), "ab"),
                 die_with_parent=bool(self.owner_pid))
             self.wait_for_raylet()
+            if self.job_manager:
+                self.manager_proc = process.spawn_python(
+                    "beamlet.job_submission.manager",
+                    ["--redis-host", self.redis_host, "--redis-port", str(self.redis_port),
+                     "--session-dir", self.session_dir,
+                     "--session-root", self.session_root,
+                     "--node-id", self.node_id_hex()],
+                    secret=self.password, extra_env=self.child_env,
+                    stdout=open(os.path.join(logs, "job_manager.out"), "ab"),
+                    stderr=open(os.path.join(logs, "job_manager.err"), "ab"),
+                    die_with_parent=bool(self.owner_pid))
             self.write_cluster_file()
         except BaseException:
             self.stop()
@@ -403,10 +420,13 @@ class Node:
         return self.node_id.hex()
 
     def pids(self):
-        return [p.pid for p in (self.raylet_proc, self.monitor_proc, self.redis_proc) if p]
+        return [p.pid for p in (self.raylet_proc, self.monitor_proc, self.redis_proc,
+                                self.manager_proc) if p]
 
     def stop(self):
         """Stop in reverse order of start; remove the session directory."""
+        # the job manager stops its jobs first (SIGTERM, SIGKILL after a while)
+        process.terminate([self.manager_proc], timeout=config.JOB_STOP_WAIT_S + 2)
         process.terminate([self.raylet_proc])
         process.terminate([self.monitor_proc, self.redis_proc])
         if self.session_dir:

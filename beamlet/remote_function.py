@@ -7,7 +7,7 @@ from ._private import options as opts
 from ._private import protocol as P
 from .submission import (FunctionExport, WithOptions, backpressure_wire, bind_check,
                          encode_args, resource_request, retry_wire, return_refs,
-                         returns_wire, scheduling_wire, signature)
+                         returns_wire, runtime_env_key, scheduling_wire, signature)
 
 
 class RemoteFunction:
@@ -58,6 +58,7 @@ class RemoteFunction:
         core = connection.core()
         bind_check(self._sig, args, kwargs, self._name)
         key = self._export.ensure_exported(core, connection.gcs())
+        env = runtime_env_key(options)
         keep = []
         wire_args = encode_args(core, args, kwargs, keep)
         num_returns = returns_wire(options.get("num_returns"), self._is_generator)
@@ -71,7 +72,8 @@ class RemoteFunction:
             num_returns, resource_request(options), max_retries,
             retry_wire(options.get("retry_exceptions", False)),
             scheduling=scheduling_wire(options, current), caller=core.worker_id,
-            parent=current.task_id, backpressure=backpressure_wire(options))
+            parent=current.task_id, backpressure=backpressure_wire(options),
+            runtime_env=env)
         core.submit(spec)
         refs = return_refs(spec)
         if keep:

@@ -2,6 +2,7 @@
 from . import connection
 from ._private.ids import ActorID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID
 from .actor import handle_for_current_actor
+from .runtime_env import RuntimeEnv
 
 
 class RuntimeContext:
@@ -65,6 +66,19 @@ class RuntimeContext:
     @property
     def namespace(self):
         return connection.current_namespace()
+
+    # ---- the runtime environment
+    @property
+    def runtime_env(self):
+        """The runtime environment this code runs in (the job's in the driver,
+        the task's or actor's in a worker), as workers get it: local paths are
+        package URIs (gcs://_beamlet_pkg_<sha1>.zip)."""
+        env, _ = connection.runtime_env()
+        return RuntimeEnv(**(env or {}))
+
+    def get_runtime_env_string(self) -> str:
+        """The runtime environment as JSON text (Ray's name)."""
+        return self.runtime_env.serialize()
 
     @property
     def gcs_address(self):

@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import warnings
 
+from . import connection
 from ._private import config, serialization
 from ._private import protocol as P
 from .generator import ObjectRefGenerator
@@ -121,6 +122,18 @@ def backpressure_wire(options) -> int:
     """_generator_backpressure_num_objects (Ray's): 0 for none."""
     n = options.get("_generator_backpressure_num_objects")
     return n if n is not None and n > 0 else 0
+
+
+def runtime_env_key(options: dict):
+    """The key of the runtime environment a task or actor given `options` runs
+    in: the submitter's own (the job's, or the running task's) when the options
+    give none, else that merged with the one given, as Ray does (env_vars
+    merged, other fields replaced); local paths in it are uploaded first."""
+    env = options.get("runtime_env")
+    parent, parent_key = connection.runtime_env()
+    if not env:
+        return parent_key
+    return connection.env_resolver().child(parent, parent_key, env)[1]
 
 
 def resource_request(options: dict, default_cpus=1.0) -> dict:

@@ -17,7 +17,8 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "beamlet"
 LAYERS = [
     ("core", {"beamlet._private.*", "beamlet.exceptions", "beamlet.gcs.*",
               "beamlet.worker.core_worker", "beamlet.object_ref", "beamlet.connection",
-              "beamlet.job_config", "beamlet.runtime_env", "beamlet.cloudpickle",
+              "beamlet.job_config", "beamlet.runtime_env", "beamlet.runtime_env.*",
+              "beamlet.cloudpickle",
               "beamlet.node", "beamlet.log_printer", "beamlet.generator",
               "beamlet._raylet",
               # tqdm_ray's driver side is called by the log printer; it uses only
@@ -34,7 +35,7 @@ LAYERS = [
 ]
 # process roles and tools, not part of the driver API (tests/test_layering.py)
 OUTSIDE = ("beamlet.raylet", "beamlet.scheduler", "beamlet.cli", "beamlet.cluster_utils",
-           "beamlet.__main__")
+           "beamlet.__main__", "beamlet.job_submission")
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -161,6 +161,18 @@ def system_config_env(system_config) -> dict:
                              f"takes {CHECKS[name][1]}.")
         env["BEAMLET_" + name] = str(v)
     return env
+# The most a runtime_env package (a working_dir or py_modules entry: the files
+# it holds, before compression) may hold: every node downloads it from the GCS.
+# Ray's limit.
+RUNTIME_ENV_MAX_BYTES = _env("RUNTIME_ENV_MAX_BYTES", 100 * 1024 * 1024, int)
+# Job submission (beamlet job submit): the job manager renews its liveness key
+# (beamlet:job_manager) every JOB_MANAGER_TTL_S / 3; a client finding no key says
+# the head runs no job manager.  Of a job's output, the last JOB_LOG_GCS_BYTES are
+# kept in the GCS for clients (the whole log is a file on the head).  A job being
+# stopped gets SIGTERM, then SIGKILL after JOB_STOP_WAIT_S (Ray's 3 s).
+JOB_MANAGER_TTL_S = _env("JOB_MANAGER_TTL_S", 6.0, float)
+JOB_LOG_GCS_BYTES = _env("JOB_LOG_GCS_BYTES", 16 * 1024 * 1024, int)
+JOB_STOP_WAIT_S = _env("JOB_STOP_WAIT_S", 3.0, float)
 # A remote function or actor class whose pickle is larger than this gets a warning
 # when it is exported; above the error size it is refused (ValueError, telling to
 # put() the large object instead): it travels through Redis and every worker that

@@ -12,6 +12,7 @@ every option marked ignored here is listed there as accepted-and-ignored.
 """
 
 from ..job_config import JobConfig
+from ..runtime_env import resolve as runtime_env_rules
 
 NUMBER = (int, float)
 
@@ -101,6 +102,14 @@ def _one_of(*values):
     return check
 
 
+def _runtime_env(v):
+    try:
+        runtime_env_rules.validate(v)
+    except (TypeError, ValueError) as e:
+        return f"is not one beamlet can apply: {e}"
+    return None
+
+
 def _concurrency_groups(v):
     for name, limit in v.items():
         if not isinstance(name, str) or not name:
@@ -129,7 +138,8 @@ COMMON = {
     "placement_group": Option((str, object), "a PlacementGroup", _placement_group),
     "placement_group_bundle_index": Option(int, COUNT, _at_least(-1)),
     "placement_group_capture_child_tasks": Option(bool, "a bool"),
-    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)"),
+    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)",
+                          _runtime_env),
     "accelerator_type": Option(str, "a str", ignored=_NOT_ADVERTISED),
     "label_selector": Option(dict, "a dict", ignored=_NOT_ADVERTISED),
     "fallback_strategy": Option(list, "a list", ignored=_NOT_ADVERTISED),
@@ -206,7 +216,8 @@ INIT = {
     "namespace": Option(str, "a non-empty str", _non_empty),
     "ignore_reinit_error": Option(bool, "a bool"),
     "log_to_driver": Option(bool, "a bool"),
-    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)"),
+    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)",
+                          _runtime_env),
     "job_config": Option(JobConfig, "a beamlet.job_config.JobConfig"),
     "_redis_password": Option(str, "a str"),
     "labels": Option(dict, "a dict", ignored=_NOT_ADVERTISED),

@@ -37,7 +37,9 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 flag: "retry" (the exception is retryable), "exit" (exit_actor
                 was called) or None
   CALL     c→r  [CALL, req, method, args] → REPLY; rare control operations
-                (cluster resources, actors, cancel, ...), see raylet.CALLS
+                (cluster resources, actors, cancel, ...), see raylet.CALLS;
+                ["runtime_env", key] → the stored runtime environment (JSON
+                text, or None): what a worker started for it sets up
   EXECUTE  r→c  [EXECUTE, spec, arg_descriptors, gpu_ids(, skip)]  run this task
                 (workers only); skip (generator tasks, only when > 0): how many
                 values an attempt it retries stored already (not stored again)
@@ -231,12 +233,15 @@ class TaskSpec:
                             # driver's: its own), for cancel(recursive=True)
         "backpressure",     # int: STREAMING tasks: at most this many items yielded
                             # and not yet taken by the consumer (0: no limit)
+        "runtime_env",      # str | None: key of the task's runtime environment
+                            # (GCS beamlet:runtime_env:<key>); workers are pooled
+                            # by it.  None: the node's plain environment
     )
 
     def __init__(self, task_id, job_id, kind, function_key, name, args, kwarg_names,
                  num_returns, resources, max_retries=0, retry_exceptions=False,
                  actor_id=None, method=None, actor_options=None, scheduling=None,
-                 caller=b"", seq=0, parent=b"", backpressure=0):
+                 caller=b"", seq=0, parent=b"", backpressure=0, runtime_env=None):
         self.task_id = task_id
         self.job_id = job_id
         self.kind = kind
@@ -256,6 +261,7 @@ class TaskSpec:
         self.seq = seq
         self.parent = parent
         self.backpressure = backpressure
+        self.runtime_env = runtime_env
 
     def to_wire(self) -> list:
         return list(_spec_fields(self))

@@ -22,8 +22,8 @@ the connection and written once per loop turn (coalesced).  The drawing of
 the components and their calls: docs/architecture.md.
 
 Owns: the client connections (Conn: a driver's or worker's socket, and the
-  refs and pins it holds), the drivers by job, the function and sys.path
-  caches served to workers, startup and shutdown.
+  refs and pins it holds), the drivers by job, the function, sys.path and
+  runtime environment caches served to workers, startup and shutdown.
 Uses: every component, through its INTERFACE.
 Messages: HELLO and CALL (the calls table: some calls are answered here,
   the others go to their component); every other message goes to the
@@ -131,6 +131,7 @@ class Raylet:
         self.drivers = {}        # job_id -> Conn
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
+        self.runtime_envs = {}   # runtime env key -> its JSON text (from the GCS)
         self.stopping = False
         self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
 
@@ -163,7 +164,8 @@ class Raylet:
         store, sched, actors, cons, om, cs, gcsw = (
             self.store, self.sched, self.actors, self.constraints, self.om, self.cs,
             self.gcsw)
-        self.pool.wire(gcs=gcsw, on_start_failed=sched.workers_fail_to_start)
+        self.pool.wire(gcs=gcsw, on_start_failed=sched.workers_fail_to_start,
+                       env_of=self.runtime_env_of)
         self.memory.wire(pool=self.pool, gcs=gcsw)
         store.wire(gcs=gcsw, node_table=self.node_table, om=om, sched=sched,
                    actors=actors, cs=cs)
@@ -197,6 +199,7 @@ class Raylet:
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
             "kill_actor": actors.call_kill_actor, "cancel": sched.call_cancel,
             "job_sys_path": self.call_job_sys_path,
+            "runtime_env": self.call_runtime_env,
             "memory": self.call_memory, "actor_state": actors.call_actor_state,
             "status": self.call_status, "pg_create": cons.call_pg_create,
             "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
@@ -372,6 +375,22 @@ class Raylet:
             raw = self.gcs.r.hget(keys.job(job_id), "sys_path")
             cache[job_id] = raw.decode() if raw else "[]"
         return cache[job_id]
+
+    def call_runtime_env(self, conn, key):
+        """A runtime environment (JSON text, None if the GCS has none by that
+        key), for a worker started for it."""
+        text = self.runtime_envs.get(key)
+        if text is None:
+            text = self.gcs.get_runtime_env(key)
+            if text is not None:
+                self.runtime_envs[key] = text   # immutable: named by its content
+        return text
+
+    def runtime_env_of(self, key):
+        """The runtime environment `key` as a dict (None if unknown): the worker
+        pool reads its env_vars when it starts a worker for it."""
+        text = self.call_runtime_env(None, key)
+        return json.loads(text) if text else None
 
     def call_status(self, conn):
         return {"resources": self.call_resources(conn),

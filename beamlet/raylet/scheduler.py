@@ -157,10 +157,12 @@ class ReadyQueue:
 
     @staticmethod
     def shape(spec):
-        """Tasks with equal resources and placement constraints share a FIFO."""
+        """Tasks with equal resources, placement constraints and runtime
+        environment (their workers are pooled by it) share a FIFO."""
         sched = spec.scheduling
         return (tuple(sorted(spec.resources.items())),
-                tuple(sched) if sched and sched[0] in ("PG", "NODE") else None)
+                tuple(sched) if sched and sched[0] in ("PG", "NODE") else None,
+                spec.runtime_env)
 
     def push(self, task, front=False):
         key = self.shape(task.spec)

@@ -299,7 +299,7 @@ class LocalScheduler:
     def schedule(self):
         self.schedule_pending = False
         res = self.resources
-        want = 0
+        want = {}    # runtime env key -> workers that could start work now
         want_job = b""
         if self.pgs.waiting:
             self.constraints.reserve_pending()
@@ -313,13 +313,14 @@ class LocalScheduler:
                     pool = self.constraints.pool_for(t)
                 if pool is None:
                     break
-                w = self.pool.pop_idle()
+                env = shape[2]      # workers are pooled by runtime environment
+                w = self.pool.pop_idle(env)
                 if w is None:
                     # start workers for what could run now: as many as the free
                     # resources allow for this shape (all of them if it needs no CPU)
                     cpu = req.get("CPU", 0)
                     fit = int(pool.available.get("CPU", 0) / cpu + 1e-9) if cpu else len(q)
-                    want += max(1, min(len(q), fit))
+                    want[env] = want.get(env, 0) + max(1, min(len(q), fit))
                     want_job = t.spec.job_id
                     break
                 q.popleft()
@@ -327,8 +328,8 @@ class LocalScheduler:
                 self.dispatch(t, w, pool)
             if q and shape[1] is None:
                 self.send_ahead(q)
-        if want:
-            self.pool.start_workers(want, want_job)
+        for env, n in want.items():
+            self.pool.start_workers(n, want_job, env)
 
     def dispatch(self, t, w, pool):
         spec = t.spec
@@ -418,7 +419,7 @@ class LocalScheduler:
             cur = w.task
             if (w.next is None and w.state is WState.BUSY and w.revoking is None
                     and cur is not None and cur.spec.kind == P.NORMAL_TASK
-                    and cur.spec.resources == req
+                    and cur.spec.resources == req and w.env == t.spec.runtime_env
                     and fn_time.get(cur.spec.function_key, limit) < limit):
                 q.popleft()
                 self.ready.count -= 1

@@ -31,6 +31,7 @@ from .._private import process, ray_alias, serialization
 from .._private import protocol as P
 from ..generator import DynamicObjectRefGenerator
 from ..object_ref import ObjectRef
+from ..runtime_env import setup as runtime_env_setup
 from . import core_worker, streaming
 from .core_worker import CoreWorker, HostedActor, TaskContext
 
@@ -140,6 +141,10 @@ class Worker:
         self.calls = {}              # task id -> Call (actor calls not answered yet)
         self.early_cancels = collections.OrderedDict()
         self.core.conn.on_cancel = self.on_cancel
+        # a worker started for a runtime environment sets it up before its first
+        # task; if that failed, every task it is given fails with why
+        self.env_error = runtime_env_setup.setup_worker(
+            self.core, args.runtime_env, args.session_dir) if args.runtime_env else None
         signal.signal(signal.SIGINT, self.on_sigint)
 
     def on_sigint(self, signum, frame):
@@ -354,6 +359,8 @@ class Worker:
                 sys.path.append(p)
 
     def target(self, spec):
+        if self.env_error is not None:
+            raise self.env_error
         if spec.kind == P.NORMAL_TASK:
             return self.load(spec.function_key)
         if spec.kind == P.ACTOR_CREATION_TASK:
@@ -668,6 +675,8 @@ def main(argv=None):
     ap.add_argument("--socket", required=True)
     ap.add_argument("--worker-id", required=True)
     ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--runtime-env", default="",
+                    help="key of the runtime environment this worker runs in")
     args = ap.parse_args(argv)
     process.set_pdeathsig(signal.SIGKILL)
     w = Worker(args)
