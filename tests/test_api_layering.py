@@ -32,8 +32,10 @@ LAYERS = [
     ("entry", {"beamlet", "beamlet.worker.main"}),
 ]
 # process roles and tools, not part of the driver API (tests/test_layering.py)
+# (the dashboard is served by the monitor process; it reads the cluster through
+# the state API of util/)
 OUTSIDE = ("beamlet.raylet", "beamlet.scheduler", "beamlet.cli", "beamlet.cluster_utils",
-           "beamlet.__main__")
+           "beamlet.__main__", "beamlet.dashboard")
 
 
 def module_name(path: pathlib.Path) -> str:

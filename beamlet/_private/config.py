@@ -52,6 +52,9 @@ UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)
 # option object_spilling_directory and `beamlet start --object-spilling-directory`
 # override it.
 OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
+# How often a process that records metrics (beamlet.util.metrics) sends what
+# changed to its raylet (one METRICS message), i.e. how fresh a scrape is.
+METRICS_REPORT_S = _env("METRICS_REPORT_S", 1.0, float)
 # How long a driver or the CLI tries to reach a GCS on another machine before
 # saying it cannot (the address is probed before anything else is done with it).
 GCS_CONNECT_TIMEOUT_S = _env("GCS_CONNECT_TIMEOUT_S", 5.0, float)

@@ -41,6 +41,17 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
   RETURNED c→r  [RETURNED, task_id, returned]  the answer: returned is False when
                 the task had started already (its DONE comes as usual)
 
+Metrics (beamlet/util/metrics.py → raylet/metrics.py), numbered apart from the
+messages above so that adding one there never renumbers it:
+  METRICS  c→r  [METRICS, batch]  one-way; what changed in this process's metrics
+                since its last batch (sent at most every METRICS_REPORT_S, never
+                per record call): [[name, kind, description, tag_keys,
+                boundaries, series], ...]; kind "counter" | "gauge" |
+                "histogram"; series [[tag values (in tag_keys order), value],
+                ...] with the process's cumulative value: a counter's total, a
+                gauge's [time set, value], a histogram's [bucket counts (one
+                per boundary, then +Inf), sum, count] (_private/prometheus.py)
+
 An object descriptor says where an object's serialized bytes are:
   [INLINE, data, is_error]           the bytes themselves (small objects, errors)
   [ARENA, offset, size, is_error]    a slice of the node's shared-memory arena;
@@ -60,6 +71,8 @@ HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL
 NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
          "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT", "REVOKE",
          "RETURNED"]
+
+METRICS = 50
 
 INLINE, ARENA = 0, 1
 

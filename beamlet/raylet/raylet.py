@@ -47,6 +47,7 @@ from .cluster_scheduling import ClusterScheduler
 from .common import log
 from .constraints import Constraints
 from .gcs_writer import GcsWriter
+from .metrics import MetricsExporter
 from .node_table import NodeTable
 from .object_manager import ObjectManager
 from .objects import ObjectStore
@@ -138,6 +139,9 @@ class Raylet:
                                 getattr(args, "peer_port", 0) or 0)
         # cross-node scheduling (remote actors, strategies, placement groups)
         self.cs = ClusterScheduler(node)
+        # the node's metrics endpoint (Prometheus text)
+        self.metrics = MetricsExporter(node, args.redis_password, args.metrics_export_host,
+                                       args.metrics_export_port)
 
         # --- who calls whom
         store, sched, actors, cons, om, cs, gcsw = (
@@ -153,6 +157,8 @@ class Raylet:
         cons.wire(sched=sched, store=store, actors=actors, cs=cs,
                   node_table=self.node_table, gcs=gcsw)
         self.node_table.wire(on_death=om.node_died)
+        self.metrics.wire(sched=sched, pool=self.pool, store=store,
+                          resources=self.resources)
         om.wire(node_table=self.node_table, store=store, sched=sched, cs=cs,
                 resources=self.resources, gcs=gcsw, gcs_client=self.gcs)
         cs.wire(node_table=self.node_table, om=om, sched=sched, actors=actors,
@@ -166,6 +172,7 @@ class Raylet:
             P.WAIT: store.on_wait, P.REF_ADD: store.on_ref_add,
             P.REF_DEL: store.on_ref_del, P.UNPIN: store.on_unpin, P.DONE: sched.on_done,
             P.CALL: self.on_call, P.RETURNED: sched.on_returned,
+            P.METRICS: self.metrics.on_metrics,
         }
         self.calls = {
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
@@ -193,13 +200,15 @@ class Raylet:
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
         if self.args.owner_pid:
             self.watch_owner(self.args.owner_pid)
+        await self.metrics.start()
         self.gcsw.register_node({
             "address": self.args.node_ip, "socket": self.socket_path,
             "hostname": socket.gethostname(), "pid": os.getpid(), "state": "ALIVE",
             "resources_total": self.resources.total,
             "resources_available": self.resources.available,
             "object_store_memory": self.store.arena_size, "started_at": time.time(),
-            "session_dir": self.session_dir, "is_head": int(self.args.head)})
+            "session_dir": self.session_dir, "is_head": int(self.args.head),
+            "metrics_export_port": self.metrics.port})
         await self.om.start()
         for _ in range(self.args.prestart):
             self.pool.start_worker()
@@ -211,6 +220,7 @@ class Raylet:
         finally:
             ticker.cancel()
             server.close()
+            self.metrics.close()
             self.om.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
@@ -300,6 +310,7 @@ class Raylet:
             if how is not None:     # (None: removed on purpose, reaped)
                 self.sched.worker_lost(w, how)
         self.store.release_holder(conn)
+        self.metrics.client_lost(conn)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
             # the driver left: its non-detached actors die with it
@@ -377,6 +388,10 @@ def parse_args(argv=None):
     ap.add_argument("--head", action="store_true")
     ap.add_argument("--peer-port", type=int, default=0,
                     help="TCP port for peer raylets (0: any free port)")
+    ap.add_argument("--metrics-export-port", type=int, default=0,
+                    help="TCP port of the node's metrics endpoint (0: any free port)")
+    ap.add_argument("--metrics-export-host", default="127.0.0.1",
+                    help="address the metrics endpoint listens on (default loopback)")
     ap.add_argument("--spill-dir", default="",
                     help="where to spill objects (default: the session's spill/)")
     args = ap.parse_args(argv)
