@@ -52,6 +52,9 @@ UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)
 # option object_spilling_directory and `beamlet start --object-spilling-directory`
 # override it.
 OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
+# Finished tasks the GCS keeps per job (the newest; beamlet:task_events:<job>):
+# what the state API lists and the timeline draws of a job's past.
+TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
 # How long a driver or the CLI tries to reach a GCS on another machine before
 # saying it cannot (the address is probed before anything else is done with it).
 GCS_CONNECT_TIMEOUT_S = _env("GCS_CONNECT_TIMEOUT_S", 5.0, float)
