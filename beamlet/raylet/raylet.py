@@ -10,7 +10,8 @@ the loop.
                                tick (heartbeat)  ├─ ClusterScheduler cluster_scheduling.py
                                                  ├─ NodeTable        node_table.py
                                                  ├─ WorkerPool       worker_pool.py
-                                                 └─ GcsWriter        gcs_writer.py
+                                                 ├─ GcsWriter        gcs_writer.py
+                                                 └─ Introspection    introspection.py
 
 Each component owns its state and declares the methods others may call
 (INTERFACE); the shell hands each one the components it uses (`wire`) and
@@ -21,7 +22,8 @@ the components and their calls: docs/architecture.md.
 
 Owns: the client connections (Conn: a driver's or worker's socket, and the
   refs and pins it holds), the drivers by job, the function and sys.path
-  caches served to workers, startup and shutdown.
+  caches served to workers, the calls answered later (those that ask other
+  nodes), startup and shutdown.
 Uses: every component, through its INTERFACE.
 Messages: HELLO and CALL (the calls table: some calls are answered here,
   the others go to their component); every other message goes to the
