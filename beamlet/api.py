@@ -13,11 +13,12 @@ import os
 import sys
 
 from . import connection, exceptions
-from ._private import ids
+from ._private import ids, state_rows
 from ._private import options as opts
+from ._private.timeline import trace_events
 from .actor import ActorHandle, make_actor_class, method  # noqa: F401 (re-exported)
 from .gcs import keys
-from .gcs.client import GcsClient
+from .gcs.client import GcsClient, StateReader
 from .log_printer import LogPrinter
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
@@ -362,19 +363,18 @@ def get_gpu_ids() -> list:
 
 
 def timeline(filename=None):
-    """Task events (chrome://tracing format) of the tasks the GCS still records:
-    one instant event per task at its last state change."""
-    _core()
-    r = connection.gcs().r
-    events = []
-    for key in r.scan_iter(f"{keys.P}tasks:*"):
-        node = key.decode().rsplit(":", 1)[1]
-        for tid, v in r.hgetall(key).items():
-            state, name, job, ts = v.decode().split(" ")
-            events.append({"name": name, "cat": "task", "ph": "i", "pid": node,
-                           "tid": job, "ts": float(ts) * 1e6,
-                           "args": {"task_id": tid.decode(), "state": state}})
-    events.sort(key=lambda e: e["ts"])
+    """The cluster's task timeline as Chrome trace events (open the file in
+    chrome://tracing or ui.perfetto.dev): one duration event per task execution
+    on its worker's row (process: node, thread: worker pid), from the tasks
+    running now and the finished ones the GCS keeps (TASK_EVENTS_PER_JOB per
+    job).  With `filename`, written there (JSON) and None returned."""
+    core = _core()
+    live = core.call("state", "tasks", [], None, True)
+    reader = StateReader(connection.gcs().r)
+    records, _kept = reader.finished_tasks([j["_id"] for j in reader.jobs()])
+    rows = state_rows.merge_tasks(live.get("rows", []),
+                                  [state_rows.row_from_record(r) for r in records])
+    events = trace_events(rows)
     if filename:
         with open(filename, "w") as f:
             json.dump(events, f)

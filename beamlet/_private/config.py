@@ -52,6 +52,9 @@ UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)
 # option object_spilling_directory and `beamlet start --object-spilling-directory`
 # override it.
 OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
+# Finished tasks the GCS keeps per job (the newest; beamlet:task_events:<job>):
+# what the state API lists and the timeline draws of a job's past.
+TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
 # How often a process that records metrics (beamlet.util.metrics) sends what
 # changed to its raylet (one METRICS message), i.e. how fresh a scrape is.
 METRICS_REPORT_S = _env("METRICS_REPORT_S", 1.0, float)

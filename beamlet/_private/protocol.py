@@ -31,7 +31,20 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 flag: "retry" (the exception is retryable), "exit" (exit_actor
                 was called) or None
   CALL     c→r  [CALL, req, method, args] → REPLY; rare control operations
-                (cluster resources, actors, cancel, ...), see raylet.CALLS
+                (cluster resources, actors, cancel, ...), see raylet.CALLS; the
+                observability calls (raylet/introspection.py) are:
+                "state" [kind, filters, limit, detail] → {"rows", "total",
+                  "errors"}: the live rows of kind "tasks" | "actors" | "objects"
+                  | "workers" | "placement_groups" of every node (this raylet asks
+                  the others with PEER_STATE), filtered (state_rows.matches), the
+                  newest `limit`; errors: nodes that did not answer
+                "explain" [oids] → {"stuck", "text", "steps"}: what a get/wait on
+                  `oids` waits for, as a chain ending in its root cause
+                  (beamlet/_private/pending.py), followed across nodes
+                "logs" [] → {node hex: [{"name", "size", "mtime", "pid",
+                  "worker_id"}, ...]}: the log files of every node
+                "log_read" [node hex, name, offset, max_bytes] → {"data",
+                  "size"} | {"error"}: bytes of one log file of a node
   EXECUTE  r→c  [EXECUTE, spec, arg_descriptors]   run this task (workers only)
   REPLY    r→c  [REPLY, req, payload]
   EXIT     r→c  [EXIT, reason]            the worker must exit (pool shrink, kill)
@@ -255,3 +268,16 @@ REMOTE = 2   # result descriptor kind in TASK_DONE: the bytes stay on the sender
 #                    receiver's bundles, kill its actors and tasks in the group
 PEER_ACTOR_CREATE, PEER_ACTOR_KILL, PEER_PG_RESERVE, PEER_PG_RESERVED, PEER_PG_CANCEL, \
     PEER_PG_REMOVE = range(120, 126)
+
+# Observability (beamlet/raylet/introspection.py), same authentication and
+# framing, on a connection of its own (as a PULL), never on the ordered links:
+#   STATE        c→s [PEER_STATE, query]  → [PEER_STATE_REPLY, answer]
+#                    query {"op": "state", "kind", "filters", "limit", "detail"}:
+#                      the receiver's own live rows (not its peers');
+#                    {"op": "explain_task", "task_id": hex, "path": [hex...]}:
+#                      the chain of task `task_id` as the receiver sees it
+#                      (`path`: the tasks already in the chain: a cycle);
+#                    {"op": "explain_object", "object_id": hex, "path": [...]};
+#                    {"op": "logs"}: its log files; {"op": "log_read", "name",
+#                      "offset", "max_bytes"}: bytes of one of them
+PEER_STATE, PEER_STATE_REPLY = 130, 131

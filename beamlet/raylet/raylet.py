@@ -10,7 +10,8 @@ the loop.
                                tick (heartbeat)  ├─ ClusterScheduler cluster_scheduling.py
                                                  ├─ NodeTable        node_table.py
                                                  ├─ WorkerPool       worker_pool.py
-                                                 └─ GcsWriter        gcs_writer.py
+                                                 ├─ GcsWriter        gcs_writer.py
+                                                 └─ Introspection    introspection.py
 
 Each component owns its state and declares the methods others may call
 (INTERFACE); the shell hands each one the components it uses (`wire`) and
@@ -21,7 +22,8 @@ the components and their calls: docs/architecture.md.
 
 Owns: the client connections (Conn: a driver's or worker's socket, and the
   refs and pins it holds), the drivers by job, the function and sys.path
-  caches served to workers, startup and shutdown.
+  caches served to workers, the calls answered later (those that ask other
+  nodes), startup and shutdown.
 Uses: every component, through its INTERFACE.
 Messages: HELLO and CALL (the calls table: some calls are answered here,
   the others go to their component); every other message goes to the
@@ -47,6 +49,7 @@ from .cluster_scheduling import ClusterScheduler
 from .common import log
 from .constraints import Constraints
 from .gcs_writer import GcsWriter
+from .introspection import Introspection
 from .metrics import MetricsExporter
 from .node_table import NodeTable
 from .object_manager import ObjectManager
@@ -139,6 +142,8 @@ class Raylet:
                                 getattr(args, "peer_port", 0) or 0)
         # cross-node scheduling (remote actors, strategies, placement groups)
         self.cs = ClusterScheduler(node)
+        # the state API, pending reasons, stuck diagnoses
+        self.intro = Introspection(node, args.node_ip)
         # the node's metrics endpoint (Prometheus text)
         self.metrics = MetricsExporter(node, args.redis_password, args.metrics_export_host,
                                        args.metrics_export_port)
@@ -160,7 +165,12 @@ class Raylet:
         self.metrics.wire(sched=sched, pool=self.pool, store=store,
                           resources=self.resources)
         om.wire(node_table=self.node_table, store=store, sched=sched, cs=cs,
-                resources=self.resources, gcs=gcsw, gcs_client=self.gcs)
+                resources=self.resources, gcs=gcsw, gcs_client=self.gcs,
+                on_state=self.intro.on_peer_state)
+        self.intro.wire(sched=sched, actors=actors, store=store, pool=self.pool,
+                        constraints=cons, pgs=self.pgs, cs=cs, om=om,
+                        node_table=self.node_table, resources=self.resources,
+                        drivers=self.driver_list, client_refs=self.client_refs)
         cs.wire(node_table=self.node_table, om=om, sched=sched, actors=actors,
                 constraints=cons, store=store, resources=self.resources, pgs=self.pgs,
                 gcs=gcsw, gcs_client=self.gcs)
@@ -182,7 +192,9 @@ class Raylet:
             "status": self.call_status, "pg_create": cons.call_pg_create,
             "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
             "ping": lambda conn: "pong",
+            "state": self.intro.call_state, "explain": self.intro.call_explain,
         }
+        self.call_tasks = set()  # calls answered later (they ask other nodes)
 
     # ------------------------------------------------------------------ startup
     async def main(self):
@@ -224,7 +236,7 @@ class Raylet:
             self.om.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
-            pending = [ticker, *self.pool.output_tasks()]
+            pending = [ticker, *self.pool.output_tasks(), *self.call_tasks]
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -313,6 +325,9 @@ class Raylet:
         self.metrics.client_lost(conn)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
+            # the job's record says it ended (the state API's list_jobs)
+            self.gcsw.put("hset", keys.job(conn.job_id), mapping={
+                "state": "SUCCEEDED", "end_time": time.time()})
             # the driver left: its non-detached actors die with it
             self.actors.job_finished(conn.job_id)
             self.cs.job_finished(conn.job_id)
@@ -324,8 +339,35 @@ class Raylet:
             result = self.calls[method](conn, *args)
         except Exception as e:
             result = {"error": f"{type(e).__name__}: {e}"}
+        if asyncio.iscoroutine(result):
+            # it waits for other nodes: reply when it is done (owned here,
+            # cancelled at shutdown)
+            t = self.loop.create_task(self.call_later(conn, req, result))
+            self.call_tasks.add(t)
+            t.add_done_callback(self.call_tasks.discard)
+            return
         if req:
             conn.send([P.REPLY, req, result])
+
+    async def call_later(self, conn, req, coro):
+        try:
+            result = await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log("call failed:", traceback.format_exc())
+            result = {"error": f"{type(e).__name__}: {e}"}
+        if req:
+            conn.send([P.REPLY, req, result])
+
+    def driver_list(self) -> list:
+        """The drivers connected here (the state API's workers of type DRIVER)."""
+        return [{"pid": c.pid, "job_id": c.job_id.hex() if c.job_id else None}
+                for c in self.clients if c.role == "driver"]
+
+    def client_refs(self) -> list:
+        """(role, pid, refs, pins) of every client connection (read only)."""
+        return [(c.role, c.pid, c.refs, c.pins) for c in self.clients]
 
     def call_resources(self, conn):
         return {"total": self.resources.total, "available": self.resources.snapshot()}

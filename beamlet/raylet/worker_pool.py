@@ -13,6 +13,7 @@ Messages: none directly; the shell hands it HELLO from a worker (`connected`)
   BUSY/BLOCKED/ACTOR state; the pool owns STARTING/IDLE/DEAD and the processes.
 """
 import asyncio
+import collections
 import enum
 import os
 import time
@@ -32,6 +33,8 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
 MAX_STARTING = 8
 # A worker that does not connect this many times in a row: starting is broken.
 START_FAILURES_FATAL = 5
+# Exited workers remembered for `beamlet list workers` (the newest).
+EXITED_KEPT = 1000
 
 
 class WState(enum.Enum):
@@ -67,9 +70,11 @@ class Worker:
 
 
 class WorkerPool:
+    # `node_id` is read-only for the others
     INTERFACE = ("wire", "start", "start_worker", "start_workers", "get", "all",
                  "connected", "pop_idle", "make_idle", "remove", "signal", "lost",
-                 "check", "state_counts", "output_tasks", "kill_all")
+                 "check", "state_counts", "output_tasks", "kill_all",
+                 "starting_count", "ended", "node_id")
 
     def __init__(self, socket_path: str, session_dir: str, node_id: bytes,
                  keep_idle: int = 1):
@@ -82,6 +87,8 @@ class WorkerPool:
         self.starting = 0
         self.start_failures = 0
         self.readers = set()       # tasks forwarding workers' stdout/stderr
+        # the last workers that exited: (Worker, how, wall time), for the state API
+        self.exited = collections.deque(maxlen=EXITED_KEPT)
         self.loop = None
         self.publish = None
         self.on_start_failed = None
@@ -187,6 +194,7 @@ class WorkerPool:
         if w.state is WState.DEAD:
             if w.proc is not None and w.proc.poll() is None:
                 self.loop.call_later(0.5, w.proc.poll)
+            self.exited.append((w, None, time.time()))
             return None
         self.remove(w)
         code = w.proc.poll() if w.proc else None
@@ -195,7 +203,18 @@ class WorkerPool:
                 code = w.proc.wait(0.5)
             except Exception:
                 code = None
-        return process.describe_exit(code)
+        how = process.describe_exit(code)
+        self.exited.append((w, how, time.time()))
+        return how
+
+    def starting_count(self) -> int:
+        """Workers started that have not connected yet."""
+        return self.starting
+
+    def ended(self) -> list:
+        """(Worker, how it exited or None when the raylet ended it, wall time) of
+        the last EXITED_KEPT workers that exited."""
+        return list(self.exited)
 
     def connected(self, w: Worker, conn) -> None:
         w.conn = conn
