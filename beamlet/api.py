@@ -54,7 +54,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
     (address="auto" or "HOST:PORT"); returns a dict describing it.  Options Ray
     has and beamlet does not act on are accepted (docs/api.md lists them)."""
     # (drivers only: workers never load node)
-    from .node import Node, find_cluster, init_node_options, resolve_address
+    from .node import (Node, announce, dashboard_url, find_cluster, init_node_options,
+                       resolve_address)
     named = dict(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                  resources=resources, object_store_memory=object_store_memory,
                  namespace=namespace, ignore_reinit_error=ignore_reinit_error,
@@ -119,7 +120,12 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             raise
         connection.attach(parts, namespace, job_id, record)
         atexit.register(shutdown)
-        return _info()
+        info = _info()
+        if info["dashboard_url"]:
+            # as Ray says it; the link carries the token once (it logs the
+            # browser in with a cookie): docs/security.md
+            announce(f"View the dashboard at {dashboard_url(info['dashboard_url'], password)}")
+        return info
 
 
 def _auto_init():
@@ -142,7 +148,11 @@ connection.set_auto_init(_auto_init)
 def _info():
     core = _core()
     gcs = connection.gcs()
+    dashboard = gcs.r.hget(keys.CLUSTER, "dashboard_address")
+    dashboard = dashboard.decode() if dashboard else ""
     return ClusterInfo(
+        # host:port of the head's dashboard ("" without one), as Ray's
+        dashboard_url=dashboard, webui_url=dashboard,
         address=f"{gcs.host}:{gcs.port}",
         node_id=core.node_id.hex(), session_dir=core.node_info["session_dir"],
         raylet_socket_name=core.conn.path if connection.started_cluster() else None,
@@ -318,6 +328,9 @@ def nodes() -> list:
             "Resources": n.get("resources_total", {}) if alive else {},
             "ObjectStoreSocketName": n.get("socket"),
             "IsHead": n.get("is_head") == "1",
+            # the node's Prometheus endpoint (raylet/metrics.py), as Ray's
+            "MetricsExportPort": int(n["metrics_export_port"])
+            if n.get("metrics_export_port") else None,
         })
     return out
 

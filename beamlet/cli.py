@@ -98,9 +98,29 @@ def _start_options(args):
         store = check_object_store_memory(args.object_store_memory)
     except ValueError as e:
         raise CliError(re.sub(r"object_store_memory=\s?", "--object-store-memory ", str(e)))
+    try:
+        netaddr.check_port(args.metrics_export_port, "--metrics-export-port")
+        netaddr.check_listen_host(args.metrics_export_host, "--metrics-export-host")
+    except ValueError as e:
+        raise CliError(str(e))
     return dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                 resources=_parse_resources(args.resources), object_store_memory=store,
-                spill_dir=args.object_spilling_directory, owner_pid=0)
+                spill_dir=args.object_spilling_directory, owner_pid=0,
+                metrics_export_port=args.metrics_export_port,
+                metrics_export_host=args.metrics_export_host)
+
+
+def _dashboard_options(args):
+    """Node() arguments of a head's dashboard, checked with the flags' names."""
+    from ._private import netaddr
+    try:
+        if args.dashboard_port is not None:
+            netaddr.check_port(args.dashboard_port, "--dashboard-port")
+        netaddr.check_listen_host(args.dashboard_host, "--dashboard-host")
+    except ValueError as e:
+        raise CliError(str(e))
+    return dict(include_dashboard=args.include_dashboard,
+                dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
 
 
 def cmd_start(args):
@@ -118,11 +138,14 @@ def cmd_start(args):
                            f"{port}.")
         ip = args.node_ip_address or "127.0.0.1"
         node = Node(head=True, node_ip=ip, redis_port=port or None, password=password,
-                    **opts)
+                    **opts, **_dashboard_options(args))
     else:
         if args.port is not None:
             raise CliError("--port is the GCS port of a new head (--head); a worker "
                            "node joins the GCS given by --address HOST:PORT.")
+        if args.dashboard_port is not None or args.include_dashboard is False:
+            raise CliError("--dashboard-port and --include-dashboard are for a head "
+                           "node (--head): the head serves the cluster's dashboard.")
         try:
             host, port = netaddr.parse_host_port(args.address, "--address")
         except ValueError as e:
@@ -150,6 +173,9 @@ def cmd_start(args):
         print("  (the token lets whoever has it run code on this cluster as you: to keep "
               "it off command lines, put it in a file only you can read and pass "
               "--redis-password-file FILE instead)")
+        if node.dashboard_address:
+            print(f"  dashboard:   {node.dashboard_url()}")
+            print("  (opening that link logs the browser in; docs/security.md)")
         print("To connect a driver on a machine of the cluster:")
         print(f"  beamlet.init(address=\"{node.address}\")   (or address=\"auto\")")
         print("To stop the nodes of this machine: beamlet stop")
@@ -277,14 +303,19 @@ def _connect(args):
 
 
 def cmd_status(args):
+    from .gcs import keys
+    from .node import dashboard_url
     info, gcs = _connect(args)
     try:
         nodes = gcs.nodes()
+        dashboard = (gcs.r.hget(keys.CLUSTER, "dashboard_address") or b"").decode()
     finally:
         gcs.r.close()
     alive = [n for n in nodes if n.get("state") == "ALIVE"]
     dead = [n for n in nodes if n.get("state") != "ALIVE"]
     print(f"beamlet cluster at {info['redis_host']}:{info['redis_port']}")
+    if dashboard:
+        print(f"Dashboard: {dashboard_url(dashboard)} (log in with the cluster token)")
     print(f"Nodes: {len(alive)} alive, {len(dead)} dead")
     total, avail, demand = {}, {}, []
     for n in nodes:
@@ -597,8 +628,34 @@ def _add_start(sub):
                    "the session directory)")
     _token_options(p, "the cluster token (default: a new random one for --head; for "
                    "--address, the local head's if it runs on this machine)")
+    p.add_argument("--include-dashboard", type=_bool_arg, default=True,
+                   metavar="true|false",
+                   help="serve the web dashboard from the head (default: true)")
+    p.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
+                   help="where the dashboard listens (default: 127.0.0.1, loopback "
+                   "only; 0.0.0.0: every interface). It always asks for the "
+                   "cluster token")
+    p.add_argument("--dashboard-port", type=int, default=None, metavar="PORT",
+                   help="the dashboard's port (default: 8265, or the next free one; "
+                   "a port given here must be free)")
+    p.add_argument("--metrics-export-port", type=int, default=0, metavar="PORT",
+                   help="the port of this node's Prometheus metrics endpoint "
+                   "(default: 0, any free port; it is in the node's GCS record)")
+    p.add_argument("--metrics-export-host", default="127.0.0.1", metavar="HOST",
+                   help="where the metrics endpoint listens (default: 127.0.0.1; "
+                   "0.0.0.0: every interface). Scrapes send the cluster token as "
+                   "a bearer token")
     p.add_argument("--block", action="store_true",
                    help="stay in the foreground; stop the node on Ctrl-C or SIGTERM")
+
+
+def _bool_arg(text):
+    v = str(text).strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _add_stop(sub):

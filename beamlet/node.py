@@ -202,9 +202,11 @@ def _spill_dir_in(base: str, node_id_hex: str) -> str:
 
 
 def init_node_options(kwargs: dict, connecting: bool) -> dict:
-    """Node() arguments from init()'s object_spilling_directory, _temp_dir and
-    _system_config (validated); connecting to a running cluster takes only
-    _temp_dir (where to look for it): the others are fixed when a node starts."""
+    """Node() arguments from init()'s object_spilling_directory, _temp_dir,
+    _system_config, dashboard and metrics options (validated); connecting to a
+    running cluster takes only _temp_dir (where to look for it): the others are
+    fixed when a node starts (the dashboard and metrics options are then ignored,
+    as Ray ignores them: the head serves the cluster's dashboard)."""
     system_config = kwargs.get("_system_config") or {}
     if not isinstance(system_config, dict):
         raise TypeError(f"_system_config must be a dict, got "
@@ -230,8 +232,14 @@ def init_node_options(kwargs: dict, connecting: bool) -> dict:
     if spill is not None and (not isinstance(spill, str) or not spill):
         raise ValueError(f"object_spilling_directory must be a directory path, got "
                          f"{spill!r}.")
+    include = kwargs.get("include_dashboard")
     return {"session_root": root, "spill_dir": spill,
-            "child_env": config.system_config_env(system_config)}
+            "child_env": config.system_config_env(system_config),
+            # the dashboard is on unless turned off (Ray's default when it can run)
+            "include_dashboard": True if include is None else include,
+            "dashboard_host": kwargs.get("dashboard_host") or "127.0.0.1",
+            "dashboard_port": kwargs.get("dashboard_port"),
+            "metrics_export_port": kwargs.get("_metrics_export_port") or 0}
 
 
 def _ray_spilling_directory(value) -> str:
@@ -337,6 +345,7 @@ class Node:
         self.session_dir = new_session_dir(self.session_root)
         logs = os.path.join(self.session_dir, "logs")
         ready = None    # the pipe on which the monitor says where the dashboard is
+        self.socket_path = os.path.join(self.session_dir, "sockets", "raylet")
         try:
             if self.spill_base:
                 self.spill_dir = _spill_dir_in(self.spill_base, self.node_id_hex())
@@ -358,11 +367,7 @@ class Node:
                          "--session-dir", self.session_dir,
                          "--owner-pid", str(self.owner_pid or 0),
                          "--redis-pid", str(self.redis_proc.pid)] + dashboard_args,
-                        secret=self.password,
-                        # (the dashboard's state API finds this node's raylet
-                        # under the session root)
-                        extra_env={**self.child_env,
-                                   "BEAMLET_SESSION_ROOT": self.session_root},
+                        secret=self.password, extra_env=self.child_env,
                         stdout=open(os.path.join(logs, "monitor.out"), "ab"),
                         stderr=open(os.path.join(logs, "monitor.err"), "ab"),
                         die_with_parent=bool(self.owner_pid),
@@ -370,7 +375,6 @@ class Node:
                 finally:
                     if ready:
                         os.close(ready[1])
-            self.socket_path = os.path.join(self.session_dir, "sockets", "raylet")
             self.raylet_proc = process.spawn_python(
                 "beamlet.raylet.raylet",
                 ["--session-dir", self.session_dir, "--socket", self.socket_path,
@@ -430,6 +434,7 @@ class Node:
         ready = os.pipe()
         port = self.dashboard_port
         args = ["--dashboard-host", self.dashboard_host,
+                "--raylet-socket", self.socket_path,
                 "--dashboard-port", str(DEFAULT_DASHBOARD_PORT if port is None else port),
                 "--dashboard-ready-fd", str(ready[1])]
         return args + (["--dashboard-port-retries"] if port is None else []), ready

@@ -6,35 +6,65 @@ table name -> rows shaped for pages.py's columns, or {"error": why} when the
 cluster did not answer (the page shows it; the next poll tries again).
 """
 import collections
+import threading
+import time
 
+from .._private.timeline import trace_events
 from ..util import state
 
 TASK_STATES = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER",
                "RUNNING", "FINISHED", "FAILED")
 TABLE_LIMIT = 500          # rows a table shows at most (the newest)
 SCAN_LIMIT = 10_000        # rows read to count or sum (as Ray's API server limit)
+QUERY_TIMEOUT_S = 10
 
 
 class ClusterView:
-    """The cluster the dashboard shows: its GCS address, and the head node's
-    session root (where the state API finds the node to ask)."""
+    """The cluster the dashboard shows, read through one state API source kept
+    open (the head node's raylet and the GCS), opened again after a failure."""
 
-    def __init__(self, address: str, session_dir: str):
-        self.address = address
-        self.session_dir = session_dir
+    def __init__(self, raylet_socket: str, gcs_host: str, gcs_port: int, token: str):
+        self.raylet_socket = raylet_socket
+        self.gcs_host, self.gcs_port = gcs_host, gcs_port
+        self.token = token
+        self.lock = threading.Lock()
+        self.source = None
 
     def title(self) -> str:
-        return self.address
+        return f"{self.gcs_host}:{self.gcs_port}"
 
-    def query(self, kind, filters=None, limit=TABLE_LIMIT):
-        """The state API's records of `kind` (dicts) on every node."""
-        rows, _total = state.api.query(kind, self.address, filters, limit,
-                                       detail=True, raise_on_missing_output=False)
-        return [r.asdict() if hasattr(r, "asdict") else dict(r) for r in rows]
+    def query(self, kind, filters=None, limit=TABLE_LIMIT) -> list:
+        """The state API's records of `kind` (every node's), as dicts."""
+        src = self._source()
+        try:
+            rows, _total = state.api.query(kind, filters=filters, limit=limit,
+                                           detail=True, raise_on_missing_output=False,
+                                           _source=src)
+        except Exception:
+            self._drop(src)
+            raise
+        return [r.asdict() for r in rows]
 
-    def summarize_tasks(self):
-        return state.summarize_tasks(address=self.address,
-                                     raise_on_missing_output=False)
+    def _source(self):
+        with self.lock:
+            if self.source is None or self.source.core.closed:
+                self.source = state.api._Source.of_node(
+                    self.raylet_socket, self.gcs_host, self.gcs_port, self.token,
+                    timeout=QUERY_TIMEOUT_S)
+            return self.source
+
+    def _drop(self, src):
+        """A query failed: the next one connects again (the node may be back)."""
+        with self.lock:
+            if self.source is src:
+                self.source = None
+        src.close()
+
+    def close(self):
+        with self.lock:
+            src, self.source = self.source, None
+        if src is not None:
+            src.close()
 
 
 def _guard(build):
@@ -99,7 +129,8 @@ def jobs(view) -> dict:
         per_job[t.get("job_id")][t.get("state")] += 1
     rows = []
     for j in view.query("jobs", limit=SCAN_LIMIT):
-        rows.append({**j, "driver_pid": (j.get("driver_info") or {}).get("pid"),
+        pid = str((j.get("driver_info") or {}).get("pid") or "")
+        rows.append({**j, "driver_pid": int(pid) if pid.isdigit() else None,
                      "tasks": dict(per_job.get(j["job_id"], {}))})
     rows.sort(key=lambda r: r.get("start_time") or 0, reverse=True)
     return {"jobs": rows}
@@ -112,31 +143,41 @@ def _one(query, name):
 
 @_guard
 def tasks(view, query) -> dict:
-    filters = []
+    """The tasks table (filtered by the query's state, name, job_id) and the
+    counts per function; both from one read of the tasks."""
     want_state, job, name = _one(query, "state"), _one(query, "job_id"), \
         _one(query, "name")
-    if want_state:
-        if want_state not in TASK_STATES:
-            return {"error": f"state {want_state!r} is not a task state: one of "
-                             f"{', '.join(TASK_STATES)}"}
-        filters.append(("state", "=", want_state))
-    if job:
-        filters.append(("job_id", "=", job))
-    rows = view.query("tasks", filters, SCAN_LIMIT if name else TABLE_LIMIT)
-    if name:
-        rows = [r for r in rows if name in (r.get("name") or "")][-TABLE_LIMIT:]
+    if want_state and want_state not in TASK_STATES:
+        return {"error": f"state {want_state!r} is not a task state: one of "
+                         f"{', '.join(TASK_STATES)}"}
+    everything = view.query("tasks", limit=SCAN_LIMIT)
+    summary = {}
+    for t in everything:
+        key = t.get("func_or_class_name") or t.get("name")
+        s = summary.setdefault(key, {"func_or_class_name": key, "type": t.get("type"),
+                                     "state_counts": collections.Counter(),
+                                     "total": 0})
+        s["state_counts"][t.get("state")] += 1
+        s["total"] += 1
+    rows = [t for t in everything
+            if (not want_state or t.get("state") == want_state)
+            and (not job or t.get("job_id") == job)
+            and (not name or name in (t.get("name") or ""))]
     rows.sort(key=lambda r: (r.get("start_time_ms") or r.get("creation_time_ms")
                              or 0), reverse=True)
-    summary = []
-    for s in view.summarize_tasks()["cluster"]["summary"].values():
-        summary.append({**s, "total": sum(s["state_counts"].values())})
-    summary.sort(key=lambda s: s["func_or_class_name"])
+    now = time.time() * 1000
+    for r in rows[:TABLE_LIMIT]:
+        start = r.get("start_time_ms")
+        r["duration_ms"] = None if not start else (r.get("end_time_ms") or now) - start
     what = " and ".join(f"{k} {v!r}" for k, v in
                         (("state", want_state), ("name containing", name),
                          ("job", job)) if v)
     shown = f"{len(rows)} tasks" + (f" with {what}" if what else "") + \
-        (" (the newest)" if len(rows) >= TABLE_LIMIT else "")
-    return {"tasks": rows, "summary": summary, "shown": shown}
+        (f" (the newest {TABLE_LIMIT} shown)" if len(rows) > TABLE_LIMIT else "")
+    return {"tasks": rows[:TABLE_LIMIT], "shown": shown,
+            "summary": sorted(({**s, "state_counts": dict(s["state_counts"])}
+                               for s in summary.values()),
+                              key=lambda s: str(s["func_or_class_name"]))}
 
 
 @_guard
@@ -182,7 +223,9 @@ def log_tail(view, node, name, offset) -> dict:
 
 @_guard
 def timeline(view) -> list:
-    return []
+    """The Chrome trace of `beamlet timeline` (the same events, from the same
+    task records: the newest SCAN_LIMIT tasks)."""
+    return trace_events(view.query("tasks", limit=SCAN_LIMIT))
 
 
 # endpoint path -> (builder, whether it takes the query)

@@ -9,6 +9,7 @@ formats cells the same way (FORMATS below and `fmt` in dashboard.js).
 import html
 import json
 import time
+import zlib
 
 from . import data
 
@@ -41,6 +42,22 @@ def _time(ms) -> str:
     if not ms:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+def _clock(ms) -> str:
+    """The time of day (the date in the tooltip)."""
+    if not ms:
+        return ""
+    return f'<span title="{esc(_time(ms))}">' \
+        f'{time.strftime("%H:%M:%S", time.localtime(ms / 1000))}</span>'
+
+
+def _duration(ms) -> str:
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.1f} s" if ms < 600_000 else f"{ms / 60000:.0f} min"
 
 
 def _usage(v) -> str:
@@ -83,7 +100,8 @@ def _link(v) -> str:
 
 FORMATS = {
     "text": esc, "num": _num, "bytes": lambda v: esc(_bytes(v)), "time":
-    lambda v: esc(_time(v)), "usage": _usage, "counts": _counts, "reason": _reason,
+    lambda v: esc(_time(v)), "clock": _clock, "duration": lambda v: esc(_duration(v)),
+    "usage": _usage, "counts": _counts, "reason": _reason,
     "id": _id, "state": _state, "link": _link,
     "bool": lambda v: "yes" if v else "",
 }
@@ -139,8 +157,8 @@ TASK_SUMMARY = Table("summary", "/api/tasks", [
 TASKS = Table("tasks", "/api/tasks", [
     ("task_id", "Task", "id"), ("name", "Name", "text"), ("state", "State", "state"),
     ("type", "Type", "text"), ("job_id", "Job", "id"), ("node_id", "Node", "id"),
-    ("worker_pid", "Worker pid", "num"), ("start_time_ms", "Started", "time"),
-    ("end_time_ms", "Ended", "time"), ("error_type", "Error", "text"),
+    ("worker_pid", "Worker pid", "num"), ("start_time_ms", "Started", "clock"),
+    ("duration_ms", "Took", "duration"), ("error_type", "Error", "text"),
     ("pending_reason", "Pending reason", "reason")], "no task matches")
 ACTORS = Table("actors", "/api/actors", [
     ("actor_id", "Actor", "id"), ("class_name", "Class", "text"),
@@ -275,6 +293,7 @@ PAGES = {"/": page_cluster, "/jobs": page_jobs, "/tasks": page_tasks,
 
 # ------------------------------------------------------------------ the Gantt chart
 ROW_H, LABEL_W, CHART_W = 22, 220, 900
+PALETTE = 8     # span colours (classes p0..p7 in dashboard.css), by function name
 
 
 def gantt_svg(events) -> str:
@@ -311,11 +330,16 @@ def gantt_svg(events) -> str:
         w = max(e["dur"] * scale, 1.0)
         args = e.get("args") or {}
         state = args.get("state", "")
-        tip = f'{e.get("name")} ({e["dur"] / 1000:.1f} ms) {state}'.strip()
-        out.append(f'<rect class="span state-{esc(state)}" x="{x:.1f}" '
+        name = str(e.get("name"))
+        tip = f'{name} ({e["dur"] / 1000:.1f} ms) {state}'.strip()
+        colour = zlib.crc32(name.encode()) % PALETTE
+        out.append(f'<rect class="span p{colour} state-{esc(state)}" x="{x:.1f}" '
                    f'y="{i * ROW_H + 3}" width="{w:.1f}" height="{ROW_H - 6}" '
-                   f'data-name="{esc(e.get("name"))}" data-task-id='
+                   f'data-name="{esc(name)}" data-task-id='
                    f'"{esc(args.get("task_id", ""))}"><title>{esc(tip)}</title></rect>')
+        if w > 7 * len(name) + 6:
+            out.append(f'<text class="span-label" x="{x + 3:.1f}" y="{i * ROW_H + 15}">'
+                       f'{esc(name)}</text>')
     y = ROW_H * len(rows) + 20
     out.append(f'<text class="axis" x="{LABEL_W}" y="{y}">0 s</text>'
                f'<text class="axis" x="{LABEL_W + CHART_W}" y="{y}" '

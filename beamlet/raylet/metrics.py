@@ -23,12 +23,14 @@ Uses: LocalScheduler (its tasks, by state), WorkerPool (workers by state),
 Messages: METRICS from clients; the shell tells it when a client is gone.
 """
 import asyncio
+import collections
 
 from typing import TYPE_CHECKING
 
 from .._private import prometheus, webauth
 from .._private.prometheus import GAUGE, Family
 from .common import log
+from .scheduler import ray_state
 
 if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
     from .objects import ObjectStore
@@ -98,6 +100,14 @@ class MetricsExporter:
     def node_families(self) -> list:
         """beamlet's own gauges of this node, read now."""
         node = {"node_id": self.node_hex}
+        by_state = collections.Counter(
+            (t.spec.name, ray_state(t)) for t in self.sched.all_tasks())
+        tasks = Family("beamlet_tasks", GAUGE,
+                       "Tasks of this node not yet ended (normal tasks, actor "
+                       "creations and calls), by function and state (the state "
+                       "API's names)")
+        for (name, state), n in sorted(by_state.items()):
+            tasks.add({**node, "name": name, "state": state}, n)
         workers = Family("beamlet_workers", GAUGE, "Worker processes of this node, "
                          "by state")
         for state, n in sorted(self.pool.state_counts().items()):
@@ -126,7 +136,7 @@ class MetricsExporter:
             res.add({**node, "resource": name, "state": "AVAILABLE"}, free)
             res.add({**node, "resource": name, "state": "USED"},
                     max(0.0, total[name] - free))
-        return [workers, *store, res]
+        return [tasks, workers, *store, res]
 
     # ------------------------------------------------------------------ HTTP
     async def serve(self, reader, writer) -> None:

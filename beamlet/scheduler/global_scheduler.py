@@ -96,7 +96,8 @@ def start_dashboard(args):
     try:
         server = DashboardServer(
             args.dashboard_host, args.dashboard_port, args.redis_password,
-            ClusterView(f"{args.redis_host}:{args.redis_port}", args.session_dir),
+            ClusterView(args.raylet_socket, args.redis_host, args.redis_port,
+                        args.redis_password),
             explicit_port=not args.dashboard_port_retries).start()
         answer = f"OK {server.host}:{server.port}\n"
     except Exception as e:
@@ -122,6 +123,8 @@ def main(argv=None):
     ap.add_argument("--dashboard-host", default="127.0.0.1")
     ap.add_argument("--dashboard-port", type=int, default=None,
                     help="serve the dashboard on this port (none: no dashboard)")
+    ap.add_argument("--raylet-socket", default=None,
+                    help="the head raylet's socket, where the dashboard reads state")
     ap.add_argument("--dashboard-port-retries", action="store_true",
                     help="the port is the default one: if busy, take the next free")
     ap.add_argument("--dashboard-ready-fd", type=int, default=None,

@@ -30,12 +30,21 @@ function time(ms) {
     pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
 }
 
+function duration(ms) {
+  if (ms === null || ms === undefined) return "";
+  if (ms < 1000) return ms.toFixed(0) + " ms";
+  return ms < 600000 ? (ms / 1000).toFixed(1) + " s" : (ms / 60000).toFixed(0) + " min";
+}
+
 // The same formats as pages.py's FORMATS (the first paint is the server's).
 const FORMATS = {
   text: esc,
   num: num,
   bytes: v => esc(bytes(v)),
   time: v => esc(time(v)),
+  clock: v => v ? '<span title="' + esc(time(v)) + '">' + esc(time(v).slice(11)) +
+    "</span>" : "",
+  duration: v => esc(duration(v)),
   usage: v => {
     if (!v || !v[1]) return "";
     const show = v[2] === "bytes" ? bytes : num;
