@@ -11,9 +11,11 @@ import json
 import operator
 import os
 import sys
+import time
 
 from . import connection, exceptions
-from ._private import ids, state_rows
+from ._private import config, ids, state_rows
+from ._private import progress as _progress
 from ._private import options as opts
 from ._private.timeline import trace_events
 from .actor import ActorHandle, make_actor_class, method  # noqa: F401 (re-exported)
@@ -219,8 +221,10 @@ def _maybe_stale() -> bool:
     return connection.state.sessions > 1 or not is_initialized()
 
 
-def get(object_refs, *, timeout=None):
-    """The value(s) of one ObjectRef or a list of them; blocks until ready."""
+def get(object_refs, *, timeout=None, progress=None):
+    """The value(s) of one ObjectRef or a list of them; blocks until ready.
+    `progress=True` draws a progress line on stderr while a list is waited for
+    (beamlet's; BEAMLET_GET_PROGRESS=1 does it for long gets of many refs)."""
     if timeout is not None:
         if type(timeout) is bool or not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number or None, got "
@@ -237,12 +241,43 @@ def get(object_refs, *, timeout=None):
                     f"contains {type(r).__name__}: {r!r}.")
         if _maybe_stale():
             _check_live(object_refs)
-        return _core().get_values([r.id for r in object_refs], timeout)
+        oids = [r.id for r in object_refs]
+        if progress or (progress is None and len(oids) >= config.GET_PROGRESS_MIN_REFS
+                        and _progress.enabled_by_env()):
+            return _get_with_progress(_core(), oids, timeout,
+                                      0.0 if progress else config.GET_PROGRESS_DELAY_S)
+        return _core().get_values(oids, timeout)
     if isinstance(object_refs, ActorHandle):
         raise TypeError("get() of an actor handle: call a method, e.g. "
                         "get(handle.method.remote()).")
     raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got "
                     f"{type(object_refs).__name__}.")
+
+
+def _get_with_progress(core, oids, timeout, delay_s):
+    """get_values(oids), waiting first for them in steps while a progress line
+    shows how many are ready."""
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    remaining = list(dict.fromkeys(oids))
+    bar = _progress.ProgressLine(len(remaining), sys.stderr, start, delay_s)
+    while remaining:
+        now = time.monotonic()
+        step = _progress.REDRAW_S * 2
+        if deadline is not None:
+            step = min(step, deadline - now)
+            if step <= 0:
+                break
+        ready = set(core.wait(remaining, len(remaining), step))
+        if ready:
+            remaining = [o for i, o in enumerate(remaining) if i not in ready]
+        bar.update(bar.total - len(remaining), time.monotonic())
+    bar.finish(bar.total - len(remaining), time.monotonic())
+    if remaining:
+        raise exceptions.GetTimeoutError(
+            f"Get timed out after {timeout} s: {len(remaining)} of {bar.total} objects "
+            f"were not ready (first: {remaining[0].hex()}).")
+    return core.get_values(oids)
 
 
 _ref_id = operator.attrgetter("id")

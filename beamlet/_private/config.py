@@ -58,6 +58,10 @@ TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
 # How often a process that records metrics (beamlet.util.metrics) sends what
 # changed to its raylet (one METRICS message), i.e. how fresh a scrape is.
 METRICS_REPORT_S = _env("METRICS_REPORT_S", 1.0, float)
+# With BEAMLET_GET_PROGRESS=1, a get() of at least this many refs that is still
+# waiting after GET_PROGRESS_DELAY_S draws a progress line (_private/progress.py).
+GET_PROGRESS_MIN_REFS = _env("GET_PROGRESS_MIN_REFS", 100, int)
+GET_PROGRESS_DELAY_S = _env("GET_PROGRESS_DELAY_S", 1.0, float)
 # How long a driver or the CLI tries to reach a GCS on another machine before
 # saying it cannot (the address is probed before anything else is done with it).
 GCS_CONNECT_TIMEOUT_S = _env("GCS_CONNECT_TIMEOUT_S", 5.0, float)

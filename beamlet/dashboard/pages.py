@@ -81,10 +81,17 @@ def _reason(d) -> str:
     return f'<span class="reason" title="{esc(d.get("code"))}">{esc(d.get("text"))}</span>'
 
 
+def short_id(v) -> str:
+    """An id as shown: its first and last 6 digits (ids made by one process
+    share their first half, and differ at the end)."""
+    v = str(v)
+    return v if len(v) <= 14 else f"{v[:6]}…{v[-6:]}"
+
+
 def _id(v) -> str:
     if not v:
         return ""
-    return f'<span class="id" title="{esc(v)}">{esc(str(v)[:12])}</span>'
+    return f'<span class="id" title="{esc(v)}">{esc(short_id(v))}</span>'
 
 
 def _state(v) -> str:
@@ -262,7 +269,7 @@ def page_logs(view, query) -> str:
     viewer = ""
     if node and name:
         tail = data.log_tail(view, node, name, None)
-        viewer = (f'<h2>{esc(name)} <span class="id">{esc(node[:12])}</span></h2>'
+        viewer = (f'<h2>{esc(name)} <span class="id">{esc(short_id(node))}</span></h2>'
                   + _error(tail.get("error")) +
                   f'<pre class="log" id="log" data-node="{esc(node)}" '
                   f'data-name="{esc(name)}" data-offset="{esc(tail.get("offset", 0))}">'

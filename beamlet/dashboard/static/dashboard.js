@@ -21,6 +21,11 @@ function num(v) {
   return typeof v === "number" ? String(Number(v.toPrecision(6))) : esc(v);
 }
 
+// as pages.py's short_id: ids of one process share their first half
+function shortId(v) {
+  return v.length <= 14 ? v : v.slice(0, 6) + "\u2026" + v.slice(-6);
+}
+
 function pad(n) { return String(n).padStart(2, "0"); }
 
 function time(ms) {
@@ -55,7 +60,7 @@ const FORMATS = {
     '<span class="state-' + esc(k) + '">' + esc(k) + "</span> " + esc(d[k])).join(", "),
   reason: d => d ? '<span class="reason" title="' + esc(d.code) + '">' + esc(d.text) +
     "</span>" : "",
-  id: v => v ? '<span class="id" title="' + esc(v) + '">' + esc(String(v).slice(0, 12)) +
+  id: v => v ? '<span class="id" title="' + esc(v) + '">' + esc(shortId(String(v))) +
     "</span>" : "",
   state: v => v ? '<span class="state-' + esc(v) + '">' + esc(v) + "</span>" : "",
   link: v => v ? '<a href="' + esc(v[1]) + '">' + esc(v[0]) + "</a>" : "",
