@@ -314,6 +314,9 @@ def cmd_status(args):
     for node, d in demand:
         print(f"  {node[:12]}  {d.get('resources')} x {d.get('count', 1)}"
               + (" (infeasible)" if d.get("infeasible") else " (queued)"))
+        if d.get("reason"):
+            # why the first of them waits (the raylet's pending reason)
+            print(f"      {d['reason']}")
     return 0
 
 

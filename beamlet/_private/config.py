@@ -55,6 +55,9 @@ OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
 # Finished tasks the GCS keeps per job (the newest; beamlet:task_events:<job>):
 # what the state API lists and the timeline draws of a job's past.
 TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
+# A get()/wait() that waited this long prints, once, what it waits for (unless
+# that is work that runs); 0: never.  See beamlet/_private/stuck.py.
+STUCK_WARNING_S = _env("STUCK_WARNING_S", 10.0, float)
 # How long a driver or the CLI tries to reach a GCS on another machine before
 # saying it cannot (the address is probed before anything else is done with it).
 GCS_CONNECT_TIMEOUT_S = _env("GCS_CONNECT_TIMEOUT_S", 5.0, float)
