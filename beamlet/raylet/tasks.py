@@ -456,8 +456,10 @@ class LocalScheduler:
             self.ready.push(t, front=True)
             self.request_schedule()
             return
-        self.start_next(w)
+        # ended before the task sent ahead starts (in that order on the clock:
+        # the timeline's spans of one worker never overlap)
         self.complete_task(t, results)
+        self.start_next(w)
         self.request_schedule()
 
     # Pipelining of normal tasks.  A worker runs one task at a time; waiting for
