@@ -9,6 +9,7 @@
                                                placement-groups or jobs (state API)
     beamlet get KIND ID                        one of them, every column
     beamlet summary tasks|actors|objects       counts per function / class and state
+    beamlet timeline [-o FILE]                 the task timeline (Chrome trace JSON)
     beamlet run SCRIPT [ARGS...]               a Ray program, unchanged (ray is beamlet)
 
 Nodes made by `beamlet start` outlive the command (no owner pid, no parent-death
@@ -345,6 +346,9 @@ def cmd_status(args):
     for node, d in demand:
         print(f"  {node[:12]}  {d.get('resources')} x {d.get('count', 1)}"
               + (" (infeasible)" if d.get("infeasible") else " (queued)"))
+        if d.get("reason"):
+            # why the first of them waits (the raylet's pending reason)
+            print(f"      {d['reason']}")
     return 0
 
 
@@ -558,6 +562,25 @@ def cmd_summary(args):
     return 0
 
 
+def cmd_timeline(args):
+    """`beamlet timeline [-o FILE]`: the cluster's task timeline as a Chrome
+    trace (chrome://tracing, ui.perfetto.dev), from the same records as
+    beamlet.timeline()."""
+    from ._private.timeline import trace_events
+    records, _ = _state_query(args, "tasks", [], 1_000_000, True)
+    events = trace_events([r.asdict() for r in records])
+    path = args.output or f"timeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        with open(path, "w") as f:
+            json.dump(events, f)
+    except OSError as e:
+        raise CliError(f"-o {path}: {e.strerror or e}.")
+    spans = sum(1 for e in events if e.get("ph") == "X")
+    print(f"wrote {spans} task spans to {path} (open it in chrome://tracing or "
+          f"https://ui.perfetto.dev)")
+    return 0
+
+
 def cmd_run(args):
     """Run a Ray program unchanged: `import ray` is beamlet in it and its workers."""
     from ._private.ray_alias import run_program
@@ -753,6 +776,21 @@ def _add_summary(sub):
     _state_options(p)
 
 
+def _add_timeline(sub):
+    p = _subcommand(sub, "timeline", cmd_timeline,
+                    "write the cluster's task timeline (Chrome trace / Perfetto JSON: "
+                    "one span per task execution on its worker's row)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write it (default: timeline-<time>.json here)")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="the GCS address of the cluster, or auto (default: "
+                   "$BEAMLET_ADDRESS, else $RAY_ADDRESS, else auto)")
+    _token_options(p, "the cluster token (default: the one in the local node's "
+                   "session files)")
+    p.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
+                   help="give up after this long (default: 30)")
+
+
 def build_parser():
     from . import __version__
     ap = argparse.ArgumentParser(prog="beamlet", description="beamlet cluster tools: "
@@ -761,7 +799,7 @@ def build_parser():
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_start, _add_stop, _add_status, _add_memory, _add_list, _add_get,
-                _add_summary, _add_run):
+                _add_summary, _add_timeline, _add_run):
         add(sub)
     return ap
 

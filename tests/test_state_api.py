@@ -235,7 +235,11 @@ DRIVER = textwrap.dedent("""
     def sleeper(i):
         time.sleep(300)
 
-    refs = [sleeper.remote(i) for i in range(2)]
+    @ray.remote
+    def late():
+        return 1
+
+    refs = [sleeper.remote(i) for i in range(2)] + [late.remote()]
     print("SUBMITTED", flush=True)
     ray.get(refs)
 """)
@@ -262,9 +266,17 @@ def test_cli_list_get_summary(cli_env, tmp_path):
                                                                  for r in rows)
         table = run(["list", "tasks"], cli_env)
         assert table.returncode == 0 and "sleeper" in table.stdout
-        assert "Total: 2 tasks" in table.stdout
-        assert run(["list", "tasks", "--filter", "state!=RUNNING", "--format", "json"],
-                   cli_env).stdout.strip() == "[]"
+        assert "Total: 3 tasks" in table.stdout
+        # `beamlet status` says why the pending demand waits (the raylet's reason)
+        def explained():
+            p = run(["status"], cli_env)
+            return p.stdout if "late (task) waits for 1 CPU" in p.stdout else None
+        status = wait_for(explained, timeout=30, msg="the reason in `beamlet status`")
+        assert "held by task sleeper" in status
+        (waiting,) = json.loads(run(["list", "tasks", "--filter", "state!=RUNNING",
+                                     "--format", "json"], cli_env).stdout)
+        assert waiting["name"] == "late"
+        assert waiting["pending_reason"]["code"] == "WAITING_FOR_RESOURCES"
         got = run(["get", "tasks", rows[0]["task_id"], "--format", "json"], cli_env)
         assert got.returncode == 0, got.stderr
         one = json.loads(got.stdout)
@@ -275,6 +287,7 @@ def test_cli_list_get_summary(cli_env, tmp_path):
             and "\nstate: RUNNING\n" in yaml, yaml
         summary = run(["summary", "tasks"], cli_env)
         assert "sleeper" in summary.stdout and "RUNNING: 2" in summary.stdout
+        assert "PENDING_NODE_ASSIGNMENT: 1" in summary.stdout
         workers = json.loads(run(["list", "workers", "--format", "json"], cli_env).stdout)
         assert driver.pid in {w["pid"] for w in workers if w["worker_type"] == "DRIVER"}
         for kind in ("actors", "objects", "nodes", "placement-groups", "jobs"):

@@ -55,6 +55,9 @@ OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
 # Finished tasks the GCS keeps per job (the newest; beamlet:task_events:<job>):
 # what the state API lists and the timeline draws of a job's past.
 TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
+# A get()/wait() that waited this long prints, once, what it waits for (unless
+# that is work that runs); 0: never.  See beamlet/_private/stuck.py.
+STUCK_WARNING_S = _env("STUCK_WARNING_S", 10.0, float)
 # How often a process that records metrics (beamlet.util.metrics) sends what
 # changed to its raylet (one METRICS message), i.e. how fresh a scrape is.
 METRICS_REPORT_S = _env("METRICS_REPORT_S", 1.0, float)

@@ -92,7 +92,16 @@ def _resources_text(d: dict) -> str:
 
 
 def describe(d: dict) -> str:
-    """The one-line text of a reason dict (without its "text")."""
+    """The one-line text of a reason dict (without its "text"), with its cause
+    when it has one (the reason of what it waits for)."""
+    text = _describe(d)
+    cause = d.get("cause")
+    if cause and d.get("code") != Reason.WAITING_FOR_PLACEMENT_GROUP:
+        text += ", which " + (cause.get("text") or describe(cause))
+    return text
+
+
+def _describe(d: dict) -> str:
     code = d.get("code")
     R = Reason
     if code == R.WAITING_FOR_ARGS:
@@ -116,7 +125,8 @@ def describe(d: dict) -> str:
             text += ", which " + (cause.get("text") or describe(cause))
         return text
     if code == R.PLACEMENT_GROUP_INFEASIBLE:
-        return (f"cannot be placed: its bundles {d.get('bundles')} ({d.get('strategy')}) "
+        bundles = ", ".join("{" + res_text(b) + "}" for b in d.get("bundles") or ())
+        return (f"cannot be placed: its bundles [{bundles}] ({d.get('strategy')}) "
                 f"do not fit the cluster's nodes (the cluster has "
                 f"{res_text(d.get('cluster_total') or {})} on {d.get('nodes', '?')} "
                 f"node(s)); it stays pending until enough nodes join")

@@ -134,7 +134,7 @@ class Constraints:
         if not self.pgs.feasible_here(pg) and not (multi and self.cs.pg_feasible(pg)):
             return reason(Reason.PLACEMENT_GROUP_INFEASIBLE,
                           bundles=[b.request for b in pg.bundles], strategy=pg.strategy,
-                          cluster_total=self.cs.cluster_total(),
+                          cluster_total=scheduled_resources(self.cs.cluster_total()),
                           nodes=1 + len(self.node_table.nodes))
         return reason(Reason.PLACEMENT_GROUP_WAITING, required=pg.total(),
                       node_id=self.node_hex,

@@ -173,19 +173,39 @@ class Introspection:
         rows = []
         for t in self._all_tasks().values():
             w = self._worker_of(t) if t.spec.kind == P.ACTOR_TASK else None
-            rows.append(task_row(t, self.me, w, self.reason(t), detail))
+            rows.append(task_row(t, self.me, w, self.reason(t, causes=3), detail))
         return rows
 
-    def reason(self, t):
+    def reason(self, t, causes=0):
         """Why `t` is not running (None if it runs), with who holds what it
-        waits for."""
+        waits for; with `causes` > 0, also why what it waits for waits (that
+        many levels: the argument's task, the actor's creation)."""
         if t.spec.kind == P.ACTOR_TASK:
             r = self.actors.call_reason(t)
         elif t.state is TS.RUNNING:
             return None
         else:
             r = self.sched.pending_reason(t)
-        return self._enrich(r)
+        r = self._enrich(r)
+        if r is not None and causes > 0:
+            nxt = self._waits_for(t, r)
+            if nxt is not None and nxt is not t:
+                cause = self.reason(nxt, causes - 1)
+                if cause is not None:
+                    r["cause"] = cause
+                    r["text"] = describe(r)
+        return r
+
+    def _waits_for(self, t, r):
+        """The task `t` waits on, by its reason: the maker of its argument, its
+        actor's creation; None if none (or not on this node)."""
+        code = r["code"]
+        if code == Reason.WAITING_FOR_ARGS and r.get("task_id"):
+            return self._find_task(bytes.fromhex(r["task_id"]))
+        if code in (Reason.WAITING_FOR_ACTOR_CREATION, Reason.WAITING_FOR_ACTOR_RESTART):
+            a = self.actors.actor(t.spec.actor_id)
+            return a.creation_task if a is not None else None
+        return None
 
     # who holds resources: (ResourceSet, holder dict), computed once per query
     def _holder_list(self):
@@ -248,7 +268,7 @@ class Introspection:
             state = a.state
             r = None
             if state in ("PENDING_CREATION", "RESTARTING") and ct is not None:
-                r = self.reason(ct) if ct.state is not TS.RUNNING else None
+                r = self.reason(ct, causes=3) if ct.state is not TS.RUNNING else None
                 if state == "PENDING_CREATION" and ct.state is TS.WAITING_FOR_ARGS:
                     state = "DEPENDENCIES_UNREADY"
             sched = a.creation_spec.scheduling
@@ -368,20 +388,24 @@ class Introspection:
         return rows
 
     # ------------------------------------------------------------------ demand
-    def demand_reasons(self) -> dict:
-        """shape -> the reason text of the first task waiting in that shape's
-        queue here (`beamlet status` shows it next to each pending demand)."""
+    def demand_reasons(self, demand: list) -> list:
+        """The heartbeat's demand entries (LocalScheduler.heartbeat_demand), each
+        with the reason of the first task of its kind waiting here ("reason": the
+        task and its reason's text): `beamlet status` shows it.  Costs one reason per queue (a
+        resource shape), not one per task."""
         self._holders = None
-        out = {}
-        for t in self.sched.all_tasks():
-            if t.state is not TS.WAITING_FOR_RESOURCES or t.spec.kind == P.ACTOR_TASK:
-                continue
+        texts = {}
+        for t in self.sched.queue_heads():
             key = repr(sorted(t.spec.resources.items()))
-            if key not in out:
-                r = self.reason(t)
+            if key not in texts:
+                r = self.reason(t, causes=1)
                 if r is not None:
-                    out[key] = r["text"]
-        return out
+                    texts[key] = f"{self._label(t)} {r['text']}"
+        for d in demand:
+            text = texts.get(repr(sorted(d["resources"].items())))
+            if text:
+                d["reason"] = text
+        return demand
 
     # ------------------------------------------------------------------ explain
     def call_explain(self, conn, oids):

@@ -279,7 +279,8 @@ class Raylet:
             self.gcsw.heartbeat(time.time())
             self.om.spawn(self.om.tick())
             self.cs.tick()
-            self.gcsw.report_load(self.resources.snapshot(), self.sched.heartbeat_demand(),
+            self.gcsw.report_load(self.resources.snapshot(),
+                                  self.intro.demand_reasons(self.sched.heartbeat_demand()),
                                   self.store.used())
             self.gcsw.flush_task_events()
             self.pool.check()

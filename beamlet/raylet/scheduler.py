@@ -104,6 +104,18 @@ def ray_state(t) -> str:
     return st.value
 
 
+def run_start(t) -> float:
+    """When `t` (its last attempt) started running, wall time, 0 if it did not:
+    its RUNNING transition (the clock its end is read with), an actor call's
+    corrected start (Actors.call_done), else its dispatch time."""
+    if t.run_start:
+        return t.run_start
+    for ts, s in reversed(t.history):
+        if s is S.RUNNING:
+            return ts
+    return t.started + _WALL_OFFSET if t.started else 0.0
+
+
 def task_row(t, node_hex: str, worker=None, reason=None, detail=True) -> dict:
     """A task as a state-API row (Ray's TaskState fields; `worker`: the Worker
     that runs or ran it when the task does not say, as for actor calls)."""
@@ -115,9 +127,7 @@ def task_row(t, node_hex: str, worker=None, reason=None, detail=True) -> dict:
     err = "TASK_CANCELLED" if t.state is S.CANCELLED else t.error_type
     if err is None and t.state is S.FAILED:
         err = "TASK_EXECUTION_EXCEPTION"
-    start = t.run_start or (t.started + _WALL_OFFSET if t.started else 0.0)
-    if not start:
-        start = next((ts for ts, s in hist if s is S.RUNNING), 0.0)
+    start = run_start(t)
     kind = _RAY_KINDS[spec.kind]
     name = spec.name
     row = {
@@ -164,7 +174,7 @@ def task_record(t, node_id: bytes) -> list:
     w = t.worker
     hist = t.history
     st = t.state
-    start = t.run_start or (t.started + _WALL_OFFSET if t.started else 0.0)
+    start = run_start(t)
     sched = spec.scheduling
     return [spec.task_id, spec.job_id, spec.kind, spec.name, spec.actor_id,
             "FAILED" if st is S.CANCELLED else st.value,

@@ -71,7 +71,7 @@ class LocalScheduler:
         "demand", "heartbeat_demand", "infeasible_report", "sent_ahead_count",
         "held_refs",
         # the state API and pending reasons (read only; introspection.py)
-        "all_tasks", "task", "pending_reason", "resource_holders",
+        "all_tasks", "task", "pending_reason", "resource_holders", "queue_heads",
     )
 
     def __init__(self, resources: "ResourceSet", session_dir: str):
@@ -295,6 +295,18 @@ class LocalScheduler:
     def task(self, task_id):
         return self.tasks.get(task_id)
 
+    def queue_heads(self) -> list:
+        """The first task of each ready FIFO (a resource shape) and of each shape
+        of the infeasible list."""
+        out = [q[0] for _shape, q in self.ready.heads()]
+        seen = set()
+        for t in self.infeasible:
+            key = tuple(sorted(t.spec.resources.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(t)
+        return out
+
     def pending_reason(self, t):
         """Why `t` (a normal task or an actor creation of this node) is not
         running, as this scheduler sees it (pending.py's vocabulary); None if it
@@ -318,7 +330,7 @@ class LocalScheduler:
                           behind=cur.spec.name if cur is not None else "?")
         if t in self.infeasible:
             return reason(Reason.INFEASIBLE, required=dict(req),
-                          cluster_total=self.cs.cluster_total())
+                          cluster_total=scheduled_resources(self.cs.cluster_total()))
         sched = spec.scheduling
         if sched and sched[0] == "PG":
             return self.constraints.pg_reason(t)
@@ -444,8 +456,10 @@ class LocalScheduler:
             self.ready.push(t, front=True)
             self.request_schedule()
             return
-        self.start_next(w)
+        # ended before the task sent ahead starts (in that order on the clock:
+        # the timeline's spans of one worker never overlap)
         self.complete_task(t, results)
+        self.start_next(w)
         self.request_schedule()
 
     # Pipelining of normal tasks.  A worker runs one task at a time; waiting for
@@ -683,7 +697,8 @@ class LocalScheduler:
             # interrupts it if it had started meanwhile)
             t.force_cancel = force
             self.revoke(w)
-        elif t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
+        elif t.state is TS.WAITING_FOR_RESOURCES and self.dequeue(t):
+            # (queued or infeasible: both lists)
             t.move(TS.CANCELLED)
             self.fail_task(t, err)
         elif t.state is TS.WAITING_FOR_ARGS:
