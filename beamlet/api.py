@@ -11,6 +11,7 @@ import json
 import operator
 import os
 import sys
+import threading
 import time
 
 from . import connection, exceptions
@@ -255,29 +256,37 @@ def get(object_refs, *, timeout=None, progress=None):
 
 
 def _get_with_progress(core, oids, timeout, delay_s):
-    """get_values(oids), waiting first for them in steps while a progress line
-    shows how many are ready."""
+    """get_values(oids, timeout) as usual (its errors, timeout and stuck
+    diagnosis unchanged), while a thread counts the refs that are ready (a
+    WAIT that does not block, every REDRAW_S) for the progress line."""
     start = time.monotonic()
-    deadline = None if timeout is None else start + timeout
-    remaining = list(dict.fromkeys(oids))
-    bar = _progress.ProgressLine(len(remaining), sys.stderr, start, delay_s)
-    while remaining:
-        now = time.monotonic()
-        step = _progress.REDRAW_S * 2
-        if deadline is not None:
-            step = min(step, deadline - now)
-            if step <= 0:
-                break
-        ready = set(core.wait(remaining, len(remaining), step))
-        if ready:
+    unique = list(dict.fromkeys(oids))
+    bar = _progress.ProgressLine(len(unique), sys.stderr, start, delay_s)
+    done = threading.Event()
+    count = [0]
+
+    def watch():
+        remaining = unique
+        while remaining and not done.wait(_progress.REDRAW_S):
+            try:
+                ready = set(core.wait(remaining, len(remaining), 0))
+            except Exception:      # the get itself reports what went wrong
+                return
             remaining = [o for i, o in enumerate(remaining) if i not in ready]
-        bar.update(bar.total - len(remaining), time.monotonic())
-    bar.finish(bar.total - len(remaining), time.monotonic())
-    if remaining:
-        raise exceptions.GetTimeoutError(
-            f"Get timed out after {timeout} s: {len(remaining)} of {bar.total} objects "
-            f"were not ready (first: {remaining[0].hex()}).")
-    return core.get_values(oids)
+            count[0] = len(unique) - len(remaining)
+            if not done.is_set():
+                bar.update(count[0], time.monotonic())
+    watcher = threading.Thread(target=watch, daemon=True, name="beamlet-get-progress")
+    watcher.start()
+    ok = False
+    try:
+        values = core.get_values(oids, timeout)
+        ok = True
+        return values
+    finally:
+        done.set()
+        watcher.join()
+        bar.finish(len(unique) if ok else count[0], time.monotonic())
 
 
 _ref_id = operator.attrgetter("id")

@@ -254,3 +254,26 @@ def test_it_listens_on_loopback_in_the_monitor(live):
     # a thread of the head's monitor process: no process of its own
     monitor = connection.state.node.monitor_proc.pid
     assert {c.pid for c in listeners} <= {monitor, None}
+
+
+def test_every_listener_of_the_cluster_is_loopback_and_the_http_ones_ask(live):
+    """What docs/security.md lists: the GCS, the raylet's peer port, its metrics
+    endpoint and the dashboard, all on loopback by default; both HTTP ones
+    answer 401 without the token."""
+    addr, token, _ = live
+    node = connection.state.node
+    pids = {p for p in node.pids()}
+    ports = {}
+    for c in psutil.net_connections("tcp"):
+        if c.status == "LISTEN" and c.pid in pids:
+            ports[c.laddr.port] = (c.pid, c.laddr.ip)
+    assert {ip for _, ip in ports.values()} == {"127.0.0.1"}
+    rec = connection.gcs().r.hgetall(f"beamlet:node:{node.node_id_hex()}")
+    metrics, peer = int(rec[b"metrics_export_port"]), int(rec[b"peer_port"])
+    dash = int(addr.rsplit(":", 1)[1])
+    assert set(ports) == {node.redis_port, peer, metrics, dash}
+    assert ports[dash][0] == node.monitor_proc.pid
+    assert ports[metrics][0] == ports[peer][0] == node.raylet_proc.pid
+    for port in (metrics, dash):
+        status, _, body = request(f"127.0.0.1:{port}", "/metrics")
+        assert status == 401 and "beamlet_" not in body

@@ -47,8 +47,8 @@ class ProgressLine:
         self._draw(done, now)
 
     def finish(self, done: int, now: float) -> None:
-        """The get ended: the final count (only if something was drawn, or it
-        was asked for from the start)."""
+        """The get ended: the final count (unless the get ended before the
+        delay, having drawn nothing)."""
         if self.last_drawn is None and now - self.started < self.delay_s:
             return
         self._draw(done, now)

@@ -6,12 +6,15 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | key / channel                         | type   | contents                                       |
 |---------------------------------------|--------|------------------------------------------------|
 | beamlet:cluster                       | hash   | session_dir, head_node, started_at, version    |
+|                                       |        | dashboard_address (host:port of the head's     |
+|                                       |        | dashboard; absent without one)                 |
 | beamlet:nodes                         | set    | every node id ever registered                  |
 | beamlet:node:<node>                   | hash   | address, port, socket, hostname, pid, state    |
 |                                       |        | (ALIVE/DEAD), resources_total (json),          |
 |                                       |        | resources_available (json), demand (json),     |
 |                                       |        | started_at, death_reason, peer_port (the TCP   |
 |                                       |        | port peer raylets connect to), object_store_used|
+|                                       |        | metrics_export_port (its Prometheus endpoint)  |
 | beamlet:heartbeats                    | zset   | node id -> time of its last heartbeat          |
 | beamlet:fn:<hash>                     | string | a cloudpickled function or class (by content)  |
 | beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
