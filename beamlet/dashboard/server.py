@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 import urllib.parse
 
 from . import auth, data, pages
@@ -122,6 +123,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
+        try:
+            self._get()
+        except (BrokenPipeError, ConnectionResetError):
+            pass                  # the browser went away
+        except Exception:
+            # a bug here must not take the thread down or say more than this
+            self.log_message("error answering %s: %s", self.path,
+                             traceback.format_exc())
+            self._json(500, {"error": "the dashboard failed to answer (its log, "
+                                      "monitor.err, has the details)"})
+
+    def _get(self):
         url = urllib.parse.urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
