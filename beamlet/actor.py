@@ -9,9 +9,9 @@ from ._private import protocol as P
 from .gcs import keys
 from .object_ref import ObjectRef
 from .worker import core_worker
-from .submission import (FunctionExport, WithOptions, backpressure_wire, encode_args,
-                         resource_request, retry_wire, return_refs, returns_wire,
-                         runtime_env_key, scheduling_wire, signature)
+from .submission import (FunctionExport, WithOptions, backpressure_wire, call_site,
+                         encode_args, resource_request, retry_wire, return_refs,
+                         returns_wire, runtime_env_key, scheduling_wire, signature)
 
 # exit_actor() raises it (kept here under its old name too)
 ActorExit = exceptions.ActorExit
@@ -153,6 +153,7 @@ class ActorClass:
             "max_concurrency": default_conc + sum(groups.values()),
             "default_concurrency": default_conc, "concurrency_groups": groups,
             "is_async": self._is_async, "lifetime_resources": lifetime_res,
+            "call_site": call_site(),
         }
         task_id = ids.new_task_id()
         creation_oid = ids.return_id(task_id, 1)
@@ -162,7 +163,8 @@ class ActorClass:
             "creation_oid": creation_oid.hex(), "is_async": int(self._is_async),
             "methods": json.dumps(self._methods), "name": name or "",
             "namespace": namespace, "state": "PENDING_CREATION",
-            "max_task_retries": actor_opts["max_task_retries"]})
+            "max_task_retries": actor_opts["max_task_retries"],
+            "call_site": actor_opts["call_site"], "job": core.job_id.hex()})
         if name:
             holder = gcs.claim_actor_name(namespace, name, actor_id)
             if holder != actor_id and _actor_dead(gcs, holder):

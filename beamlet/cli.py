@@ -5,6 +5,11 @@
     beamlet stop                               stop the nodes `beamlet start` ran here
     beamlet status [--address HOST:PORT]       nodes, resources used/total, demand
     beamlet memory [--address HOST:PORT]       the objects in this machine's store
+    beamlet list KIND [--filter K=V] [...]     tasks, actors, objects, nodes, workers,
+                                               placement-groups or jobs (state API)
+    beamlet get KIND ID                        one of them, every column
+    beamlet summary tasks|actors|objects       counts per function / class and state
+    beamlet timeline [-o FILE]                 the task timeline (Chrome trace JSON)
     beamlet run SCRIPT [ARGS...]               a Ray program, unchanged (ray is beamlet)
     beamlet job submit|status|logs|stop|list|delete   jobs run on the head (job_submission/)
 
@@ -106,10 +111,30 @@ def _start_options(args):
     if not 0 <= args.node_manager_port < 65536:
         raise CliError(f"--node-manager-port must be from 1 to 65535 (0: any free "
                        f"port), got {args.node_manager_port}.")
+    try:
+        netaddr.check_port(args.metrics_export_port, "--metrics-export-port")
+        netaddr.check_listen_host(args.metrics_export_host, "--metrics-export-host")
+    except ValueError as e:
+        raise CliError(str(e))
     return dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                 resources=_parse_resources(args.resources), object_store_memory=store,
                 spill_dir=args.object_spilling_directory, owner_pid=0,
-                peer_port=args.node_manager_port)
+                peer_port=args.node_manager_port,
+                metrics_export_port=args.metrics_export_port,
+                metrics_export_host=args.metrics_export_host)
+
+
+def _dashboard_options(args):
+    """Node() arguments of a head's dashboard, checked with the flags' names."""
+    from ._private import netaddr
+    try:
+        if args.dashboard_port is not None:
+            netaddr.check_port(args.dashboard_port, "--dashboard-port")
+        netaddr.check_listen_host(args.dashboard_host, "--dashboard-host")
+    except ValueError as e:
+        raise CliError(str(e))
+    return dict(include_dashboard=args.include_dashboard,
+                dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
 
 
 def cmd_start(args):
@@ -127,11 +152,14 @@ def cmd_start(args):
                            f"{port}.")
         ip = args.node_ip_address or "127.0.0.1"
         node = Node(head=True, node_ip=ip, redis_port=port or None, password=password,
-                    job_manager=True, **opts)
+                    job_manager=True, **opts, **_dashboard_options(args))
     else:
         if args.port is not None:
             raise CliError("--port is the GCS port of a new head (--head); a worker "
                            "node joins the GCS given by --address HOST:PORT.")
+        if args.dashboard_port is not None or args.include_dashboard is False:
+            raise CliError("--dashboard-port and --include-dashboard are for a head "
+                           "node (--head): the head serves the cluster's dashboard.")
         try:
             host, port = netaddr.parse_host_port(args.address, "--address")
         except ValueError as e:
@@ -166,6 +194,9 @@ def cmd_start(args):
             print("  (the token lets whoever has it run code on this cluster as you: to "
                   "keep it off command lines, put it in a file only you can read and "
                   "pass --redis-password-file FILE instead)")
+        if node.dashboard_address:
+            print(f"  dashboard:   {node.dashboard_url()}")
+            print("  (opening that link logs the browser in; docs/security.md)")
         print("To connect a driver on a machine of the cluster:")
         print(f"  beamlet.init(address=\"{node.address}\")   (or address=\"auto\")")
         print("To run a job on this head from any machine:")
@@ -296,14 +327,19 @@ def _connect(args):
 
 
 def cmd_status(args):
+    from .gcs import keys
+    from .node import dashboard_url
     info, gcs = _connect(args)
     try:
         nodes = gcs.nodes()
+        dashboard = (gcs.r.hget(keys.CLUSTER, "dashboard_address") or b"").decode()
     finally:
         gcs.r.close()
     alive = [n for n in nodes if n.get("state") == "ALIVE"]
     dead = [n for n in nodes if n.get("state") != "ALIVE"]
     print(f"beamlet cluster at {info['redis_host']}:{info['redis_port']}")
+    if dashboard:
+        print(f"Dashboard: {dashboard_url(dashboard)} (log in with the cluster token)")
     print(f"Nodes: {len(alive)} alive, {len(dead)} dead")
     total, avail, demand = {}, {}, []
     for n in nodes:
@@ -333,6 +369,9 @@ def cmd_status(args):
     for node, d in demand:
         print(f"  {node[:12]}  {d.get('resources')} x {d.get('count', 1)}"
               + (" (infeasible)" if d.get("infeasible") else " (queued)"))
+        if d.get("reason"):
+            # why the first of them waits (the raylet's pending reason)
+            print(f"      {d['reason']}")
     return 0
 
 
@@ -382,6 +421,186 @@ def cmd_memory(args):
             holders += f"; mapped by pid {', '.join(map(str, o['pinned_by']))}"
         print(f"{o['object_id']:40} {_bytes(o['size']):>10} {o['where']:8} "
               f"{o['state']:9} {o['refcount']:>4} {o['pins']:>4}  {holders}")
+    return 0
+
+
+# ------------------------------------------------------------------ the state API
+# `beamlet list|get|summary`: the command line of beamlet.util.state (Ray's
+# `ray list|get|summary`), one function each; what they print comes from the
+# same records as the Python API.
+STATE_KINDS = ("tasks", "actors", "objects", "nodes", "workers", "placement-groups",
+               "jobs")
+
+
+def _kind(name):
+    return name.replace("-", "_")
+
+
+def _parse_filters(texts):
+    """--filter "key=value" / "key!=value" -> [(key, op, value)]."""
+    out = []
+    for text in texts or ():
+        m = re.match(r"^\s*([A-Za-z_][\w]*)\s*(!=|=)\s*(.*?)\s*$", text)
+        if not m:
+            raise CliError(f"--filter {text!r}: write KEY=VALUE or KEY!=VALUE, e.g. "
+                           f"--filter state=RUNNING.")
+        out.append((m.group(1), "=" if m.group(2) == "=" else "!=", m.group(3)))
+    return out
+
+
+def _state_query(args, kind, filters, limit, detail):
+    from .util.state import api as state_api
+    address = args.address or None
+    try:
+        return state_api.query(_kind(kind), address, filters, limit, args.timeout,
+                               detail, password=_password(args))
+    except ValueError as e:
+        raise CliError(str(e))
+
+
+def _cell(v, width=48):
+    if isinstance(v, dict) and "text" in v and "code" in v:
+        v = v["text"]             # a pending reason: its sentence
+    elif isinstance(v, (dict, list)):
+        v = json.dumps(v, sort_keys=True)
+    v = "" if v is None else str(v)
+    return v if len(v) <= width else v[:width - 2] + ".."
+
+
+def _print_table(records, columns):
+    rows = [[_cell(r.get(c)) for c in columns] for r in records]
+    head = [c.upper() for c in columns]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(head)]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _yaml(v, indent=0) -> str:
+    """Plain data (dicts, lists, scalars) as YAML (no library needed)."""
+    pad = "  " * indent
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        lines = []
+        for k, x in v.items():
+            if isinstance(x, (dict, list)) and x:
+                lines.append(f"{pad}{k}:\n{_yaml(x, indent + 1)}")
+            else:
+                lines.append(f"{pad}{k}: {_yaml(x, indent + 1)}")
+        return "\n".join(lines)
+    if isinstance(v, list):
+        if not v:
+            return "[]"
+        out = []
+        for x in v:
+            body = _yaml(x, indent + 1)
+            out.append(f"{pad}- {body.lstrip()}" if isinstance(x, (dict, list)) and x
+                       else f"{pad}- {body}")
+        return "\n".join(out)
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    text = str(v)
+    plain = re.match(r"^[\w./-][\w ./()=-]*$", text) and text.lower() not in (
+        "null", "true", "false", "yes", "no", "~") and not re.match(r"^[\d.+-]", text)
+    return text if plain else json.dumps(text, ensure_ascii=False)
+
+
+def _output(data, fmt):
+    if fmt == "json":
+        json.dump(data, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(_yaml(data))
+
+
+def cmd_list(args):
+    """`beamlet list KIND`: as `ray list`."""
+    from .util.state.common import SCHEMAS
+    kind = args.kind
+    records, total = _state_query(args, kind, _parse_filters(args.filter), args.limit,
+                                  args.detail)
+    fmt = args.format or ("yaml" if args.detail else "table")
+    if fmt != "table":
+        _output([r.asdict() for r in records], fmt)
+        return 0
+    columns = SCHEMAS[_kind(kind)].list_columns(detail=args.detail)
+    if not records:
+        print(f"(no {kind})")
+    else:
+        _print_table(records, columns)
+    shown = f"{len(records)} of {total}" if total > len(records) else f"{total}"
+    print(f"Total: {shown} {kind}" + (" (the newest; --limit N shows more)"
+                                      if total > len(records) else ""))
+    return 0
+
+
+def cmd_get(args):
+    """`beamlet get KIND ID`: one record with every column (as `ray get`)."""
+    from .util.state.common import ID_COLUMNS
+    kind = _kind(args.kind)
+    records, _ = _state_query(args, args.kind, [(ID_COLUMNS[kind], "=", args.id)],
+                              10_000, True)
+    if not records:
+        raise CliError(f"no {args.kind[:-1].replace('-', ' ')} with id {args.id} "
+                       f"(`beamlet list {args.kind}` shows the ids).")
+    data = [r.asdict() for r in records]
+    _output(data[-1] if kind != "objects" else data, args.format or "yaml")
+    return 0
+
+
+def cmd_summary(args):
+    """`beamlet summary tasks|actors|objects`: counts per function / class and
+    state (as `ray summary`)."""
+    from .util.state import api as state_api
+    fn = {"tasks": state_api.summarize_tasks, "actors": state_api.summarize_actors,
+          "objects": state_api.summarize_objects}[args.kind]
+    if args.address and not re.match(r"^(auto|[^:]+:\d+)$", args.address):
+        raise CliError(f"--address {args.address!r}: write HOST:PORT or auto.")
+    data = fn(address=args.address or None, timeout=args.timeout,
+              _password=_password(args))["cluster"]
+    if args.format in ("json", "yaml"):
+        _output(data, args.format)
+        return 0
+    stats = {k: v for k, v in data.items() if k != "summary"}
+    print(f"{args.kind.capitalize()} summary")
+    for k in sorted(stats):
+        print(f"  {k}: {stats[k]}")
+    rows = []
+    for key, s in sorted(data["summary"].items()):
+        counts = s.get("state_counts") or s.get("task_state_counts") or {}
+        rows.append({"name": key, "type": s.get("type", ""),
+                     "states": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+                     **({"size_mb": f"{s['total_size_mb']:.3f}", "refs": ", ".join(
+                         f"{k}: {v}" for k, v in sorted(s["ref_type_counts"].items()))}
+                        if "total_size_mb" in s else {})})
+    if rows:
+        _print_table(rows, list(rows[0]))
+    else:
+        print(f"(no {args.kind})")
+    return 0
+
+
+def cmd_timeline(args):
+    """`beamlet timeline [-o FILE]`: the cluster's task timeline as a Chrome
+    trace (chrome://tracing, ui.perfetto.dev), from the same records as
+    beamlet.timeline()."""
+    from ._private.timeline import trace_events
+    records, _ = _state_query(args, "tasks", [], 1_000_000, True)
+    events = trace_events([r.asdict() for r in records])
+    path = args.output or f"timeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        with open(path, "w") as f:
+            json.dump(events, f)
+    except OSError as e:
+        raise CliError(f"-o {path}: {e.strerror or e}.")
+    spans = sum(1 for e in events if e.get("ph") == "X")
+    print(f"wrote {spans} task spans to {path} (open it in chrome://tracing or "
+          f"https://ui.perfetto.dev)")
     return 0
 
 
@@ -459,8 +678,34 @@ def _add_start(sub):
                    help="the TCP port this node's raylet listens on for other nodes "
                    "(objects and tasks between nodes; default 0: any free port). "
                    "Fix it to open it in a firewall (docs/deployment.md)")
+    p.add_argument("--include-dashboard", type=_bool_arg, default=True,
+                   metavar="true|false",
+                   help="serve the web dashboard from the head (default: true)")
+    p.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
+                   help="where the dashboard listens (default: 127.0.0.1, loopback "
+                   "only; 0.0.0.0: every interface). It always asks for the "
+                   "cluster token")
+    p.add_argument("--dashboard-port", type=int, default=None, metavar="PORT",
+                   help="the dashboard's port (default: 8265, or the next free one; "
+                   "a port given here must be free)")
+    p.add_argument("--metrics-export-port", type=int, default=0, metavar="PORT",
+                   help="the port of this node's Prometheus metrics endpoint "
+                   "(default: 0, any free port; it is in the node's GCS record)")
+    p.add_argument("--metrics-export-host", default="127.0.0.1", metavar="HOST",
+                   help="where the metrics endpoint listens (default: 127.0.0.1; "
+                   "0.0.0.0: every interface). Scrapes send the cluster token as "
+                   "a bearer token")
     p.add_argument("--block", action="store_true",
                    help="stay in the foreground; stop the node on Ctrl-C or SIGTERM")
+
+
+def _bool_arg(text):
+    v = str(text).strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _add_stop(sub):
@@ -732,6 +977,72 @@ def _add_job(sub):
                "logs in the GCS; its log file stays on the head)")
 
 
+def _state_options(p, formats=("table", "json", "yaml")):
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="the GCS address of the cluster, or auto: the latest cluster "
+                   "started on this machine (default: $BEAMLET_ADDRESS, else "
+                   "$RAY_ADDRESS, else auto)")
+    _token_options(p, "the cluster token (default: the one in the local node's "
+                   "session files)")
+    p.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
+                   help="give up after this long (default: 30)")
+    p.add_argument("--format", choices=formats, default=None,
+                   help=f"output format ({', '.join(formats)}; default: table, or "
+                   f"yaml with --detail)")
+
+
+def _add_list(sub):
+    p = _subcommand(sub, "list", cmd_list,
+                    "list tasks, actors, objects, nodes, workers, placement groups or "
+                    "jobs of the cluster (every node), as `ray list`",
+                    description="List what the cluster runs, waits for and holds, on "
+                    "every node (beamlet.util.state). Tasks and actors that wait say "
+                    "why in PENDING_REASON.")
+    p.add_argument("kind", choices=STATE_KINDS, metavar="KIND",
+                   help="one of: " + ", ".join(STATE_KINDS))
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                   help="keep the rows whose KEY equals VALUE (KEY!=VALUE: differs); "
+                   "case-insensitive; repeat for several (all must hold)")
+    p.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="at most N rows, the newest (default: 100)")
+    p.add_argument("--detail", action="store_true",
+                   help="every column (default: the base columns)")
+    _state_options(p)
+
+
+def _add_get(sub):
+    p = _subcommand(sub, "get", cmd_get, "one task, actor, object, node, worker, "
+                    "placement group or job by id, every column (as `ray get`)")
+    p.add_argument("kind", choices=STATE_KINDS, metavar="KIND",
+                   help="one of: " + ", ".join(STATE_KINDS))
+    p.add_argument("id", metavar="ID", help="its id (hex), as `beamlet list` shows it")
+    _state_options(p, ("yaml", "json"))
+
+
+def _add_summary(sub):
+    p = _subcommand(sub, "summary", cmd_summary,
+                    "counts of tasks per function, actors per class, objects, by state "
+                    "(as `ray summary`)")
+    p.add_argument("kind", choices=("tasks", "actors", "objects"), metavar="KIND",
+                   help="tasks, actors or objects")
+    _state_options(p)
+
+
+def _add_timeline(sub):
+    p = _subcommand(sub, "timeline", cmd_timeline,
+                    "write the cluster's task timeline (Chrome trace / Perfetto JSON: "
+                    "one span per task execution on its worker's row)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write it (default: timeline-<time>.json here)")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="the GCS address of the cluster, or auto (default: "
+                   "$BEAMLET_ADDRESS, else $RAY_ADDRESS, else auto)")
+    _token_options(p, "the cluster token (default: the one in the local node's "
+                   "session files)")
+    p.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
+                   help="give up after this long (default: 30)")
+
+
 def build_parser():
     from . import __version__
     ap = argparse.ArgumentParser(prog="beamlet", description="beamlet cluster tools: "
@@ -739,7 +1050,8 @@ def build_parser():
     ap.add_argument("--version", action="version", version=f"beamlet {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_start, _add_stop, _add_status, _add_memory, _add_run, _add_job):
+    for add in (_add_start, _add_stop, _add_status, _add_memory, _add_list, _add_get,
+                _add_summary, _add_timeline, _add_run, _add_job):
         add(sub)
     return ap
 

@@ -35,6 +35,9 @@ class ConnectionState:
         self.auto_init = None     # api.py's hook: connect on the first call
         self.sessions = 0         # connections this process made so far
         self.job_records = {}     # job id -> its GCS record (workers: read once)
+        # called before a connection is forgotten, while its core worker can
+        # still send (util/metrics.py sends the values it has not reported yet)
+        self.detach_hooks = []
         # the runtime environment this process's tasks and actors inherit (the
         # job's in a driver, its own in a worker started for one): canonical
         # form and key (runtime_env/resolve.py); None: the plain environment
@@ -126,8 +129,19 @@ def attach(parts: Attached, namespace: str, job_id: bytes, job_record: dict,
     state.sessions += 1
 
 
+def before_detach(hook) -> None:
+    """Call `hook()` each time this process is about to disconnect (shutdown())."""
+    if hook not in state.detach_hooks:
+        state.detach_hooks.append(hook)
+
+
 def detach() -> Attached:
     """Forget the connection (shutdown() stops what this returns)."""
+    for hook in state.detach_hooks:
+        try:
+            hook()
+        except Exception:   # (a hook's failure must not keep the cluster running)
+            pass
     parts = Attached(state.log_printer, core_worker.global_worker, state.node,
                      state._gcs)
     state.node = state._gcs = state.log_printer = state.namespace = None

@@ -7,6 +7,8 @@ actor.py; it imports no API module.
 """
 import hashlib
 import inspect
+import os
+import sys
 import warnings
 
 from . import connection
@@ -16,6 +18,20 @@ from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
 
 _MiB = 1024 * 1024
+
+
+def call_site() -> str:
+    """file:line of the user's code that called into beamlet (the first frame
+    outside the beamlet package): recorded when an actor is created, so that a
+    stuck get can say where the actor holding a CPU came from.  A frame walk of
+    a few steps, once per creation."""
+    f = sys._getframe(1)
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        if mod != "beamlet" and not mod.startswith("beamlet."):
+            return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+        f = f.f_back
+    return ""
 
 
 class FunctionExport:

@@ -34,8 +34,10 @@ LAYERS = [
     ("entry", {"beamlet", "beamlet.worker.main", "beamlet.worker.streaming"}),
 ]
 # process roles and tools, not part of the driver API (tests/test_layering.py)
+# (the dashboard is served by the monitor process; it reads the cluster through
+# the state API of util/)
 OUTSIDE = ("beamlet.raylet", "beamlet.scheduler", "beamlet.cli", "beamlet.cluster_utils",
-           "beamlet.__main__", "beamlet.job_submission")
+           "beamlet.__main__", "beamlet.job_submission", "beamlet.dashboard")
 
 
 def module_name(path: pathlib.Path) -> str:

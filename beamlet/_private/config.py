@@ -69,6 +69,19 @@ UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)
 # option object_spilling_directory and `beamlet start --object-spilling-directory`
 # override it.
 OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
+# Finished tasks the GCS keeps per job (the newest; beamlet:task_events:<job>):
+# what the state API lists and the timeline draws of a job's past.
+TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
+# A get()/wait() that waited this long prints, once, what it waits for (unless
+# that is work that runs); 0: never.  See beamlet/_private/stuck.py.
+STUCK_WARNING_S = _env("STUCK_WARNING_S", 10.0, float)
+# How often a process that records metrics (beamlet.util.metrics) sends what
+# changed to its raylet (one METRICS message), i.e. how fresh a scrape is.
+METRICS_REPORT_S = _env("METRICS_REPORT_S", 1.0, float)
+# With BEAMLET_GET_PROGRESS=1, a get() of at least this many refs that is still
+# waiting after GET_PROGRESS_DELAY_S draws a progress line (_private/progress.py).
+GET_PROGRESS_MIN_REFS = _env("GET_PROGRESS_MIN_REFS", 100, int)
+GET_PROGRESS_DELAY_S = _env("GET_PROGRESS_DELAY_S", 1.0, float)
 # How long a driver or the CLI tries to reach a GCS on another machine before
 # saying it cannot (the address is probed before anything else is done with it).
 GCS_CONNECT_TIMEOUT_S = _env("GCS_CONNECT_TIMEOUT_S", 5.0, float)

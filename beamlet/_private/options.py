@@ -92,6 +92,11 @@ def _placement_group(v):
         "must be a PlacementGroup, 'default' or None"
 
 
+def _port(v):
+    return None if 0 <= v < 65536 else "must be a port number from 1 to 65535 (0: any " \
+        "free port)"
+
+
 def _non_empty(v):
     return None if v else "must be a non-empty string"
 
@@ -203,7 +208,6 @@ METHOD = {
     "_metadata": Option(dict, "a dict", ignored=_NOT_READ),
 }
 
-_NO_DASHBOARD = "beamlet has no dashboard (`beamlet status` shows the cluster)"
 _NO_LOGGING = "beamlet does not configure the driver's Python logging"
 
 INIT = {
@@ -223,9 +227,11 @@ INIT = {
     "labels": Option(dict, "a dict", ignored=_NOT_ADVERTISED),
     "local_mode": Option(bool, "a bool", ignored=(
         "tasks always run in worker processes (local_mode is deprecated in Ray)")),
-    "include_dashboard": Option(bool, "a bool", ignored=_NO_DASHBOARD),
-    "dashboard_host": Option(str, "a str", ignored=_NO_DASHBOARD),
-    "dashboard_port": Option(int, "an int", ignored=_NO_DASHBOARD),
+    # the dashboard (node.py: started with a cluster init() starts; a driver that
+    # joins a cluster uses the one its head serves)
+    "include_dashboard": Option(bool, "a bool"),
+    "dashboard_host": Option(str, "an address of this machine, or 0.0.0.0"),
+    "dashboard_port": Option(int, "a port number (0: any free port)", _port),
     "configure_logging": Option(bool, "a bool", ignored=_NO_LOGGING),
     "logging_level": Option((int, str), "a logging level", ignored=_NO_LOGGING),
     "logging_format": Option(str, "a str", ignored=_NO_LOGGING),
@@ -236,8 +242,8 @@ INIT = {
         "workers run without cgroup isolation")),
     "system_reserved_memory": Option(int, "a number of bytes", _nonneg, ignored=(
         "workers run without cgroup isolation")),
-    "_metrics_export_port": Option(int, "a port number", ignored=(
-        "beamlet exports no metrics endpoint from init()")),
+    # the node's metrics endpoint (raylet/metrics.py); 0: any free port
+    "_metrics_export_port": Option(int, "a port number (0: any free port)", _port),
     # applied by node.init_node_options: the session root, tunables of the node's
     # processes, where objects spill
     "_temp_dir": Option(str, "a path"),

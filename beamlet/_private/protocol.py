@@ -37,9 +37,20 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
                 flag: "retry" (the exception is retryable), "exit" (exit_actor
                 was called) or None
   CALL     c→r  [CALL, req, method, args] → REPLY; rare control operations
-                (cluster resources, actors, cancel, ...), see raylet.CALLS;
-                ["runtime_env", key] → the stored runtime environment (JSON
-                text, or None): what a worker started for it sets up
+                (cluster resources, actors, cancel, ...), see raylet.CALLS; the
+                observability calls (raylet/introspection.py) are:
+                "state" [kind, filters, limit, detail] → {"rows", "total",
+                  "errors"}: the live rows of kind "tasks" | "actors" | "objects"
+                  | "workers" | "placement_groups" of every node (this raylet asks
+                  the others with PEER_STATE), filtered (state_rows.matches), the
+                  newest `limit`; errors: nodes that did not answer
+                "explain" [oids] → {"stuck", "text", "steps"}: what a get/wait on
+                  `oids` waits for, as a chain ending in its root cause
+                  (beamlet/_private/pending.py), followed across nodes
+                "logs" [] → {node hex: [{"name", "size", "mtime", "pid",
+                  "worker_id"}, ...]}: the log files of every node
+                "log_read" [node hex, name, offset, max_bytes] → {"data",
+                  "size"} | {"error"}: bytes of one log file of a node
   EXECUTE  r→c  [EXECUTE, spec, arg_descriptors, gpu_ids(, skip)]  run this task
                 (workers only); skip (generator tasks, only when > 0): how many
                 values an attempt it retries stored already (not stored again)
@@ -81,6 +92,17 @@ its completion object; the value yielded k-th (k = 0, 1, ...) is the object
                 TaskSpec.backpressure), or `stop`: nobody consumes any more
                 (dropped or cancelled) — the generator is closed at its next yield
 
+Metrics (beamlet/util/metrics.py → raylet/metrics.py), numbered apart from the
+messages above so that adding one there never renumbers it:
+  METRICS  c→r  [METRICS, batch]  one-way; what changed in this process's metrics
+                since its last batch (sent at most every METRICS_REPORT_S, never
+                per record call): [[name, kind, description, tag_keys,
+                boundaries, series], ...]; kind "counter" | "gauge" |
+                "histogram"; series [[tag values (in tag_keys order), value],
+                ...] with the process's cumulative value: a counter's total, a
+                gauge's [time set, value], a histogram's [bucket counts (one
+                per boundary, then +Inf), sum, count] (_private/prometheus.py)
+
 An object descriptor says where an object's serialized bytes are:
   [INLINE, data, is_error]           the bytes themselves (small objects, errors)
   [ARENA, offset, size, is_error]    a slice of the node's shared-memory arena;
@@ -112,6 +134,8 @@ HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL
 NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
          "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT", "REVOKE",
          "RETURNED", "CANCEL", "ITEM", "GEN_NEXT", "GEN_DROP", "GEN_ACK", "CLOSING"]
+
+METRICS = 50
 
 INLINE, ARENA = 0, 1
 FILE = 3     # (2 is REMOTE, below)
@@ -363,3 +387,16 @@ REMOTE = 2   # result descriptor kind in TASK_DONE: the bytes stay on the sender
 #                    and kills its non-detached actors
 PEER_ACTOR_CREATE, PEER_ACTOR_KILL, PEER_PG_RESERVE, PEER_PG_RESERVED, PEER_PG_CANCEL, \
     PEER_PG_REMOVE, PEER_JOB_FINISHED = range(120, 127)
+
+# Observability (beamlet/raylet/introspection.py), same authentication and
+# framing, on a connection of its own (as a PULL), never on the ordered links:
+#   STATE        c→s [PEER_STATE, query]  → [PEER_STATE_REPLY, answer]
+#                    query {"op": "state", "kind", "filters", "limit", "detail"}:
+#                      the receiver's own live rows (not its peers');
+#                    {"op": "explain_task", "task_id": hex, "path": [hex...]}:
+#                      the chain of task `task_id` as the receiver sees it
+#                      (`path`: the tasks already in the chain: a cycle);
+#                    {"op": "explain_object", "object_id": hex, "path": [...]};
+#                    {"op": "logs"}: its log files; {"op": "log_read", "name",
+#                      "offset", "max_bytes"}: bytes of one of them
+PEER_STATE, PEER_STATE_REPLY = 130, 131

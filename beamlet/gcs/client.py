@@ -121,6 +121,58 @@ class GcsClient:
         return out
 
 
+class StateReader:
+    """The GCS's records of the state API (beamlet/util/state): jobs, actors,
+    placement groups and finished tasks, read in a few pipelined round trips."""
+
+    def __init__(self, r):
+        self.r = r
+
+    def _hashes(self, pattern: str) -> list:
+        names = list(self.r.scan_iter(pattern, count=1000))
+        p = self.r.pipeline(transaction=False)
+        for k in names:
+            p.hgetall(k)
+        out = []
+        for k, h in zip(names, p.execute()):
+            d = {a.decode(): b.decode("utf-8", "replace") for a, b in h.items()}
+            d["_id"] = k.decode().rsplit(":", 1)[1]
+            out.append(d)
+        return out
+
+    def jobs(self) -> list:
+        ids = sorted(x.decode() for x in self.r.smembers(keys.JOBS))
+        p = self.r.pipeline(transaction=False)
+        for i in ids:
+            p.hgetall(keys.job(bytes.fromhex(i)))
+        return [{"_id": i, **{a.decode(): b.decode("utf-8", "replace")
+                              for a, b in h.items()}}
+                for i, h in zip(ids, p.execute())]
+
+    def actors(self) -> list:
+        return self._hashes(keys.actor_pattern())
+
+    def placement_groups(self) -> list:
+        return self._hashes(keys.placement_group_pattern())
+
+    def finished_tasks(self, job_ids, limit=None):
+        """(the newest finished-task records (msgpack lists, see
+        raylet/scheduler.py task_record) of each job, at most `limit` per job;
+        job id -> how many records the GCS keeps for it)."""
+        import msgpack
+        p = self.r.pipeline(transaction=False)
+        for j in job_ids:
+            key = keys.task_events(bytes.fromhex(j))
+            p.zrange(key, -limit if limit else 0, -1)
+            p.zcard(key)
+        res = p.execute()
+        out, kept = [], {}
+        for j, members, n in zip(job_ids, res[::2], res[1::2]):
+            out.extend(msgpack.unpackb(m, raw=False) for m in members)
+            kept[j] = n
+        return out, kept
+
+
 class WriteBehind:
     """Batches GCS writes off the hot path: callers enqueue (cheap), a thread
     flushes every GCS_FLUSH_S in one pipeline."""

@@ -6,12 +6,15 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | key / channel                         | type   | contents                                       |
 |---------------------------------------|--------|------------------------------------------------|
 | beamlet:cluster                       | hash   | session_dir, head_node, started_at, version    |
+|                                       |        | dashboard_address (host:port of the head's     |
+|                                       |        | dashboard; absent without one)                 |
 | beamlet:nodes                         | set    | every node id ever registered                  |
 | beamlet:node:<node>                   | hash   | address, port, socket, hostname, pid, state    |
 |                                       |        | (ALIVE/DEAD), resources_total (json),          |
 |                                       |        | resources_available (json), demand (json),     |
 |                                       |        | started_at, death_reason, peer_port (the TCP   |
 |                                       |        | port peer raylets connect to), object_store_used|
+|                                       |        | metrics_export_port (its Prometheus endpoint)  |
 | beamlet:heartbeats                    | zset   | node id -> time of its last heartbeat          |
 | beamlet:fn:<hash>                     | string | a cloudpickled function or class (by content)  |
 | beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
@@ -21,15 +24,23 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | default_actor_lifetime; runtime_env (json: the |
 |                                       |        | job's, canonical); submission_id (a driver     |
 |                                       |        | started by `beamlet job submit`)               |
+|                                       |        | tasks_finished (count of finished tasks ever   |
+|                                       |        | recorded: more than the task_events kept means |
+|                                       |        | some were trimmed)                             |
 | beamlet:jobs                          | set    | job ids                                        |
-| beamlet:tasks:<node>                  | hash   | task id -> "STATE name job time" for the tasks |
-|                                       |        | of that node (write-behind, one HSET per flush;|
-|                                       |        | the last TASKS_KEPT finished ones are kept)    |
+| beamlet:task_events:<job>             | zset   | the job's finished tasks: member = a msgpack   |
+|                                       |        | record (raylet/scheduler.py task_record),      |
+|                                       |        | score = end time; written behind (one ZADD per |
+|                                       |        | job per flush) and trimmed to the newest       |
+|                                       |        | config.TASK_EVENTS_PER_JOB of them             |
+|                                       |        | (BEAMLET_TASK_EVENTS_PER_JOB, default 10,000)  |
 | beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations):      |
 |                                       |        | arena objects from their creation, small ones  |
 |                                       |        | once their id was sent to another node         |
 | beamlet:actor:<actor>                 | hash   | class, name, namespace, state, node, pid,      |
-|                                       |        | detached, restarts, death_cause                |
+|                                       |        | detached, restarts, death_cause, job,          |
+|                                       |        | worker_id, call_site (file:line of the         |
+|                                       |        | .remote() that created it), resources (json)   |
 | beamlet:actor_names:<namespace>       | hash   | actor name -> actor id                         |
 | beamlet:counter:job                   | string | last job number (INCR)                         |
 | beamlet:pg:<placement group>          | hash   | name, strategy, state, bundles (json), node    |
@@ -84,7 +95,6 @@ FORWARD = P + "forward"
 SUBMISSIONS = P + "submissions"
 JOB_MANAGER = P + "job_manager"
 JOB_MANAGER_REQUESTS = P + "job_manager:requests"
-TASKS_KEPT = 10000
 
 
 def node(node_id: bytes) -> str:
@@ -99,8 +109,8 @@ def job(job_id: bytes) -> str:
     return f"{P}job:{job_id.hex()}"
 
 
-def tasks(node_id: bytes) -> str:
-    return f"{P}tasks:{node_id.hex()}"
+def task_events(job_id: bytes) -> str:
+    return f"{P}task_events:{job_id.hex()}"
 
 
 def obj(object_id: bytes) -> str:
@@ -111,12 +121,22 @@ def actor(actor_id: bytes) -> str:
     return f"{P}actor:{actor_id.hex()}"
 
 
+def actor_pattern() -> str:
+    """SCAN pattern of every actor record."""
+    return f"{P}actor:*"
+
+
 def actor_names(namespace: str) -> str:
     return f"{P}actor_names:{namespace}"
 
 
 def placement_group(pg_id: bytes) -> str:
     return f"{P}pg:{pg_id.hex()}"
+
+
+def placement_group_pattern() -> str:
+    """SCAN pattern of every placement group record."""
+    return f"{P}pg:*"
 
 
 def logs_channel(job_id: bytes) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
+from .._private.pending import Reason, reason
 from ..gcs import keys
 from .common import desc_is_error, error_bytes, node_gpu_ids
 from .object_store import ObjState
@@ -42,7 +43,7 @@ class Actor:
                  "queue", "inflight", "max_concurrency", "restarts_left",
                  "max_task_retries", "name", "namespace", "detached", "death_cause",
                  "resources", "gpu_ids", "job_id", "class_name", "num_restarts",
-                 "keepalive", "pool", "held", "creation_task", "owner")
+                 "keepalive", "pool", "held", "creation_task", "owner", "last_done")
 
     def __init__(self, spec):
         opts = spec.actor_options or {}
@@ -74,6 +75,7 @@ class Actor:
         # the worker process that created it (None: a driver, or detached): the
         # actor dies with it (fate sharing, as in Ray)
         self.owner = None
+        self.last_done = 0.0      # wall time its last call ended (for call timings)
 
 
 DEAD_ACTORS_KEPT = 10_000
@@ -86,6 +88,8 @@ class Actors:
         "creation_done", "creation_failed", "creation_freed", "worker_lost",
         "call_kill_actor", "call_actor_state", "job_finished", "cancel_call",
         "kill_in_placement_group", "hand_over", "adopt", "accept_calls", "is_local",
+        # the state API and pending reasons (read only; introspection.py)
+        "all_actors", "actor", "call_reason", "running_calls", "resource_holders",
         "owner_died",
     )
 
@@ -197,7 +201,15 @@ class Actors:
             a.queue.appendleft(t)
             self.pump_actor(a)
             return True
+        # for the call's record: its worker, and when it really started (calls
+        # are sent ahead of time; a sequential actor starts one at its
+        # predecessor's end)
+        t.worker = a.worker
+        if a.max_concurrency == 1:
+            started = next((ts for ts, s in t.history if s is TS.RUNNING), 0.0)
+            t.run_start = max(started, a.last_done)
         self.sched.complete_task(t, results)
+        a.last_done = t.history[-1][0]
         self.pump_actor(a)
         return True
 
@@ -345,7 +357,7 @@ class Actors:
             "state": a.state, "node": self.node_hex,
             "pid": w.pid if w else 0, "detached": int(a.detached),
             "restarts": a.num_restarts, "death_cause": a.death_cause or "",
-            "job": a.job_id.hex()})
+            "job": a.job_id.hex(), "worker_id": w.worker_id.hex() if w else ""})
 
     def actor_died(self, a, cause, restart=True):
         w = a.worker
@@ -457,6 +469,64 @@ class Actors:
                 # (a get right after kill() raises OwnerDiedError)
                 self.store.owner_died(w, "it was killed")
                 self.owner_died(w)
+
+    # ------------------------------------------------------------------ state API
+    def all_actors(self) -> list:
+        """Every actor of this node (the dead among the last DEAD_ACTORS_KEPT too)."""
+        return list(self.actors.values())
+
+    def actor(self, actor_id):
+        return self.actors.get(actor_id)
+
+    def running_calls(self, a) -> list:
+        """The calls of `a` its worker runs now (sent calls beyond max_concurrency
+        wait in the worker, behind these)."""
+        return list(a.inflight.values())[:a.max_concurrency]
+
+    def call_reason(self, t):
+        """Why actor call `t` is not running (pending.py's vocabulary), or None."""
+        a = self.actors.get(t.spec.actor_id)
+        if a is None:
+            return self.cs.call_reason(t)       # an actor on another node
+        what = {"actor_id": a.actor_id.hex(), "class_name": a.class_name}
+        if a.state == "PENDING_CREATION":
+            return reason(Reason.WAITING_FOR_ACTOR_CREATION, **what)
+        if a.state == "RESTARTING":
+            return reason(Reason.WAITING_FOR_ACTOR_RESTART,
+                          num_restarts=a.num_restarts, **what)
+        if t.state is TS.WAITING_FOR_ARGS and t.missing:
+            oid = self.store.pending_arg(t.spec)
+            if oid is not None and (not a.queue or a.queue[0] is t):
+                return reason(Reason.WAITING_FOR_ARGS, object_id=oid.hex())
+        running = self.running_calls(a)
+        if t.spec.task_id in a.inflight:
+            pos = list(a.inflight).index(t.spec.task_id)
+            if pos < a.max_concurrency:
+                return None     # it runs
+            ahead = pos
+        elif t in a.queue:
+            ahead = len(a.inflight) + a.queue.index(t)
+        else:
+            return None
+        return reason(Reason.QUEUED_BEHIND_ACTOR_CALLS, ahead=ahead,
+                      running=[c.spec.name for c in running],
+                      max_concurrency=a.max_concurrency, **what)
+
+    def resource_holders(self) -> list:
+        """(the ResourceSet they came from, holder) of every live actor here that
+        keeps resources for its lifetime."""
+        out = []
+        for a in self.actors.values():
+            if a.state != "ALIVE" or not a.resources or a.pool is None:
+                continue
+            res = {k: v for k, v in a.resources.items() if v}
+            if res:
+                out.append((a.pool, {
+                    "kind": "actor", "name": a.name or a.class_name,
+                    "id": a.actor_id.hex(), "pid": a.worker.pid if a.worker else None,
+                    "resources": res,
+                    "call_site": (a.creation_spec.actor_options or {}).get("call_site")}))
+        return out
 
     def call_actor_state(self, conn, actor_id):
         a = self.actors.get(actor_id)

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import ids, serialization
 from .._private import protocol as P
+from .._private.pending import Reason, reason
 from ..gcs import keys
 from ..scheduler.placement import choose_node, place_bundles, spread_node
 from .actors import Actor
@@ -126,6 +127,8 @@ class ClusterScheduler:
         "pg_remove_unknown",
         # the object store's and the actors' hooks
         "creation_freed", "kill_remote", "job_finished",
+        # the state API and pending reasons (read only; introspection.py)
+        "waiting_calls", "call_reason", "remote_actor_node",
     )
 
     def __init__(self, node_id: bytes):
@@ -156,7 +159,6 @@ class ClusterScheduler:
         self.resources = resources
         self.pgs = pgs
         self.put_gcs = gcs.put
-        self.task_event = gcs.task_event
         self.gcs = gcs_client
 
     # ------------------------------------------------------------------ links
@@ -305,7 +307,6 @@ class ClusterScheduler:
             t.move(TS.WAITING_FOR_RESOURCES)
         t.move(TS.FORWARDED)
         self.om.note_forwarded(t, target)
-        self.task_event(t)
         args, exported = self.om.forward_args(t.spec, target)
         self.send_ordered(target, [kind, t.spec.to_wire(), args, exported])
 
@@ -495,6 +496,35 @@ class ClusterScheduler:
             self.actors.call_kill_actor(None, ra.actor_id, ra.pending_kill)
         ra.pending_kill = None
         self.pump(ra)
+
+    # ------------------------------------------------------------------ state API
+    def waiting_calls(self) -> list:
+        """Calls to actors on other nodes that wait here to be sent, and actor
+        creations and tasks parked until their placement group's node is known."""
+        out = [t for ra in self.remote_actors.values() for t in ra.queue]
+        for parked in self.pg_parked.values():
+            out.extend(parked)
+        return out
+
+    def remote_actor_node(self, actor_id):
+        """The node hex an actor of another node lives on, if known."""
+        ra = self.remote_actors.get(actor_id)
+        return ra.node if ra is not None else None
+
+    def call_reason(self, t):
+        """Why call `t` to an actor on another node waits here (or None)."""
+        ra = self.remote_actors.get(t.spec.actor_id)
+        if ra is None:
+            return None
+        if t not in ra.queue:
+            node = self.om.forwarded_to(t.spec.task_id)
+            return reason(Reason.FORWARDED, node_id=node) if node else None
+        if t.missing:
+            oid = self.store.pending_arg(t.spec)
+            if oid is not None:
+                return reason(Reason.WAITING_FOR_ARGS, object_id=oid.hex())
+        return reason(Reason.WAITING_FOR_REMOTE_ACTOR, actor_id=ra.actor_id.hex(),
+                      node_id=ra.node, class_name=t.spec.name.split(".")[0])
 
     # ------------------------------------------------------------------ node death
     def retry(self, t, why):

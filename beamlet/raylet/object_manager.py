@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import config, ids
 from .._private import protocol as P
+from .._private.pending import Reason, reason
 from ..gcs import keys
 from .common import error_bytes
 from ..scheduler.placement import choose_node, fits, idle_cpus
@@ -154,6 +155,9 @@ class ObjectManager:
         # generator streams across nodes (streams.py)
         "relay_item", "relay_end", "send_gen_ack", "take_peer_result",
         "has_live_source",
+        # the state API and pending reasons (read only; introspection.py), and
+        # the peer query that reaches other nodes' raylets for them
+        "arg_reason", "forwarded_to", "forwarded_tasks", "source_of", "query",
     )
 
     def __init__(self, node_id: bytes, token: bytes, node_ip: str, peer_port: int):
@@ -183,15 +187,16 @@ class ObjectManager:
 
     def wire(self, node_table: "NodeTable", store: "ObjectStore",
              sched: "LocalScheduler", cs: "ClusterScheduler", resources: "ResourceSet",
-             gcs: "GcsWriter", gcs_client, streams: "Streams") -> None:
+             gcs: "GcsWriter", gcs_client, streams: "Streams", on_state=None) -> None:
         self.node_table = node_table
+        # answers a peer's PEER_STATE query (introspection.py)
+        self.on_state = on_state
         self.store = store
         self.sched = sched
         self.cs = cs
         self.streams = streams
         self.resources = resources
         self.put_gcs = gcs.put
-        self.task_event = gcs.task_event
         self.gcs = gcs_client
 
     # ------------------------------------------------------------------ lifecycle
@@ -552,7 +557,6 @@ class ObjectManager:
         spec = t.spec
         self.forwarded[spec.task_id] = [t, node_hex]
         args, exported = self.forward_args(spec, node_hex)
-        self.task_event(t)
         self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args, exported]))
 
     def note_forwarded(self, t, node_hex):
@@ -809,6 +813,45 @@ class ObjectManager:
         # proxies whose only source it was fail (or are rebuilt) when next wanted;
         # those wanted now are being pulled, and their pull notices
 
+    # ------------------------------------------------------------------ state API
+    def arg_reason(self, oid):
+        """FETCHING_ARGS if `oid` is sealed on another node and not copied here
+        yet; None otherwise (the caller says what makes it)."""
+        node = self.remote_ready.get(oid)
+        if node is None:
+            return None
+        return reason(Reason.FETCHING_ARGS, object_id=oid.hex(), from_node=node)
+
+    def forwarded_to(self, task_id):
+        """The node a task of ours was sent to, or None."""
+        entry = self.forwarded.get(task_id)
+        return entry[1] if entry is not None else None
+
+    def forwarded_tasks(self) -> list:
+        """(Task, node hex) of every task of ours running on another node."""
+        return [(t, n) for t, n in self.forwarded.values()]
+
+    def source_of(self, oid):
+        """A node that has or will have `oid`, which is not here: where it is
+        sealed, where its task was sent, or where its proxy points."""
+        return self.where_else(oid, None)
+
+    async def query(self, node_hex, payload, timeout=10.0):
+        """Ask the raylet of `node_hex` (PEER_STATE on a connection of its own) and
+        return its answer; raises on a node that does not answer in `timeout`."""
+        rec = await self.node_table.record(node_hex, wait_s=min(timeout, 2.0))
+        loop = asyncio.get_running_loop()
+        sock = await peers.sock_connect(loop, rec["address"], int(rec["peer_port"]),
+                                        self.token, self.node_hex, timeout)
+        try:
+            await loop.sock_sendall(sock, P.frame([P.PEER_STATE, payload]))
+            msg = await asyncio.wait_for(peers.sock_read_frame(loop, sock), timeout)
+        finally:
+            sock.close()
+        if msg[0] != P.PEER_STATE_REPLY:
+            raise ConnectionError(f"node {node_hex[:12]} answered {msg[0]}")
+        return msg[1]
+
     # ------------------------------------------------------------------ pulls
     def start_pull(self, oid, sources=None):
         if oid not in self.pulls:
@@ -1060,6 +1103,11 @@ class ObjectManager:
                     self.streams.on_peer_end(peer, msg)
                 elif kind == P.PEER_GEN_ACK:
                     self.streams.on_peer_ack(peer, msg)
+                elif kind == P.PEER_STATE:
+                    result = self.on_state(msg[1])
+                    if asyncio.iscoroutine(result):
+                        result = await result
+                    writer.write(P.frame([P.PEER_STATE_REPLY, result]))
                 elif kind >= P.PEER_ACTOR_CREATE:
                     self.cs.on_peer(peer, msg)   # cluster_scheduling.py
                 else:

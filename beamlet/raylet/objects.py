@@ -72,6 +72,8 @@ class ObjectStore:
         "request_restore",
         # the arena, for pulls from other nodes
         "reserve_now", "abort_create", "arena_slice", "prefault",
+        # the state API and pending reasons (read only; introspection.py)
+        "pending_arg", "waiting_on", "all_objects",
     )
 
     def __init__(self, node_id: bytes, session_dir: str, arena_size: int, spill_dir=""):
@@ -91,6 +93,7 @@ class ObjectStore:
         self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.watched = set()         # ids whose freeing others must hear of
         self.owned = {}              # worker id -> ids of the live objects it put
+        self.waiting = set()         # the Getters that wait (what is blocked on what)
         self.arena_fd = self.arena = self.arena_view = self.arena_path = None
         self.loop = None
 
@@ -806,6 +809,7 @@ class ObjectStore:
                     om.wanted(o, fetch, cb)     # pull it if it is on another node
         if timeout is not None and timeout >= 0:
             g.timer = self.loop.call_later(timeout, self.finish_getter, g)
+        self.waiting.add(g)
         w = conn.worker
         if w is not None and self.block_worker(w, oids):
             g.worker = w    # its CPU is lent back while it waits
@@ -821,6 +825,7 @@ class ObjectStore:
         if g.done:
             return
         g.done = True
+        self.waiting.discard(g)
         if g.timer is not None:
             g.timer.cancel()
         conn = g.conn
@@ -852,6 +857,34 @@ class ObjectStore:
             conn.send([P.REPLY, g.req, ready])
 
     # ------------------------------------------------------------------ introspection
+    def pending_arg(self, spec):
+        """The first ref argument of a task that is not here yet, or None."""
+        objects = self.objects
+        for a in spec.args:
+            if a[0] == P.ARG_REF:
+                o = objects.get(a[1])
+                if o is not None and (o.state is ObjState.PENDING or
+                                      o.state is ObjState.CREATING):
+                    return a[1]
+        return None
+
+    def all_objects(self) -> list:
+        """Every object entry of this node (records: read them, do not change them)."""
+        return list(self.objects.values())
+
+    def waiting_on(self, conn) -> list:
+        """[(kind "get" | "wait", oids not ready)] of the gets and waits `conn` is
+        blocked in."""
+        out = []
+        objects = self.objects
+        for g in list(self.waiting):
+            if g.conn is conn and not g.done:
+                missing = [oid for oid in g.oids if (o := objects.get(oid)) is not None
+                           and o.state in (ObjState.PENDING, ObjState.CREATING)]
+                if missing:
+                    out.append((g.kind, missing))
+        return out
+
     def memory_report(self, holders, pinners) -> dict:
         """Every object of this node with where it is and who keeps it alive
         (what `beamlet memory` prints).  `holders`: oid -> [who holds a ref]

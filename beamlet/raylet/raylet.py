@@ -12,7 +12,8 @@ the loop.
                                                  ├─ NodeTable        node_table.py
                                                  ├─ WorkerPool       worker_pool.py
                                                  ├─ MemoryMonitor    memory_monitor.py
-                                                 └─ GcsWriter        gcs_writer.py
+                                                 ├─ GcsWriter        gcs_writer.py
+                                                 └─ Introspection    introspection.py
 
 Each component owns its state and declares the methods others may call
 (INTERFACE); the shell hands each one the components it uses (`wire`) and
@@ -23,7 +24,8 @@ the components and their calls: docs/architecture.md.
 
 Owns: the client connections (Conn: a driver's or worker's socket, and the
   refs and pins it holds), the drivers by job, the function, sys.path and
-  runtime environment caches served to workers, startup and shutdown.
+  runtime environment caches served to workers, the calls answered later (those
+  that ask other nodes), startup and shutdown.
 Uses: every component, through its INTERFACE.
 Messages: HELLO and CALL (the calls table: some calls are answered here,
   the others go to their component); every other message goes to the
@@ -50,6 +52,8 @@ from .common import log
 from .constraints import Constraints
 from .gcs_writer import GcsWriter
 from .memory_monitor import MemoryMonitor
+from .introspection import Introspection
+from .metrics import MetricsExporter
 from .node_table import NodeTable
 from .object_manager import ObjectManager
 from .objects import ObjectStore
@@ -159,6 +163,11 @@ class Raylet:
         self.cs = ClusterScheduler(node)
         # the values generator tasks yield, handed to their consumers
         self.streams = Streams()
+        # the state API, pending reasons, stuck diagnoses
+        self.intro = Introspection(node, args.node_ip)
+        # the node's metrics endpoint (Prometheus text)
+        self.metrics = MetricsExporter(node, args.redis_password, args.metrics_export_host,
+                                       args.metrics_export_port)
 
         # --- who calls whom
         store, sched, actors, cons, om, cs, gcsw = (
@@ -178,9 +187,15 @@ class Raylet:
         cons.wire(sched=sched, store=store, actors=actors, cs=cs,
                   node_table=self.node_table, gcs=gcsw)
         self.node_table.wire(on_death=om.node_died)
+        self.metrics.wire(sched=sched, pool=self.pool, store=store,
+                          resources=self.resources)
         om.wire(node_table=self.node_table, store=store, sched=sched, cs=cs,
                 resources=self.resources, gcs=gcsw, gcs_client=self.gcs,
-                streams=self.streams)
+                streams=self.streams, on_state=self.intro.on_peer_state)
+        self.intro.wire(sched=sched, actors=actors, store=store, pool=self.pool,
+                        constraints=cons, pgs=self.pgs, cs=cs, om=om,
+                        node_table=self.node_table, resources=self.resources,
+                        drivers=self.driver_list, client_refs=self.client_refs)
         cs.wire(node_table=self.node_table, om=om, sched=sched, actors=actors,
                 constraints=cons, store=store, resources=self.resources, pgs=self.pgs,
                 gcs=gcsw, gcs_client=self.gcs)
@@ -194,6 +209,7 @@ class Raylet:
             P.CALL: self.on_call, P.RETURNED: sched.on_returned,
             P.ITEM: self.streams.on_item, P.GEN_NEXT: self.streams.on_gen_next,
             P.GEN_DROP: self.streams.on_gen_drop,
+            P.METRICS: self.metrics.on_metrics,
         }
         self.calls = {
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
@@ -204,7 +220,9 @@ class Raylet:
             "status": self.call_status, "pg_create": cons.call_pg_create,
             "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
             "ping": lambda conn: "pong",
+            "state": self.intro.call_state, "explain": self.intro.call_explain,
         }
+        self.call_tasks = set()  # calls answered later (they ask other nodes)
 
     # ------------------------------------------------------------------ startup
     async def main(self):
@@ -224,13 +242,15 @@ class Raylet:
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
         if self.args.owner_pid:
             self.watch_owner(self.args.owner_pid)
+        await self.metrics.start()
         self.gcsw.register_node({
             "address": self.args.node_ip, "socket": self.socket_path,
             "hostname": socket.gethostname(), "pid": os.getpid(), "state": "ALIVE",
             "resources_total": self.resources.total,
             "resources_available": self.resources.available,
             "object_store_memory": self.store.arena_size, "started_at": time.time(),
-            "session_dir": self.session_dir, "is_head": int(self.args.head)})
+            "session_dir": self.session_dir, "is_head": int(self.args.head),
+            "metrics_export_port": self.metrics.port})
         await self.om.start()
         for _ in range(self.args.prestart):
             self.pool.start_worker()
@@ -242,11 +262,12 @@ class Raylet:
         finally:
             ticker.cancel()
             server.close()
+            self.metrics.close()
             self.om.close()
             self.memory.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
-            pending = [ticker, *self.pool.output_tasks()]
+            pending = [ticker, *self.pool.output_tasks(), *self.call_tasks]
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -289,7 +310,8 @@ class Raylet:
             self.gcsw.heartbeat(time.time())
             self.om.spawn(self.om.tick())
             self.cs.tick()
-            self.gcsw.report_load(self.resources.snapshot(), self.sched.heartbeat_demand(),
+            self.gcsw.report_load(self.resources.snapshot(),
+                                  self.intro.demand_reasons(self.sched.heartbeat_demand()),
                                   self.store.used())
             self.gcsw.flush_task_events()
             self.pool.check()
@@ -334,6 +356,7 @@ class Raylet:
                 self.sched.worker_lost(w, how)
         self.store.release_holder(conn)
         self.streams.holder_lost(conn)      # the generators it consumed
+        self.metrics.client_lost(conn)
         if w is not None:
             # what the process owned dies with it (as in Ray): the objects it
             # put, the actors it created
@@ -341,6 +364,9 @@ class Raylet:
             self.actors.owner_died(w)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
+            # the job's record says it ended (the state API's list_jobs)
+            self.gcsw.put("hset", keys.job(conn.job_id), mapping={
+                "state": "SUCCEEDED", "end_time": time.time()})
             # the driver left: its tasks stop and its non-detached actors die
             # with it, on every node (detached actors stay)
             self.actors.job_finished(conn.job_id)
@@ -354,8 +380,35 @@ class Raylet:
             result = self.calls[method](conn, *args)
         except Exception as e:
             result = {"error": f"{type(e).__name__}: {e}"}
+        if asyncio.iscoroutine(result):
+            # it waits for other nodes: reply when it is done (owned here,
+            # cancelled at shutdown)
+            t = self.loop.create_task(self.call_later(conn, req, result))
+            self.call_tasks.add(t)
+            t.add_done_callback(self.call_tasks.discard)
+            return
         if req:
             conn.send([P.REPLY, req, result])
+
+    async def call_later(self, conn, req, coro):
+        try:
+            result = await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log("call failed:", traceback.format_exc())
+            result = {"error": f"{type(e).__name__}: {e}"}
+        if req:
+            conn.send([P.REPLY, req, result])
+
+    def driver_list(self) -> list:
+        """The drivers connected here (the state API's workers of type DRIVER)."""
+        return [{"pid": c.pid, "job_id": c.job_id.hex() if c.job_id else None}
+                for c in self.clients if c.role == "driver"]
+
+    def client_refs(self) -> list:
+        """(role, pid, refs, pins) of every client connection (read only)."""
+        return [(c.role, c.pid, c.refs, c.pins) for c in self.clients]
 
     def call_resources(self, conn):
         return {"total": self.resources.total, "available": self.resources.snapshot()}
@@ -435,6 +488,10 @@ def parse_args(argv=None):
     ap.add_argument("--head", action="store_true")
     ap.add_argument("--peer-port", type=int, default=0,
                     help="TCP port for peer raylets (0: any free port)")
+    ap.add_argument("--metrics-export-port", type=int, default=0,
+                    help="TCP port of the node's metrics endpoint (0: any free port)")
+    ap.add_argument("--metrics-export-host", default="127.0.0.1",
+                    help="address the metrics endpoint listens on (default loopback)")
     ap.add_argument("--spill-dir", default="",
                     help="where to spill objects (default: the session's spill/)")
     args = ap.parse_args(argv)

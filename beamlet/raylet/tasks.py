@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import config, ids, process
 from .._private import protocol as P
+from .._private.pending import Reason, reason
+from .._private.state_rows import error_type
 from ..gcs import keys
-from .common import desc_is_error, error_bytes, log, node_gpu_ids
+from .common import desc_is_error, error_bytes, log, node_gpu_ids, scheduled_resources
 from .object_store import ObjState
 from .scheduler import ReadyQueue, Task, TaskState
 from .worker_pool import WState
@@ -73,6 +75,8 @@ class LocalScheduler:
         # reports
         "demand", "heartbeat_demand", "infeasible_report", "sent_ahead_count",
         "held_refs",
+        # the state API and pending reasons (read only; introspection.py)
+        "all_tasks", "task", "pending_reason", "resource_holders", "queue_heads",
     )
 
     def __init__(self, resources: "ResourceSet", session_dir: str):
@@ -155,7 +159,6 @@ class LocalScheduler:
         self.tasks[spec.task_id] = t
         if spec.kind == P.ACTOR_CREATION_TASK:
             self.actors.created(t, conn)
-        self.task_event(t)
         if t.missing == 0:
             self.make_ready(t)
 
@@ -290,6 +293,89 @@ class LocalScheduler:
     def sent_ahead_count(self) -> int:
         return self.sent_ahead
 
+    # ------------------------------------------------------------------ state API
+    # Read only, computed when asked (a `beamlet list`, a stuck get's diagnosis),
+    # never on the paths every task takes.
+    def all_tasks(self) -> list:
+        """Every task of this node not yet ended (normal tasks, actor creations,
+        calls of the actors here)."""
+        return list(self.tasks.values())
+
+    def task(self, task_id):
+        return self.tasks.get(task_id)
+
+    def queue_heads(self) -> list:
+        """The first task of each ready FIFO (a resource shape) and of each shape
+        of the infeasible list."""
+        out = [q[0] for _shape, q in self.ready.heads()]
+        seen = set()
+        for t in self.infeasible:
+            key = tuple(sorted(t.spec.resources.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(t)
+        return out
+
+    def pending_reason(self, t):
+        """Why `t` (a normal task or an actor creation of this node) is not
+        running, as this scheduler sees it (pending.py's vocabulary); None if it
+        runs or ended."""
+        st, spec = t.state, t.spec
+        req = spec.resources
+        if st is TS.WAITING_FOR_ARGS:
+            oid = self.store.pending_arg(spec)
+            if oid is not None:
+                return self.om.arg_reason(oid) or reason(
+                    Reason.WAITING_FOR_ARGS, object_id=oid.hex())
+            return None
+        if st is TS.FORWARDED:
+            return reason(Reason.FORWARDED, node_id=self.om.forwarded_to(spec.task_id))
+        if st is not TS.WAITING_FOR_RESOURCES:
+            return None
+        w = t.worker
+        if w is not None:
+            cur = w.task
+            return reason(Reason.QUEUED_ON_WORKER, worker_pid=w.pid,
+                          behind=cur.spec.name if cur is not None else "?")
+        if t in self.infeasible:
+            return reason(Reason.INFEASIBLE, required=dict(req),
+                          cluster_total=scheduled_resources(self.cs.cluster_total()))
+        sched = spec.scheduling
+        if sched and sched[0] == "PG":
+            return self.constraints.pg_reason(t)
+        node = self.pool.node_id.hex()
+        if self.resources.fits(req):
+            return reason(Reason.WAITING_FOR_WORKER, node_id=node,
+                          starting=self.pool.starting_count())
+        return reason(Reason.WAITING_FOR_RESOURCES, required=dict(req), node_id=node,
+                      available=scheduled_resources(self.resources.snapshot()),
+                      total=scheduled_resources(self.resources.total))
+
+    def resource_holders(self) -> list:
+        """(the ResourceSet it took them from, holder) for each running task of
+        this node that holds resources (a worker blocked in get holds no CPU)."""
+        out = []
+        for w in self.pool.all():
+            t = w.task
+            if t is None or t.state is not TS.RUNNING or t.pool is None:
+                continue
+            res = dict(t.spec.resources)
+            if w.lent:
+                for k in w.lent:
+                    res.pop(k, None)
+            res = {k: v for k, v in res.items() if v}
+            if not res:
+                continue
+            creation = t.spec.kind == P.ACTOR_CREATION_TASK
+            out.append((t.pool, {
+                "kind": "actor" if creation else "task",
+                "name": t.spec.name, "pid": w.pid, "resources": res,
+                "id": (t.spec.actor_id if creation else t.spec.task_id).hex(),
+                "creating": creation,
+                "call_site": (t.spec.actor_options or {}).get("call_site")
+                if creation else None}))
+        return out
+
     # ------------------------------------------------------------------ scheduling
     def request_schedule(self):
         if not self.schedule_pending:
@@ -393,8 +479,10 @@ class LocalScheduler:
             self.ready.push(t, front=True)
             self.request_schedule()
             return
-        self.start_next(w)
+        # ended before the task sent ahead starts (in that order on the clock:
+        # the timeline's spans of one worker never overlap)
         self.complete_task(t, results)
+        self.start_next(w)
         self.request_schedule()
 
     # Pipelining of normal tasks.  A worker runs one task at a time; waiting for
@@ -564,6 +652,7 @@ class LocalScheduler:
             self.om.task_ended(t)   # a peer's task: send it the results
 
     def fail_task(self, t, err):
+        t.error_type = error_type(type(err).__name__)   # (for the state API)
         self.finish_with_error(t, error_bytes(err))
 
     def finish_with_error(self, t, data):
@@ -688,7 +777,8 @@ class LocalScheduler:
             # interrupts it if it had started meanwhile)
             t.force_cancel = force
             self.revoke(w)
-        elif t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
+        elif t.state is TS.WAITING_FOR_RESOURCES and self.dequeue(t):
+            # (queued or infeasible: both lists)
             t.move(TS.CANCELLED)
             self.fail_task(t, err)
         elif t.state is TS.WAITING_FOR_ARGS:

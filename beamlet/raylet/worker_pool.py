@@ -47,6 +47,8 @@ MAX_STARTING = 8
 START_FAILURES_FATAL = 5
 # The longest wait between two starts past the soft limit.
 CAP_BACKOFF_MAX_S = 10.0
+# Exited workers remembered for `beamlet list workers` (the newest).
+EXITED_KEPT = 1000
 
 
 class WState(enum.Enum):
@@ -88,9 +90,11 @@ class Worker:
 
 
 class WorkerPool:
+    # `node_id` is read-only for the others
     INTERFACE = ("wire", "start", "start_worker", "start_workers", "get", "all",
                  "connected", "pop_idle", "make_idle", "remove", "signal", "lost",
-                 "check", "state_counts", "peak_count", "output_tasks", "kill_all")
+                 "check", "state_counts", "peak_count", "output_tasks", "kill_all",
+                 "starting_count", "ended", "node_id")
 
     def __init__(self, socket_path: str, session_dir: str, node_id: bytes,
                  keep_idle: int = 1, soft_limit: int = 8):
@@ -110,6 +114,8 @@ class WorkerPool:
         self.starting_env = collections.Counter()   # env key -> workers starting
         self.start_failures = 0
         self.readers = set()       # tasks forwarding workers' stdout/stderr
+        # the last workers that exited: (Worker, how, wall time), for the state API
+        self.exited = collections.deque(maxlen=EXITED_KEPT)
         self.loop = None
         self.publish = None
         self.on_start_failed = None
@@ -275,6 +281,7 @@ class WorkerPool:
         if w.state is WState.DEAD:
             if w.proc is not None and w.proc.poll() is None:
                 self.loop.call_later(0.5, w.proc.poll)
+            self.exited.append((w, None, time.time()))
             return None
         self.remove(w)
         code = w.proc.poll() if w.proc else None
@@ -283,7 +290,18 @@ class WorkerPool:
                 code = w.proc.wait(0.5)
             except Exception:
                 code = None
-        return process.describe_exit(code)
+        how = process.describe_exit(code)
+        self.exited.append((w, how, time.time()))
+        return how
+
+    def starting_count(self) -> int:
+        """Workers started that have not connected yet."""
+        return self.starting
+
+    def ended(self) -> list:
+        """(Worker, how it exited or None when the raylet ended it, wall time) of
+        the last EXITED_KEPT workers that exited."""
+        return list(self.exited)
 
     def _started(self, w: Worker) -> None:
         """`w` is no longer starting (it connected, or it is gone)."""

@@ -31,12 +31,19 @@ import weakref
 from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
+from .._private.stuck import StuckWatch
 
 
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14+): map a range's pages in one call.
 _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if os.uname().sysname == "Linux"
                           else 0)
 _CHUNK = 2 * 1024 * 1024
+
+
+# A GetTimeoutError of a get that waited at least this long says what the get
+# waited for (one more round trip to the raylet; polls with shorter timeouts
+# do not pay it).
+EXPLAIN_TIMEOUT_MIN_S = 0.1
 
 
 class ConnectionLost(exceptions.RaySystemError):
@@ -339,6 +346,8 @@ class CoreWorker:
         # the raylet each time; the flusher thread lets it go after RECENT_MAP_S
         self._recent_map = None
         self._recent_at = 0.0
+        # gets and waits blocked in the raylet, watched for being stuck
+        self.stuck = StuckWatch(self)
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="beamlet-flush")
         self._flusher.start()
@@ -540,7 +549,11 @@ class CoreWorker:
             # with this GET (its UNPIN goes first), so the raylet may spill
             # that object to make room for these (a restore from disk)
             self._recent_map = None
-            descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
+            watch = self.stuck.begin(missing, "get", timeout)
+            try:
+                descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
+            finally:
+                self.stuck.end(watch)
             timed_out, moved = [], []
             for oid, d in zip(missing, descs):
                 if d is None:
@@ -559,10 +572,15 @@ class CoreWorker:
                 else:
                     fetched[oid] = (self._map(oid, d[1], d[2], d[3]), d[3])
             if timed_out:
+                why = ""
+                if timeout >= EXPLAIN_TIMEOUT_MIN_S:
+                    ans = self.stuck.explain(timed_out, timeout=5.0)
+                    if ans is not None:
+                        why = f" What it waits for: {ans['text']}."
                 raise exceptions.GetTimeoutError(
                     f"Get timed out after {timeout} s: {len(timed_out)} of "
                     f"{len(missing)} objects were not ready (first: "
-                    f"{timed_out[0].hex()}).")
+                    f"{timed_out[0].hex()}).{why}")
             missing = moved
             tries += 1
             if missing and tries >= 10:
@@ -614,12 +632,17 @@ class CoreWorker:
                     ready_local.append(i)
                     if len(ready_local) >= num_returns:
                         return ready_local
-        if not fetch_local:
-            # ready may mean "sealed on another node": not remembered as local
-            idx = self.conn.request(
-                lambda req: [P.WAIT, req, oids, num_returns, timeout, False])
-            return idx[:num_returns]
-        idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns, timeout])
+        watch = self.stuck.begin(oids, "wait", timeout)
+        try:
+            if not fetch_local:
+                # ready may mean "sealed on another node": not remembered as local
+                idx = self.conn.request(
+                    lambda req: [P.WAIT, req, oids, num_returns, timeout, False])
+                return idx[:num_returns]
+            idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns,
+                                                 timeout])
+        finally:
+            self.stuck.end(watch)
         counts = self.counts
         for i in idx:
             if oids[i] in counts:

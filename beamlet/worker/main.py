@@ -132,6 +132,7 @@ class Worker:
         self.aloop = None            # event loop (async actors)
         self.asems = None            # group -> asyncio.Semaphore (async actors)
         self.running_name = threading.local()
+        self.last_name = ""          # the prefix of the last task started
         self.ip = self.core.node_info.get("node_ip", "127.0.0.1")
         self.in_task = False
         self.running_task = None     # id of the task the main thread runs
@@ -168,7 +169,10 @@ class Worker:
             raise _Cancelled()
 
     def current_name(self):
-        return getattr(self.running_name, "v", None) or self.actor_name or "worker"
+        # a thread that runs no task (the stuck-get watchdog) writes as the task
+        # the worker runs (or ran last)
+        return getattr(self.running_name, "v", None) or self.actor_name or \
+            self.last_name or "worker"
 
     def load(self, key):
         fn = self.functions.get(key)
@@ -334,8 +338,9 @@ class Worker:
             ctx.cancelled = call.cancelled
         self.core.set_task(ctx)
         # output prefix as in Ray: "(f pid=N)" for a task, "(Counter pid=N)" for an actor
-        self.running_name.v = (spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
-                               else spec.name.rsplit(".", 1)[-1])
+        self.running_name.v = self.last_name = (
+            spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
+            else spec.name.rsplit(".", 1)[-1])
         self.core.job_id = spec.job_id
         if spec.job_id not in self.jobs_seen:
             self.add_job_sys_path(spec.job_id)
