@@ -340,10 +340,11 @@ def test_exit_actor_in_a_direct_call(cluster):
 def test_cancel_queued_and_running_direct_calls(cluster, tmp_path):
     @ray.remote
     class Busy:
-        def spin(self, started, path):
+        def spin(self, started, path, saw):
             open(started, "w").close()
             while not os.path.exists(path):
                 if ray.get_runtime_context().is_canceled():
+                    open(saw, "w").close()
                     return "saw cancel"
                 time.sleep(0.01)
             return "done"
@@ -353,14 +354,19 @@ def test_cancel_queued_and_running_direct_calls(cluster, tmp_path):
     b = Busy.remote()
     go_direct(b)
     started = str(tmp_path / "started")
-    running = b.spin.remote(started, str(tmp_path / "never"))
+    saw = str(tmp_path / "saw")
+    running = b.spin.remote(started, str(tmp_path / "never"), saw)
     queued = b.quick.remote()
     wait_for(lambda: os.path.exists(started), msg="the first call to start")
     ray.cancel(queued)
     with pytest.raises(ray.TaskCancelledError):
         ray.get(queued, timeout=30)
     ray.cancel(running)
-    assert ray.get(running, timeout=30) == "saw cancel"
+    # a running call is flagged (is_canceled()); its result is the cancel, as
+    # for a call through the raylet (tests/test_cancel.py)
+    with pytest.raises(ray.TaskCancelledError):
+        ray.get(running, timeout=30)
+    assert os.path.exists(saw)
     assert ray.get(b.quick.remote(), timeout=30) == "quick"
 
 

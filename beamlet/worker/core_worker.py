@@ -24,6 +24,7 @@ thread that waits for a reply reads the sockets itself while no other thread is
 reading (leader/followers, hub.py), so a single-threaded driver pays no thread hop.
 """
 import collections
+import contextvars
 import itertools
 import mmap
 import os
@@ -35,6 +36,7 @@ import weakref
 from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
+from .._private.stuck import StuckWatch
 from .direct import DirectCalls
 from .hub import ConnectionLost, Hub, RayletLink  # noqa: F401 (ConnectionLost: API)
 
@@ -43,6 +45,12 @@ from .hub import ConnectionLost, Hub, RayletLink  # noqa: F401 (ConnectionLost: 
 _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if os.uname().sysname == "Linux"
                           else 0)
 _CHUNK = 2 * 1024 * 1024
+
+
+# A GetTimeoutError of a get that waited at least this long says what the get
+# waited for (one more round trip to the raylet; polls with shorter timeouts
+# do not pay it).
+EXPLAIN_TIMEOUT_MIN_S = 0.1
 
 
 class TaskContext:
@@ -73,10 +81,10 @@ class TaskContext:
 class HostedActor:
     """The actor a worker process hosts, as its tasks' contexts see it."""
     __slots__ = ("actor_id", "class_name", "cls", "name", "max_task_retries",
-                 "scheduling", "resources")
+                 "scheduling", "resources", "is_async")
 
     def __init__(self, actor_id, class_name, cls, name, max_task_retries, scheduling,
-                 resources):
+                 resources, is_async=False):
         self.actor_id = actor_id
         self.class_name = class_name
         self.cls = cls
@@ -84,6 +92,7 @@ class HostedActor:
         self.max_task_retries = max_task_retries
         self.scheduling = scheduling
         self.resources = resources
+        self.is_async = is_async
 
 
 class CoreWorker:
@@ -103,7 +112,9 @@ class CoreWorker:
         self.known_ready = set() # oids we hold that a WAIT reply said were ready
         self.maps = {}           # oid -> weakref to a read-only mmap of the object
         self.exported = set()
-        self.local = threading.local()
+        # the running task's context: a context variable, so that each thread --
+        # and each asyncio task (concurrent calls of an async actor) -- has its own
+        self.current = contextvars.ContextVar("beamlet_task", default=None)
         self.closed = False
         self.direct = DirectCalls(self)
         self.background_flush = None    # hook the flusher calls (a worker's answers)
@@ -130,6 +141,8 @@ class CoreWorker:
         # the raylet each time; the flusher thread lets it go after RECENT_MAP_S
         self._recent_map = None
         self._recent_at = 0.0
+        # gets and waits blocked in the raylet, watched for being stuck
+        self.stuck = StuckWatch(self)
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="beamlet-flush")
         self._flusher.start()
@@ -137,10 +150,10 @@ class CoreWorker:
     # ------------------------------------------------------------ context
     @property
     def task(self) -> TaskContext:
-        return getattr(self.local, "task", None) or self.driver_task
+        return self.current.get() or self.driver_task
 
     def set_task(self, ctx):
-        self.local.task = ctx
+        self.current.set(ctx)
 
     # ------------------------------------------------------------ ref counting
     def ref_inc(self, oid, registered=False):
@@ -313,6 +326,19 @@ class CoreWorker:
         weakref.finalize(m, self._unpin, oid, ref)
         return memoryview(m)
 
+    @staticmethod
+    def _map_file(path, size):
+        """A read-only view of a spilled object's file (a FILE descriptor), or
+        None if the file is gone (the object was restored meanwhile)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
+        finally:
+            os.close(fd)
+
     def _mapped(self, oid):
         """A live mapping of `oid` in this process, or None.  While it lives the
         object is pinned for us (it cannot be freed, spilled or moved) and it is
@@ -354,7 +380,11 @@ class CoreWorker:
             msg = lambda req: [P.CREATE, req, oid, size, owner]  # noqa: E731
         off, *err = self.conn.request(msg)
         if off is None:
-            raise exceptions.ObjectStoreFullError(err[0])
+            cls = getattr(exceptions, err[1], None) if len(err) > 1 else None
+            if not (isinstance(cls, type) and
+                    issubclass(cls, exceptions.ObjectStoreFullError)):
+                cls = exceptions.ObjectStoreFullError
+            raise cls(err[0])
         return off
 
     def register(self, oid, data, is_error, contained, owner):
@@ -389,9 +419,18 @@ class CoreWorker:
                 else:
                     fetched[oid] = (mv, False)
             missing = still
-        if missing:
-            descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
-            timed_out = []
+        tries = 0
+        while missing:
+            # the mapping kept for repeated gets pins its object: let it go
+            # with this GET (its UNPIN goes first), so the raylet may spill
+            # that object to make room for these (a restore from disk)
+            self._recent_map = None
+            watch = self.stuck.begin(missing, "get", timeout)
+            try:
+                descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
+            finally:
+                self.stuck.end(watch)
+            timed_out, moved = [], []
             for oid, d in zip(missing, descs):
                 if d is None:
                     timed_out.append(oid)
@@ -400,13 +439,30 @@ class CoreWorker:
                     if oid in self.counts and not d[2]:
                         cache[oid] = (d[1], d[2])
                     fetched[oid] = (d[1], d[2])
+                elif d[0] == P.FILE:
+                    mv = self._map_file(d[1], d[2])
+                    if mv is None:
+                        moved.append(oid)    # restored meanwhile: ask again
+                    else:
+                        fetched[oid] = (mv, d[3])
                 else:
                     fetched[oid] = (self._map(oid, d[1], d[2], d[3]), d[3])
             if timed_out:
+                why = ""
+                if timeout >= EXPLAIN_TIMEOUT_MIN_S:
+                    ans = self.stuck.explain(timed_out, timeout=5.0)
+                    if ans is not None:
+                        why = f" What it waits for: {ans['text']}."
                 raise exceptions.GetTimeoutError(
                     f"Get timed out after {timeout} s: {len(timed_out)} of "
                     f"{len(missing)} objects were not ready (first: "
-                    f"{timed_out[0].hex()}).")
+                    f"{timed_out[0].hex()}).{why}")
+            missing = moved
+            tries += 1
+            if missing and tries >= 10:
+                raise exceptions.ObjectLostError(
+                    f"Object {missing[0].hex()} kept moving between its spill file "
+                    f"and the object store while it was read ({tries} tries).")
         out = []
         for oid in oids:
             data, is_error = cache.get(oid) or fetched[oid]
@@ -418,10 +474,26 @@ class CoreWorker:
             out.append(value)
         return out
 
+    def cache_inline(self, oid, data) -> None:
+        """Keep the bytes of small object `oid` (which this process is about to
+        hold a ref to): its get needs no round trip."""
+        self.cache[oid] = (data, False)
+
+    def gen_next(self, task_id, index, timeout=None, most=64):
+        """Items `index`... of generator task `task_id` (see protocol.GEN_NEXT):
+        the raylet's reply, or None if none was there within `timeout`."""
+        return self.conn.request(
+            lambda req: [P.GEN_NEXT, req, task_id, index, timeout, most])
+
     def descriptor_value(self, desc, oid):
         """Deserialize an object from a descriptor the raylet sent (task args)."""
         if desc[0] == P.INLINE:
             return serialization.deserialize(desc[1]), desc[2]
+        if desc[0] == P.FILE:
+            mv = self._map_file(desc[1], desc[2])
+            if mv is None:   # restored since the raylet sent it: get it anew
+                return self.get_values([oid])[0], False
+            return serialization.deserialize(mv), desc[3]
         return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
     def wait_direct(self, oids, num_returns, timeout) -> bool:
@@ -469,12 +541,17 @@ class CoreWorker:
                     ready_local.append(i)
                     if len(ready_local) >= num_returns:
                         return ready_local
-        if not fetch_local:
-            # ready may mean "sealed on another node": not remembered as local
-            idx = self.conn.request(
-                lambda req: [P.WAIT, req, oids, num_returns, timeout, False])
-            return idx[:num_returns]
-        idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns, timeout])
+        watch = self.stuck.begin(oids, "wait", timeout)
+        try:
+            if not fetch_local:
+                # ready may mean "sealed on another node": not remembered as local
+                idx = self.conn.request(
+                    lambda req: [P.WAIT, req, oids, num_returns, timeout, False])
+                return idx[:num_returns]
+            idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns,
+                                                 timeout])
+        finally:
+            self.stuck.end(watch)
         counts = self.counts
         for i in idx:
             if oids[i] in counts:
@@ -515,9 +592,17 @@ class CoreWorker:
         self.direct.channel(spec.actor_id, creation_oid).submit(spec)
 
     def cancel(self, oid, force, recursive):
-        """cancel() of the task making `oid`: on its direct link, else the raylet."""
-        if self.direct.pending and self.direct.cancel(ids.task_of(oid)):
-            return True
+        """cancel() of the task making `oid`: on its direct link, else the raylet
+        (which answers False if it does not know the task, a string if it refuses).
+        A direct call's own children are not cancelled (the raylet never saw the
+        call, so it cannot find them by their parent)."""
+        direct = self.direct
+        if direct.pending:
+            if force and direct.owes(oid):
+                return ("force=True is not supported for actor tasks: use "
+                        "kill(actor) to end the actor.")
+            if direct.cancel(ids.task_of(oid)):
+                return True
         return self.call("cancel", oid, bool(force), bool(recursive))
 
     def call(self, method, *args, timeout=None):

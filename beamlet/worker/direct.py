@@ -339,7 +339,12 @@ class DirectCalls:
     def direct_wire(self, spec):
         """The wire form of `spec` for the direct link, with its ref arguments
         replaced by their values; None if it must go through the raylet (a ref
-        whose value is not here, an error value, refs nested in an argument)."""
+        whose value is not here, an error value, refs nested in an argument, a
+        generator method, retry_exceptions)."""
+        if spec.num_returns < 0 or spec.retry_exceptions:
+            # generator methods (their items are the raylet's streams) and calls
+            # retried on an exception (the raylet retries them) take its path
+            return None
         core = self.core
         cache, plain = core.cache, core.plain
         args, out = spec.args, None

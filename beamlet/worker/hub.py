@@ -70,7 +70,13 @@ class Link:
             self.hub.remove(self)
             self.on_lost("connection closed")
             return
-        self.handle(self.reader.feed(data))
+        msgs = self.reader.feed(data)
+        if msgs:
+            self.handle(msgs)
+        if self.reader.error is not None and not self.closed:
+            # a frame over the cap, or not a message: nothing more is read
+            self.hub.remove(self)
+            self.on_lost(self.reader.error)
 
     def on_writable(self):
         pass
@@ -338,7 +344,15 @@ class RayletLink(Link):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
         super().__init__(hub, sock)
+        # replies come from our own raylet, which may send a large one (a get of
+        # many inline objects): no cap on what it sends beyond the prefix's 4 GiB
+        self.reader = P.FrameReader(max_frame=None)
         self.path = path
+        self.closing = None         # why the raylet closed the connection (CLOSING)
+        # hook (a worker's): cancel(task_id, its EXECUTE if not taken yet) ->
+        # messages to send; called by the reading thread as CANCEL arrives
+        self.on_cancel = None
+        self.gen_acks = {}          # task id -> (consumed, stop): GEN_ACKs
         # queue_lock guards `out`; send_lock the socket's writes, taken before
         # queue_lock is let go, so batches go out in the order they were taken
         # while a thread that only queues never waits for the socket
@@ -387,7 +401,21 @@ class RayletLink(Link):
 
     def _lost(self, e):
         hub = self.hub
-        if hub.lost is None:
+        if hub.lost is None and self.closing is None:
+            # a send that failed (the raylet closed first): its CLOSING may wait
+            # unread in the socket; look without taking it from a reader
+            try:
+                data = self.sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except OSError:
+                data = b""
+            for m in self.reader.peek(data):
+                if m[0] == P.CLOSING:
+                    self.closing = m[1]
+        if hub.lost is None and self.closing is not None:
+            hub.lost = ConnectionLost(
+                f"The raylet ({self.path}) closed the connection of this process: "
+                f"{self.closing}.")
+        elif hub.lost is None:
             hub.lost = ConnectionLost(
                 f"Lost the connection to the raylet ({self.path}): {e}. The local "
                 f"beamlet cluster has stopped (its raylet died or shutdown() ran).")
@@ -425,8 +453,20 @@ class RayletLink(Link):
     def next_push(self, timeout=None):
         return self.hub.next_push(timeout)
 
+    def poll(self) -> None:
+        """Take in what has arrived without blocking (a thread running user code
+        between two yields, or asking is_canceled()), unless a thread reads."""
+        self.hub.poll()
+
+    def wait_for(self, ready, timeout=None) -> bool:
+        """Wait (reading the sockets if no other thread does) until `ready()`."""
+        return self.hub.wait(ready, timeout)
+
     # ---- receiving (the reading thread)
     def handle(self, msgs):
+        """(the reading thread) Replies and pushes for the threads that wait for
+        them; REVOKE, CANCEL and GEN_ACK are handled at once, whatever the other
+        threads do."""
         answers = None
         for m in msgs:
             kind = m[0]
@@ -436,9 +476,17 @@ class RayletLink(Link):
                     self.replies[m[1]] = m[2]
                 else:
                     cb(m[2])
+            elif kind == P.GEN_ACK:
+                self.gen_acks[m[1]] = (m[2], m[3])
             elif kind == P.REVOKE:
                 answers = answers or []
                 answers.append(self._revoke(m[1]))
+            elif kind == P.CANCEL:
+                execute = self._take_execute(m[1])
+                if self.on_cancel is not None:
+                    answers = (answers or []) + self.on_cancel(m[1], execute)
+            elif kind == P.CLOSING:
+                self.closing = m[1]
             else:
                 fn = self.on_message.get(kind)
                 if fn is None:
@@ -455,12 +503,17 @@ class RayletLink(Link):
         thread has taken it yet.  Done by the reading thread as the message
         arrives, so a worker blocked in get() gives back the task queued behind
         the one waiting (which may be what it waits for)."""
+        return [P.RETURNED, task_id, self._take_execute(task_id) is not None]
+
+    def _take_execute(self, task_id):
+        """Remove and return the EXECUTE of `task_id` that no thread has taken
+        yet, or None."""
         pushes = self.hub.pushes
         for m in pushes:
             if type(m) is list and m[0] == P.EXECUTE and m[1][0] == task_id:
                 pushes.remove(m)
-                return [P.RETURNED, task_id, True]
-        return [P.RETURNED, task_id, False]
+                return m
+        return None
 
     def close(self):
         self.closed = True

@@ -2,11 +2,14 @@
 
     raylet ──EXECUTE──▶ main loop ──▶ run task ──DONE──▶ raylet
     caller ──D_CALL───▶     │      (an actor's direct calls) ──D_DONE──▶ caller
-                            │
+                            │             └─ a generator: ITEM per value (streaming.py)
                             └─ threaded actor (max_concurrency > 1 or concurrency
                                groups): one thread pool per group, sized by its
                                limit; async actor: one asyncio loop in a thread,
                                one semaphore per group
+    raylet ──CANCEL──▶ (the reading thread) an actor call not started yet never
+                       runs (its DONE says cancelled); a running one is flagged
+                       (is_canceled()), an async one gets CancelledError
 
 The run queue (the hub's `pushes`) holds the raylet's messages and the direct
 calls of admitted callers (direct.py) in the order they arrived; an actor's
@@ -16,6 +19,7 @@ Output written to stdout/stderr is prefixed per line with "(task_name pid=N)" an
 reaches the driver through the raylet.
 """
 import argparse
+import collections
 import concurrent.futures
 import inspect
 import json
@@ -31,7 +35,10 @@ import cloudpickle
 from .. import exceptions
 from .._private import config, process, ray_alias, serialization
 from .._private import protocol as P
-from . import core_worker
+from ..generator import DynamicObjectRefGenerator
+from ..object_ref import ObjectRef
+from ..runtime_env import setup as runtime_env_setup
+from . import core_worker, streaming
 from .core_worker import CoreWorker, HostedActor, TaskContext
 from .direct import DirectServer, listen_path
 
@@ -42,6 +49,25 @@ _ACTOR_EXITS = (exceptions.ActorExit, exceptions.AsyncioActorExit)
 READY, TERMINATE = "__ray_ready__", "__ray_terminate__"
 REPLY_BATCH = 16    # answers of queued direct calls written at once (at most;
 # the flusher thread writes them ~1 ms after the first, the main loop when idle)
+
+
+class Call:
+    """An actor call this worker was sent and has not answered yet: what cancel()
+    needs to find it (its thread-pool future, its asyncio task, its context)."""
+    __slots__ = ("spec", "descs", "future", "task", "ctx", "cancelled", "link")
+
+    def __init__(self, spec, descs, link=None):
+        self.spec = spec
+        self.descs = descs
+        self.link = link        # a direct call's link (its answer goes there)
+        self.future = None      # threaded actors: the pool's future
+        self.task = None        # async actors: the asyncio task running it
+        self.ctx = None         # its TaskContext, once it started
+        self.cancelled = False
+
+
+# ids of calls whose CANCEL came before the worker registered them (bounded)
+_EARLY_CANCELS_KEPT = 1000
 
 
 class _Cancelled(KeyboardInterrupt):
@@ -116,6 +142,7 @@ class Worker:
         self.aloop = None            # event loop (async actors)
         self.asems = None            # group -> asyncio.Semaphore (async actors)
         self.running_name = threading.local()
+        self.last_name = ""          # the prefix of the last task started
         self.ip = self.core.node_info.get("node_ip", "127.0.0.1")
         self.in_task = False
         self.running_task = None     # id of the task the main thread runs
@@ -125,11 +152,6 @@ class Worker:
         self.session_dir = args.session_dir
         self.server = None           # DirectServer, once this worker hosts an actor
         self.actor_gpu_ids = []      # the actor's GPU ids (its direct calls run with them)
-        # direct calls being run: task id -> [TaskContext | None, future | None,
-        # spec] (cancel() flags the context, or cancels a threaded call not
-        # started yet)
-        self.direct_running = {}
-        self.cancel_asked = set()    # async direct calls cancelled before starting
         self.unsent = set()          # links with answers queued (sequential actor)
         self.unsent_lock = threading.Lock()
         self.core.background_flush = self.flush_replies   # (the flusher, ~1 ms)
@@ -137,6 +159,15 @@ class Worker:
         # flusher thread reads the sockets (a D_CANCEL must not wait for its end)
         self.direct_since = 0.0
         self.core.background_reads = self.running_long
+        # actor calls not answered yet, through the raylet or direct: task id ->
+        # Call (what cancel() needs to find them)
+        self.calls = {}
+        self.early_cancels = collections.OrderedDict()
+        self.core.conn.on_cancel = self.on_cancel
+        # a worker started for a runtime environment sets it up before its first
+        # task; if that failed, every task it is given fails with why
+        self.env_error = runtime_env_setup.setup_worker(
+            self.core, args.runtime_env, args.session_dir) if args.runtime_env else None
         signal.signal(signal.SIGINT, self.on_sigint)
 
     def on_sigint(self, signum, frame):
@@ -160,7 +191,10 @@ class Worker:
             raise _Cancelled()
 
     def current_name(self):
-        return getattr(self.running_name, "v", None) or self.actor_name or "worker"
+        # a thread that runs no task (the stuck-get watchdog) writes as the task
+        # the worker runs (or ran last)
+        return getattr(self.running_name, "v", None) or self.actor_name or \
+            self.last_name or "worker"
 
     def load(self, key):
         fn = self.functions.get(key)
@@ -185,21 +219,22 @@ class Worker:
                 link, wire = msg
                 spec = P.TaskSpec.from_wire(wire)
                 if self.pools or self.aloop:
-                    self.dispatch(spec, [], self.actor_gpu_ids, link)
+                    self.dispatch(spec, [], self.actor_gpu_ids, link=link)
                 else:
-                    self.execute(spec, [], self.actor_gpu_ids, link)
+                    self.execute(spec, [], self.actor_gpu_ids, link=link)
                 continue
             kind = msg[0]
             if kind == P.EXECUTE:
                 spec = P.TaskSpec.from_wire(msg[1])
+                skip = msg[4] if len(msg) > 4 else 0
                 if spec.kind == P.ACTOR_TASK and (self.pools or self.aloop):
-                    self.dispatch(spec, msg[2], msg[3])
+                    self.dispatch(spec, msg[2], msg[3], skip)
                 else:
-                    self.execute(spec, msg[2], msg[3])
+                    self.execute(spec, msg[2], msg[3], skip)
             elif kind == P.EXIT:
                 self.exit(0)
 
-    def dispatch(self, spec, descs, gpu_ids, link=None):
+    def dispatch(self, spec, descs, gpu_ids, skip=0, link=None):
         """An actor call of a threaded or async actor: to its concurrency group."""
         group = (spec.actor_options or {}).get("concurrency_group")
         groups = self.pools if self.pools is not None else self.asems
@@ -210,17 +245,16 @@ class Worker:
             self.finish(spec, self.error_returns(spec, self.task_error(spec, err)), None,
                         link)
             return
+        call = self.register(spec, descs, link)
+        if call is None:
+            return      # cancelled before it came: answered
         if self.pools is not None:
-            if link is None:
-                self.pools[group].submit(self.execute, spec, descs, gpu_ids)
-                return
-            entry = self.direct_running[spec.task_id] = [None, None, spec]
-            entry[1] = self.pools[group].submit(self.execute, spec, descs, gpu_ids, link)
+            call.future = self.pools[group].submit(self.execute, spec, descs, gpu_ids,
+                                                   skip, link)
         else:
             import asyncio  # imported lazily: only async actors use it
             asyncio.run_coroutine_threadsafe(
-                self.execute_async(spec, descs, gpu_ids, self.asems[group], link),
-                self.aloop)
+                self.execute_async(call, gpu_ids, self.asems[group], skip), self.aloop)
 
     # ------------------------------------------------------------------ direct calls
     def start_direct(self):
@@ -243,34 +277,90 @@ class Worker:
         self.core.hub.pushes.append((link, wire))
 
     def cancel_direct(self, link, task_id):
-        """(the reading thread) cancel() of a direct call, as Ray's for actor
-        tasks: not started yet, it never runs (TaskCancelledError); running, it
-        is flagged (is_canceled()), or in an async actor its asyncio task is
-        cancelled."""
+        """(the reading thread) cancel() of a direct call, as of one through the
+        raylet (on_cancel): not started yet, it never runs (TaskCancelledError);
+        running, it is flagged (is_canceled()), or in an async actor its asyncio
+        task is cancelled.  The answer goes back on the link."""
         pushes = self.core.hub.pushes
         for item in pushes:
             if type(item) is tuple and item[0] is link and item[1][0] == task_id:
                 pushes.remove(item)
-                self.reply_cancelled(P.TaskSpec.from_wire(item[1]), link)
+                self.never_ran(P.TaskSpec.from_wire(item[1]), [], link)
                 return
-        entry = self.direct_running.get(task_id)
-        if entry is None:
-            if self.aloop is not None:   # waiting for the event loop: execute_async
-                self.cancel_asked.add(task_id)
-            return
-        ctx, fut, spec = entry
-        if fut is not None and fut.cancel():    # a threaded actor's, not started
-            self.direct_running.pop(task_id, None)
-            self.reply_cancelled(spec, link)
-            return
-        if ctx is not None:
-            ctx.cancelled = True                # (runtime_context.is_canceled())
-            if ctx.aio_task is not None:
-                self.aloop.call_soon_threadsafe(ctx.aio_task.cancel)
+        for m in self.on_cancel(task_id, None):
+            self.core.conn.queue(m)
+        self.core.flush_soon()
 
-    def reply_cancelled(self, spec, link):
-        link.send([P.D_DONE, spec.task_id, self.error_returns(
-            spec, exceptions.TaskCancelledError(spec.name)), None])
+    # ------------------------------------------------------------------ cancel
+    def register(self, spec, descs, link=None):
+        """Note actor call `spec` as received; None if its CANCEL came first (it is
+        answered as cancelled, without running).  `link`: a direct call's."""
+        tid = spec.task_id
+        if self.early_cancels.pop(tid, None) is not None:
+            self.answer_never_ran(spec, descs, link)
+            return None
+        call = self.calls[tid] = Call(spec, descs, link)
+        return call
+
+    def on_cancel(self, task_id, execute):
+        """Connection hook (the thread reading the socket): cancel() of an actor
+        call.  Returns the messages to send."""
+        if execute is not None:          # still queued here: it never runs
+            return self.never_ran(P.TaskSpec.from_wire(execute[1]), execute[2])
+        call = self.calls.get(task_id)
+        if call is None:
+            # not seen yet (being handed to its thread), or answered already
+            self.early_cancels[task_id] = True
+            while len(self.early_cancels) > _EARLY_CANCELS_KEPT:
+                self.early_cancels.popitem(last=False)
+            return []
+        call.cancelled = True
+        if call.ctx is not None:
+            call.ctx.cancelled = True      # is_canceled(); its result: cancelled
+        if call.future is not None and call.future.cancel():
+            self.calls.pop(task_id, None)  # (a pool thread had not started it)
+            return self.never_ran(call.spec, call.descs, call.link)
+        if self.aloop is not None:
+            self.aloop.call_soon_threadsafe(self.cancel_async, call)
+        return []
+
+    def cancel_async(self, call):
+        """(the actor's event loop) Cancel the coroutine of `call`, as Ray does;
+        one that has not started sees `call.cancelled` when it starts."""
+        if call.task is not None and not call.task.done():
+            call.task.cancel()
+
+    def never_ran(self, spec, descs, link=None):
+        """The messages answering a call that is cancelled before it started: its
+        arena arguments unpinned (they were never mapped), its DONE cancelled.
+        A direct call's answer goes on its link at once (no message is left)."""
+        self.calls.pop(spec.task_id, None)
+        results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
+        if link is not None:
+            link.send([P.D_DONE, spec.task_id, results, None])
+            return []
+        arena = [oid for oid, d in zip(spec.ref_args(), descs) if d[0] == P.ARENA]
+        out = [[P.UNPIN, arena]] if arena else []
+        out.append([P.DONE, spec.task_id, results, None])
+        return out
+
+    def answer_never_ran(self, spec, descs, link=None):
+        msgs = self.never_ran(spec, descs, link)
+        if msgs:
+            for m in msgs:
+                self.core.conn.queue(m)
+            self.core.conn.flush()
+
+    def cancelled_call(self, spec) -> bool:
+        call = self.calls.get(spec.task_id)
+        return call is not None and call.cancelled
+
+    def was_cancelled(self, spec, e) -> bool:
+        """`e` ended the task because cancel() was called on it (not, say, a
+        TaskCancelledError of a child task it got)."""
+        return self.cancelled_call(spec) or (
+            isinstance(e, exceptions.TaskCancelledError) and self.core.task.cancelled
+            and self.core.task.task_id == spec.task_id)
 
     def exit(self, code):
         try:
@@ -318,11 +408,17 @@ class Worker:
         else:
             sched = hosted.scheduling if hosted else None
             res = hosted.resources if hosted else {}
-        self.core.set_task(TaskContext(spec.task_id, spec.name, spec.actor_id, sched,
-                                       res, gpu_ids, hosted))
+        ctx = TaskContext(spec.task_id, spec.name, spec.actor_id, sched, res, gpu_ids,
+                          hosted)
+        call = self.calls.get(spec.task_id)
+        if call is not None:
+            call.ctx = ctx
+            ctx.cancelled = call.cancelled
+        self.core.set_task(ctx)
         # output prefix as in Ray: "(f pid=N)" for a task, "(Counter pid=N)" for an actor
-        self.running_name.v = (spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
-                               else spec.name.rsplit(".", 1)[-1])
+        self.running_name.v = self.last_name = (
+            spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
+            else spec.name.rsplit(".", 1)[-1])
         self.core.job_id = spec.job_id
         if spec.job_id not in self.jobs_seen:
             self.add_job_sys_path(spec.job_id)
@@ -346,6 +442,8 @@ class Worker:
                 sys.path.append(p)
 
     def target(self, spec):
+        if self.env_error is not None:
+            raise self.env_error
         if spec.kind == P.NORMAL_TASK:
             return self.load(spec.function_key)
         if spec.kind == P.ACTOR_CREATION_TASK:
@@ -356,7 +454,7 @@ class Worker:
             self.hosted = HostedActor(
                 spec.actor_id, spec.name, cls, opts.get("name") or "",
                 int(opts.get("max_task_retries") or 0), spec.scheduling,
-                opts.get("lifetime_resources") or {})
+                opts.get("lifetime_resources") or {}, bool(opts.get("is_async")))
             self.core.task.actor = self.hosted   # the constructor sees it too
 
             def create(*a, **kw):
@@ -388,10 +486,13 @@ class Worker:
                     n, thread_name_prefix=f"actor-{g or 'default'}")
                 for g, n in limits.items()}
 
-    def execute(self, spec, descs, gpu_ids, link=None):
+    def execute(self, spec, descs, gpu_ids, skip=0, link=None):
         """Run one task; `link`: the direct link of the caller of a direct call
         (which gets the answer), else the raylet sent it."""
         flag = None
+        if spec.kind == P.ACTOR_TASK and spec.task_id not in self.calls and \
+                self.register(spec, descs, link) is None:
+            return      # (a sequential actor's call) cancelled before it came
         self.running_task = spec.task_id
         self.in_task = True
         owner = None
@@ -399,7 +500,7 @@ class Worker:
             self.prepare(spec, gpu_ids)
             if link is not None:
                 owner = link.caller
-                self.note_running(spec, link)
+                self.note_running(spec)
             elif spec.kind == P.ACTOR_CREATION_TASK:
                 self.actor_gpu_ids = gpu_ids   # the actor's for its whole life
             if self.early_interrupt:   # a cancel() that came before the task
@@ -409,6 +510,13 @@ class Worker:
             fn = self.target(spec)
             result = fn(*args, **kwargs)
             del args, kwargs
+            if spec.num_returns == P.STREAMING:
+                result = streaming.run_stream(self.core, spec, result, skip,
+                                              self.core.task)
+            elif spec.num_returns == P.DYNAMIC:
+                result = self.dynamic(spec, result)
+            if self.cancelled_call(spec):
+                raise exceptions.TaskCancelledError(spec.name)
             results = self.store_returns(spec, result, owner)
         except _ACTOR_EXITS:
             self.actor_exit(spec, link)
@@ -419,21 +527,29 @@ class Worker:
             self.system_exit(spec, e, link)
         except BaseException as e:
             self.in_task = False
-            results = self.error_returns(spec, self.task_error(spec, e))
-            flag = "retry" if self.retryable(spec, e) else None
+            if self.was_cancelled(spec, e):
+                results = self.error_returns(spec, exceptions.TaskCancelledError(
+                    spec.name))
+            else:
+                results = self.error_returns(spec, self.task_error(spec, e))
+                flag = "retry" if self.retryable(spec, e) else None
         self.in_task = False
         self.running_task = None
         self.finish(spec, results, flag, link)
 
-    def note_running(self, spec, link):
-        entry = self.direct_running.setdefault(spec.task_id, [None, None, spec])
-        entry[0] = self.core.task
+    def note_running(self, spec):
         if threading.current_thread() is threading.main_thread():
             self.direct_since = time.monotonic()
 
     def running_long(self) -> bool:
         since = self.direct_since
         return bool(since) and time.monotonic() - since > 0.005
+
+    def dynamic(self, spec, gen):
+        """num_returns="dynamic": every value `gen` yields is stored as an object;
+        the one return value holds their refs."""
+        return DynamicObjectRefGenerator(streaming.store_dynamic(
+            self.core, spec, gen, lambda oid, counted: ObjectRef(oid, _registered=counted)))
 
     def actor_exit(self, spec, link=None):
         """exit_actor() (or sys.exit() with status 0 in an actor method): the
@@ -460,49 +576,66 @@ class Worker:
             self.actor_exit(spec, link)
         self.exit(code)
 
-    async def execute_async(self, spec, descs, gpu_ids, sem, link=None):
+    async def execute_async(self, call, gpu_ids, sem, skip=0):
+        import asyncio  # (lazy, as above)
+        call.task = asyncio.current_task()
+        spec = call.spec
         # calls come ahead of their turn (the raylet's window, or a caller's
         # direct calls): at most the group's limit of them run at once; the
         # semaphore is FIFO, so they start in arrival order
-        import asyncio  # (lazy, as above)
         try:
+            if call.cancelled:
+                raise asyncio.CancelledError()
             async with sem:
-                if link is not None and spec.task_id in self.cancel_asked:
-                    self.cancel_asked.discard(spec.task_id)
-                    raise asyncio.CancelledError()
-                await self._execute_async(spec, descs, gpu_ids, link)
+                await self._execute_async(spec, call.descs, gpu_ids, skip, call.link)
         except asyncio.CancelledError:
-            # cancel() of a direct call (its asyncio task), running or waiting
-            self.direct_running.pop(spec.task_id, None)
-            self.finish(spec, self.error_returns(
-                spec, exceptions.TaskCancelledError(spec.name)), None, link)
+            # cancelled while it waited for its turn: it never ran
+            self.answer_never_ran(spec, call.descs, call.link)
 
-    async def _execute_async(self, spec, descs, gpu_ids, link=None):
+    async def _execute_async(self, spec, descs, gpu_ids, skip, link=None):
         import asyncio  # (lazy, as above) used for ref arguments below
+        # each call runs in an asyncio task of its own, whose context holds the
+        # call's TaskContext (task id, put ids): concurrent calls never share it
         self.prepare(spec, gpu_ids)
         flag = None
         owner = None
         if link is not None:
             owner = link.caller
-            self.note_running(spec, link)
-            self.core.task.aio_task = asyncio.current_task()
+            self.note_running(spec)
         try:
             args, kwargs = await asyncio.get_running_loop().run_in_executor(
                 None, self.resolve_args, spec, descs) if descs else self.resolve_args(
                 spec, descs)
             fn = self.target(spec)
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            if spec.num_returns == P.STREAMING:
+                result = await streaming.run_stream_async(self.core, spec, result, skip,
+                                                          self.core.task)
+            elif inspect.isasyncgen(result):
+                values = [v async for v in result]
+                result = self.dynamic(spec, iter(values)) \
+                    if spec.num_returns == P.DYNAMIC else iter(values)
+            elif inspect.isawaitable(result):
                 result = await result
+            if spec.num_returns == P.DYNAMIC and inspect.isgenerator(result):
+                result = self.dynamic(spec, result)
+            if self.cancelled_call(spec):
+                raise exceptions.TaskCancelledError(spec.name)
             results = self.store_returns(spec, result, owner)
         except _ACTOR_EXITS:
             self.actor_exit(spec, link)
         except SystemExit as e:
             self.system_exit(spec, e, link)
         except asyncio.CancelledError:
-            raise
+            # cancel() of a running call: asyncio's cancellation, as in Ray
+            results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
         except BaseException as e:
-            results = self.error_returns(spec, self.task_error(spec, e))
+            if self.was_cancelled(spec, e):
+                results = self.error_returns(spec, exceptions.TaskCancelledError(
+                    spec.name))
+            else:
+                results = self.error_returns(spec, self.task_error(spec, e))
+                flag = "retry" if self.retryable(spec, e) else None
         self.finish(spec, results, flag, link)
 
     def finish(self, spec, results, flag, link=None):
@@ -513,10 +646,10 @@ class Worker:
             sys.stderr.flush()
         except Exception:
             pass
+        self.calls.pop(spec.task_id, None)
         if link is None:
             self.core.conn.send([P.DONE, spec.task_id, results, flag])
         else:
-            self.direct_running.pop(spec.task_id, None)
             self.direct_since = 0.0
             conn = self.core.conn
             if conn.out:
@@ -559,8 +692,8 @@ class Worker:
             tb = traceback.format_exc()
         else:
             cause = e
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next
-                                                    if e.__traceback__ else None))
+            tb = "".join(traceback.format_exception(type(e), e, _user_frames(
+                e.__traceback__)))
         name = spec.name if spec.kind != P.ACTOR_CREATION_TASK else spec.name + ".__init__"
         return exceptions.TaskError(name, tb, cause, os.getpid(), self.ip)
 
@@ -587,7 +720,16 @@ class Worker:
         """The results' descriptors for DONE (or, for a direct call, D_DONE:
         `owner` is the caller's worker id, see direct.py)."""
         n = spec.num_returns
-        if n == 1:
+        if inspect.isgenerator(result) and n >= 0:
+            # a generator function called with num_returns=n: its n values
+            result = tuple(result)
+            if len(result) != n:
+                raise ValueError(
+                    f"{spec.name} is declared with num_returns={n} but its generator "
+                    f"yielded {len(result)} values.")
+            if n == 1:
+                result = result[0]
+        if n == 1 or n < 0:
             values = (result,)
         elif n == 0:
             values = ()
@@ -641,6 +783,18 @@ def _ready():
     return True
 
 
+_WORKER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frames(tb):
+    """The traceback from the first frame outside this package's worker code
+    (execute, the generator loops of streaming.py): what the user wrote."""
+    while tb is not None and os.path.dirname(
+            os.path.abspath(tb.tb_frame.f_code.co_filename)) == _WORKER_DIR:
+        tb = tb.tb_next
+    return tb
+
+
 def _plain_copy(exc):
     """A copy of an exception with its class, args and those of its attributes
     that pickle; None when no such copy survives pickling."""
@@ -669,6 +823,8 @@ def main(argv=None):
     ap.add_argument("--socket", required=True)
     ap.add_argument("--worker-id", required=True)
     ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--runtime-env", default="",
+                    help="key of the runtime environment this worker runs in")
     args = ap.parse_args(argv)
     process.set_pdeathsig(signal.SIGKILL)
     w = Worker(args)
