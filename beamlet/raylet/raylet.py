@@ -142,7 +142,8 @@ class Raylet:
         # cross-node scheduling (remote actors, strategies, placement groups)
         self.cs = ClusterScheduler(node)
         # the state API, pending reasons, stuck diagnoses
-        self.intro = Introspection(node, args.node_ip)
+        self.intro = Introspection(node, args.node_ip,
+                                   os.path.join(self.session_dir, "logs"))
 
         # --- who calls whom
         store, sched, actors, cons, om, cs, gcsw = (
@@ -186,6 +187,7 @@ class Raylet:
             "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
             "ping": lambda conn: "pong",
             "state": self.intro.call_state, "explain": self.intro.call_explain,
+            "logs": self.intro.call_logs, "log_read": self.intro.call_log_read,
         }
         self.call_tasks = set()  # calls answered later (they ask other nodes)
 
@@ -224,6 +226,12 @@ class Raylet:
             ticker.cancel()
             server.close()
             self.om.close()
+            self.gcsw.node_stopped()
+            self.pool.kill_all()
+            # what the workers wrote before they ended may still be in their
+            # pipes: read it (bounded), so that it reaches the drivers (published
+            # by the write-behind's last flush, in shutdown) and the log files
+            await self.pool.drain_output(config.WORKER_OUTPUT_DRAIN_S)
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
             pending = [ticker, *self.pool.output_tasks(), *self.call_tasks]
@@ -253,8 +261,7 @@ class Raylet:
                 self.stopped.set_result(None)
 
     def shutdown(self):
-        self.gcsw.node_stopped()
-        self.pool.kill_all()
+        """The end (after the workers were killed and their output read)."""
         self.gcsw.close()
         try:
             os.unlink(self.socket_path)
