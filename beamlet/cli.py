@@ -12,6 +12,7 @@
     beamlet logs [FILE|worker|actor|task]      log files of every node, or one of them
     beamlet timeline [-o FILE]                 the task timeline (Chrome trace JSON)
     beamlet run SCRIPT [ARGS...]               a Ray program, unchanged (ray is beamlet)
+    beamlet job submit|status|logs|stop|list|delete   jobs run on the head (job_submission/)
 
 Nodes made by `beamlet start` outlive the command (no owner pid, no parent-death
 signal); their session directories' cluster.json files list their pids, which is
@@ -54,14 +55,22 @@ def _parse_resources(text):
     return res
 
 
+# The token may also come from this environment variable (a container's env
+# file, say); the CLI removes it from its environment at once, so that no process
+# it starts inherits it.
+TOKEN_ENV = "BEAMLET_REDIS_PASSWORD"
+
+
 def _password(args):
-    """The cluster token given by --redis-password or --redis-password-file, or None."""
+    """The cluster token given by --redis-password or --redis-password-file, else
+    by $BEAMLET_REDIS_PASSWORD, or None."""
+    from_env = os.environ.pop(TOKEN_ENV, "").strip() or None
     if getattr(args, "redis_password_file", None):
         if args.redis_password:
             raise CliError("give either --redis-password or --redis-password-file, "
                            "not both.")
         return _read_token_file(args.redis_password_file)
-    return args.redis_password or None
+    return args.redis_password or from_env
 
 
 def _read_token_file(path):
@@ -100,9 +109,33 @@ def _start_options(args):
         store = check_object_store_memory(args.object_store_memory)
     except ValueError as e:
         raise CliError(re.sub(r"object_store_memory=\s?", "--object-store-memory ", str(e)))
+    if not 0 <= args.node_manager_port < 65536:
+        raise CliError(f"--node-manager-port must be from 1 to 65535 (0: any free "
+                       f"port), got {args.node_manager_port}.")
+    try:
+        netaddr.check_port(args.metrics_export_port, "--metrics-export-port")
+        netaddr.check_listen_host(args.metrics_export_host, "--metrics-export-host")
+    except ValueError as e:
+        raise CliError(str(e))
     return dict(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                 resources=_parse_resources(args.resources), object_store_memory=store,
-                spill_dir=args.object_spilling_directory, owner_pid=0)
+                spill_dir=args.object_spilling_directory, owner_pid=0,
+                peer_port=args.node_manager_port,
+                metrics_export_port=args.metrics_export_port,
+                metrics_export_host=args.metrics_export_host)
+
+
+def _dashboard_options(args):
+    """Node() arguments of a head's dashboard, checked with the flags' names."""
+    from ._private import netaddr
+    try:
+        if args.dashboard_port is not None:
+            netaddr.check_port(args.dashboard_port, "--dashboard-port")
+        netaddr.check_listen_host(args.dashboard_host, "--dashboard-host")
+    except ValueError as e:
+        raise CliError(str(e))
+    return dict(include_dashboard=args.include_dashboard,
+                dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
 
 
 def cmd_start(args):
@@ -120,11 +153,14 @@ def cmd_start(args):
                            f"{port}.")
         ip = args.node_ip_address or "127.0.0.1"
         node = Node(head=True, node_ip=ip, redis_port=port or None, password=password,
-                    **opts)
+                    job_manager=True, **opts, **_dashboard_options(args))
     else:
         if args.port is not None:
             raise CliError("--port is the GCS port of a new head (--head); a worker "
                            "node joins the GCS given by --address HOST:PORT.")
+        if args.dashboard_port is not None or args.include_dashboard is False:
+            raise CliError("--dashboard-port and --include-dashboard are for a head "
+                           "node (--head): the head serves the cluster's dashboard.")
         try:
             host, port = netaddr.parse_host_port(args.address, "--address")
         except ValueError as e:
@@ -147,13 +183,26 @@ def cmd_start(args):
         print(f"  address:     {node.address}")
         print(f"  session dir: {node.session_dir}")
         print("To add a worker node, run on it:")
-        print(f"  beamlet start --address {node.address} "
-              f"--redis-password {node.password}")
-        print("  (the token lets whoever has it run code on this cluster as you: to keep "
-              "it off command lines, put it in a file only you can read and pass "
-              "--redis-password-file FILE instead)")
+        if args.redis_password_file or not args.redis_password and password:
+            # the token was kept off the command line: keep it out of this output
+            # (a container's log) too
+            given = f"--redis-password-file {args.redis_password_file}" \
+                if args.redis_password_file else f"with ${TOKEN_ENV} set to the token"
+            print(f"  beamlet start --address {node.address} {given}")
+        else:
+            print(f"  beamlet start --address {node.address} "
+                  f"--redis-password {node.password}")
+            print("  (the token lets whoever has it run code on this cluster as you: to "
+                  "keep it off command lines, put it in a file only you can read and "
+                  "pass --redis-password-file FILE instead)")
+        if node.dashboard_address:
+            print(f"  dashboard:   {node.dashboard_url()}")
+            print("  (opening that link logs the browser in; docs/security.md)")
         print("To connect a driver on a machine of the cluster:")
         print(f"  beamlet.init(address=\"{node.address}\")   (or address=\"auto\")")
+        print("To run a job on this head from any machine:")
+        print(f"  beamlet job submit --address {node.address} --working-dir . -- "
+              f"python script.py")
         print("To stop the nodes of this machine: beamlet stop")
     else:
         print(f"beamlet worker node started: node id {node.node_id.hex()}, joined "
@@ -279,14 +328,19 @@ def _connect(args):
 
 
 def cmd_status(args):
+    from .gcs import keys
+    from .node import dashboard_url
     info, gcs = _connect(args)
     try:
         nodes = gcs.nodes()
+        dashboard = (gcs.r.hget(keys.CLUSTER, "dashboard_address") or b"").decode()
     finally:
         gcs.r.close()
     alive = [n for n in nodes if n.get("state") == "ALIVE"]
     dead = [n for n in nodes if n.get("state") != "ALIVE"]
     print(f"beamlet cluster at {info['redis_host']}:{info['redis_port']}")
+    if dashboard:
+        print(f"Dashboard: {dashboard_url(dashboard)} (log in with the cluster token)")
     print(f"Nodes: {len(alive)} alive, {len(dead)} dead")
     total, avail, demand = {}, {}, []
     for n in nodes:
@@ -639,7 +693,7 @@ def _token_options(p, password_help):
     p.add_argument("--redis-password", metavar="TOKEN", help=password_help)
     p.add_argument("--redis-password-file", metavar="FILE",
                    help="read the cluster token from FILE (mode 0600; - for stdin) "
-                   "instead of giving it on the command line")
+                   f"instead of giving it on the command line (or set ${TOKEN_ENV})")
 
 
 def _add_start(sub):
@@ -676,8 +730,38 @@ def _add_start(sub):
                    "the session directory)")
     _token_options(p, "the cluster token (default: a new random one for --head; for "
                    "--address, the local head's if it runs on this machine)")
+    p.add_argument("--node-manager-port", type=int, default=0, metavar="PORT",
+                   help="the TCP port this node's raylet listens on for other nodes "
+                   "(objects and tasks between nodes; default 0: any free port). "
+                   "Fix it to open it in a firewall (docs/deployment.md)")
+    p.add_argument("--include-dashboard", type=_bool_arg, default=True,
+                   metavar="true|false",
+                   help="serve the web dashboard from the head (default: true)")
+    p.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
+                   help="where the dashboard listens (default: 127.0.0.1, loopback "
+                   "only; 0.0.0.0: every interface). It always asks for the "
+                   "cluster token")
+    p.add_argument("--dashboard-port", type=int, default=None, metavar="PORT",
+                   help="the dashboard's port (default: 8265, or the next free one; "
+                   "a port given here must be free)")
+    p.add_argument("--metrics-export-port", type=int, default=0, metavar="PORT",
+                   help="the port of this node's Prometheus metrics endpoint "
+                   "(default: 0, any free port; it is in the node's GCS record)")
+    p.add_argument("--metrics-export-host", default="127.0.0.1", metavar="HOST",
+                   help="where the metrics endpoint listens (default: 127.0.0.1; "
+                   "0.0.0.0: every interface). Scrapes send the cluster token as "
+                   "a bearer token")
     p.add_argument("--block", action="store_true",
                    help="stay in the foreground; stop the node on Ctrl-C or SIGTERM")
+
+
+def _bool_arg(text):
+    v = str(text).strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _add_stop(sub):
@@ -722,6 +806,231 @@ def _add_run(sub):
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]",
                    help="the program to run and its own arguments (passed on as they are)")
     p.set_defaults(func=cmd_run, verbose=False)
+
+
+# ---------------------------------------------------------------- beamlet job
+def _job_client(args):
+    from .job_submission import JobSubmissionClient
+    return JobSubmissionClient(args.address, _redis_password=_password(args))
+
+
+def _json_arg(text, flag, example):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise CliError(f"{flag} must be JSON such as '{example}': {e}")
+    if not isinstance(value, dict):
+        raise CliError(f"{flag} must be a JSON object such as '{example}'.")
+    return value
+
+
+def _runtime_env_arg(args):
+    """The runtime_env of --runtime-env FILE (JSON, or YAML with PyYAML),
+    --runtime-env-json, and --working-dir (which overrides theirs)."""
+    env = {}
+    if args.runtime_env and args.runtime_env_json:
+        raise CliError("give either --runtime-env FILE or --runtime-env-json, not both.")
+    if args.runtime_env:
+        try:
+            with open(args.runtime_env) as f:
+                text = f.read()
+        except OSError as e:
+            raise CliError(f"--runtime-env {args.runtime_env}: {e.strerror or e}.")
+        try:
+            env = json.loads(text)
+        except ValueError:
+            try:
+                import yaml
+            except ImportError:
+                raise CliError(f"--runtime-env {args.runtime_env} is not JSON, and "
+                               f"reading YAML needs PyYAML (pip install pyyaml).") from None
+            env = yaml.safe_load(text)
+        if not isinstance(env, dict):
+            raise CliError(f"--runtime-env {args.runtime_env} must hold a mapping "
+                           f"(working_dir, env_vars, ...).")
+    if args.runtime_env_json:
+        env = _json_arg(args.runtime_env_json, "--runtime-env-json",
+                        '{"env_vars": {"A": "1"}}')
+    if args.working_dir:
+        env["working_dir"] = args.working_dir
+    return env or None
+
+
+def _print_job_status(client, sid):
+    from .job_submission import JobStatus
+    info = client.get_job_info(sid)
+    if info.status == JobStatus.SUCCEEDED:
+        print(f"Job '{sid}' succeeded", file=sys.stderr)
+    elif info.status == JobStatus.STOPPED:
+        print(f"Job '{sid}' was stopped", file=sys.stderr)
+    elif info.status == JobStatus.FAILED:
+        print(f"Job '{sid}' failed\nStatus message: {info.message}", file=sys.stderr)
+    else:
+        print(f"Status for job '{sid}': {info.status}\nStatus message: {info.message}",
+              file=sys.stderr)
+    return info.status
+
+
+def _follow_logs(client, sid):
+    """Print the job's output as it comes until it ends (Ctrl-C: stop following,
+    the job goes on)."""
+    import asyncio
+
+    async def tail():
+        async for chunk in client.tail_job_logs(sid):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        print(f"\nStopped following job '{sid}'; it keeps running (follow it again: "
+              f"beamlet job logs --follow {sid}; stop it: beamlet job stop {sid}).",
+              file=sys.stderr, flush=True)
+        raise
+
+
+def cmd_job_submit(args):
+    import shlex
+    from .job_submission import JobStatus
+    entry = list(args.entrypoint)
+    if entry[:1] == ["--"]:
+        entry = entry[1:]
+    if not entry:
+        raise CliError("give the command to run after --, e.g. `beamlet job submit "
+                       "--working-dir . -- python script.py`.")
+    client = _job_client(args)
+    sid = client.submit_job(
+        entrypoint=entry[0] if len(entry) == 1 else shlex.join(entry),
+        submission_id=args.submission_id, runtime_env=_runtime_env_arg(args),
+        metadata=_json_arg(args.metadata_json, "--metadata-json", '{"team": "a"}'),
+        entrypoint_num_cpus=args.entrypoint_num_cpus,
+        entrypoint_num_gpus=args.entrypoint_num_gpus,
+        entrypoint_memory=args.entrypoint_memory,
+        entrypoint_resources=_json_arg(args.entrypoint_resources,
+                                       "--entrypoint-resources", '{"disk": 1}'))
+    err = sys.stderr
+    print(f"Job '{sid}' submitted successfully to {client.get_address()}", file=err)
+    print(f"  logs:   beamlet job logs {sid}  (--follow)\n"
+          f"  status: beamlet job status {sid}\n"
+          f"  stop:   beamlet job stop {sid}", file=err)
+    if args.no_wait:
+        print(sid)
+        return 0
+    print("Tailing logs until the job exits (disable with --no-wait; Ctrl-C stops "
+          "following, not the job):", file=err, flush=True)
+    _follow_logs(client, sid)
+    return 1 if _print_job_status(client, sid) == JobStatus.FAILED else 0
+
+
+def cmd_job_status(args):
+    _print_job_status(_job_client(args), args.job_id)
+    return 0
+
+
+def cmd_job_logs(args):
+    client = _job_client(args)
+    if args.follow:
+        _follow_logs(client, args.job_id)
+    else:
+        sys.stdout.write(client.get_job_logs(args.job_id))
+    return 0
+
+
+def cmd_job_stop(args):
+    client = _job_client(args)
+    print(f"Attempting to stop job '{args.job_id}'", file=sys.stderr)
+    if not client.stop_job(args.job_id):
+        print(f"Job '{args.job_id}' had already ended", file=sys.stderr)
+    elif args.no_wait:
+        return 0
+    while not client.get_job_status(args.job_id).is_terminal():
+        time.sleep(0.2)
+    _print_job_status(client, args.job_id)
+    return 0
+
+
+def cmd_job_list(args):
+    jobs = _job_client(args).list_jobs()
+    if args.json:
+        json.dump([j.dict() for j in jobs], sys.stdout, indent=1)
+        print()
+        return 0
+    if not jobs:
+        print("(no jobs)")
+        return 0
+    print(f"{'SUBMISSION ID':28} {'STATUS':10} {'STARTED':19}  ENTRYPOINT")
+    for j in jobs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.start_time / 1000)) \
+            if j.start_time else "-"
+        print(f"{j.submission_id:28} {j.status.value:10} {started:19}  {j.entrypoint}")
+    return 0
+
+
+def cmd_job_delete(args):
+    _job_client(args).delete_job(args.job_id)
+    print(f"Job '{args.job_id}' deleted")
+    return 0
+
+
+def _add_job(sub):
+    p = sub.add_parser("job", help="submit a job to run on the head, follow its "
+                       "output, stop it (Ray's `ray job`)",
+                       description="Jobs run on the cluster's head node as drivers, "
+                       "under the head's job manager: they outlive the command that "
+                       "submitted them. The commands talk to it through the GCS "
+                       "(--address HOST:PORT, the token of the cluster).")
+    jobs = p.add_subparsers(dest="job_command", metavar="SUBCOMMAND",
+                            help="what to do with jobs (beamlet job SUBCOMMAND --help)")
+    jobs.required = True
+
+    def job_parser(name, func, help, job_id=True):
+        q = _subcommand(jobs, name, func, help)
+        _connection_options(q)
+        if job_id:
+            q.add_argument("job_id", metavar="SUBMISSION_ID",
+                           help="the job's submission id (or its driver's job id)")
+        return q
+
+    q = job_parser("submit", cmd_job_submit, "run ENTRYPOINT (a shell command, after "
+                   "--) on the head as a job's driver; print its output until it "
+                   "ends (exit status 1 if it failed)", job_id=False)
+    q.add_argument("--submission-id", metavar="ID",
+                   help="the job's id (default: a new raysubmit_... id)")
+    q.add_argument("--working-dir", metavar="DIR",
+                   help="a local directory (or .zip) to upload and run the entrypoint "
+                   "in, on the head; its tasks and actors get it too (runtime_env "
+                   "working_dir; overrides the one of --runtime-env)")
+    q.add_argument("--runtime-env", metavar="FILE",
+                   help="a runtime_env as a JSON (or YAML, with PyYAML) file")
+    q.add_argument("--runtime-env-json", metavar="JSON", help="a runtime_env as JSON")
+    q.add_argument("--metadata-json", metavar="JSON",
+                   help="metadata to attach to the job, a JSON object of strings")
+    q.add_argument("--entrypoint-num-cpus", type=float, metavar="N",
+                   help="CPUs to reserve on the head for the entrypoint itself")
+    q.add_argument("--entrypoint-num-gpus", type=float, metavar="N",
+                   help="GPUs to reserve on the head for the entrypoint itself")
+    q.add_argument("--entrypoint-memory", type=int, metavar="BYTES",
+                   help="memory to reserve on the head for the entrypoint itself")
+    q.add_argument("--entrypoint-resources", metavar="JSON",
+                   help="custom resources to reserve for the entrypoint, as JSON")
+    q.add_argument("--no-wait", action="store_true",
+                   help="print the submission id and return at once")
+    q.add_argument("entrypoint", nargs=argparse.REMAINDER, metavar="-- ENTRYPOINT...",
+                   help="the command to run, e.g. -- python script.py --epochs 3")
+    job_parser("status", cmd_job_status, "the status of a job")
+    q = job_parser("logs", cmd_job_logs, "the output of a job")
+    q.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing its output until it ends")
+    q = job_parser("stop", cmd_job_stop, "stop a job (SIGTERM, SIGKILL after "
+                   "BEAMLET_JOB_STOP_WAIT_S) and wait for it to end")
+    q.add_argument("--no-wait", action="store_true", help="do not wait for it to end")
+    q = job_parser("list", cmd_job_list, "every job submitted to the cluster",
+                   job_id=False)
+    q.add_argument("--json", action="store_true", help="print them as JSON")
+    job_parser("delete", cmd_job_delete, "forget a job that ended (its record and "
+               "logs in the GCS; its log file stays on the head)")
 
 
 def _state_options(p, formats=("table", "json", "yaml")):
@@ -830,7 +1139,7 @@ def build_parser():
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_start, _add_stop, _add_status, _add_memory, _add_list, _add_get,
-                _add_summary, _add_logs, _add_timeline, _add_run):
+                _add_summary, _add_logs, _add_timeline, _add_run, _add_job):
         add(sub)
     return ap
 
@@ -858,7 +1167,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        print(f"beamlet {args.command}: {_one_line(e)}", file=sys.stderr)
+        command = " ".join(c for c in (args.command, getattr(args, "job_command", None))
+                           if c)
+        print(f"beamlet {command}: {_one_line(e)}", file=sys.stderr)
         if args.verbose:
             import traceback
             traceback.print_exc()

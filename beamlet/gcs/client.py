@@ -65,6 +65,24 @@ class GcsClient:
                 return blob
             time.sleep(0.01)
 
+    # --- runtime environments (runtime_env/resolve.py stores, setup.py reads) --
+    def put_package(self, digest: str, blob: bytes) -> None:
+        if not self.r.exists(keys.package(digest)):
+            self.r.set(keys.package(digest), blob, nx=True)
+
+    def has_package(self, digest: str) -> bool:
+        return bool(self.r.exists(keys.package(digest)))
+
+    def get_package(self, digest: str):
+        return self.r.get(keys.package(digest))
+
+    def put_runtime_env(self, key: str, text: str) -> None:
+        self.r.set(keys.runtime_env(key), text, nx=True)
+
+    def get_runtime_env(self, key: str):
+        raw = self.r.get(keys.runtime_env(key))
+        return raw.decode() if raw is not None else None
+
     # --- jobs ------------------------------------------------------------------
     def new_job(self, driver_pid: int, node_id: bytes, namespace: str) -> bytes:
         n = self.r.incr(keys.JOB_COUNTER)

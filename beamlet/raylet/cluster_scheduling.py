@@ -118,10 +118,10 @@ class ClusterScheduler:
     INTERFACE = (
         "wire",     # (the shell, once)
         "on_peer", "tick",
-        # the local scheduler's hooks
-        "route", "actor_call", "arg_ready", "cluster_total",
+        # the local scheduler's and the actors' hooks
+        "route", "actor_call", "arg_ready", "cluster_total", "cancel_queued",
         # the object manager's hooks
-        "retry", "node_died",
+        "retry", "node_died", "send_ordered",
         # the constraints' hooks
         "pg_forward", "reserve_pending", "pg_feasible", "pg_removed",
         "pg_remove_unknown",
@@ -201,6 +201,11 @@ class ClusterScheduler:
                 self.constraints.call_pg_remove(None, msg[1])
             finally:
                 self.removing_from_peer = False
+        elif kind == P.PEER_JOB_FINISHED:
+            # the job's driver died on another node: its work here stops too
+            self.sched.job_finished(msg[1])
+            self.actors.job_finished(msg[1])
+            self.job_finished(msg[1], tell_peers=False)
         else:
             log(f"unknown message {kind} from {peer[:12]}")
 
@@ -347,8 +352,12 @@ class ClusterScheduler:
         for oid in held:
             self.store.decref(oid)
 
-    def job_finished(self, job_id):
-        """A driver of this node left: its non-detached actors elsewhere die."""
+    def job_finished(self, job_id, tell_peers=True):
+        """A driver of this node left: its non-detached actors elsewhere die,
+        and every other node hears that the job is over (JOB_FINISHED)."""
+        if tell_peers:
+            for node_hex in list(self.node_table.nodes):
+                self.send_ordered(node_hex, [P.PEER_JOB_FINISHED, job_id])
         for ra in list(self.remote_actors.values()):
             spec = ra.spec
             if spec is None or spec.job_id != job_id or ra.dead:
@@ -400,12 +409,22 @@ class ClusterScheduler:
         ra = self.remote_actors.get(aid)
         if ra is None:
             ra = self.remote_actors[aid] = RemoteActor(aid)
+        self.sched.track(t)     # a task of this node until it ends (cancel finds it)
         ra.queue.append(t)
         if ra.node is None and ra.dead is None:
             self.resolve(ra)
         else:
             self.pump(ra)
         return True
+
+    def cancel_queued(self, t):
+        """Actors.cancel_call hook: cancel() of a call to an actor on another node
+        that is not sent yet: it fails now (one sent is cancelled there)."""
+        ra = self.remote_actors.get(t.spec.actor_id)
+        if ra is not None and t in ra.queue:
+            ra.queue.remove(t)
+            t.move(TS.CANCELLED)
+            self.sched.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
 
     def arg_ready(self, t):
         """Actors.arg_ready hook for a call to a remote actor."""

@@ -40,7 +40,8 @@ lineage); a proxy whose only source died and that cannot be rebuilt (a put
 object, or one whose owner died) is sealed with an ObjectLostError naming it.
 
 Owns: the peer links (one control connection per node, the TCP server that
-  peers connect to), the peers as holders of refs here (PeerHolder), the tasks
+  peers connect to, and the connections to it not yet authenticated: at most
+  MAX_PENDING_PEER_HANDSHAKES, each for PEER_HANDSHAKE_TIMEOUT_S), the peers as holders of refs here (PeerHolder), the tasks
   forwarded to other nodes and those run here for a peer, proxies, remote refs
   and remote-ready ids, pulls in flight, lineage of forwarded tasks, the ids
   looked up in the GCS, and its background coroutines.
@@ -80,6 +81,7 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
     from .node_table import NodeTable
     from .objects import ObjectStore
     from .scheduler import ResourceSet
+    from .streams import Streams
     from .tasks import LocalScheduler
 
 CHUNK = 8 * 1024 * 1024
@@ -150,6 +152,9 @@ class ObjectManager:
         # for cluster placement
         "link", "forward_args", "send_task", "note_forwarded", "unforward",
         "ran_for_peer", "hold_remote", "forget_remote", "keep_for", "on_forward",
+        # generator streams across nodes (streams.py)
+        "relay_item", "relay_end", "send_gen_ack", "take_peer_result",
+        "has_live_source",
         # the state API and pending reasons (read only; introspection.py), and
         # the peer query that reaches other nodes' raylets for them
         "arg_reason", "forwarded_to", "forwarded_tasks", "source_of", "query",
@@ -162,6 +167,7 @@ class ObjectManager:
         self.node_ip = node_ip
         self.peer_port = peer_port
         self.links = {}        # node hex -> StreamWriter (our control link to it)
+        self.handshaking = {}  # StreamWriter of each connection not yet authenticated
         self.link_locks = collections.defaultdict(asyncio.Lock)
         self.holders = {}      # node hex -> PeerHolder
         self.from_peer = {}    # task id -> node hex: tasks we run for a peer
@@ -181,13 +187,14 @@ class ObjectManager:
 
     def wire(self, node_table: "NodeTable", store: "ObjectStore",
              sched: "LocalScheduler", cs: "ClusterScheduler", resources: "ResourceSet",
-             gcs: "GcsWriter", gcs_client, on_state=None) -> None:
+             gcs: "GcsWriter", gcs_client, streams: "Streams", on_state=None) -> None:
         self.node_table = node_table
         # answers a peer's PEER_STATE query (introspection.py)
         self.on_state = on_state
         self.store = store
         self.sched = sched
         self.cs = cs
+        self.streams = streams
         self.resources = resources
         self.put_gcs = gcs.put
         self.gcs = gcs_client
@@ -419,7 +426,8 @@ class ObjectManager:
         if L is not None and oid in L.remote:
             self.reexecute(L, why)
             return
-        if self.sched.has_task(tid) or tid in self.forwarded:
+        item = self.streams.is_item(oid)
+        if (self.sched.has_task(tid) or tid in self.forwarded) and not item:
             return      # being made (again) here
         if o.state is not ObjState.PENDING:
             return
@@ -427,7 +435,8 @@ class ObjectManager:
         self.remote_ready.pop(oid, None)
         self.remote_refs.pop(oid, None)
         what = ("it was made by put(), so it cannot be rebuilt" if ids.is_put_object(oid)
-                else "the node that owns its task is gone, so it cannot be rebuilt")
+                else "it is a value a generator task yielded, which is not rebuilt"
+                if item else "the node that owns its task is gone, so it cannot be rebuilt")
         err = exceptions.ObjectLostError(
             f"Object {oid.hex()} is lost: {why}, and {what}. Keep a reference to the "
             f"data on a live node, or recompute it.")
@@ -682,16 +691,71 @@ class ObjectManager:
                 self.ready_elsewhere(o, peer)
         self.drop_temp(temp)
 
-    def cancel(self, t, force):
+    def cancel(self, t, force, recursive=True):
         """LocalScheduler hook (cancel()): pass it on to the node running our task."""
         entry = self.forwarded.get(t.spec.task_id)
-        if entry is not None:
-            self.spawn(self.send(entry[1], [P.PEER_CANCEL, t.spec.task_id, bool(force)]))
+        if entry is None:
+            return
+        msg = [P.PEER_CANCEL, t.spec.task_id, bool(force), bool(recursive)]
+        if t.spec.kind == P.NORMAL_TASK:
+            self.spawn(self.send(entry[1], msg))
+        else:
+            # after the call itself, which went through the ordered outbox
+            self.cs.send_ordered(entry[1], msg)
 
     def on_cancel(self, peer, msg):
         task_id, force = msg[1], msg[2]
+        recursive = msg[3] if len(msg) > 3 else True
         if self.from_peer.get(task_id) == peer:
-            self.sched.call_cancel(None, ids.return_id(task_id, 1), force, False)
+            self.sched.call_cancel(None, ids.return_id(task_id, 1), force, recursive)
+
+    # ------------------------------------------------------------------ generator streams
+    def relay_item(self, peer, task_id, index, o):
+        """Streams hook: item `index` of a generator task we run for `peer` is
+        sealed here: send it (an arena one stays here, held for `peer` until its
+        RELEASE), in order with the stream's end."""
+        if o.data is not None:
+            result = [P.INLINE, o.data, o.is_error, list(o.contained)]
+            exported = self.export_refs(peer, list(o.contained))
+        else:
+            self.keep_for(peer, o.oid)
+            result = [P.REMOTE, o.size, o.is_error, list(o.contained)]
+            exported = []
+        self.cs.send_ordered(peer, [P.PEER_GEN_ITEM, task_id, index, result, exported])
+
+    def relay_end(self, peer, task_id, count):
+        """Streams hook: that task's stream ended with `count` items."""
+        self.cs.send_ordered(peer, [P.PEER_GEN_END, task_id, count])
+
+    def send_gen_ack(self, task_id, consumed, stop):
+        """Streams hook: our generator task runs on another node: tell it how far
+        its consumer here is (or to stop)."""
+        entry = self.forwarded.get(task_id)
+        if entry is not None:
+            self.cs.send_ordered(entry[1], [P.PEER_GEN_ACK, task_id, consumed,
+                                            bool(stop)])
+
+    def take_peer_result(self, peer, oid, result, exported, wanted):
+        """One result a peer sent (as in TASK_DONE) for PENDING entry `oid`: seal
+        it (inline) or make it a proxy of the peer's copy (REMOTE, held for us);
+        not `wanted`: release what the peer holds for us."""
+        temp = self.import_refs(peer, exported)
+        o = self.store.get(oid)
+        if wanted and o is not None and o.state is ObjState.PENDING:
+            if result[0] == P.INLINE:
+                self.store.seal_inline(o, result[1], result[2], result[3])
+            else:
+                self.proxies[oid] = [peer]
+                self.hold_remote(oid, peer)
+                self.ready_elsewhere(o, peer)
+        elif result[0] == P.REMOTE:
+            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+        self.drop_temp(temp)
+
+    def has_live_source(self, oid) -> bool:
+        """A node that is alive holds (or makes) `oid` for us."""
+        nt = self.node_table
+        return any(n in nt.nodes and n not in nt.dead for n in self.proxies.get(oid, ()))
 
     def defer_infeasible_warning(self, t):
         """Warn only once a fresh node table confirms no node can run it."""
@@ -744,6 +808,8 @@ class ObjectManager:
         h = self.holders.pop(node_hex, None)
         if h is not None:
             self.store.release_holder(h)
+            self.streams.holder_lost(h)     # streams it consumed (tasks run for it)
+        self.streams.node_died(node_hex)
         # proxies whose only source it was fail (or are rebuilt) when next wanted;
         # those wanted now are being pulled, and their pull notices
 
@@ -996,14 +1062,26 @@ class ObjectManager:
 
     # ------------------------------------------------------------------ serving
     async def serve(self, reader, writer):
-        """A connection from a peer: authenticate, then handle its messages."""
+        """A connection from a peer: authenticate, then handle its messages.
+        At most MAX_PENDING_PEER_HANDSHAKES connections may be unauthenticated
+        at once: past that the oldest is dropped (hundreds of idle connections
+        cost a few, and never lock real peers out)."""
         addr = writer.get_extra_info("peername")
+        pending = self.handshaking
+        pending[writer] = None
+        while len(pending) > max(1, config.MAX_PENDING_PEER_HANDSHAKES):
+            oldest = next(iter(pending))
+            del pending[oldest]
+            oldest.close()
         try:
-            peer = await peers.accept_handshake(reader, writer, self.token)
+            peer = await peers.accept_handshake(reader, writer, self.token,
+                                                config.PEER_HANDSHAKE_TIMEOUT_S)
         except Exception as e:
-            log(f"refused a connection from {addr}: {e}")
+            log(f"refused a connection from {addr}: {e!r}")
             writer.close()
             return
+        finally:
+            pending.pop(writer, None)
         writer.transport.set_write_buffer_limits(high=4 * CHUNK)
         try:
             while True:
@@ -1019,6 +1097,12 @@ class ObjectManager:
                     self.store.drop_refs(self.holder(peer), msg[1])
                 elif kind == P.PEER_CANCEL:
                     self.on_cancel(peer, msg)
+                elif kind == P.PEER_GEN_ITEM:
+                    self.streams.on_peer_item(peer, msg)
+                elif kind == P.PEER_GEN_END:
+                    self.streams.on_peer_end(peer, msg)
+                elif kind == P.PEER_GEN_ACK:
+                    self.streams.on_peer_ack(peer, msg)
                 elif kind == P.PEER_STATE:
                     result = self.on_state(msg[1])
                     if asyncio.iscoroutine(result):

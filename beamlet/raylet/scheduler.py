@@ -46,7 +46,7 @@ class IllegalTransition(RuntimeError):
 class Task:
     __slots__ = ("spec", "state", "missing", "worker", "retries_left", "history",
                  "gpu_ids", "held", "warned_infeasible", "cancelled", "pool",
-                 "started", "force_cancel", "error_type", "run_start")
+                 "started", "force_cancel", "urgent", "error_type", "run_start")
 
     def __init__(self, spec):
         self.spec = spec
@@ -62,6 +62,7 @@ class Task:
         self.pool = None           # the ResourceSet it took resources from
         self.started = 0.0         # time.monotonic() when it started running
         self.force_cancel = False  # cancel(force=True) of a task sent ahead
+        self.urgent = False        # a blocked task waits for it: queue it first
         self.error_type = None     # class name of the error the raylet failed it with
         self.run_start = 0.0       # wall time an actor call started (call_done)
 
@@ -268,10 +269,12 @@ class ReadyQueue:
 
     @staticmethod
     def shape(spec):
-        """Tasks with equal resources and placement constraints share a FIFO."""
+        """Tasks with equal resources, placement constraints and runtime
+        environment (their workers are pooled by it) share a FIFO."""
         sched = spec.scheduling
         return (tuple(sorted(spec.resources.items())),
-                tuple(sched) if sched and sched[0] in ("PG", "NODE") else None)
+                tuple(sched) if sched and sched[0] in ("PG", "NODE") else None,
+                spec.runtime_env)
 
     def push(self, task, front=False):
         key = self.shape(task.spec)
@@ -287,6 +290,21 @@ class ReadyQueue:
     def heads(self):
         """(shape key, deque) pairs whose deque is non-empty."""
         return [(k, q) for k, q in self.by_shape.items() if q]
+
+    def to_front(self, task) -> bool:
+        """Move queued `task` to the front of its FIFO (a blocked task waits for
+        it); whether it was queued.  Searched from the back: the tasks a
+        blocked one waits for are usually the ones it has just submitted."""
+        q = self.by_shape.get(self.shape(task.spec))
+        if not q:
+            return False
+        n = len(q)
+        for i, t in enumerate(reversed(q)):
+            if t is task:
+                del q[n - 1 - i]
+                q.appendleft(task)
+                return True
+        return False
 
     def remove(self, task) -> bool:
         q = self.by_shape.get(self.shape(task.spec))

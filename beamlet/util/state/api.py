@@ -52,19 +52,33 @@ class _Source:
             self.reader = StateReader(self.gcs.r)
             return
         from ...node import find_cluster, resolve_address
-        from ...worker.core_worker import CoreWorker
         try:
             info = find_cluster(resolve_address(address, default="auto"))
         except ConnectionError as e:
             raise RayStateApiException(f"cannot reach a beamlet cluster: {e}") from None
-        gcs = GcsClient(info["redis_host"], info["redis_port"],
-                        password or info["password"])
+        self._open(info["raylet_socket"], GcsClient(info["redis_host"],
+                                                    info["redis_port"],
+                                                    password or info["password"]))
+
+    @classmethod
+    def of_node(cls, raylet_socket, gcs_host, gcs_port, password,
+                timeout=DEFAULT_TIMEOUT):
+        """A source that reads the cluster through the raylet at `raylet_socket`,
+        kept open by a process that queries often (the dashboard: pass it to
+        query() as `_source`); close() it when done."""
+        self = cls.__new__(cls)
+        self.timeout = timeout
+        self._open(raylet_socket, GcsClient(gcs_host, gcs_port, password))
+        return self
+
+    def _open(self, raylet_socket, gcs):
+        from ...worker.core_worker import CoreWorker
         try:
-            core = CoreWorker(info["raylet_socket"], "cli")
+            core = CoreWorker(raylet_socket, "cli")
         except OSError as e:
             gcs.r.close()
             raise RayStateApiException(
-                f"cannot reach this machine's raylet at {info['raylet_socket']} "
+                f"cannot reach this machine's raylet at {raylet_socket} "
                 f"({e.strerror or e}): its node is not running.") from None
         self.core, self.gcs, self._owned = core, gcs, (core, gcs)
         self.reader = StateReader(gcs.r)
@@ -230,15 +244,21 @@ def _job_from_gcs(j) -> dict:
 
 
 def query(kind, address=None, filters=None, limit=DEFAULT_LIMIT, timeout=DEFAULT_TIMEOUT,
-          detail=False, raise_on_missing_output=True, password=None):
+          detail=False, raise_on_missing_output=True, password=None, _source=None):
     """(records of `kind`, how many matched before `limit`): what list_<kind>
     returns, and the count the CLI shows (`password`: the cluster token, when
-    it is not the one in this machine's session files)."""
+    it is not the one in this machine's session files; `_source`: an open
+    _Source.of_node to read through instead of connecting for this query)."""
     if kind not in SCHEMAS:
         raise ValueError(f"unknown kind {kind!r}: one of {sorted(SCHEMAS)}.")
     filters = _check(kind, filters, limit, timeout)
-    with _Source(address, timeout, password) as src:
-        rows, total = _rows(src, kind, filters, limit, detail, raise_on_missing_output)
+    if _source is not None:
+        rows, total = _rows(_source, kind, filters, limit, detail,
+                            raise_on_missing_output)
+    else:
+        with _Source(address, timeout, password) as src:
+            rows, total = _rows(src, kind, filters, limit, detail,
+                                raise_on_missing_output)
     schema = SCHEMAS[kind]
     return [schema.from_row(r, detail) for r in rows], total
 
@@ -443,6 +463,20 @@ def list_logs(address=None, node_id=None, node_ip=None, glob_filter=None,
     return {n: [f["name"] for f in fs if glob_filter is None or
                 fnmatch.fnmatch(f["name"], glob_filter)]
             for n, fs in files.items()}
+
+
+def log_index(_source) -> list:
+    """Every node's log files as rows (node_id, name, size, mtime, pid,
+    worker_id), read through an open source (the dashboard's)."""
+    return [dict(f, node_id=n) for n, fs in sorted(_log_files(_source).items())
+            for f in fs]
+
+
+def read_log_bytes(node_id, name, offset, max_bytes, _source) -> dict:
+    """{"data": bytes, "size", "offset"} of log file `name` of node `node_id`
+    from byte `offset` (< 0: that many from the end), at most `max_bytes`."""
+    return _LogReader(_source, node_id, name, None, "utf-8", "replace").read(
+        offset, max_bytes)
 
 
 def _log_files(src, node_id=None, node_ip=None) -> dict:
