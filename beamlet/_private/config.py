@@ -73,6 +73,12 @@ OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
 # what the state API lists and the timeline draws of a job's past.  0: none are
 # recorded (what bench/bench_task_events.py compares against).
 TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
+# A worker's log file (logs/worker-<id>-<pid>.out|.err) grows to at most this
+# many bytes, then is moved to NAME.1 (one older copy is kept).
+WORKER_LOG_MAX_BYTES = _env("WORKER_LOG_MAX_BYTES", 64 * 1024 * 1024, int)
+# When a raylet stops, how long it goes on reading what its killed workers left
+# in their pipes (their last lines), at most.
+WORKER_OUTPUT_DRAIN_S = _env("WORKER_OUTPUT_DRAIN_S", 1.0, float)
 # A get()/wait() that waited this long prints, once, what it waits for (unless
 # that is work that runs); 0: never.  See beamlet/_private/stuck.py.
 STUCK_WARNING_S = _env("STUCK_WARNING_S", 10.0, float)

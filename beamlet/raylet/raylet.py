@@ -164,7 +164,8 @@ class Raylet:
         # the values generator tasks yield, handed to their consumers
         self.streams = Streams()
         # the state API, pending reasons, stuck diagnoses
-        self.intro = Introspection(node, args.node_ip)
+        self.intro = Introspection(node, args.node_ip,
+                                   os.path.join(self.session_dir, "logs"))
         # the node's metrics endpoint (Prometheus text)
         self.metrics = MetricsExporter(node, args.redis_password, args.metrics_export_host,
                                        args.metrics_export_port)
@@ -221,6 +222,7 @@ class Raylet:
             "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
             "ping": lambda conn: "pong",
             "state": self.intro.call_state, "explain": self.intro.call_explain,
+            "logs": self.intro.call_logs, "log_read": self.intro.call_log_read,
         }
         self.call_tasks = set()  # calls answered later (they ask other nodes)
 
@@ -265,6 +267,12 @@ class Raylet:
             self.metrics.close()
             self.om.close()
             self.memory.close()
+            self.gcsw.node_stopped()
+            self.pool.kill_all()
+            # what the workers wrote before they ended may still be in their
+            # pipes: read it (bounded), so that it reaches the drivers (published
+            # by the write-behind's last flush, in shutdown) and the log files
+            await self.pool.drain_output(config.WORKER_OUTPUT_DRAIN_S)
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
             pending = [ticker, *self.pool.output_tasks(), *self.call_tasks]
@@ -294,8 +302,7 @@ class Raylet:
                 self.stopped.set_result(None)
 
     def shutdown(self):
-        self.gcsw.node_stopped()
-        self.pool.kill_all()
+        """The end (after the workers were killed and their output read)."""
         self.gcsw.close()
         try:
             os.unlink(self.socket_path)
