@@ -408,7 +408,9 @@ class Node:
     def stop(self):
         """Stop in reverse order of start; remove the session directory."""
         process.terminate([self.raylet_proc])
-        process.terminate([self.monitor_proc, self.redis_proc])
+        # the monitor first: it restarts a Redis that dies while it runs
+        process.terminate([self.monitor_proc])
+        process.terminate([self.redis_proc])
         if self.session_dir:
             remove_session(self.session_root, self.session_dir, self.spill_dir)
 
