@@ -121,6 +121,10 @@ class Cluster:
         import beamlet
         if beamlet.is_initialized():
             beamlet.shutdown()
+        # every raylet stops at once (each kills its workers and says it stops);
+        # then each node is waited for and its files removed
+        for node in self.worker_nodes:
+            node.signal_stop()
         for node in reversed(self.worker_nodes):
             node.stop()
         self.worker_nodes = []

@@ -20,7 +20,7 @@ from beamlet.exceptions import ObjectLostError
 from beamlet.gcs.client import GcsClient
 from beamlet.raylet import peers
 
-from conftest import wait_for
+from conftest import read_frame, wait_for
 
 
 def _gcs(c):
@@ -94,7 +94,7 @@ def test_stall_shorter_than_the_threshold_changes_nothing(tmp_path):
 
 def test_stalled_node_declared_dead_is_fenced_and_rejoins(tmp_path, capfd):
     c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "_system_config": {"node_death_s": 2}})
+        "num_cpus": 1, "_system_config": {"node_death_s": 3}})
     try:
         n2 = c.add_node(num_cpus=1, resources={"n2": 1})
         old = n2.node_id.hex()
@@ -136,37 +136,20 @@ def test_stalled_node_declared_dead_is_fenced_and_rejoins(tmp_path, capfd):
         c.shutdown()
 
 
-def _read_frame(s):
-    hdr = b""
-    while len(hdr) < 4:
-        chunk = s.recv(4 - len(hdr))
-        if not chunk:
-            return None
-        hdr += chunk
-    (n,) = struct.unpack("<I", hdr)
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return msgpack.unpackb(body, raw=False)
-
-
 def _peer_session(addr, token, node_hex):
     """Authenticate to a raylet's peer port as `node_hex`; the socket after AUTH_OK."""
     s = socket.create_connection(addr, timeout=10)
-    challenge = _read_frame(s)
+    challenge = read_frame(s)
     body = msgpack.packb([P.PEER_AUTH, peers.proof(token, challenge[2]), node_hex,
                           b"\1" * 32])
     s.sendall(struct.pack("<I", len(body)) + body)
-    assert _read_frame(s)[0] == P.PEER_AUTH_OK     # the token is right
+    assert read_frame(s)[0] == P.PEER_AUTH_OK     # the token is right
     return s
 
 
 def test_peers_refuse_a_fenced_node_id():
     c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "_system_config": {"node_death_s": 2,
+        "num_cpus": 1, "_system_config": {"node_death_s": 3,
                                           "fenced_node_rejoins": False}})
     try:
         n2 = c.add_node(num_cpus=1)
@@ -187,13 +170,13 @@ def test_peers_refuse_a_fenced_node_id():
         # a connection that says it is the dead node is closed at once
         head_log = os.path.join(c.head_node.session_dir, "logs", "raylet.err")
         with _peer_session(addr, token, old) as s:
-            assert _read_frame(s) is None
+            assert read_frame(s) is None
         assert "it was declared dead" in open(head_log).read()
         # while a live id (here: made up) is served: a PULL of nothing answers
         with _peer_session(addr, token, "ab" * 16) as s:
             body = msgpack.packb([P.PEER_PULL, b"\0" * 24, True, False])
             s.sendall(struct.pack("<I", len(body)) + body)
-            assert _read_frame(s)[0] == P.PEER_MISSING
+            assert read_frame(s)[0] == P.PEER_MISSING
         c.remove_node(n2)
     finally:
         c.shutdown()

@@ -25,6 +25,7 @@ from .._private import config
 from . import keys
 
 _classes = None
+SOCKET_TIMEOUT_S = 10.0
 
 
 def _client_classes():
@@ -111,12 +112,13 @@ def connect(host: str, port: int, password: str, retry_s=None):
     from redis.backoff import NoBackoff
     from redis.retry import Retry
     cls = _client_classes()[0]
-    limit = config.GCS_RECONNECT_TIMEOUT_S if retry_s is None else retry_s
-    # a stalled Redis accepts connections but never answers: a call gives up
-    # within about its retry window, not redis-py's default of forever
-    timeout = min(30.0, max(1.0, limit))
+    # A stalled Redis accepts connections but never answers: a read gives up
+    # after this long (then the call retries, within its window).  Not shorter:
+    # on a loaded machine a busy Redis may take seconds to answer a big pipeline,
+    # and a subscription that timed out would read the whole table again.
+    timeout = SOCKET_TIMEOUT_S
     r = cls(host=host, port=port, password=password, socket_timeout=timeout,
-            socket_connect_timeout=min(10.0, timeout), retry=Retry(NoBackoff(), 0))
+            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
     r.gcs_retry_s, r.gcs_where = retry_s, f"{host}:{port}"
     return r
 
@@ -268,6 +270,21 @@ class GcsClient:
             out.append(d)
         return out
 
+    # --- objects ---------------------------------------------------------------
+    def bytes_by_node(self, oids) -> dict:
+        """node hex -> bytes of these objects held there (their locations), in
+        one attempt: a caller that cannot wait for the GCS gets
+        GcsUnavailableError at once."""
+        p = self.r.pipeline(transaction=False)
+        p.gcs_retry_s = 0
+        for oid in oids:
+            p.hgetall(keys.obj(oid))
+        out = collections.Counter()
+        for h in p.execute():
+            for node, size in h.items():
+                out[node.decode()] += int(size)
+        return out
+
     # --- functions -------------------------------------------------------------
     def export_function(self, key: bytes, blob: bytes) -> None:
         self.r.set(keys.function(key), blob, nx=True)
@@ -349,11 +366,19 @@ class WriteBehind:
         self.q.put((op, args, kw))
 
     def _run(self):
-        wait = self.interval
-        while not self._stop.wait(wait):
-            ok = self.flush()
-            # while the GCS is away, try about once a second, not 20 times
-            wait = self.interval if ok else 1.0
+        while not self._stop.is_set():
+            if not self.kept:
+                # idle: sleep until a write comes (no wake-ups at rest), then let
+                # the writes of the next interval join it in one pipeline
+                try:
+                    self.kept.append(self.q.get(timeout=1.0))
+                except queue.Empty:
+                    continue
+                if self._stop.wait(self.interval):
+                    break
+            elif self._stop.wait(1.0):
+                break   # (the GCS is away: try about once a second)
+            self.flush()
 
     def discard(self) -> None:
         """Forget every write not made yet, and stop (a fenced node: what it would
@@ -412,6 +437,7 @@ class WriteBehind:
 
     def close(self):
         self._stop.set()
+        self.put("ping")       # wakes the thread if it sleeps on the queue
         self.thread.join(2)
         self.flush()
 
@@ -432,6 +458,7 @@ class MembershipFeed:
         self.where = (host, port, password)
         self.deliver = deliver
         self._stop = threading.Event()
+        self._ps = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self):
@@ -439,7 +466,14 @@ class MembershipFeed:
 
     def close(self):
         self._stop.set()
-        self.thread.join(1.5)
+        ps = self._ps
+        if ps is not None:
+            try:
+                ps.connection.disconnect()  # wakes the thread's read at once
+            except Exception:
+                pass
+        if self.thread.is_alive():
+            self.thread.join(1.0)
 
     def _run(self):
         delay, failing_since = 0.05, None
@@ -447,7 +481,7 @@ class MembershipFeed:
             client = ps = None
             try:
                 client = GcsClient(*self.where, retry_s=0)
-                ps = client.r.pubsub()
+                ps = self._ps = client.r.pubsub()
                 ps.subscribe(keys.MEMBERSHIP)
                 deadline = time.monotonic() + 10
                 while True:     # Redis confirms the subscription: now read the table

@@ -18,9 +18,8 @@ Messages: none.  The view never polls the GCS: a node that registers is in
 """
 import asyncio
 
+from .._private import config
 from ..gcs.client import MembershipFeed
-
-START_TIMEOUT_S = 30.0
 
 
 def _seq(rec) -> int:
@@ -65,7 +64,13 @@ class NodeTable:
                 pass    # the loop is closed: the raylet is ending
         self.feed = MembershipFeed(*self.gcs_where, deliver)
         self.feed.start()
-        await asyncio.wait_for(asyncio.shield(self.synced), START_TIMEOUT_S)
+        limit = config.GCS_RECONNECT_TIMEOUT_S
+        try:
+            await asyncio.wait_for(asyncio.shield(self.synced), limit)
+        except asyncio.TimeoutError:
+            host, port = self.gcs_where[:2]
+            raise RuntimeError(f"could not read the node table from the GCS at "
+                               f"{host}:{port} within {limit:g} s") from None
 
     def close(self) -> None:
         if self.feed is not None:

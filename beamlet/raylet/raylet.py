@@ -123,6 +123,7 @@ class Raylet:
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
         self.stopping = False
+        self.calls_running = set()   # calls that wait (on the GCS), by their task
         self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
 
         # --- the components (each file's docstring says what it owns and uses)
@@ -203,6 +204,8 @@ class Raylet:
         if self.args.owner_pid:
             self.watch_owner(self.args.owner_pid)
         peer_port = await self.om.start()
+        # the view of the other nodes first: ALIVE in the GCS means ready
+        await self.node_table.start(self.loop)
         # the record is complete when it is announced (peer port included): every
         # raylet counts this node from its first heartbeat on
         self.gcsw.register_node({
@@ -213,7 +216,6 @@ class Raylet:
             "peer_port": peer_port,
             "object_store_memory": self.store.arena_size, "started_at": time.time(),
             "session_dir": self.session_dir, "is_head": int(self.args.head)})
-        await self.node_table.start(self.loop)
         self.gcsw.start_heartbeats(self.loop, self.fenced_elsewhere)
         for _ in range(self.args.prestart):
             self.pool.start_worker()
@@ -228,7 +230,7 @@ class Raylet:
             self.om.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
-            pending = [ticker, *self.pool.output_tasks()]
+            pending = [ticker, *self.pool.output_tasks(), *self.calls_running]
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -366,27 +368,54 @@ class Raylet:
             result = self.calls[method](conn, *args)
         except Exception as e:
             result = {"error": f"{type(e).__name__}: {e}"}
+        if asyncio.iscoroutine(result):
+            # a call that waits (on the GCS): answered when it is done, while the
+            # loop goes on with everything else
+            t = self.loop.create_task(self._answer(conn, req, result))
+            self.calls_running.add(t)
+            t.add_done_callback(self.calls_running.discard)
+            return
         if req:
             conn.send([P.REPLY, req, result])
+
+    async def _answer(self, conn, req, coro):
+        try:
+            result = await coro
+        except Exception as e:
+            result = {"error": f"{type(e).__name__}: {e}"}
+        if req:
+            conn.send([P.REPLY, req, result])
+
+    def off_loop(self, fn, *args):
+        """`fn(*args)` in a thread (a GCS read: the loop never waits on Redis)."""
+        return self.loop.run_in_executor(None, fn, *args)
 
     def call_resources(self, conn):
         return {"total": self.resources.total, "available": self.resources.snapshot()}
 
     def call_fetch_function(self, conn, key):
         blob = self.functions.get(key)
-        if blob is None:
-            blob = self.gcs.fetch_function(key)
+        if blob is not None:
+            return blob
+
+        async def fetch():
+            blob = await self.off_loop(self.gcs.fetch_function, key)
             if blob is not None:
                 self.functions[key] = blob
-        return blob
+            return blob
+        return fetch()
 
     def call_job_sys_path(self, conn, job_id):
         """The driver's sys.path (json) of a job, for its workers."""
         cache = self.job_sys_paths
-        if job_id not in cache:
-            raw = self.gcs.r.hget(keys.job(job_id), "sys_path")
+        if job_id in cache:
+            return cache[job_id]
+
+        async def read():
+            raw = await self.off_loop(self.gcs.r.hget, keys.job(job_id), "sys_path")
             cache[job_id] = raw.decode() if raw else "[]"
-        return cache[job_id]
+            return cache[job_id]
+        return read()
 
     def call_status(self, conn):
         return {"resources": self.call_resources(conn),

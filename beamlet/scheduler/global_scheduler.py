@@ -22,7 +22,6 @@
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -30,6 +29,7 @@ import time
 from .._private import config, process
 from ..gcs import keys, redis_server
 from ..gcs.client import GcsClient
+from ..node import remove_session
 
 
 def log(*a):
@@ -176,7 +176,8 @@ class Monitor:
                 break
             time.sleep(0.05)
         self.redis.stop()
-        shutil.rmtree(self.args.session_dir, ignore_errors=True)
+        # the directory, and the session_latest link if it points there
+        remove_session(os.path.dirname(self.args.session_dir), self.args.session_dir)
 
 
 def main(argv=None):
