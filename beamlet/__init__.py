@@ -11,6 +11,7 @@ from .api import (available_resources, cancel, cluster_resources, get, get_gpu_i
 from .exceptions import (ActorDiedError, GetTimeoutError, ObjectLostError,
                          ObjectStoreFullError, RayActorError, RayTaskError, TaskError,
                          TaskCancelledError, WorkerCrashedError)
+from .generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from .object_ref import ObjectID, ObjectRef
 from .runtime_context import get_runtime_context
 
@@ -20,7 +21,8 @@ __all__ = [
     "init", "shutdown", "is_initialized", "remote", "method", "get", "put", "wait",
     "cancel", "kill", "get_actor", "exit_actor", "nodes", "cluster_resources",
     "available_resources", "get_gpu_ids", "get_runtime_context", "timeline",
-    "ObjectRef", "ObjectID", "exceptions", "TaskError", "RayTaskError",
+    "ObjectRef", "ObjectID", "ObjectRefGenerator", "DynamicObjectRefGenerator",
+    "exceptions", "TaskError", "RayTaskError",
     "GetTimeoutError", "TaskCancelledError", "WorkerCrashedError", "ActorDiedError",
     "RayActorError", "ObjectLostError", "ObjectStoreFullError", "util", "actor",
     "cloudpickle", "job_config", "runtime_env", "runtime_context",

@@ -9,8 +9,9 @@ from ._private import protocol as P
 from .gcs import keys
 from .object_ref import ObjectRef
 from .worker import core_worker
-from .submission import (FunctionExport, WithOptions, encode_args, resource_request,
-                         return_refs, scheduling_wire, signature)
+from .submission import (FunctionExport, WithOptions, backpressure_wire, call_site,
+                         encode_args, resource_request, retry_wire, return_refs,
+                         returns_wire, runtime_env_key, scheduling_wire, signature)
 
 # exit_actor() raises it (kept here under its old name too)
 ActorExit = exceptions.ActorExit
@@ -48,11 +49,17 @@ def _method_table(cls) -> dict:
         if name.startswith("__") and name != "__call__":
             continue
         given = getattr(fn, "__beamlet_method_options__", {})
-        entry = {"num_returns": 1, "is_async": inspect.iscoroutinefunction(fn)
+        is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        # as in Ray, a generator method streams its values unless told otherwise
+        entry = {"num_returns": "streaming" if is_generator else 1,
+                 "is_async": inspect.iscoroutinefunction(fn)
                  or inspect.isasyncgenfunction(fn)}
-        for k in ("num_returns", "concurrency_group", "max_task_retries"):
+        for k in ("num_returns", "concurrency_group", "max_task_retries",
+                  "_generator_backpressure_num_objects"):
             if given.get(k) is not None:
                 entry[k] = given[k]
+        if given.get("retry_exceptions"):
+            entry["retry_exceptions"] = retry_wire(given["retry_exceptions"])  # (json)
         out[name] = entry
     return out
 
@@ -123,6 +130,7 @@ class ActorClass:
             connection.job_setting("default_actor_lifetime")   # JobConfig's
         actor_id = ids.random_id(16)
         key = self._export.ensure_exported(core, gcs)
+        env = runtime_env_key(options)
         keep = []
         wire_args = encode_args(core, args, kwargs, keep)
         explicit = any(options.get(k) is not None for k in
@@ -145,6 +153,7 @@ class ActorClass:
             "max_concurrency": default_conc + sum(groups.values()),
             "default_concurrency": default_conc, "concurrency_groups": groups,
             "is_async": self._is_async, "lifetime_resources": lifetime_res,
+            "call_site": call_site(),
         }
         task_id = ids.new_task_id()
         creation_oid = ids.return_id(task_id, 1)
@@ -154,7 +163,8 @@ class ActorClass:
             "creation_oid": creation_oid.hex(), "is_async": int(self._is_async),
             "methods": json.dumps(self._methods), "name": name or "",
             "namespace": namespace, "state": "PENDING_CREATION",
-            "max_task_retries": actor_opts["max_task_retries"]})
+            "max_task_retries": actor_opts["max_task_retries"],
+            "call_site": actor_opts["call_site"], "job": core.job_id.hex()})
         if name:
             holder = gcs.claim_actor_name(namespace, name, actor_id)
             if holder != actor_id and _actor_dead(gcs, holder):
@@ -178,7 +188,7 @@ class ActorClass:
             task_id, core.job_id, P.ACTOR_CREATION_TASK, key, self.__name__, wire_args,
             list(kwargs), 1, placement, 0, False, actor_id=actor_id,
             actor_options=actor_opts, scheduling=scheduling_wire(options, core.task),
-            caller=core.worker_id)
+            caller=core.worker_id, parent=core.task.task_id, runtime_env=env)
         core.submit(spec)
         ref = ObjectRef(creation_oid, _registered=True)
         if keep:
@@ -249,7 +259,7 @@ class ActorMethod:
         d = self._defaults
         if options:
             d = {**d, **{k: v for k, v in options.items() if v is not None}}
-        num_returns = d.get("num_returns", 1)
+        num_returns = returns_wire(d.get("num_returns", 1), False)
         retries = d.get("max_task_retries")
         if retries is None:
             retries = h._max_task_retries
@@ -259,9 +269,11 @@ class ActorMethod:
         spec = P.TaskSpec(
             ids.new_task_id(), core.job_id, P.ACTOR_TASK, b"",
             d.get("name") or f"{h._class_name}.{self._name}", wire_args, list(kwargs),
-            num_returns, {}, retries, False, actor_id=h._actor_id, method=self._name,
+            num_returns, {}, retries, retry_wire(d.get("retry_exceptions", False)),
+            actor_id=h._actor_id, method=self._name,
             actor_options=None if group is None else {"concurrency_group": group},
-            caller=core.worker_id)
+            caller=core.worker_id, parent=core.task.task_id,
+            backpressure=backpressure_wire(d))
         core.submit(spec)
         refs = return_refs(spec)
         if keep:

@@ -11,16 +11,22 @@ import json
 import operator
 import os
 import sys
+import threading
+import time
 
 from . import connection, exceptions
-from ._private import ids
+from ._private import config, ids, state_rows
+from ._private import progress as _progress
 from ._private import options as opts
+from ._private.timeline import trace_events
 from .actor import ActorHandle, make_actor_class, method  # noqa: F401 (re-exported)
 from .gcs import keys
-from .gcs.client import GcsClient
+from .gcs.client import GcsClient, StateReader
+from .generator import ObjectRefGenerator
 from .log_printer import LogPrinter
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
+from .runtime_env.resolve import Resolver, job_runtime_env
 from .worker import core_worker
 
 # The names other modules and tests used when the state lived here.
@@ -53,7 +59,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
     (address="auto" or "HOST:PORT"); returns a dict describing it.  Options Ray
     has and beamlet does not act on are accepted (docs/api.md lists them)."""
     # (drivers only: workers never load node)
-    from .node import Node, find_cluster, init_node_options, resolve_address
+    from .node import (Node, announce, dashboard_url, find_cluster, init_node_options,
+                       resolve_address)
     named = dict(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                  resources=resources, object_store_memory=object_store_memory,
                  namespace=namespace, ignore_reinit_error=ignore_reinit_error,
@@ -109,6 +116,14 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             if job_config is not None:
                 record["default_actor_lifetime"] = job_config.default_actor_lifetime
                 record["metadata"] = json.dumps(job_config.metadata)
+            resolver = Resolver(gcs)
+            env, env_key, submission = job_runtime_env(resolver, runtime_env)
+            if env:
+                record["runtime_env"] = json.dumps(env, sort_keys=True)
+            if submission:
+                # this driver runs a job of `beamlet job submit`: each names the other
+                record["submission_id"] = submission
+                gcs.r.hset(keys.submission(submission), "job_id", job_id.hex())
             gcs.r.hset(keys.job(job_id), mapping=record)
             parts.core = core_worker.CoreWorker(socket_path, "driver", job_id=job_id)
             if log_to_driver:
@@ -116,9 +131,14 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
         except BaseException:
             _stop(parts)
             raise
-        connection.attach(parts, namespace, job_id, record)
+        connection.attach(parts, namespace, job_id, record, resolver, env, env_key)
         atexit.register(shutdown)
-        return _info()
+        info = _info()
+        if info["dashboard_url"]:
+            # as Ray says it; the link carries the token once (it logs the
+            # browser in with a cookie): docs/security.md
+            announce(f"View the dashboard at {dashboard_url(info['dashboard_url'], password)}")
+        return info
 
 
 def _auto_init():
@@ -141,7 +161,11 @@ connection.set_auto_init(_auto_init)
 def _info():
     core = _core()
     gcs = connection.gcs()
+    dashboard = gcs.r.hget(keys.CLUSTER, "dashboard_address")
+    dashboard = dashboard.decode() if dashboard else ""
     return ClusterInfo(
+        # host:port of the head's dashboard ("" without one), as Ray's
+        dashboard_url=dashboard, webui_url=dashboard,
         address=f"{gcs.host}:{gcs.port}",
         node_id=core.node_id.hex(), session_dir=core.node_info["session_dir"],
         raylet_socket_name=core.conn.path if connection.started_cluster() else None,
@@ -208,8 +232,10 @@ def _maybe_stale() -> bool:
     return connection.state.sessions > 1 or not is_initialized()
 
 
-def get(object_refs, *, timeout=None):
-    """The value(s) of one ObjectRef or a list of them; blocks until ready."""
+def get(object_refs, *, timeout=None, progress=None):
+    """The value(s) of one ObjectRef or a list of them; blocks until ready.
+    `progress=True` draws a progress line on stderr while a list is waited for
+    (beamlet's; BEAMLET_GET_PROGRESS=1 does it for long gets of many refs)."""
     if timeout is not None:
         if type(timeout) is bool or not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number or None, got "
@@ -226,33 +252,86 @@ def get(object_refs, *, timeout=None):
                     f"contains {type(r).__name__}: {r!r}.")
         if _maybe_stale():
             _check_live(object_refs)
-        return _core().get_values([r.id for r in object_refs], timeout)
+        oids = [r.id for r in object_refs]
+        if progress or (progress is None and len(oids) >= config.GET_PROGRESS_MIN_REFS
+                        and _progress.enabled_by_env()):
+            return _get_with_progress(_core(), oids, timeout,
+                                      0.0 if progress else config.GET_PROGRESS_DELAY_S)
+        return _core().get_values(oids, timeout)
     if isinstance(object_refs, ActorHandle):
         raise TypeError("get() of an actor handle: call a method, e.g. "
                         "get(handle.method.remote()).")
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError("get() of an ObjectRefGenerator is not allowed (as in Ray): "
+                        "iterate it (for ref in gen: get(ref)), or get(gen.completed()) "
+                        "to wait for the task to end.")
     raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got "
                     f"{type(object_refs).__name__}.")
+
+
+def _get_with_progress(core, oids, timeout, delay_s):
+    """get_values(oids, timeout) as usual (its errors, timeout and stuck
+    diagnosis unchanged), while a thread counts the refs that are ready (a
+    WAIT that does not block, every REDRAW_S) for the progress line."""
+    start = time.monotonic()
+    unique = list(dict.fromkeys(oids))
+    bar = _progress.ProgressLine(len(unique), sys.stderr, start, delay_s)
+    done = threading.Event()
+    count = [0]
+
+    def watch():
+        remaining = unique
+        while remaining and not done.wait(_progress.REDRAW_S):
+            try:
+                ready = set(core.wait(remaining, len(remaining), 0))
+            except Exception:      # the get itself reports what went wrong
+                return
+            remaining = [o for i, o in enumerate(remaining) if i not in ready]
+            count[0] = len(unique) - len(remaining)
+            if not done.is_set():
+                bar.update(count[0], time.monotonic())
+    watcher = threading.Thread(target=watch, daemon=True, name="beamlet-get-progress")
+    watcher.start()
+    ok = False
+    try:
+        values = core.get_values(oids, timeout)
+        ok = True
+        return values
+    finally:
+        done.set()
+        watcher.join()
+        bar.finish(len(unique) if ok else count[0], time.monotonic())
 
 
 _ref_id = operator.attrgetter("id")
 
 
+def _waitable_id(r) -> bytes:
+    """What wait() waits on: a ref's object, or a generator's next item (ready
+    once it is stored, or the generator ended: Ray's rule)."""
+    return r.id if type(r) is ObjectRef else r._next_item_id()
+
+
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """(ready, not_ready): the first `num_returns` refs that are ready (in input
-    order) and the rest, once enough are ready or `timeout` seconds pass."""
-    if isinstance(object_refs, ObjectRef):
-        raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
-                        "wrap it in a list.")
+    order) and the rest, once enough are ready or `timeout` seconds pass.  The
+    list may hold ObjectRefGenerators too: one is ready when next() on it would
+    return at once (its next item is stored, or it has ended)."""
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, got a single "
+                        f"{type(object_refs).__name__}; wrap it in a list.")
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got "
                         f"{type(object_refs).__name__}.")
     # (checks written with map/set so that a loop of wait(num_returns=1) over 1,000
     # refs costs microseconds per call, not a Python-level pass per ref)
-    bad = set(map(type, object_refs)) - {ObjectRef}
+    kinds = set(map(type, object_refs))
+    bad = kinds - {ObjectRef, ObjectRefGenerator}
     if bad:
-        raise TypeError(f"wait() expects a list of ObjectRefs; it contains "
-                        f"{bad.pop().__name__}.")
-    oids = list(map(_ref_id, object_refs))
+        raise TypeError(f"wait() expects a list of ObjectRefs (or ObjectRefGenerators); "
+                        f"it contains {bad.pop().__name__}.")
+    oids = list(map(_ref_id if ObjectRefGenerator not in kinds else _waitable_id,
+                    object_refs))
     if len(set(oids)) != len(oids):
         raise ValueError("wait() requires a list of unique ObjectRefs.")
     if type(num_returns) is not int or num_returns < 0:
@@ -265,7 +344,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError(f"timeout must be a non-negative number or None, got "
                          f"{timeout!r}.")
     if _maybe_stale():
-        _check_live(object_refs)
+        _check_live([r for r in object_refs if type(r) is ObjectRef])
     core = _core()
     if not object_refs or num_returns == 0:
         return [], list(object_refs)
@@ -278,11 +357,21 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
 
 
 def cancel(object_ref, *, force=False, recursive=True):
-    """Cancel the task that makes `object_ref`; its get raises TaskCancelledError."""
+    """Cancel the task that makes `object_ref` (or an ObjectRefGenerator's task);
+    its get raises TaskCancelledError.  A running normal task gets a
+    KeyboardInterrupt (force=True: its worker is killed); a running actor call is
+    only flagged (get_runtime_context().is_canceled()), an async one's coroutine
+    gets asyncio.CancelledError; force=True on an actor call is a ValueError, as
+    in Ray.  recursive (default): the tasks it submitted are cancelled too."""
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()
     if type(object_ref) is not ObjectRef:
-        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
+        raise TypeError(f"cancel() expects an ObjectRef or an ObjectRefGenerator, got "
+                        f"{type(object_ref).__name__}.")
     _check_live((object_ref,))
-    _core().call("cancel", object_ref.id, bool(force), bool(recursive))
+    refused = _core().call("cancel", object_ref.id, bool(force), bool(recursive))
+    if isinstance(refused, str):
+        raise ValueError(refused)
 
 
 # ---------------------------------------------------------------- remote
@@ -317,6 +406,9 @@ def nodes() -> list:
             "Resources": n.get("resources_total", {}) if alive else {},
             "ObjectStoreSocketName": n.get("socket"),
             "IsHead": n.get("is_head") == "1",
+            # the node's Prometheus endpoint (raylet/metrics.py), as Ray's
+            "MetricsExportPort": int(n["metrics_export_port"])
+            if n.get("metrics_export_port") else None,
         })
     return out
 
@@ -362,19 +454,18 @@ def get_gpu_ids() -> list:
 
 
 def timeline(filename=None):
-    """Task events (chrome://tracing format) of the tasks the GCS still records:
-    one instant event per task at its last state change."""
-    _core()
-    r = connection.gcs().r
-    events = []
-    for key in r.scan_iter(f"{keys.P}tasks:*"):
-        node = key.decode().rsplit(":", 1)[1]
-        for tid, v in r.hgetall(key).items():
-            state, name, job, ts = v.decode().split(" ")
-            events.append({"name": name, "cat": "task", "ph": "i", "pid": node,
-                           "tid": job, "ts": float(ts) * 1e6,
-                           "args": {"task_id": tid.decode(), "state": state}})
-    events.sort(key=lambda e: e["ts"])
+    """The cluster's task timeline as Chrome trace events (open the file in
+    chrome://tracing or ui.perfetto.dev): one duration event per task execution
+    on its worker's row (process: node, thread: worker pid), from the tasks
+    running now and the finished ones the GCS keeps (TASK_EVENTS_PER_JOB per
+    job).  With `filename`, written there (JSON) and None returned."""
+    core = _core()
+    live = core.call("state", "tasks", [], None, True)
+    reader = StateReader(connection.gcs().r)
+    records, _kept = reader.finished_tasks([j["_id"] for j in reader.jobs()])
+    rows = state_rows.merge_tasks(live.get("rows", []),
+                                  [state_rows.row_from_record(r) for r in records])
+    events = trace_events(rows)
     if filename:
         with open(filename, "w") as f:
             json.dump(events, f)

@@ -60,7 +60,8 @@ class Cluster:
         """Start a node (the first one is the head) and return its handle.
         `_system_config` (the head only, as in Ray): tunables (config.py) for
         every node of the cluster, e.g. {"node_death_s": 3}."""
-        unknown = set(kw) - {"node_ip_address", "port", "include_dashboard"}
+        unknown = set(kw) - {"node_ip_address", "port", "include_dashboard",
+                             "dashboard_port", "metrics_export_port"}
         if unknown:
             raise TypeError(f"add_node() got unexpected keyword argument(s) "
                             f"{sorted(unknown)}.")
@@ -72,8 +73,12 @@ class Cluster:
             self._child_env = config.system_config_env(_system_config)
         args = self._node_args(num_cpus, num_gpus, resources, object_store_memory)
         ip = kw.get("node_ip_address") or "127.0.0.1"
+        args["metrics_export_port"] = kw.get("metrics_export_port") or 0
         if self.head_node is None:
-            node = Node(head=True, node_ip=ip, redis_port=kw.get("port"), **args).start()
+            # (the dashboard only when asked: a test cluster seldom needs one)
+            node = Node(head=True, node_ip=ip, redis_port=kw.get("port"),
+                        include_dashboard=bool(kw.get("include_dashboard")),
+                        dashboard_port=kw.get("dashboard_port"), **args).start()
             self.head_node = node
             self._gcs = GcsClient(node.redis_host, node.redis_port, node.password)
         else:

@@ -16,6 +16,7 @@ from . import exceptions
 from ._private import config
 from .gcs import keys
 from .gcs.client import GcsClient
+from .runtime_env.resolve import Resolver
 from .worker import core_worker
 
 
@@ -34,6 +35,21 @@ class ConnectionState:
         self.auto_init = None     # api.py's hook: connect on the first call
         self.sessions = 0         # connections this process made so far
         self.job_records = {}     # job id -> its GCS record (workers: read once)
+        # called before a connection is forgotten, while its core worker can
+        # still send (util/metrics.py sends the values it has not reported yet)
+        self.detach_hooks = []
+        # the runtime environment this process's tasks and actors inherit (the
+        # job's in a driver, its own in a worker started for one): canonical
+        # form and key (runtime_env/resolve.py); None: the plain environment
+        self.runtime_env = None
+        self.runtime_env_key = None
+        self._env_resolver = None  # uploads environments to this cluster's GCS
+
+    @property
+    def env_resolver(self) -> Resolver:
+        if self._env_resolver is None:
+            self._env_resolver = Resolver(self.gcs)
+        return self._env_resolver
 
     @property
     def gcs(self) -> GcsClient:
@@ -100,20 +116,36 @@ def started_cluster() -> bool:
     return state.node is not None
 
 
-def attach(parts: Attached, namespace: str, job_id: bytes, job_record: dict) -> None:
-    """init() made these: they are now this process's connection."""
+def attach(parts: Attached, namespace: str, job_id: bytes, job_record: dict,
+           resolver=None, runtime_env=None, runtime_env_key=None) -> None:
+    """init() made these: they are now this process's connection (with the job's
+    runtime environment, uploaded by `resolver`)."""
     state.node, state._gcs, state.log_printer = parts.node, parts.gcs, parts.log_printer
+    state._env_resolver = resolver
+    state.runtime_env, state.runtime_env_key = runtime_env or None, runtime_env_key
     state.namespace = namespace
     state.job_records[job_id] = {"namespace": namespace, **job_record}
     core_worker.global_worker = parts.core
     state.sessions += 1
 
 
+def before_detach(hook) -> None:
+    """Call `hook()` each time this process is about to disconnect (shutdown())."""
+    if hook not in state.detach_hooks:
+        state.detach_hooks.append(hook)
+
+
 def detach() -> Attached:
     """Forget the connection (shutdown() stops what this returns)."""
+    for hook in state.detach_hooks:
+        try:
+            hook()
+        except Exception:   # (a hook's failure must not keep the cluster running)
+            pass
     parts = Attached(state.log_printer, core_worker.global_worker, state.node,
                      state._gcs)
     state.node = state._gcs = state.log_printer = state.namespace = None
+    state._env_resolver = state.runtime_env = state.runtime_env_key = None
     core_worker.global_worker = None
     return parts
 
@@ -136,3 +168,19 @@ def job_setting(field: str, default=None):
         record = state.job_records[c.job_id] = {
             k.decode(): v.decode() for k, v in raw.items()}
     return record.get(field) or default
+
+
+def runtime_env():
+    """(canonical environment, key) that this process's tasks and actors inherit;
+    (None, None): the plain one."""
+    return state.runtime_env, state.runtime_env_key
+
+
+def set_runtime_env(env, key) -> None:
+    """A worker started for runtime environment `key` runs in it (setup.py)."""
+    state.runtime_env, state.runtime_env_key = env or None, key
+
+
+def env_resolver() -> Resolver:
+    """What uploads runtime environments to this process's cluster."""
+    return state.env_resolver

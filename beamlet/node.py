@@ -202,9 +202,11 @@ def _spill_dir_in(base: str, node_id_hex: str) -> str:
 
 
 def init_node_options(kwargs: dict, connecting: bool) -> dict:
-    """Node() arguments from init()'s object_spilling_directory, _temp_dir and
-    _system_config (validated); connecting to a running cluster takes only
-    _temp_dir (where to look for it): the others are fixed when a node starts."""
+    """Node() arguments from init()'s object_spilling_directory, _temp_dir,
+    _system_config, dashboard and metrics options (validated); connecting to a
+    running cluster takes only _temp_dir (where to look for it): the others are
+    fixed when a node starts (the dashboard and metrics options are then ignored,
+    as Ray ignores them: the head serves the cluster's dashboard)."""
     system_config = kwargs.get("_system_config") or {}
     if not isinstance(system_config, dict):
         raise TypeError(f"_system_config must be a dict, got "
@@ -230,8 +232,14 @@ def init_node_options(kwargs: dict, connecting: bool) -> dict:
     if spill is not None and (not isinstance(spill, str) or not spill):
         raise ValueError(f"object_spilling_directory must be a directory path, got "
                          f"{spill!r}.")
+    include = kwargs.get("include_dashboard")
     return {"session_root": root, "spill_dir": spill,
-            "child_env": config.system_config_env(system_config)}
+            "child_env": config.system_config_env(system_config),
+            # the dashboard is on unless turned off (Ray's default when it can run)
+            "include_dashboard": True if include is None else include,
+            "dashboard_host": kwargs.get("dashboard_host") or "127.0.0.1",
+            "dashboard_port": kwargs.get("dashboard_port"),
+            "metrics_export_port": kwargs.get("_metrics_export_port") or 0}
 
 
 def _ray_spilling_directory(value) -> str:
@@ -254,7 +262,10 @@ class Node:
     def __init__(self, head=True, num_cpus=None, num_gpus=None, resources=None,
                  object_store_memory=None, node_ip="127.0.0.1", redis_port=None,
                  redis_address=None, password=None, owner_pid=None, prestart=None,
-                 session_root=None, spill_dir=None, child_env=None):
+                 session_root=None, spill_dir=None, child_env=None, job_manager=False,
+                 peer_port=0, include_dashboard=False, dashboard_host="127.0.0.1",
+                 dashboard_port=None, metrics_export_port=0,
+                 metrics_export_host="127.0.0.1"):
         self.head = head
         self.node_ip = netaddr.check_node_ip(node_ip)
         self.object_store_memory = check_object_store_memory(object_store_memory)
@@ -273,7 +284,24 @@ class Node:
         self.spill_dir = None      # this node's own directory inside spill_base
         # BEAMLET_<NAME> settings for the node's processes (init's _system_config)
         self.child_env = dict(child_env or {})
+        # the head runs the job manager (beamlet job submit) when asked to
+        self.job_manager = job_manager and head
+        self.peer_port = peer_port   # the raylet's TCP port for peers (0: any free)
+        # the dashboard (head only; a thread of the monitor): where it listens
+        # (None: Ray's 8265, or the next free port) and, once started, its address
+        self.include_dashboard = bool(include_dashboard) and head
+        self.dashboard_host = netaddr.check_listen_host(dashboard_host,
+                                                        "dashboard_host")
+        self.dashboard_port = None if dashboard_port is None else \
+            netaddr.check_port(dashboard_port, "dashboard_port")
+        self.dashboard_address = None
+        # the node's metrics endpoint (the raylet's); 0: any free port
+        self.metrics_export_port = netaddr.check_port(metrics_export_port,
+                                                      "metrics_export_port")
+        self.metrics_export_host = netaddr.check_listen_host(metrics_export_host,
+                                                             "metrics_export_host")
         self.session_dir = None
+        self.manager_proc = None
         self.redis_proc = None
         self.monitor_proc = None
         self.raylet_proc = None
@@ -287,6 +315,9 @@ class Node:
     def check_can_start(self):
         """What would make start() fail, found before anything is started: a busy
         GCS port (a head), an unreachable GCS or a wrong token (a worker node)."""
+        self.check_port_free(self.metrics_export_host, self.metrics_export_port,
+                             "the metrics endpoint", "--metrics-export-port, "
+                             "init(_metrics_export_port=...)")
         if self.head:
             if self.redis_port:
                 holder = netaddr.port_holder(self.node_ip, self.redis_port)
@@ -295,13 +326,30 @@ class Node:
                         f"port {self.redis_port} on {self.node_ip} is already in use "
                         f"({holder}): another Redis or beamlet head listens there. "
                         f"Choose another port (beamlet start --port; 0 picks a free one).")
+            if self.include_dashboard:
+                self.check_port_free(self.dashboard_host, self.dashboard_port,
+                                     "the dashboard", "--dashboard-port, "
+                                     "init(dashboard_port=...)")
         else:
             check_gcs(self.redis_host, self.redis_port, self.password)
+
+    @staticmethod
+    def check_port_free(host, port, what, how):
+        """A port given explicitly must be free (0 and None pick one)."""
+        if not port:
+            return
+        holder = netaddr.port_holder(host, port)
+        if holder:
+            raise RuntimeError(f"port {port} on {host}, asked for {what}, is already in "
+                               f"use ({holder}). Choose another port ({how}; 0 picks "
+                               f"a free one).")
 
     def start(self):
         self.check_can_start()
         self.session_dir = new_session_dir(self.session_root)
         logs = os.path.join(self.session_dir, "logs")
+        ready = None    # the pipe on which the monitor says where the dashboard is
+        self.socket_path = os.path.join(self.session_dir, "sockets", "raylet")
         try:
             if self.spill_base:
                 self.spill_dir = _spill_dir_in(self.spill_base, self.node_id_hex())
@@ -314,17 +362,23 @@ class Node:
                     "session_dir": self.session_dir, "started_at": time.time(),
                     "version": "0.1.0", "head_ip": self.node_ip})
                 gcs.r.close()
-                self.monitor_proc = process.spawn_python(
-                    "beamlet.scheduler.global_scheduler",
-                    ["--redis-host", self.redis_host, "--redis-port", str(self.redis_port),
-                     "--session-dir", self.session_dir,
-                     "--owner-pid", str(self.owner_pid or 0),
-                     "--redis-pid", str(self.redis_proc.pid)],
-                    secret=self.password, extra_env=self.child_env,
-                    stdout=open(os.path.join(logs, "monitor.out"), "ab"),
-                    stderr=open(os.path.join(logs, "monitor.err"), "ab"),
-                    die_with_parent=bool(self.owner_pid))
-            self.socket_path = os.path.join(self.session_dir, "sockets", "raylet")
+                dashboard_args, ready = self._dashboard_args()
+                try:
+                    self.monitor_proc = process.spawn_python(
+                        "beamlet.scheduler.global_scheduler",
+                        ["--redis-host", self.redis_host,
+                         "--redis-port", str(self.redis_port),
+                         "--session-dir", self.session_dir,
+                         "--owner-pid", str(self.owner_pid or 0),
+                         "--redis-pid", str(self.redis_proc.pid)] + dashboard_args,
+                        secret=self.password, extra_env=self.child_env,
+                        stdout=open(os.path.join(logs, "monitor.out"), "ab"),
+                        stderr=open(os.path.join(logs, "monitor.err"), "ab"),
+                        die_with_parent=bool(self.owner_pid),
+                        pass_fds=(ready[1],) if ready else ())
+                finally:
+                    if ready:
+                        os.close(ready[1])
             self.raylet_proc = process.spawn_python(
                 "beamlet.raylet.raylet",
                 ["--session-dir", self.session_dir, "--socket", self.socket_path,
@@ -334,7 +388,10 @@ class Node:
                  "--resources", json.dumps(self.resources),
                  "--object-store-memory", str(self.object_store_memory),
                  "--prestart", str(self.prestart),
-                 "--owner-pid", str(self.owner_pid or 0)]
+                 "--owner-pid", str(self.owner_pid or 0),
+                 "--peer-port", str(self.peer_port or 0),
+                 "--metrics-export-port", str(self.metrics_export_port),
+                 "--metrics-export-host", self.metrics_export_host]
                 + (["--spill-dir", self.spill_dir] if self.spill_dir else [])
                 + (["--head"] if self.head else []),
                 secret=self.password, extra_env=self.child_env,
@@ -342,8 +399,24 @@ class Node:
                 stderr=open(os.path.join(logs, "raylet.err"), "ab"),
                 die_with_parent=bool(self.owner_pid))
             self.wait_for_raylet()
+            if self.job_manager:
+                self.manager_proc = process.spawn_python(
+                    "beamlet.job_submission.manager",
+                    ["--redis-host", self.redis_host, "--redis-port", str(self.redis_port),
+                     "--session-dir", self.session_dir,
+                     "--session-root", self.session_root,
+                     "--node-id", self.node_id_hex()],
+                    secret=self.password, extra_env=self.child_env,
+                    stdout=open(os.path.join(logs, "job_manager.out"), "ab"),
+                    stderr=open(os.path.join(logs, "job_manager.err"), "ab"),
+                    die_with_parent=bool(self.owner_pid))
+            if ready:
+                self.wait_for_dashboard(ready[0])
+                ready = None
             self.write_cluster_file()
         except BaseException:
+            if ready:
+                os.close(ready[0])
             self.stop()
             raise
         return self
@@ -368,6 +441,54 @@ class Node:
             time.sleep(0.003)
         raise RuntimeError(f"The raylet did not start within {timeout} s; see "
                            f"{self.session_dir}/logs/raylet.err")
+
+    def _dashboard_args(self):
+        """The monitor's dashboard arguments, and the pipe (read, write) it
+        answers on; ([], None) without a dashboard."""
+        if not self.include_dashboard:
+            return [], None
+        ready = os.pipe()
+        port = self.dashboard_port
+        args = ["--dashboard-host", self.dashboard_host,
+                "--raylet-socket", self.socket_path,
+                "--dashboard-port", str(DEFAULT_DASHBOARD_PORT if port is None else port),
+                "--dashboard-ready-fd", str(ready[1])]
+        return args + (["--dashboard-port-retries"] if port is None else []), ready
+
+    def wait_for_dashboard(self, fd, timeout=30.0):
+        """Read the monitor's answer: "OK host:port" once the dashboard listens,
+        or "ERROR why"; record the address in the GCS (beamlet:cluster)."""
+        import select
+        deadline = time.monotonic() + timeout
+        buf = b""
+        try:
+            while not buf.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise RuntimeError(f"the dashboard did not start within {timeout} s; "
+                                       f"see {self.session_dir}/logs/monitor.err")
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+        finally:
+            os.close(fd)
+        answer = buf.decode(errors="replace").strip()
+        if not answer.startswith("OK "):
+            why = answer[len("ERROR "):] if answer.startswith("ERROR ") else (
+                f"the monitor exited ({process.describe_exit(self.monitor_proc.poll())})"
+                f"; see {self.session_dir}/logs/monitor.err:\n" + self._tail("monitor.err"))
+            raise RuntimeError(f"the dashboard could not start: {why}")
+        self.dashboard_address = answer[3:]
+        gcs = GcsClient(self.redis_host, self.redis_port, self.password)
+        try:
+            gcs.r.hset(keys.CLUSTER, "dashboard_address", self.dashboard_address)
+        finally:
+            gcs.r.close()
+
+    def dashboard_url(self, with_token=True):
+        """The dashboard's URL (with the token: opening it logs in), or None."""
+        return dashboard_url(self.dashboard_address, self.password if with_token else None)
 
     def _tail(self, name, n=20):
         try:
@@ -403,7 +524,8 @@ class Node:
         return self.node_id.hex()
 
     def pids(self):
-        return [p.pid for p in (self.raylet_proc, self.monitor_proc, self.redis_proc) if p]
+        return [p.pid for p in (self.raylet_proc, self.monitor_proc, self.redis_proc,
+                                self.manager_proc) if p]
 
     def signal_stop(self):
         """Ask the raylet to stop (SIGTERM) without waiting: stop() waits, so
@@ -417,12 +539,33 @@ class Node:
 
     def stop(self):
         """Stop in reverse order of start; remove the session directory."""
+        # the job manager stops its jobs first (SIGTERM, SIGKILL after a while)
+        process.terminate([self.manager_proc], timeout=config.JOB_STOP_WAIT_S + 2)
         process.terminate([self.raylet_proc])
         # the monitor first: it restarts a Redis that dies while it runs
         process.terminate([self.monitor_proc])
         process.terminate([self.redis_proc])
         if self.session_dir:
             remove_session(self.session_root, self.session_dir, self.spill_dir)
+
+
+DEFAULT_DASHBOARD_PORT = 8265   # Ray's
+
+
+def dashboard_url(address, token=None):
+    """http://HOST:PORT/ for a dashboard address (from the GCS's beamlet:cluster),
+    with ?token= when given (the link that logs in); None without an address.
+    A wildcard host (0.0.0.0) is shown as this machine's loopback."""
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    base = f"http://{host}:{port}/"
+    return base + (f"?token={token}" if token else "")
 
 
 def remove_session(root: str, session_dir: str, spill_dir=None) -> None:

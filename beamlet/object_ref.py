@@ -8,14 +8,25 @@ import concurrent.futures
 
 from . import exceptions
 from ._private import serialization
-from ._private.ids import TaskID
+from ._private.ids import OBJECT_ID_SIZE, TaskID
 from .worker import core_worker
+
+
+def _bad_id(object_id):
+    if not isinstance(object_id, bytes):
+        raise TypeError(f"ObjectRef() takes an object id: {OBJECT_ID_SIZE} bytes (e.g. "
+                        f"ref.binary()), not {type(object_id).__name__}.")
+    raise ValueError(f"ObjectRef() takes an object id of {OBJECT_ID_SIZE} bytes (e.g. "
+                     f"ref.binary()), got {len(object_id)} bytes.")
 
 
 class ObjectRef:
     __slots__ = ("id", "_core", "__weakref__")
 
     def __init__(self, object_id: bytes, _registered=False):
+        if type(object_id) is not bytes or len(object_id) != OBJECT_ID_SIZE:
+            self._core = None   # (for __del__)
+            _bad_id(object_id)
         self.id = object_id
         core = core_worker.global_worker
         self._core = core

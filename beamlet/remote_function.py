@@ -1,10 +1,13 @@
 """@remote on a function: RemoteFunction, its options, and task submission."""
+import inspect
+
 from . import connection
 from ._private import config, ids
 from ._private import options as opts
 from ._private import protocol as P
-from .submission import (FunctionExport, WithOptions, bind_check, encode_args,
-                         resource_request, return_refs, scheduling_wire, signature)
+from .submission import (FunctionExport, WithOptions, backpressure_wire, bind_check,
+                         encode_args, resource_request, retry_wire, return_refs,
+                         returns_wire, runtime_env_key, scheduling_wire, signature)
 
 
 class RemoteFunction:
@@ -16,6 +19,8 @@ class RemoteFunction:
         opts.validate(self._options, opts.TASK, f"remote function {self._name}")
         self._export = FunctionExport(fn, "remote function", self._name)
         self._sig = signature(fn)
+        # as in Ray, a generator function streams its values unless told otherwise
+        self._is_generator = inspect.isgeneratorfunction(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", "function")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
@@ -53,23 +58,22 @@ class RemoteFunction:
         core = connection.core()
         bind_check(self._sig, args, kwargs, self._name)
         key = self._export.ensure_exported(core, connection.gcs())
+        env = runtime_env_key(options)
         keep = []
         wire_args = encode_args(core, args, kwargs, keep)
-        num_returns = options.get("num_returns")
-        if num_returns is None:
-            num_returns = 1
+        num_returns = returns_wire(options.get("num_returns"), self._is_generator)
         max_retries = options.get("max_retries")
         if max_retries is None:
             max_retries = config.DEFAULT_MAX_RETRIES
-        retry = options.get("retry_exceptions", False)
-        if isinstance(retry, (list, tuple)):
-            retry = [f"{c.__module__}.{c.__qualname__}" for c in retry]
+        current = core.task
         spec = P.TaskSpec(
             ids.new_task_id(), core.job_id, P.NORMAL_TASK, key,
             options.get("name") or self._name, wire_args, list(kwargs),
             num_returns, resource_request(options), max_retries,
-            retry, scheduling=scheduling_wire(options, core.task),
-            caller=core.worker_id)
+            retry_wire(options.get("retry_exceptions", False)),
+            scheduling=scheduling_wire(options, current), caller=core.worker_id,
+            parent=current.task_id, backpressure=backpressure_wire(options),
+            runtime_env=env)
         core.submit(spec)
         refs = return_refs(spec)
         if keep:

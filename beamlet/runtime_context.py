@@ -2,6 +2,7 @@
 from . import connection
 from ._private.ids import ActorID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID
 from .actor import handle_for_current_actor
+from .runtime_env import RuntimeEnv
 
 
 class RuntimeContext:
@@ -66,6 +67,19 @@ class RuntimeContext:
     def namespace(self):
         return connection.current_namespace()
 
+    # ---- the runtime environment
+    @property
+    def runtime_env(self):
+        """The runtime environment this code runs in (the job's in the driver,
+        the task's or actor's in a worker), as workers get it: local paths are
+        package URIs (gcs://_beamlet_pkg_<sha1>.zip)."""
+        env, _ = connection.runtime_env()
+        return RuntimeEnv(**(env or {}))
+
+    def get_runtime_env_string(self) -> str:
+        """The runtime environment as JSON text (Ray's name)."""
+        return self.runtime_env.serialize()
+
     @property
     def gcs_address(self):
         h, p, _ = self._core.node_info["redis"]
@@ -111,10 +125,21 @@ class RuntimeContext:
         return bool(sched and sched[0] == "PG" and len(sched) > 3 and sched[3])
 
     def is_canceled(self) -> bool:
-        """Whether cancel() was called on the running task (a task that catches
-        the interruption can ask, and stop early)."""
+        """Whether cancel() was called on the running task or actor call: a task
+        that caught the interruption, or a call of a sync or threaded actor
+        (which cancel() does not interrupt, as in Ray), can ask and stop early.
+        Async actors: RuntimeError, as in Ray (their calls get CancelledError)."""
         self._check_worker("is_canceled()")
-        return self._core.task.cancelled
+        task = self._core.task
+        hosted = task.actor
+        if hosted is not None and hosted.is_async and task.actor_id is not None:
+            raise RuntimeError(
+                "is_canceled() is not supported in async actors (as in Ray): "
+                "cancel() raises asyncio.CancelledError in the call's coroutine "
+                "instead; catch it to clean up.")
+        if not task.cancelled:
+            self._core.conn.poll()   # a CANCEL may have come (sync actors read it here)
+        return task.cancelled
 
     def _check_worker(self, what):
         if self._core.role != "worker":

@@ -7,13 +7,31 @@ actor.py; it imports no API module.
 """
 import hashlib
 import inspect
+import os
+import sys
 import warnings
 
+from . import connection
 from ._private import config, serialization
 from ._private import protocol as P
+from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
 
 _MiB = 1024 * 1024
+
+
+def call_site() -> str:
+    """file:line of the user's code that called into beamlet (the first frame
+    outside the beamlet package): recorded when an actor is created, so that a
+    stuck get can say where the actor holding a CPU came from.  A frame walk of
+    a few steps, once per creation."""
+    f = sys._getframe(1)
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        if mod != "beamlet" and not mod.startswith("beamlet."):
+            return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+        f = f.f_back
+    return ""
 
 
 class FunctionExport:
@@ -84,14 +102,54 @@ def encode_args(core, args, kwargs, keep: list) -> list:
 
 
 def return_refs(spec):
-    """What `.remote()` returns: one ref, a list of them, or None (num_returns=0).
-    The raylet counts the returned refs as the submitter's (registered)."""
+    """What `.remote()` returns: one ref, a list of them, None (num_returns=0), or
+    an ObjectRefGenerator (streaming).  The raylet counts the returned refs as the
+    submitter's (registered)."""
     n = spec.num_returns
-    if n == 1:
+    if n == 1 or n == P.DYNAMIC:
         return ObjectRef(spec.return_ids()[0], _registered=True)
+    if n == P.STREAMING:
+        return ObjectRefGenerator(ObjectRef(spec.return_ids()[0], _registered=True))
     if n == 0:
         return None
     return [ObjectRef(rid, _registered=True) for rid in spec.return_ids()]
+
+
+_RETURNS_WIRE = {"streaming": P.STREAMING, "dynamic": P.DYNAMIC}
+
+
+def returns_wire(num_returns, is_generator: bool) -> int:
+    """TaskSpec.num_returns for the option (None: Ray's default, "streaming" for
+    a generator function, else 1)."""
+    if num_returns is None:
+        return P.STREAMING if is_generator else 1
+    return _RETURNS_WIRE.get(num_returns, num_returns)
+
+
+def retry_wire(retry):
+    """retry_exceptions as the worker checks it: a bool, or the classes' names."""
+    if isinstance(retry, (list, tuple)):
+        return [c if isinstance(c, str) else f"{c.__module__}.{c.__qualname__}"
+                for c in retry]
+    return bool(retry)
+
+
+def backpressure_wire(options) -> int:
+    """_generator_backpressure_num_objects (Ray's): 0 for none."""
+    n = options.get("_generator_backpressure_num_objects")
+    return n if n is not None and n > 0 else 0
+
+
+def runtime_env_key(options: dict):
+    """The key of the runtime environment a task or actor given `options` runs
+    in: the submitter's own (the job's, or the running task's) when the options
+    give none, else that merged with the one given, as Ray does (env_vars
+    merged, other fields replaced); local paths in it are uploaded first."""
+    env = options.get("runtime_env")
+    parent, parent_key = connection.runtime_env()
+    if not env:
+        return parent_key
+    return connection.env_resolver().child(parent, parent_key, env)[1]
 
 
 def resource_request(options: dict, default_cpus=1.0) -> dict:

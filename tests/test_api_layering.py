@@ -17,8 +17,10 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "beamlet"
 LAYERS = [
     ("core", {"beamlet._private.*", "beamlet.exceptions", "beamlet.gcs.*",
               "beamlet.worker.core_worker", "beamlet.object_ref", "beamlet.connection",
-              "beamlet.job_config", "beamlet.runtime_env", "beamlet.cloudpickle",
-              "beamlet.node", "beamlet.log_printer",
+              "beamlet.job_config", "beamlet.runtime_env", "beamlet.runtime_env.*",
+              "beamlet.cloudpickle",
+              "beamlet.node", "beamlet.log_printer", "beamlet.generator",
+              "beamlet._raylet",
               # tqdm_ray's driver side is called by the log printer; it uses only
               # the core worker
               "beamlet.experimental", "beamlet.experimental.*"}),
@@ -29,11 +31,13 @@ LAYERS = [
     ("api", {"beamlet.api", "beamlet.runtime_context"}),
     ("util", {"beamlet.util", "beamlet.util.*"}),
     # entry points: the package (re-exports) and the worker process's main
-    ("entry", {"beamlet", "beamlet.worker.main"}),
+    ("entry", {"beamlet", "beamlet.worker.main", "beamlet.worker.streaming"}),
 ]
 # process roles and tools, not part of the driver API (tests/test_layering.py)
+# (the dashboard is served by the monitor process; it reads the cluster through
+# the state API of util/)
 OUTSIDE = ("beamlet.raylet", "beamlet.scheduler", "beamlet.cli", "beamlet.cluster_utils",
-           "beamlet.__main__")
+           "beamlet.__main__", "beamlet.job_submission", "beamlet.dashboard")
 
 
 def module_name(path: pathlib.Path) -> str:

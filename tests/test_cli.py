@@ -63,7 +63,7 @@ def test_start_status_join_stop(cli_env):
         path = os.path.join(root, name, "cluster.json")
         if os.path.exists(path) and not os.path.islink(os.path.join(root, name)):
             pids += json.load(open(path))["pids"]
-    assert len(pids) == 4                              # redis, monitor, 2 raylets
+    assert len(pids) == 5            # redis, monitor, job manager, 2 raylets
     s = run(["stop"], cli_env)
     assert s.returncode == 0 and s.stdout.count("stopped") == 2, s.stdout
     from beamlet._private.process import pid_alive

@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,3 +134,98 @@ def test_head_and_worker_in_separate_namespaces(hosts, heartbeat_s, monkeypatch)
     assert int(s1) == 30_000_000 and int(s2) == 20_000_000
     st = run_in(NS_WORKER, hosts["roots"][1], ["status"])
     assert "Nodes: 2 alive" in st.stdout, st.stdout + st.stderr
+
+
+def popen_in(ns, root, cli_args, extra_env=None):
+    env = dict(os.environ, BEAMLET_SESSION_ROOT=root, **(extra_env or {}))
+    env.pop("BEAMLET_ADDRESS", None)
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
+                             "beamlet.cli"] + cli_args, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(check, timeout=90, what="condition"):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+JOB_SCRIPT = textwrap.dedent("""
+    import beamlet
+    from deploymod import where
+    beamlet.init()
+
+    @beamlet.remote(resources={"workerres": 1})
+    def on_worker():
+        from deploymod import where       # shipped by the job's working_dir
+        return where(), beamlet.get_runtime_context().get_node_id()
+
+    print("JOB", where(), *beamlet.get(on_worker.remote(), timeout=120), flush=True)
+""")
+
+
+def test_the_deployment_commands_across_hosts(hosts, tmp_path):
+    """The commands docker-compose.yml runs — `beamlet start --head --block` and
+    `beamlet start --address ... --block` on fixed ports (6379, 8076), the token
+    from a file and from the environment — on two hosts; then a job submitted
+    from the worker host runs on the head and ships its code to the worker."""
+    import secrets
+    token = secrets.token_hex(16)
+    tokfile = tmp_path / "beamlet-token"
+    tokfile.write_text(token + "\n")
+    tokfile.chmod(0o600)
+    head_ip, worker_ip = hosts["head_ip"], hosts["worker_ip"]
+    roots = hosts["roots"]
+    store = ["--object-store-memory", str(200 * 2**20), "--num-cpus", "1"]
+    head = popen_in(NS_HEAD, roots[0], [
+        "start", "--head", "--block", "--node-ip-address", head_ip, "--port", "6379",
+        "--node-manager-port", "8076", "--redis-password-file", str(tokfile), *store])
+    worker = None
+    try:
+        # (the compose file's healthcheck)
+        wait_until(lambda: run_in(NS_HEAD, roots[0], ["status"]).returncode == 0,
+                   what="the head to answer `beamlet status`")
+        worker = popen_in(NS_WORKER, roots[1], [
+            "start", "--address", f"{head_ip}:6379", "--block",
+            "--node-ip-address", worker_ip, "--node-manager-port", "8076",
+            "--resources", '{"workerres": 1}', *store],
+            extra_env={"BEAMLET_REDIS_PASSWORD": token})
+        wait_until(lambda: "Nodes: 2 alive" in run_in(NS_HEAD, roots[0], ["status"]).stdout,
+                   what="the worker node to join")
+        # both raylets listen for peers on the port given
+        ports = run_in(NS_HEAD, roots[0], None, python=(
+            "from beamlet.gcs.client import GcsClient; import sys\n"
+            f"g = GcsClient({head_ip!r}, 6379, {token!r})\n"
+            "print('PORTS', sorted(n.get('peer_port') for n in g.nodes()))"))
+        assert "PORTS ['8076', '8076']" in ports.stdout, ports.stdout + ports.stderr
+        # a job from the worker host (a client elsewhere than the head)
+        wd = tmp_path / "proj"
+        wd.mkdir()
+        (wd / "deploymod.py").write_text("def where():\n    return 'deploymod-ok'\n")
+        (wd / "script.py").write_text(JOB_SCRIPT)
+        job = run_in(NS_WORKER, roots[1], [
+            "job", "submit", "--address", f"{head_ip}:6379", "--redis-password-file",
+            str(tokfile), "--working-dir", str(wd), "--", "python", "script.py"],
+            timeout=180)
+        assert job.returncode == 0, job.stdout + job.stderr + raylet_logs(roots)
+        m = re.search(r"JOB deploymod-ok deploymod-ok (\w+)", job.stdout)
+        assert m, job.stdout
+        listed = run_in(NS_HEAD, roots[0], ["status"])
+        assert m.group(1) in listed.stdout          # it ran on a node of the cluster
+        head_node = re.search(r"^\s+(\w+) ALIVE head", listed.stdout, re.M).group(1)
+        assert m.group(1) != head_node              # ... the worker's
+    finally:
+        for p in (worker, head):                    # as `docker compose down` does
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=60) if p is not None else ("", "")
+                for p in (worker, head)]
+    assert worker.returncode == 0 and head.returncode == 0, outs
+    # the head printed how to join without the token (it came from a file)
+    assert token not in outs[1][0] and "--redis-password-file" in outs[1][0]
+    for root in roots:                              # --block stopped the nodes
+        assert not glob.glob(os.path.join(root, "session_2*")), os.listdir(root)

@@ -7,6 +7,8 @@ import os
 
 # name -> cast, for every tunable an environment variable can set
 TUNABLES = {}
+# name -> (check(value) -> bool, what it takes), for tunables with a range
+CHECKS = {}
 
 
 def flag(v) -> bool:
@@ -58,6 +60,21 @@ GCS_PENDING_WRITES_MAX = _env("GCS_PENDING_WRITES_MAX", 200_000, int)
 GCS_FLUSH_S = _env("GCS_FLUSH_S", 0.05, float)
 # Workers above the CPU count that sit idle this long exit.
 IDLE_WORKER_S = _env("IDLE_WORKER_S", 10.0, float)
+# Worker processes of a node beyond which (actors not counted) new ones start
+# only one at a time, each after a backoff (1 s, doubling up to 10 s): tasks
+# blocked in get() each hold a worker, and a pool grown without bound costs ~25
+# MiB a worker.  0: the default, twice the node's CPUs (at least 8).
+WORKER_SOFT_LIMIT = _env("WORKER_SOFT_LIMIT", 0, int)
+WORKER_CAP_BACKOFF_S = _env("WORKER_CAP_BACKOFF_S", 1.0, float)
+# The largest frame (one message) a raylet reads from a client, a peer raylet
+# or any other connection it serves: a larger length prefix closes the
+# connection at once (with the reason, to a local client) instead of buffering
+# what it claims.  Ray's gRPC limit is of the same size.
+MAX_FRAME_BYTES = _env("MAX_FRAME_BYTES", 512 * 1024 * 1024, int)
+# A TCP connection that has not completed the peer handshake within this long is
+# dropped, and at most this many may be pending at once (the oldest goes first).
+PEER_HANDSHAKE_TIMEOUT_S = _env("PEER_HANDSHAKE_TIMEOUT_S", 10.0, float)
+MAX_PENDING_PEER_HANDSHAKES = _env("MAX_PENDING_PEER_HANDSHAKES", 64, int)
 # How long a CREATE waits for arena space (others unpinning) before failing.
 CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
 # Default retries of a task whose worker died.
@@ -83,9 +100,56 @@ UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)
 # option object_spilling_directory and `beamlet start --object-spilling-directory`
 # override it.
 OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
+# Finished tasks the GCS keeps per job (the newest; beamlet:task_events:<job>):
+# what the state API lists and the timeline draws of a job's past.
+TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
+# A get()/wait() that waited this long prints, once, what it waits for (unless
+# that is work that runs); 0: never.  See beamlet/_private/stuck.py.
+STUCK_WARNING_S = _env("STUCK_WARNING_S", 10.0, float)
+# How often a process that records metrics (beamlet.util.metrics) sends what
+# changed to its raylet (one METRICS message), i.e. how fresh a scrape is.
+METRICS_REPORT_S = _env("METRICS_REPORT_S", 1.0, float)
+# With BEAMLET_GET_PROGRESS=1, a get() of at least this many refs that is still
+# waiting after GET_PROGRESS_DELAY_S draws a progress line (_private/progress.py).
+GET_PROGRESS_MIN_REFS = _env("GET_PROGRESS_MIN_REFS", 100, int)
+GET_PROGRESS_DELAY_S = _env("GET_PROGRESS_DELAY_S", 1.0, float)
 # How long a driver or the CLI tries to reach a GCS on another machine before
 # saying it cannot (the address is probed before anything else is done with it).
 GCS_CONNECT_TIMEOUT_S = _env("GCS_CONNECT_TIMEOUT_S", 5.0, float)
+
+
+
+
+def _env_or_ray(name, ray_name, default, cast, check, what):
+    """A tunable that Ray's own variable (RAY_<ray_name>) sets too; BEAMLET_<name>
+    wins.  A value that is not valid stops the process with a message naming
+    the variable and what it takes."""
+    TUNABLES[name] = cast
+    CHECKS[name] = (check, what)
+    for var in ("BEAMLET_" + name, "RAY_" + ray_name):
+        raw = os.environ.get(var)
+        if raw is None:
+            continue
+        try:
+            v = cast(raw)
+        except ValueError:
+            v = None
+        if v is None or not check(v):
+            raise ValueError(f"{var}={raw!r} is not valid: it takes {what}.")
+        return v
+    return default
+
+
+# The memory monitor (raylet/memory_monitor.py), as Ray's: when the node's memory
+# use (its cgroup's if it has a limit, else the machine's) is above this fraction,
+# the worker of the newest retriable task is killed (OutOfMemoryError).
+MEMORY_USAGE_THRESHOLD = _env_or_ray(
+    "MEMORY_USAGE_THRESHOLD", "memory_usage_threshold", 0.95, float,
+    lambda v: 0 < v <= 1, "a fraction in (0, 1], e.g. 0.95")
+# How often it looks, in milliseconds; 0 turns the monitor off.
+MEMORY_MONITOR_REFRESH_MS = _env_or_ray(
+    "MEMORY_MONITOR_REFRESH_MS", "memory_monitor_refresh_ms", 250, int,
+    lambda v: v >= 0, "a whole number of milliseconds >= 0 (0: no monitor)")
 
 
 # Ray's _system_config keys that mean the same thing here: key -> (tunable, how a
@@ -96,6 +160,8 @@ RAY_SYSTEM_CONFIG = {
     "idle_worker_killing_time_threshold_ms": ("IDLE_WORKER_S",
                                               lambda ms: float(ms) / 1000),
     "gcs_rpc_server_reconnect_timeout_s": ("GCS_RECONNECT_TIMEOUT_S", float),
+    "memory_usage_threshold": ("MEMORY_USAGE_THRESHOLD", float),
+    "memory_monitor_refresh_ms": ("MEMORY_MONITOR_REFRESH_MS", int),
 }
 
 # tunables that have an init() option of their own (they are not per process)
@@ -135,8 +201,23 @@ def system_config_env(system_config) -> dict:
         except (TypeError, ValueError):
             raise ValueError(f"_system_config[{key!r}] = {value!r} is not a valid value "
                              f"({TUNABLES[name].__name__} expected).") from None
+        if name in CHECKS and not CHECKS[name][0](TUNABLES[name](str(v))):
+            raise ValueError(f"_system_config[{key!r}] = {value!r} is not valid: it "
+                             f"takes {CHECKS[name][1]}.")
         env["BEAMLET_" + name] = str(v)
     return env
+# The most a runtime_env package (a working_dir or py_modules entry: the files
+# it holds, before compression) may hold: every node downloads it from the GCS.
+# Ray's limit.
+RUNTIME_ENV_MAX_BYTES = _env("RUNTIME_ENV_MAX_BYTES", 100 * 1024 * 1024, int)
+# Job submission (beamlet job submit): the job manager renews its liveness key
+# (beamlet:job_manager) every JOB_MANAGER_TTL_S / 3; a client finding no key says
+# the head runs no job manager.  Of a job's output, the last JOB_LOG_GCS_BYTES are
+# kept in the GCS for clients (the whole log is a file on the head).  A job being
+# stopped gets SIGTERM, then SIGKILL after JOB_STOP_WAIT_S (Ray's 3 s).
+JOB_MANAGER_TTL_S = _env("JOB_MANAGER_TTL_S", 6.0, float)
+JOB_LOG_GCS_BYTES = _env("JOB_LOG_GCS_BYTES", 16 * 1024 * 1024, int)
+JOB_STOP_WAIT_S = _env("JOB_STOP_WAIT_S", 3.0, float)
 # A remote function or actor class whose pickle is larger than this gets a warning
 # when it is exported; above the error size it is refused (ValueError, telling to
 # put() the large object instead): it travels through Redis and every worker that

@@ -142,3 +142,30 @@ def probe_redis(host: str, port: int, timeout: float) -> None:
             or reply.startswith(b"-ERR")):
         raise ConnectionError(f"something other than a beamlet GCS (Redis) listens at "
                               f"{host}:{port} (it answered {reply[:20]!r})")
+
+
+def check_listen_host(host, flag) -> str:
+    """`host` if a server of this machine can listen there: one of its addresses,
+    a name for one ("localhost"), or the wildcard (0.0.0.0 / ::: every
+    interface); else ValueError naming `flag`."""
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"{flag} must be an address of this machine (or 0.0.0.0 for "
+                         f"every interface), got {host!r}.")
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            return host
+    except ValueError:
+        pass
+    if not is_this_machine(host):
+        raise ValueError(f"{flag} {host!r} is not an address of this machine; give one "
+                         f"of {', '.join(sorted(local_ips()))}, or 0.0.0.0 for every "
+                         f"interface.")
+    return host
+
+
+def check_port(port, flag) -> int:
+    """`port` if it is a TCP port number (0: any free port); else ValueError."""
+    if type(port) is not int or not 0 <= port < 65536:
+        raise ValueError(f"{flag} must be a port number from 1 to 65535 (0: any free "
+                         f"port), got {port!r}.")
+    return port

@@ -12,6 +12,7 @@ every option marked ignored here is listed there as accepted-and-ignored.
 """
 
 from ..job_config import JobConfig
+from ..runtime_env import resolve as runtime_env_rules
 
 NUMBER = (int, float)
 
@@ -48,10 +49,9 @@ def _at_least(n, infinite=False):
 
 def _num_returns(v):
     if isinstance(v, str):
-        return (f"{v!r} (generator returns) is not supported by beamlet yet: return a "
-                f"list, or give num_returns as an int") \
-            if v in ("streaming", "dynamic") else "must be a non-negative int"
-    return None if v >= 0 else "must be a non-negative int"
+        return None if v in ("streaming", "dynamic") else \
+            "must be a non-negative int, 'streaming' or 'dynamic'"
+    return None if v >= 0 else "must be a non-negative int, 'streaming' or 'dynamic'"
 
 
 def _resources(v):
@@ -92,6 +92,11 @@ def _placement_group(v):
         "must be a PlacementGroup, 'default' or None"
 
 
+def _port(v):
+    return None if 0 <= v < 65536 else "must be a port number from 1 to 65535 (0: any " \
+        "free port)"
+
+
 def _non_empty(v):
     return None if v else "must be a non-empty string"
 
@@ -100,6 +105,14 @@ def _one_of(*values):
     def check(v):
         return None if v in values else f"must be one of {values} (or None)"
     return check
+
+
+def _runtime_env(v):
+    try:
+        runtime_env_rules.validate(v)
+    except (TypeError, ValueError) as e:
+        return f"is not one beamlet can apply: {e}"
+    return None
 
 
 def _concurrency_groups(v):
@@ -130,7 +143,8 @@ COMMON = {
     "placement_group": Option((str, object), "a PlacementGroup", _placement_group),
     "placement_group_bundle_index": Option(int, COUNT, _at_least(-1)),
     "placement_group_capture_child_tasks": Option(bool, "a bool"),
-    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)"),
+    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)",
+                          _runtime_env),
     "accelerator_type": Option(str, "a str", ignored=_NOT_ADVERTISED),
     "label_selector": Option(dict, "a dict", ignored=_NOT_ADVERTISED),
     "fallback_strategy": Option(list, "a list", ignored=_NOT_ADVERTISED),
@@ -141,7 +155,8 @@ COMMON = {
 
 TASK = {
     **COMMON,
-    "num_returns": Option((int, str), "a non-negative int", _num_returns),
+    "num_returns": Option((int, str), "a non-negative int, 'streaming' or 'dynamic'",
+                          _num_returns),
     "max_retries": Option(int, COUNT, _at_least(-1, infinite=True)),
     "retry_exceptions": Option((bool, list, tuple), "a bool or a list of exception "
                                "classes", _retry_exceptions),
@@ -150,8 +165,8 @@ TASK = {
         "the pool shrinks it")),
     "object_store_memory": Option(int, COUNT, _at_least(0), ignored=(
         "the object store is shared by the node; tasks reserve no part of it")),
-    "_generator_backpressure_num_objects": Option(int, COUNT, ignored=(
-        "generator tasks are not supported yet")),
+    # a streaming generator pauses while this many of its items are not taken
+    "_generator_backpressure_num_objects": Option(int, COUNT),
 }
 
 ACTOR = {
@@ -178,23 +193,21 @@ ACTOR = {
 
 # @method(...) and handle.method.options(...).
 METHOD = {
-    "num_returns": Option((int, str), "a non-negative int", _num_returns),
+    "num_returns": Option((int, str), "a non-negative int, 'streaming' or 'dynamic'",
+                          _num_returns),
     "concurrency_group": Option(str, "a str (a group of the actor class)"),
     "max_task_retries": Option(int, COUNT, _at_least(-1, infinite=True)),
     "name": Option(str, "a str"),
+    # retried (up to max_task_retries) when the method raises a listed exception
     "retry_exceptions": Option((bool, list, tuple), "a bool or a list of exception "
-                               "classes", _retry_exceptions, ignored=(
-        "the raylet does not retry actor calls on application exceptions yet "
-        "(only on actor death, with max_task_retries)")),
+                               "classes", _retry_exceptions),
     "enable_task_events": Option(bool, "a bool", ignored=_NO_TASK_EVENTS),
-    "_generator_backpressure_num_objects": Option(int, COUNT, ignored=(
-        "generator methods are not supported yet")),
+    "_generator_backpressure_num_objects": Option(int, COUNT),
     "tensor_transport": Option(str, "a str", ignored=(
         "values always travel through the object store")),
     "_metadata": Option(dict, "a dict", ignored=_NOT_READ),
 }
 
-_NO_DASHBOARD = "beamlet has no dashboard (`beamlet status` shows the cluster)"
 _NO_LOGGING = "beamlet does not configure the driver's Python logging"
 
 INIT = {
@@ -207,15 +220,18 @@ INIT = {
     "namespace": Option(str, "a non-empty str", _non_empty),
     "ignore_reinit_error": Option(bool, "a bool"),
     "log_to_driver": Option(bool, "a bool"),
-    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)"),
+    "runtime_env": Option(dict, "a dict (or beamlet.runtime_env.RuntimeEnv)",
+                          _runtime_env),
     "job_config": Option(JobConfig, "a beamlet.job_config.JobConfig"),
     "_redis_password": Option(str, "a str"),
     "labels": Option(dict, "a dict", ignored=_NOT_ADVERTISED),
     "local_mode": Option(bool, "a bool", ignored=(
         "tasks always run in worker processes (local_mode is deprecated in Ray)")),
-    "include_dashboard": Option(bool, "a bool", ignored=_NO_DASHBOARD),
-    "dashboard_host": Option(str, "a str", ignored=_NO_DASHBOARD),
-    "dashboard_port": Option(int, "an int", ignored=_NO_DASHBOARD),
+    # the dashboard (node.py: started with a cluster init() starts; a driver that
+    # joins a cluster uses the one its head serves)
+    "include_dashboard": Option(bool, "a bool"),
+    "dashboard_host": Option(str, "an address of this machine, or 0.0.0.0"),
+    "dashboard_port": Option(int, "a port number (0: any free port)", _port),
     "configure_logging": Option(bool, "a bool", ignored=_NO_LOGGING),
     "logging_level": Option((int, str), "a logging level", ignored=_NO_LOGGING),
     "logging_format": Option(str, "a str", ignored=_NO_LOGGING),
@@ -226,8 +242,8 @@ INIT = {
         "workers run without cgroup isolation")),
     "system_reserved_memory": Option(int, "a number of bytes", _nonneg, ignored=(
         "workers run without cgroup isolation")),
-    "_metrics_export_port": Option(int, "a port number", ignored=(
-        "beamlet exports no metrics endpoint from init()")),
+    # the node's metrics endpoint (raylet/metrics.py); 0: any free port
+    "_metrics_export_port": Option(int, "a port number (0: any free port)", _port),
     # applied by node.init_node_options: the session root, tunables of the node's
     # processes, where objects spill
     "_temp_dir": Option(str, "a path"),

@@ -297,6 +297,24 @@ class GcsClient:
                 return blob
             time.sleep(0.01)
 
+    # --- runtime environments (runtime_env/resolve.py stores, setup.py reads) --
+    def put_package(self, digest: str, blob: bytes) -> None:
+        if not self.r.exists(keys.package(digest)):
+            self.r.set(keys.package(digest), blob, nx=True)
+
+    def has_package(self, digest: str) -> bool:
+        return bool(self.r.exists(keys.package(digest)))
+
+    def get_package(self, digest: str):
+        return self.r.get(keys.package(digest))
+
+    def put_runtime_env(self, key: str, text: str) -> None:
+        self.r.set(keys.runtime_env(key), text, nx=True)
+
+    def get_runtime_env(self, key: str):
+        raw = self.r.get(keys.runtime_env(key))
+        return raw.decode() if raw is not None else None
+
     # --- jobs ------------------------------------------------------------------
     def new_job(self, driver_pid: int, node_id: bytes, namespace: str) -> bytes:
         n = self.r.incr(keys.JOB_COUNTER)
@@ -337,6 +355,56 @@ class GcsClient:
 
 def _log(*a):
     print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+class StateReader:
+    """The GCS's records of the state API (beamlet/util/state): jobs, actors,
+    placement groups and finished tasks, read in a few pipelined round trips."""
+
+    def __init__(self, r):
+        self.r = r
+
+    def _hashes(self, pattern: str) -> list:
+        names = list(self.r.scan_iter(pattern, count=1000))
+        p = self.r.pipeline(transaction=False)
+        for k in names:
+            p.hgetall(k)
+        out = []
+        for k, h in zip(names, p.execute()):
+            d = {a.decode(): b.decode("utf-8", "replace") for a, b in h.items()}
+            d["_id"] = k.decode().rsplit(":", 1)[1]
+            out.append(d)
+        return out
+
+    def jobs(self) -> list:
+        ids = sorted(x.decode() for x in self.r.smembers(keys.JOBS))
+        p = self.r.pipeline(transaction=False)
+        for i in ids:
+            p.hgetall(keys.job(bytes.fromhex(i)))
+        return [{"_id": i, **{a.decode(): b.decode("utf-8", "replace")
+                              for a, b in h.items()}}
+                for i, h in zip(ids, p.execute())]
+
+    def actors(self) -> list:
+        return self._hashes(keys.actor_pattern())
+
+    def placement_groups(self) -> list:
+        return self._hashes(keys.placement_group_pattern())
+
+    def finished_tasks(self, job_ids, limit=None):
+        """(the newest finished-task records (msgpack lists, see
+        raylet/scheduler.py task_record) of each job, at most `limit` per job;
+        job id -> how many records the GCS keeps for it)."""
+        import msgpack
+        p = self.r.pipeline(transaction=False)
+        for j in job_ids:
+            key = keys.task_events(bytes.fromhex(j))
+            p.zrange(key, -limit if limit else 0, -1)
+            p.zcard(key)
+        res = p.execute()
+        out, kept = [], {}
+        for j, members, n in zip(job_ids, res[::2], res[1::2]):
+            out.extend(msgpack.unpackb(m, raw=False) for m in members)
+            kept[j] = n
+        return out, kept
 
 
 class WriteBehind:

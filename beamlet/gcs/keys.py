@@ -6,12 +6,15 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 | key / channel                         | type   | contents                                       |
 |---------------------------------------|--------|------------------------------------------------|
 | beamlet:cluster                       | hash   | session_dir, head_node, started_at, version    |
+|                                       |        | dashboard_address (host:port of the head's     |
+|                                       |        | dashboard; absent without one)                 |
 | beamlet:nodes                         | set    | every node id ever registered                  |
 | beamlet:node:<node>                   | hash   | address, port, socket, hostname, pid, state    |
 |                                       |        | (ALIVE/DEAD), resources_total (json),          |
 |                                       |        | resources_available (json), demand (json),     |
 |                                       |        | started_at, death_reason, peer_port (the TCP   |
 |                                       |        | port peer raylets connect to), object_store_used,|
+|                                       |        | metrics_export_port (its Prometheus endpoint), |
 |                                       |        | seq (the node's last membership event number)  |
 | beamlet:heartbeats                    | zset   | node id -> Redis server time of its last beat  |
 |                                       |        | (ALIVE nodes only: a death removes the entry)  |
@@ -20,19 +23,56 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | sys_path (json: the driver's, for workers;     |
 |                                       |        | ray_alias.JOB_MARKER in it: a `beamlet run` job)|
 |                                       |        | with init(job_config=...): metadata (json),    |
-|                                       |        | default_actor_lifetime                         |
+|                                       |        | default_actor_lifetime; runtime_env (json: the |
+|                                       |        | job's, canonical); submission_id (a driver     |
+|                                       |        | started by `beamlet job submit`)               |
+|                                       |        | tasks_finished (count of finished tasks ever   |
+|                                       |        | recorded: more than the task_events kept means |
+|                                       |        | some were trimmed)                             |
 | beamlet:jobs                          | set    | job ids                                        |
-| beamlet:tasks:<node>                  | hash   | task id -> "STATE name job time" for the tasks |
-|                                       |        | of that node (write-behind, one HSET per flush;|
-|                                       |        | the last TASKS_KEPT finished ones are kept)    |
+| beamlet:task_events:<job>             | zset   | the job's finished tasks: member = a msgpack   |
+|                                       |        | record (raylet/scheduler.py task_record),      |
+|                                       |        | score = end time; written behind (one ZADD per |
+|                                       |        | job per flush) and trimmed to the newest       |
+|                                       |        | config.TASK_EVENTS_PER_JOB of them             |
+|                                       |        | (BEAMLET_TASK_EVENTS_PER_JOB, default 10,000)  |
 | beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations):      |
 |                                       |        | arena objects from their creation, small ones  |
 |                                       |        | once their id was sent to another node         |
 | beamlet:actor:<actor>                 | hash   | class, name, namespace, state, node, pid,      |
-|                                       |        | detached, restarts, death_cause                |
+|                                       |        | detached, restarts, death_cause, job,          |
+|                                       |        | worker_id, call_site (file:line of the         |
+|                                       |        | .remote() that created it), resources (json)   |
 | beamlet:actor_names:<namespace>       | hash   | actor name -> actor id                         |
 | beamlet:counter:job                   | string | last job number (INCR)                         |
 | beamlet:pg:<placement group>          | hash   | name, strategy, state, bundles (json), node    |
+| beamlet:runtime_env:<key>             | string | a runtime environment as workers get it (json: |
+|                                       |        | env_vars, working_dir and py_modules as package|
+|                                       |        | URIs, config); key = sha1 of that json [:32];  |
+|                                       |        | tasks carry the key (TaskSpec.runtime_env)     |
+| beamlet:pkg:<sha1>                    | string | a runtime_env package: a zip of a working_dir  |
+|                                       |        | or py_modules entry, named by its sha1         |
+|                                       |        | (gcs://_beamlet_pkg_<sha1>.zip); SET NX, once  |
+| beamlet:submission:<id>               | hash   | a job of `beamlet job submit` (JobDetails      |
+|                                       |        | fields): submission_id, entrypoint, status,    |
+|                                       |        | message, error_type, start_time, end_time (ms),|
+|                                       |        | metadata, runtime_env (json, canonical),       |
+|                                       |        | entrypoint_num_cpus/_num_gpus/_memory,         |
+|                                       |        | entrypoint_resources (json), driver_node_id,   |
+|                                       |        | driver_exit_code, log_path (on the head),      |
+|                                       |        | stop_requested; job_id (set by its driver's    |
+|                                       |        | init()).  The client writes it PENDING, then   |
+|                                       |        | only the job manager changes its status        |
+| beamlet:submissions                   | zset   | submission id -> time submitted (list_jobs)    |
+| beamlet:job_manager                   | string | json {pid, node_id, session_dir, started_at} of|
+|                                       |        | the head's job manager; expires unless renewed |
+|                                       |        | (JOB_MANAGER_TTL_S): its liveness              |
+| list beamlet:job_manager:requests     | list   | "submit <id>" / "stop <id>" for the manager    |
+|                                       |        | (RPUSH by clients, BLPOP by the manager)       |
+| stream beamlet:submission_logs:<id>   | stream | the job's driver output: entries {d: text,     |
+|                                       |        | o: its byte offset}; the oldest are deleted    |
+|                                       |        | past JOB_LOG_GCS_BYTES (the whole log stays in |
+|                                       |        | log_path on the head)                          |
 | channel beamlet:logs:<job>            | pubsub | worker output lines for that job's driver      |
 | channel beamlet:errors:<job>          | pubsub | warnings for a driver (infeasible tasks, ...)  |
 | channel beamlet:membership            | pubsub | node table deltas, json (below)                |
@@ -70,7 +110,9 @@ JOBS = P + "jobs"
 JOB_COUNTER = P + "counter:job"
 MEMBERSHIP = P + "membership"
 FORWARD = P + "forward"
-TASKS_KEPT = 10000
+SUBMISSIONS = P + "submissions"
+JOB_MANAGER = P + "job_manager"
+JOB_MANAGER_REQUESTS = P + "job_manager:requests"
 
 
 def node(node_id: bytes) -> str:
@@ -90,8 +132,8 @@ def job(job_id: bytes) -> str:
     return f"{P}job:{job_id.hex()}"
 
 
-def tasks(node_id: bytes) -> str:
-    return f"{P}tasks:{node_id.hex()}"
+def task_events(job_id: bytes) -> str:
+    return f"{P}task_events:{job_id.hex()}"
 
 
 def obj(object_id: bytes) -> str:
@@ -102,12 +144,22 @@ def actor(actor_id: bytes) -> str:
     return f"{P}actor:{actor_id.hex()}"
 
 
+def actor_pattern() -> str:
+    """SCAN pattern of every actor record."""
+    return f"{P}actor:*"
+
+
 def actor_names(namespace: str) -> str:
     return f"{P}actor_names:{namespace}"
 
 
 def placement_group(pg_id: bytes) -> str:
     return f"{P}pg:{pg_id.hex()}"
+
+
+def placement_group_pattern() -> str:
+    """SCAN pattern of every placement group record."""
+    return f"{P}pg:*"
 
 
 def logs_channel(job_id: bytes) -> str:
@@ -120,3 +172,19 @@ def errors_channel(job_id: bytes) -> str:
 
 def forward_to(node_id: bytes) -> str:
     return f"{P}forward_to:{node_id.hex()}"
+
+
+def runtime_env(key: str) -> str:
+    return f"{P}runtime_env:{key}"
+
+
+def package(digest: str) -> str:
+    return f"{P}pkg:{digest}"
+
+
+def submission(submission_id: str) -> str:
+    return f"{P}submission:{submission_id}"
+
+
+def submission_logs(submission_id: str) -> str:
+    return f"{P}submission_logs:{submission_id}"

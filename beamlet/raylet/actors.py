@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
+from .._private.pending import Reason, reason
 from ..gcs import keys
 from .common import desc_is_error, error_bytes, node_gpu_ids
 from .object_store import ObjState
@@ -42,7 +43,7 @@ class Actor:
                  "queue", "inflight", "max_concurrency", "restarts_left",
                  "max_task_retries", "name", "namespace", "detached", "death_cause",
                  "resources", "gpu_ids", "job_id", "class_name", "num_restarts",
-                 "keepalive", "pool", "held", "creation_task")
+                 "keepalive", "pool", "held", "creation_task", "owner", "last_done")
 
     def __init__(self, spec):
         opts = spec.actor_options or {}
@@ -71,6 +72,10 @@ class Actor:
         # restart can run the constructor again with them
         self.held = []
         self.creation_task = None            # the Task creating it now, if any
+        # the worker process that created it (None: a driver, or detached): the
+        # actor dies with it (fate sharing, as in Ray)
+        self.owner = None
+        self.last_done = 0.0      # wall time its last call ended (for call timings)
 
 
 DEAD_ACTORS_KEPT = 10_000
@@ -81,8 +86,11 @@ class Actors:
         "wire",     # (the shell, once)
         "submit_call", "created", "arg_ready", "bind_worker", "call_done",
         "creation_done", "creation_failed", "creation_freed", "worker_lost",
-        "call_kill_actor", "call_actor_state", "job_finished",
+        "call_kill_actor", "call_actor_state", "job_finished", "cancel_call",
         "kill_in_placement_group", "hand_over", "adopt", "accept_calls", "is_local",
+        # the state API and pending reasons (read only; introspection.py)
+        "all_actors", "actor", "call_reason", "running_calls", "resource_holders",
+        "owner_died",
     )
 
     def __init__(self, node_id: bytes):
@@ -90,6 +98,7 @@ class Actors:
         self.actors = {}         # actor_id -> Actor
         self.dead_actors = collections.deque()   # ids of DEAD actors, oldest first
         self.creation_to_actor = {}   # creation oid -> Actor
+        self.owned = {}          # worker id -> ids of the actors it created
 
     def wire(self, store: "ObjectStore", sched: "LocalScheduler", pool: "WorkerPool",
              cs: "ClusterScheduler", gcs: "GcsWriter", gcs_client) -> None:
@@ -102,7 +111,7 @@ class Actors:
         # bound once: used per actor call
         self.track = sched.track
         self.failed_arg = store.failed_arg
-        self.arg_descriptors = store.arg_descriptors
+        self.execute_msg = sched.execute_msg
 
     # ------------------------------------------------------------------ submission
     def submit_call(self, t):
@@ -123,11 +132,18 @@ class Actors:
         a.queue.append(t)
         self.pump_actor(a)
 
-    def created(self, t):
-        """The creation task `t` of a new actor was submitted here."""
+    def created(self, t, holder=None):
+        """The creation task `t` of a new actor was submitted here by `holder`
+        (a client connection)."""
         spec = t.spec
         a = Actor(spec)
         a.creation_task = t
+        w = getattr(holder, "worker", None)
+        if w is not None and not a.detached:
+            # created by a worker process: it owns the actor, which dies with it
+            a.owner = w
+            self.owned.setdefault(w.worker_id, set()).add(a.actor_id)
+            w.owned += 1
         incref = self.store.incref
         for oid in t.held:
             incref(oid)
@@ -176,9 +192,55 @@ class Actors:
             self.kill_actor(a, "The actor called exit_actor().", no_restart=True,
                             graceful=True)
             return True
+        if flag == "retry" and t.retries_left != 0 and not t.cancelled:
+            # retry_exceptions: the method raised a listed exception; it runs
+            # again (max_task_retries), before the calls not sent yet
+            if t.retries_left > 0:
+                t.retries_left -= 1
+            t.move(TS.WAITING_FOR_RESOURCES)
+            a.queue.appendleft(t)
+            self.pump_actor(a)
+            return True
+        # for the call's record: its worker, and when it really started (calls
+        # are sent ahead of time; a sequential actor starts one at its
+        # predecessor's end)
+        t.worker = a.worker
+        if a.max_concurrency == 1:
+            started = next((ts for ts, s in t.history if s is TS.RUNNING), 0.0)
+            t.run_start = max(started, a.last_done)
         self.sched.complete_task(t, results)
+        a.last_done = t.history[-1][0]
         self.pump_actor(a)
         return True
+
+    def cancel_call(self, t):
+        """cancel() of actor call `t` (of an actor of this node): one not sent to
+        the actor's worker yet fails now and never runs; one sent is cancelled by
+        the worker (not started: never runs; running: flagged, or its coroutine
+        cancelled), which answers with its DONE.  A sequential actor's calls run
+        in order, so those behind the first one sent have not started: they fail
+        now, and the worker drops them when it comes to them."""
+        a = self.actors.get(t.spec.actor_id)
+        if a is None:
+            self.cs.cancel_queued(t)    # a call to an actor on another node
+            return
+        err = exceptions.TaskCancelledError(t.spec.name)
+        if t in a.queue:
+            a.queue.remove(t)
+            t.move(TS.CANCELLED)
+            self.sched.fail_task(t, err)
+            return
+        tid = t.spec.task_id
+        if tid not in a.inflight or a.worker is None:
+            return
+        a.worker.conn.send([P.CANCEL, tid])
+        sequential = a.max_concurrency == 1 and \
+            not (a.creation_spec.actor_options or {}).get("is_async")
+        if sequential and next(iter(a.inflight)) != tid:
+            del a.inflight[tid]
+            t.move(TS.CANCELLED)
+            self.sched.fail_task(t, err)
+            self.pump_actor(a)
 
     def creation_done(self, a, w, t, results):
         """`a`'s constructor ran on `w` (creation task `t`, taken off `w`)."""
@@ -286,8 +348,7 @@ class Actors:
                 continue
             t.move(TS.RUNNING)
             a.inflight[t.spec.task_id] = t
-            conn.send([P.EXECUTE, t.spec.to_wire(), self.arg_descriptors(conn, t.spec),
-                       node_gpu_ids(a.pool, a.gpu_ids)])
+            conn.send(self.execute_msg(t.spec, conn, node_gpu_ids(a.pool, a.gpu_ids)))
 
     def record_actor(self, a):
         w = a.worker
@@ -296,7 +357,7 @@ class Actors:
             "state": a.state, "node": self.node_hex,
             "pid": w.pid if w else 0, "detached": int(a.detached),
             "restarts": a.num_restarts, "death_cause": a.death_cause or "",
-            "job": a.job_id.hex()})
+            "job": a.job_id.hex(), "worker_id": w.worker_id.hex() if w else ""})
 
     def actor_died(self, a, cause, restart=True):
         w = a.worker
@@ -341,6 +402,8 @@ class Actors:
         a.state = "DEAD"
         self.forget_dead_actor_later(a)
         a.death_cause = cause
+        if a.owner is not None:
+            self.disown(a)
         self.record_actor(a)
         err = exceptions.ActorDiedError(f"The actor {a.class_name} is dead: {cause}")
         for t in inflight + list(a.queue):
@@ -401,6 +464,69 @@ class Actors:
         if no_restart:
             self.actor_died(a, cause, restart=False)
             self.pool.remove(w)
+            if not (graceful and not constructing):
+                # killed: what it owned is lost now, not when its socket closes
+                # (a get right after kill() raises OwnerDiedError)
+                self.store.owner_died(w, "it was killed")
+                self.owner_died(w)
+
+    # ------------------------------------------------------------------ state API
+    def all_actors(self) -> list:
+        """Every actor of this node (the dead among the last DEAD_ACTORS_KEPT too)."""
+        return list(self.actors.values())
+
+    def actor(self, actor_id):
+        return self.actors.get(actor_id)
+
+    def running_calls(self, a) -> list:
+        """The calls of `a` its worker runs now (sent calls beyond max_concurrency
+        wait in the worker, behind these)."""
+        return list(a.inflight.values())[:a.max_concurrency]
+
+    def call_reason(self, t):
+        """Why actor call `t` is not running (pending.py's vocabulary), or None."""
+        a = self.actors.get(t.spec.actor_id)
+        if a is None:
+            return self.cs.call_reason(t)       # an actor on another node
+        what = {"actor_id": a.actor_id.hex(), "class_name": a.class_name}
+        if a.state == "PENDING_CREATION":
+            return reason(Reason.WAITING_FOR_ACTOR_CREATION, **what)
+        if a.state == "RESTARTING":
+            return reason(Reason.WAITING_FOR_ACTOR_RESTART,
+                          num_restarts=a.num_restarts, **what)
+        if t.state is TS.WAITING_FOR_ARGS and t.missing:
+            oid = self.store.pending_arg(t.spec)
+            if oid is not None and (not a.queue or a.queue[0] is t):
+                return reason(Reason.WAITING_FOR_ARGS, object_id=oid.hex())
+        running = self.running_calls(a)
+        if t.spec.task_id in a.inflight:
+            pos = list(a.inflight).index(t.spec.task_id)
+            if pos < a.max_concurrency:
+                return None     # it runs
+            ahead = pos
+        elif t in a.queue:
+            ahead = len(a.inflight) + a.queue.index(t)
+        else:
+            return None
+        return reason(Reason.QUEUED_BEHIND_ACTOR_CALLS, ahead=ahead,
+                      running=[c.spec.name for c in running],
+                      max_concurrency=a.max_concurrency, **what)
+
+    def resource_holders(self) -> list:
+        """(the ResourceSet they came from, holder) of every live actor here that
+        keeps resources for its lifetime."""
+        out = []
+        for a in self.actors.values():
+            if a.state != "ALIVE" or not a.resources or a.pool is None:
+                continue
+            res = {k: v for k, v in a.resources.items() if v}
+            if res:
+                out.append((a.pool, {
+                    "kind": "actor", "name": a.name or a.class_name,
+                    "id": a.actor_id.hex(), "pid": a.worker.pid if a.worker else None,
+                    "resources": res,
+                    "call_site": (a.creation_spec.actor_options or {}).get("call_site")}))
+        return out
 
     def call_actor_state(self, conn, actor_id):
         a = self.actors.get(actor_id)
@@ -422,6 +548,26 @@ class Actors:
         else:
             self.pool.signal(a.worker, signal.SIGKILL) if a.worker else None
         return True
+
+    def disown(self, a):
+        w, a.owner = a.owner, None
+        mine = self.owned.get(w.worker_id)
+        if mine is not None and a.actor_id in mine:
+            mine.discard(a.actor_id)
+            w.owned -= 1
+
+    def owner_died(self, w) -> None:
+        """Worker process `w` is gone: the actors it created die with it (fate
+        sharing, as in Ray), wherever they live, unless they are detached."""
+        cause = (f"The actor's owner, the worker process pid={w.pid} that created "
+                 f"it, died.")
+        for aid in self.owned.pop(w.worker_id, ()):
+            a = self.actors.get(aid)
+            if a is None:
+                self.cs.kill_remote(aid, True)      # created on another node
+            elif a.state != "DEAD":
+                a.owner = None
+                self.kill_actor(a, cause, no_restart=True)
 
     def job_finished(self, job_id):
         """The job's driver left: its non-detached actors here die with it."""

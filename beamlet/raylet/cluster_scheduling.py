@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import ids, serialization
 from .._private import protocol as P
+from .._private.pending import Reason, reason
 from ..gcs import keys
 from ..scheduler.placement import choose_node, place_bundles, spread_node
 from .actors import Actor
@@ -118,15 +119,17 @@ class ClusterScheduler:
     INTERFACE = (
         "wire",     # (the shell, once)
         "on_peer", "tick",
-        # the local scheduler's hooks
-        "route", "actor_call", "arg_ready", "cluster_total",
+        # the local scheduler's and the actors' hooks
+        "route", "actor_call", "arg_ready", "cluster_total", "cancel_queued",
         # the object manager's hooks
-        "retry", "node_died",
+        "retry", "node_died", "send_ordered",
         # the constraints' hooks
         "pg_forward", "reserve_pending", "pg_feasible", "pg_removed",
         "pg_remove_unknown",
         # the object store's and the actors' hooks
         "creation_freed", "kill_remote", "job_finished",
+        # the state API and pending reasons (read only; introspection.py)
+        "waiting_calls", "call_reason", "remote_actor_node",
     )
 
     def __init__(self, node_id: bytes):
@@ -157,7 +160,6 @@ class ClusterScheduler:
         self.resources = resources
         self.pgs = pgs
         self.put_gcs = gcs.put
-        self.task_event = gcs.task_event
         self.gcs = gcs_client
 
     # ------------------------------------------------------------------ links
@@ -200,6 +202,11 @@ class ClusterScheduler:
                 self.constraints.call_pg_remove(None, msg[1])
             finally:
                 self.removing_from_peer = False
+        elif kind == P.PEER_JOB_FINISHED:
+            # the job's driver died on another node: its work here stops too
+            self.sched.job_finished(msg[1])
+            self.actors.job_finished(msg[1])
+            self.job_finished(msg[1], tell_peers=False)
         else:
             log(f"unknown message {kind} from {peer[:12]}")
 
@@ -298,7 +305,6 @@ class ClusterScheduler:
             t.move(TS.WAITING_FOR_RESOURCES)
         t.move(TS.FORWARDED)
         self.om.note_forwarded(t, target)
-        self.task_event(t)
         args, exported = self.om.forward_args(t.spec, target)
         self.send_ordered(target, [kind, t.spec.to_wire(), args, exported])
 
@@ -344,8 +350,12 @@ class ClusterScheduler:
         for oid in held:
             self.store.decref(oid)
 
-    def job_finished(self, job_id):
-        """A driver of this node left: its non-detached actors elsewhere die."""
+    def job_finished(self, job_id, tell_peers=True):
+        """A driver of this node left: its non-detached actors elsewhere die,
+        and every other node hears that the job is over (JOB_FINISHED)."""
+        if tell_peers:
+            for node_hex in list(self.node_table.nodes):
+                self.send_ordered(node_hex, [P.PEER_JOB_FINISHED, job_id])
         for ra in list(self.remote_actors.values()):
             spec = ra.spec
             if spec is None or spec.job_id != job_id or ra.dead:
@@ -397,12 +407,22 @@ class ClusterScheduler:
         ra = self.remote_actors.get(aid)
         if ra is None:
             ra = self.remote_actors[aid] = RemoteActor(aid)
+        self.sched.track(t)     # a task of this node until it ends (cancel finds it)
         ra.queue.append(t)
         if ra.node is None and ra.dead is None:
             self.resolve(ra)
         else:
             self.pump(ra)
         return True
+
+    def cancel_queued(self, t):
+        """Actors.cancel_call hook: cancel() of a call to an actor on another node
+        that is not sent yet: it fails now (one sent is cancelled there)."""
+        ra = self.remote_actors.get(t.spec.actor_id)
+        if ra is not None and t in ra.queue:
+            ra.queue.remove(t)
+            t.move(TS.CANCELLED)
+            self.sched.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
 
     def arg_ready(self, t):
         """Actors.arg_ready hook for a call to a remote actor."""
@@ -474,6 +494,35 @@ class ClusterScheduler:
             self.actors.call_kill_actor(None, ra.actor_id, ra.pending_kill)
         ra.pending_kill = None
         self.pump(ra)
+
+    # ------------------------------------------------------------------ state API
+    def waiting_calls(self) -> list:
+        """Calls to actors on other nodes that wait here to be sent, and actor
+        creations and tasks parked until their placement group's node is known."""
+        out = [t for ra in self.remote_actors.values() for t in ra.queue]
+        for parked in self.pg_parked.values():
+            out.extend(parked)
+        return out
+
+    def remote_actor_node(self, actor_id):
+        """The node hex an actor of another node lives on, if known."""
+        ra = self.remote_actors.get(actor_id)
+        return ra.node if ra is not None else None
+
+    def call_reason(self, t):
+        """Why call `t` to an actor on another node waits here (or None)."""
+        ra = self.remote_actors.get(t.spec.actor_id)
+        if ra is None:
+            return None
+        if t not in ra.queue:
+            node = self.om.forwarded_to(t.spec.task_id)
+            return reason(Reason.FORWARDED, node_id=node) if node else None
+        if t.missing:
+            oid = self.store.pending_arg(t.spec)
+            if oid is not None:
+                return reason(Reason.WAITING_FOR_ARGS, object_id=oid.hex())
+        return reason(Reason.WAITING_FOR_REMOTE_ACTOR, actor_id=ra.actor_id.hex(),
+                      node_id=ra.node, class_name=t.spec.name.split(".")[0])
 
     # ------------------------------------------------------------------ node death
     def retry(self, t, why):

@@ -21,5 +21,11 @@ def error_bytes(err) -> bytes:
     return serialization.serialize(err).to_bytes()
 
 
+def scheduled_resources(res: dict) -> dict:
+    """A node's resources without its memory figures (reported, never waited for
+    by beamlet's scheduler): what pending reasons show."""
+    return {k: v for k, v in res.items() if k not in ("memory", "object_store_memory")}
+
+
 def log(*a):
     print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)

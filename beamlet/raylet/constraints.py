@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import ids, serialization
+from .._private.pending import Reason, reason
 from ..gcs import keys
-from .common import error_bytes
+from .common import error_bytes, scheduled_resources
 from .object_store import ObjState
 from .placement_groups import PlacementGroup, PGState
 
@@ -38,7 +39,9 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
 
 class Constraints:
     INTERFACE = ("wire", "check", "pool_for", "reserve_pending", "record",
-                 "call_pg_create", "call_pg_remove", "call_pg_table")
+                 "call_pg_create", "call_pg_remove", "call_pg_table",
+                 # the state API and pending reasons (read only; introspection.py)
+                 "pg_reason", "group_reason")
 
     def __init__(self, node_id: bytes, resources: "ResourceSet", pgs: "PlacementGroups"):
         self.node_id = node_id
@@ -100,6 +103,43 @@ class Constraints:
             self.sched.request_schedule()
             return None
         return pool
+
+    def pg_reason(self, t):
+        """Why task `t` of a placement group waits (pending.py's vocabulary)."""
+        sched, req = t.spec.scheduling, t.spec.resources
+        pg = self.pgs.get(sched[1])
+        if pg is None or pg.state is PGState.REMOVED:
+            return reason(Reason.UNKNOWN, message=f"its placement group "
+                          f"{sched[1].hex()} was removed or does not exist")
+        if pg.state is PGState.PENDING:
+            return reason(Reason.WAITING_FOR_PLACEMENT_GROUP,
+                          placement_group_id=pg.pg_id.hex(), name=pg.name or "",
+                          state=pg.state.value, cause=self.group_reason(pg))
+        idx = sched[2]
+        bundles = [b for b in pg.bundles if b.resources is not None and
+                   (idx is None or idx < 0 or b.index == idx)]
+        if not bundles:     # its bundle is on another node: sent there
+            return reason(Reason.FORWARDED, node_id=(pg.nodes or ["?"])[idx or 0])
+        b = bundles[0]
+        return reason(Reason.WAITING_FOR_RESOURCES, required=dict(req),
+                      node_id=self.node_hex, available=b.resources.snapshot(),
+                      total=dict(b.resources.total), bundle=b.index,
+                      placement_group_id=pg.pg_id.hex())
+
+    def group_reason(self, pg):
+        """Why group `pg` is not created yet; None if it is."""
+        if pg.state is not PGState.PENDING:
+            return None
+        multi = bool(self.node_table.nodes)
+        if not self.pgs.feasible_here(pg) and not (multi and self.cs.pg_feasible(pg)):
+            return reason(Reason.PLACEMENT_GROUP_INFEASIBLE,
+                          bundles=[b.request for b in pg.bundles], strategy=pg.strategy,
+                          cluster_total=scheduled_resources(self.cs.cluster_total()),
+                          nodes=1 + len(self.node_table.nodes))
+        return reason(Reason.PLACEMENT_GROUP_WAITING, required=pg.total(),
+                      node_id=self.node_hex,
+                      available=scheduled_resources(self.resources.snapshot()),
+                      total=scheduled_resources(self.resources.total))
 
     # ------------------------------------------------------------------ groups
     def reserve_pending(self):

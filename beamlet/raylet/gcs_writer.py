@@ -1,15 +1,16 @@
 """The raylet's writes to the GCS (Redis), kept off the event loop's hot path.
 
 Owns: the write-behind thread (a pipeline flushed every GCS_FLUSH_S; writes the
-  GCS could not take are kept and replayed), the task state changes not yet
-  written (task events: one HSET per flush for all of them), the ids of
-  finished tasks still listed in this node's task table, this node's record
-  (registration; its load as deltas: written and announced only when it
-  changed; its end on shutdown), and the heartbeat thread.
+  GCS could not take are kept and replayed), the tasks that ended since the last
+  flush (a bounded buffer: appending to it is all a task's end costs here; each
+  heartbeat turns it into one ZADD per job of compact records, trimmed to the
+  newest TASK_EVENTS_PER_JOB per job), this node's record (registration; its
+  load as deltas: written and announced only when it changed; its end on
+  shutdown), and the heartbeat thread.
 Uses: the GcsClient (beamlet/gcs/client.py) only; the other components hand it
   what to write (`put`), with the key templates of beamlet/gcs/keys.py.
 Messages: none; the shell calls report_load/flush_task_events each tick, every
-  component calls `put` and the task scheduler `task_event`.
+  component calls `put` and the task scheduler `task_event` when a task ends.
 
 Heartbeats: a thread of their own, so that a loop busy with a long backlog (a
   burst of 600,000 tasks, a slow handler) never delays them, while they still
@@ -29,13 +30,15 @@ import json
 import threading
 import time
 
+import msgpack
+
 from .._private import config
 from ..gcs import keys
 from ..gcs.client import GcsClient, WriteBehind, member_event
 from .common import log
-from .scheduler import TaskState
+from .scheduler import TaskState, task_record
 
-DONE_STATES = (TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED)
+_packb = msgpack.Packer(use_bin_type=True).pack
 
 
 class Heartbeat:
@@ -136,12 +139,13 @@ class GcsWriter:
         # put(op, *args, **kw): queue one redis pipeline call (e.g. "hset").
         # The write-behind's own bound method: no layer on the hot paths.
         self.put = self.wb.put
-        self.task_events = {}        # task_id -> Task whose state the GCS lacks
-        self.finished_task_ids = collections.deque()
         self.record = {}             # this node's record as last announced
         self.seq = 0                 # this node's membership events so far
         self.last_used = None        # object_store_used as last written
         self.heartbeat = None
+        # tasks that ended since the last flush (bounded: if a flush falls behind,
+        # the oldest go, as the per-job trim would drop them anyway)
+        self.ended = collections.deque(maxlen=max(config.TASK_EVENTS_PER_JOB, 1000))
 
     def register_node(self, record: dict) -> None:
         """Write and announce this node's record (at start-up)."""
@@ -177,28 +181,30 @@ class GcsWriter:
             self.put("hset", self.node_key, "object_store_used", object_store_used)
 
     def task_event(self, t) -> None:
-        """Note a task's state for the GCS; flushed in batches by flush_task_events."""
-        self.task_events[t.spec.task_id] = t
+        """Task `t` ended (finished, failed or cancelled): record it at the next
+        flush.  (On every task's end: an append, nothing more.)"""
+        self.ended.append(t)
 
     def flush_task_events(self) -> None:
-        """One HSET per flush for all tasks that changed (not one per task), and
-        trim the table to the most recent TASKS_KEPT finished tasks."""
-        if not self.task_events:
+        """One ZADD per job for the tasks that ended (not one write per task), the
+        job's count of finished tasks, and the trim to TASK_EVENTS_PER_JOB."""
+        ended = self.ended
+        if not ended:
             return
-        events, self.task_events = self.task_events, {}
-        fields = {}
-        done = self.finished_task_ids
-        for tid, t in events.items():
-            st = t.state
-            fields[tid.hex()] = f"{st.value} {t.spec.name} {t.spec.job_id.hex()} " \
-                                f"{t.history[-1][0]:.3f}"
-            if st in DONE_STATES:
-                done.append(tid.hex())
-        key = keys.tasks(self.node_id)
-        self.put("hset", key, mapping=fields)
-        if len(done) > keys.TASKS_KEPT:
-            drop = [done.popleft() for _ in range(len(done) - keys.TASKS_KEPT)]
-            self.put("hdel", key, *drop)
+        by_job = collections.defaultdict(dict)
+        node = self.node_id
+        forwarded = TaskState.FORWARDED
+        while ended:
+            t = ended.popleft()
+            if any(s is forwarded for _, s in t.history):
+                continue    # it ran on another node, which records it
+            by_job[t.spec.job_id][_packb(task_record(t, node))] = t.history[-1][0]
+        keep = config.TASK_EVENTS_PER_JOB
+        for job, members in by_job.items():
+            key = keys.task_events(job)
+            self.put("zadd", key, members)
+            self.put("zremrangebyrank", key, 0, -keep - 1)
+            self.put("hincrby", keys.job(job), "tasks_finished", len(members))
 
     def node_stopped(self) -> None:
         """The raylet stops: its record says so at once (not write-behind), and

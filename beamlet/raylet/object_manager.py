@@ -40,7 +40,8 @@ lineage); a proxy whose only source died and that cannot be rebuilt (a put
 object, or one whose owner died) is sealed with an ObjectLostError naming it.
 
 Owns: the peer links (one control connection per node, the TCP server that
-  peers connect to), the peers as holders of refs here (PeerHolder), the tasks
+  peers connect to, and the connections to it not yet authenticated: at most
+  MAX_PENDING_PEER_HANDSHAKES, each for PEER_HANDSHAKE_TIMEOUT_S), the peers as holders of refs here (PeerHolder), the tasks
   forwarded to other nodes and those run here for a peer, proxies, remote refs
   and remote-ready ids, pulls in flight, lineage of forwarded tasks, the ids
   looked up in the GCS, and its background coroutines.
@@ -67,6 +68,7 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import config, ids
 from .._private import protocol as P
+from .._private.pending import Reason, reason
 from ..gcs import keys
 from .common import error_bytes
 from ..scheduler.placement import choose_node, fits, idle_cpus
@@ -80,6 +82,7 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
     from .node_table import NodeTable
     from .objects import ObjectStore
     from .scheduler import ResourceSet
+    from .streams import Streams
     from .tasks import LocalScheduler
 
 CHUNK = 8 * 1024 * 1024
@@ -150,6 +153,12 @@ class ObjectManager:
         # for cluster placement
         "link", "forward_args", "send_task", "note_forwarded", "unforward",
         "ran_for_peer", "hold_remote", "forget_remote", "keep_for", "on_forward",
+        # generator streams across nodes (streams.py)
+        "relay_item", "relay_end", "send_gen_ack", "take_peer_result",
+        "has_live_source",
+        # the state API and pending reasons (read only; introspection.py), and
+        # the peer query that reaches other nodes' raylets for them
+        "arg_reason", "forwarded_to", "forwarded_tasks", "source_of", "query",
     )
 
     def __init__(self, node_id: bytes, token: bytes, node_ip: str, peer_port: int):
@@ -159,6 +168,7 @@ class ObjectManager:
         self.node_ip = node_ip
         self.peer_port = peer_port
         self.links = {}        # node hex -> StreamWriter (our control link to it)
+        self.handshaking = {}  # StreamWriter of each connection not yet authenticated
         self.link_locks = collections.defaultdict(asyncio.Lock)
         self.holders = {}      # node hex -> PeerHolder
         self.from_peer = {}    # task id -> node hex: tasks we run for a peer
@@ -178,14 +188,16 @@ class ObjectManager:
 
     def wire(self, node_table: "NodeTable", store: "ObjectStore",
              sched: "LocalScheduler", cs: "ClusterScheduler", resources: "ResourceSet",
-             gcs: "GcsWriter", gcs_client) -> None:
+             gcs: "GcsWriter", gcs_client, streams: "Streams", on_state=None) -> None:
         self.node_table = node_table
+        # answers a peer's PEER_STATE query (introspection.py)
+        self.on_state = on_state
         self.store = store
         self.sched = sched
         self.cs = cs
+        self.streams = streams
         self.resources = resources
         self.put_gcs = gcs.put
-        self.task_event = gcs.task_event
         self.gcs = gcs_client
 
     # ------------------------------------------------------------------ lifecycle
@@ -413,7 +425,8 @@ class ObjectManager:
         if L is not None and oid in L.remote:
             self.reexecute(L, why)
             return
-        if self.sched.has_task(tid) or tid in self.forwarded:
+        item = self.streams.is_item(oid)
+        if (self.sched.has_task(tid) or tid in self.forwarded) and not item:
             return      # being made (again) here
         if o.state is not ObjState.PENDING:
             return
@@ -421,7 +434,8 @@ class ObjectManager:
         self.remote_ready.pop(oid, None)
         self.remote_refs.pop(oid, None)
         what = ("it was made by put(), so it cannot be rebuilt" if ids.is_put_object(oid)
-                else "the node that owns its task is gone, so it cannot be rebuilt")
+                else "it is a value a generator task yielded, which is not rebuilt"
+                if item else "the node that owns its task is gone, so it cannot be rebuilt")
         err = exceptions.ObjectLostError(
             f"Object {oid.hex()} is lost: {why}, and {what}. Keep a reference to the "
             f"data on a live node, or recompute it.")
@@ -536,7 +550,6 @@ class ObjectManager:
         spec = t.spec
         self.forwarded[spec.task_id] = [t, node_hex]
         args, exported = self.forward_args(spec, node_hex)
-        self.task_event(t)
         self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args, exported]))
 
     def note_forwarded(self, t, node_hex):
@@ -671,16 +684,71 @@ class ObjectManager:
                 self.ready_elsewhere(o, peer)
         self.drop_temp(temp)
 
-    def cancel(self, t, force):
+    def cancel(self, t, force, recursive=True):
         """LocalScheduler hook (cancel()): pass it on to the node running our task."""
         entry = self.forwarded.get(t.spec.task_id)
-        if entry is not None:
-            self.spawn(self.send(entry[1], [P.PEER_CANCEL, t.spec.task_id, bool(force)]))
+        if entry is None:
+            return
+        msg = [P.PEER_CANCEL, t.spec.task_id, bool(force), bool(recursive)]
+        if t.spec.kind == P.NORMAL_TASK:
+            self.spawn(self.send(entry[1], msg))
+        else:
+            # after the call itself, which went through the ordered outbox
+            self.cs.send_ordered(entry[1], msg)
 
     def on_cancel(self, peer, msg):
         task_id, force = msg[1], msg[2]
+        recursive = msg[3] if len(msg) > 3 else True
         if self.from_peer.get(task_id) == peer:
-            self.sched.call_cancel(None, ids.return_id(task_id, 1), force, False)
+            self.sched.call_cancel(None, ids.return_id(task_id, 1), force, recursive)
+
+    # ------------------------------------------------------------------ generator streams
+    def relay_item(self, peer, task_id, index, o):
+        """Streams hook: item `index` of a generator task we run for `peer` is
+        sealed here: send it (an arena one stays here, held for `peer` until its
+        RELEASE), in order with the stream's end."""
+        if o.data is not None:
+            result = [P.INLINE, o.data, o.is_error, list(o.contained)]
+            exported = self.export_refs(peer, list(o.contained))
+        else:
+            self.keep_for(peer, o.oid)
+            result = [P.REMOTE, o.size, o.is_error, list(o.contained)]
+            exported = []
+        self.cs.send_ordered(peer, [P.PEER_GEN_ITEM, task_id, index, result, exported])
+
+    def relay_end(self, peer, task_id, count):
+        """Streams hook: that task's stream ended with `count` items."""
+        self.cs.send_ordered(peer, [P.PEER_GEN_END, task_id, count])
+
+    def send_gen_ack(self, task_id, consumed, stop):
+        """Streams hook: our generator task runs on another node: tell it how far
+        its consumer here is (or to stop)."""
+        entry = self.forwarded.get(task_id)
+        if entry is not None:
+            self.cs.send_ordered(entry[1], [P.PEER_GEN_ACK, task_id, consumed,
+                                            bool(stop)])
+
+    def take_peer_result(self, peer, oid, result, exported, wanted):
+        """One result a peer sent (as in TASK_DONE) for PENDING entry `oid`: seal
+        it (inline) or make it a proxy of the peer's copy (REMOTE, held for us);
+        not `wanted`: release what the peer holds for us."""
+        temp = self.import_refs(peer, exported)
+        o = self.store.get(oid)
+        if wanted and o is not None and o.state is ObjState.PENDING:
+            if result[0] == P.INLINE:
+                self.store.seal_inline(o, result[1], result[2], result[3])
+            else:
+                self.proxies[oid] = [peer]
+                self.hold_remote(oid, peer)
+                self.ready_elsewhere(o, peer)
+        elif result[0] == P.REMOTE:
+            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+        self.drop_temp(temp)
+
+    def has_live_source(self, oid) -> bool:
+        """A node that is alive holds (or makes) `oid` for us."""
+        nt = self.node_table
+        return any(n in nt.nodes and n not in nt.dead for n in self.proxies.get(oid, ()))
 
     def defer_infeasible_warning(self, t):
         """Warn at the next tick if no node can run it then either (a node that
@@ -734,8 +802,49 @@ class ObjectManager:
         h = self.holders.pop(node_hex, None)
         if h is not None:
             self.store.release_holder(h)
+            self.streams.holder_lost(h)     # streams it consumed (tasks run for it)
+        self.streams.node_died(node_hex)
         # proxies whose only source it was fail (or are rebuilt) when next wanted;
         # those wanted now are being pulled, and their pull notices
+
+    # ------------------------------------------------------------------ state API
+    def arg_reason(self, oid):
+        """FETCHING_ARGS if `oid` is sealed on another node and not copied here
+        yet; None otherwise (the caller says what makes it)."""
+        node = self.remote_ready.get(oid)
+        if node is None:
+            return None
+        return reason(Reason.FETCHING_ARGS, object_id=oid.hex(), from_node=node)
+
+    def forwarded_to(self, task_id):
+        """The node a task of ours was sent to, or None."""
+        entry = self.forwarded.get(task_id)
+        return entry[1] if entry is not None else None
+
+    def forwarded_tasks(self) -> list:
+        """(Task, node hex) of every task of ours running on another node."""
+        return [(t, n) for t, n in self.forwarded.values()]
+
+    def source_of(self, oid):
+        """A node that has or will have `oid`, which is not here: where it is
+        sealed, where its task was sent, or where its proxy points."""
+        return self.where_else(oid, None)
+
+    async def query(self, node_hex, payload, timeout=10.0):
+        """Ask the raylet of `node_hex` (PEER_STATE on a connection of its own) and
+        return its answer; raises on a node that does not answer in `timeout`."""
+        rec = await self.node_table.record(node_hex, wait_s=min(timeout, 2.0))
+        loop = asyncio.get_running_loop()
+        sock = await peers.sock_connect(loop, rec["address"], int(rec["peer_port"]),
+                                        self.token, self.node_hex, timeout)
+        try:
+            await loop.sock_sendall(sock, P.frame([P.PEER_STATE, payload]))
+            msg = await asyncio.wait_for(peers.sock_read_frame(loop, sock), timeout)
+        finally:
+            sock.close()
+        if msg[0] != P.PEER_STATE_REPLY:
+            raise ConnectionError(f"node {node_hex[:12]} answered {msg[0]}")
+        return msg[1]
 
     # ------------------------------------------------------------------ pulls
     def start_pull(self, oid, sources=None):
@@ -946,14 +1055,26 @@ class ObjectManager:
 
     # ------------------------------------------------------------------ serving
     async def serve(self, reader, writer):
-        """A connection from a peer: authenticate, then handle its messages."""
+        """A connection from a peer: authenticate, then handle its messages.
+        At most MAX_PENDING_PEER_HANDSHAKES connections may be unauthenticated
+        at once: past that the oldest is dropped (hundreds of idle connections
+        cost a few, and never lock real peers out)."""
         addr = writer.get_extra_info("peername")
+        pending = self.handshaking
+        pending[writer] = None
+        while len(pending) > max(1, config.MAX_PENDING_PEER_HANDSHAKES):
+            oldest = next(iter(pending))
+            del pending[oldest]
+            oldest.close()
         try:
-            peer = await peers.accept_handshake(reader, writer, self.token)
+            peer = await peers.accept_handshake(reader, writer, self.token,
+                                                config.PEER_HANDSHAKE_TIMEOUT_S)
         except Exception as e:
-            log(f"refused a connection from {addr}: {e}")
+            log(f"refused a connection from {addr}: {e!r}")
             writer.close()
             return
+        finally:
+            pending.pop(writer, None)
         dead = self.node_table.dead
         if peer in dead:
             # a node the cluster declared dead (stalled, cut off) is fenced: its
@@ -980,6 +1101,17 @@ class ObjectManager:
                     self.store.drop_refs(self.holder(peer), msg[1])
                 elif kind == P.PEER_CANCEL:
                     self.on_cancel(peer, msg)
+                elif kind == P.PEER_GEN_ITEM:
+                    self.streams.on_peer_item(peer, msg)
+                elif kind == P.PEER_GEN_END:
+                    self.streams.on_peer_end(peer, msg)
+                elif kind == P.PEER_GEN_ACK:
+                    self.streams.on_peer_ack(peer, msg)
+                elif kind == P.PEER_STATE:
+                    result = self.on_state(msg[1])
+                    if asyncio.iscoroutine(result):
+                        result = await result
+                    writer.write(P.frame([P.PEER_STATE_REPLY, result]))
                 elif kind >= P.PEER_ACTOR_CREATE:
                     self.cs.on_peer(peer, msg)   # cluster_scheduling.py
                 else:

@@ -46,7 +46,7 @@ class IllegalTransition(RuntimeError):
 class Obj:
     __slots__ = ("oid", "state", "data", "offset", "size", "is_error", "refcount",
                  "pins", "contained", "waiters", "last_access", "spill_path",
-                 "free_when_unpinned", "owner_task", "restoring")
+                 "free_when_unpinned", "owner_task", "restoring", "owner")
 
     def __init__(self, oid, owner_task=None):
         self.oid = oid
@@ -64,6 +64,7 @@ class Obj:
         self.free_when_unpinned = False
         self.owner_task = owner_task
         self.restoring = False    # being read back from its spill file
+        self.owner = None         # the worker process that put it (its owner)
 
     def move(self, new_state):
         if new_state not in TRANSITIONS[self.state]:
@@ -189,9 +190,32 @@ class ObjectTable:
         return c
 
     def pinned(self, oid):
-        """The object an UNPIN refers to: live, or freed but still mapped."""
-        o = self.objects.get(oid)
-        return o if o is not None else self.freed_pinned.get(oid)
+        """The object an UNPIN refers to: freed (or replaced) but still mapped, or
+        live."""
+        o = self.freed_pinned.get(oid)
+        return o if o is not None else self.objects.get(oid)
+
+    def replace_with_error(self, o: Obj, data: bytes) -> None:
+        """Sealed `o` becomes the inline error `data` (its owner died: the value
+        is lost, as in Ray).  An arena range processes still map stays allocated
+        until their last UNPIN, as the range of a freed object would."""
+        if o.data is not None:
+            self.inline_bytes -= o.size
+        elif o.offset >= 0:
+            if o.pins > 0:
+                ghost = Obj(o.oid)
+                ghost.state = ObjState.FREED
+                ghost.offset, ghost.size, ghost.pins = o.offset, o.size, o.pins
+                ghost.free_when_unpinned = True
+                self.freed_pinned[o.oid] = ghost
+            else:
+                self.allocator.free(o.offset, o.size)
+            o.offset = -1
+            o.pins = 0
+        o.data = data
+        o.size = len(data)
+        o.is_error = True
+        self.inline_bytes += o.size
 
     def release_memory(self, o: Obj) -> None:
         """Return the memory of an object that is being freed."""

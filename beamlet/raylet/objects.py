@@ -20,6 +20,7 @@ Records: an Obj (object_store.py) is handed to other components by `get`; they
 """
 import collections
 import concurrent.futures
+import errno
 import mmap
 import os
 import sys
@@ -63,6 +64,7 @@ class ObjectStore:
         "used", "memory_report",
         # objects and references
         "get", "get_or_create", "incref", "decref", "watch", "forget",
+        "forget_unwanted", "owner_died",
         "drop_refs", "unpin", "release_holder",
         # values
         "seal_inline", "seal_arena", "seal_results", "run_waiters",
@@ -70,6 +72,8 @@ class ObjectStore:
         "request_restore",
         # the arena, for pulls from other nodes
         "reserve_now", "abort_create", "arena_slice", "prefault",
+        # the state API and pending reasons (read only; introspection.py)
+        "pending_arg", "waiting_on", "all_objects",
     )
 
     def __init__(self, node_id: bytes, session_dir: str, arena_size: int, spill_dir=""):
@@ -88,6 +92,8 @@ class ObjectStore:
         self.pending_creates = []    # (deadline, conn, req, Obj, size)
         self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.watched = set()         # ids whose freeing others must hear of
+        self.owned = {}              # worker id -> ids of the live objects it put
+        self.waiting = set()         # the Getters that wait (what is blocked on what)
         self.arena_fd = self.arena = self.arena_view = self.arena_path = None
         self.loop = None
 
@@ -123,7 +129,10 @@ class ObjectStore:
             pass
 
     def stats(self) -> dict:
-        return self.table.stats()
+        st = self.table.stats()
+        # CREATEs and restores waiting for arena room (spills, or unpins)
+        st["waiting_for_room"] = len(self.pending_creates) + len(self.pending_restores)
+        return st
 
     def used(self) -> int:
         """Arena bytes in use."""
@@ -156,6 +165,8 @@ class ObjectStore:
                 self.om_pending_freed(o)   # a remote object nobody here needs now
             return  # freed when its value arrives (seal sees refcount 0)
         del self.objects[o.oid]
+        if o.owner is not None:
+            self.disown(o)
         if st is ObjState.SPILLED:
             self.table.spilled_bytes -= o.size
             if not o.restoring:   # else restore_done removes the file
@@ -188,6 +199,60 @@ class ObjectStore:
         """Drop a PENDING entry whose value will never come here."""
         del self.objects[o.oid]
         o.move(ObjState.FREED)
+
+    # ------------------------------------------------------------------ ownership
+    # As in Ray, the process that put an object owns it: when that worker process
+    # dies (an actor killed or crashed, a task's worker that crashed), the objects
+    # it put and that are still referenced are lost -- their get raises
+    # OwnerDiedError.  A worker owning live objects is not ended as idle
+    # (Worker.owned, which the pool reads), as Ray keeps such workers.
+    def own(self, w, o):
+        if o.owner is None:
+            o.owner = w
+            self.owned.setdefault(w.worker_id, set()).add(o.oid)
+            w.owned += 1
+
+    def disown(self, o):
+        w, o.owner = o.owner, None
+        mine = self.owned.get(w.worker_id)
+        if mine is not None and o.oid in mine:
+            mine.discard(o.oid)
+            w.owned -= 1
+
+    def owner_died(self, w, how) -> None:
+        """Worker `w` is gone (`how`: its exit): the objects it owns are lost."""
+        what = f"the worker process pid={w.pid}"
+        for oid in self.owned.pop(w.worker_id, ()):
+            o = self.objects.get(oid)
+            if o is None or o.owner is not w or o.restoring or \
+                    o.state not in (ObjState.SEALED, ObjState.SPILLED):
+                continue
+            o.owner = None
+            w.owned -= 1
+            err = error_bytes(exceptions.OwnerDiedError(
+                f"Object {oid.hex()} is lost: its owner, {what} that put() it, died "
+                f"({how or 'it ended'}). As in Ray, an object lives only as long as "
+                f"the process that created it; return the value itself from the "
+                f"task or actor method instead of a ref made by put()."))
+            if o.state is ObjState.SPILLED:
+                self.table.spilled_bytes -= o.size
+                try:
+                    os.unlink(o.spill_path)
+                except OSError:
+                    pass
+                o.spill_path = None
+                o.move(ObjState.SEALED)
+            if o.size >= config.INLINE_THRESHOLD:
+                self.put_gcs("hdel", keys.obj(oid), self.node_hex)
+            self.table.replace_with_error(o, err)
+
+    def forget_unwanted(self, oid) -> None:
+        """Drop PENDING entry `oid` if nothing wants it any more (no ref, no
+        waiter, no component watching it): its value will never be needed."""
+        o = self.objects.get(oid)
+        if o is not None and o.state is ObjState.PENDING and o.refcount <= 0 and \
+                not o.waiters and oid not in self.watched:
+            self.forget(o)
 
     def on_ref_add(self, conn, msg):
         objects = self.objects
@@ -257,12 +322,25 @@ class ObjectStore:
             self.table.freed_pinned.pop(o.oid, None)
             self.table.release_memory(o)
             self.memory_freed()
+        elif (self.pending_creates or self.pending_restores) and \
+                o.state is ObjState.SEALED and o.in_arena:
+            # it can be spilled now: the CREATEs and restores waiting for room
+            # must not wait for their deadline (CREATE_WAIT_S) to find that out
+            self.make_room()
 
-    def pin_descriptor(self, conn, o):
-        """Descriptor of a sealed object for `conn`, counting the pin if in the arena."""
+    def pin_descriptor(self, conn, o, file_ok=False):
+        """Descriptor of a sealed object for `conn`, counting the pin if in the
+        arena.  A spilled object is restored; if no room can be made for it
+        (everything mapped, or the disk too full to spill others), a local
+        process (`file_ok`) reads it from its spill file instead (a FILE
+        descriptor, no pin: the file's bytes never change, and a process that
+        maps it keeps them even once the file is removed)."""
         if o.state is ObjState.SPILLED:
             err = self.restore(o)
             if err:
+                if file_ok:
+                    o.last_access = time.monotonic()
+                    return [P.FILE, o.spill_path, o.size, o.is_error]
                 return [P.INLINE, error_bytes(err), True]
         o.last_access = time.monotonic()
         if o.data is None:
@@ -277,7 +355,7 @@ class ObjectStore:
         for a in spec.args:
             if a[0] == P.ARG_REF:
                 o = objects.get(a[1])
-                out.append(self.pin_descriptor(conn, o) if o is not None
+                out.append(self.pin_descriptor(conn, o, True) if o is not None
                            else self.lost_descriptor(a[1]))
         return out
 
@@ -309,6 +387,8 @@ class ObjectStore:
         o = self.table.get_or_create(oid)
         o.refcount += 1
         conn.refs[oid] += 1
+        if conn.worker is not None and ids.is_put_object(oid):
+            self.own(conn.worker, o)
         self.seal_inline(o, data, False, contained)
 
     def seal_inline(self, o, data, is_error, contained):
@@ -351,6 +431,8 @@ class ObjectStore:
         if ids.is_put_object(oid) and o.state is ObjState.PENDING:
             o.refcount += 1
             conn.refs[oid] += 1
+            if conn.worker is not None:
+                self.own(conn.worker, o)
         self.try_create(conn, req, o, size, time.monotonic() + config.CREATE_WAIT_S)
 
     def try_create(self, conn, req, o, size, deadline):
@@ -375,8 +457,8 @@ class ObjectStore:
         if self.pending_restores:
             pend, self.pending_restores = self.pending_restores, {}
             for o, deadline in pend.items():
-                if o.state is ObjState.SPILLED:
-                    self.request_restore(o, deadline)
+                if o.state is ObjState.SPILLED and not self.request_restore(o, deadline):
+                    self.restore_impossible(o)
         if self.pending_creates:
             pend, self.pending_creates = self.pending_creates, []
             for deadline, conn, req, o, size in pend:
@@ -397,7 +479,7 @@ class ObjectStore:
         off = self.table.reserve(o, size)
         while off is None:
             victims = self.table.spill_candidates()
-            if not victims or self.spill(victims[0]):
+            if not victims or self.spill(victims[0]) is not None:
                 return None
             off = self.table.reserve(o, size)
         return off
@@ -448,7 +530,13 @@ class ObjectStore:
             self.spill_done, o, path, f))
 
     def write_spill_file(self, path, offset, size):
-        """(spill thread) Write one object's bytes to `path`."""
+        """Write one object's bytes to `path` (in the spill thread, or on the
+        loop for a synchronous spill).  A disk without room for them fails
+        before anything is written; a failed write leaves no file behind."""
+        free = self.disk_free()
+        if free is not None and free < size:
+            raise OSError(errno.ENOSPC, f"No space left on device for {size} bytes",
+                          path)
         try:
             with open(path, "wb") as f:
                 f.write(self.arena_view[offset:offset + size])
@@ -458,6 +546,31 @@ class ObjectStore:
             except OSError:
                 pass
             raise
+
+    def disk_free(self):
+        """Bytes an unprivileged writer may still use in the spill directory."""
+        try:
+            st = os.statvfs(self.spill_dir)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def spill_error(self, size, err, what="An object of {size} bytes does not fit"):
+        """(error class name, message) for a store that is full while spilling
+        to make room failed with OSError `err`: OutOfDiskError when the disk is
+        full, with the sizes and the directory."""
+        st = self.table.stats()
+        free = self.disk_free()
+        disk = errno.ENOSPC, errno.EDQUOT
+        text = (f"{what.format(size=size)}: the object store is full "
+                f"({st['arena_used']} of {st['arena_capacity']} bytes used) and "
+                f"spilling objects to {self.spill_dir} failed ({err.strerror or err}"
+                f"{'' if free is None else f'; {free} bytes free there'}). "
+                + ("Free disk space there, spill elsewhere (object_spilling_directory), "
+                   if err.errno in disk else "Make that directory writable, ")
+                + "or release references to large objects. The objects already "
+                  "stored are kept.")
+        return ("OutOfDiskError" if err.errno in disk else "ObjectStoreFullError"), text
 
     def spill_done(self, o, path, fut):
         self.spilling_bytes -= o.size
@@ -473,14 +586,16 @@ class ObjectStore:
             if o.pins <= 0:
                 self.unpinned(o)   # releases the range if it was freed
             if err is not None:
-                msg = (f"The object store is full and spilling to {self.spill_dir} "
-                       f"failed ({err}); free disk space there, or release references "
-                       f"to large objects.")
-                log("spill failed:", msg)
+                # the object stays in memory; what waited for its room fails
+                # (a CREATE) or is read from its spill file (a get's restore)
+                log("spill failed:", self.spill_error(o.size, err)[1])
                 for _, conn, req, _, size in self.pending_creates:
-                    conn.send([P.REPLY, req, [None, f"An object of {size} bytes does "
-                               f"not fit in the object store. {msg}"]])
+                    kind, text = self.spill_error(size, err)
+                    conn.send([P.REPLY, req, [None, text, kind]])
                 self.pending_creates = []
+                pend, self.pending_restores = self.pending_restores, {}
+                for r in pend:
+                    self.restore_impossible(r)
                 return
         else:
             self.table.release_memory(o)
@@ -509,25 +624,19 @@ class ObjectStore:
         self.pending_creates = keep
         for o, deadline in list(self.pending_restores.items()):
             if now >= deadline and not self.spilling_bytes:
-                # give up: the waiters take the synchronous path, which
-                # reports the full store
+                # give up: the waiters take the synchronous path (which
+                # reads it from its file if there is still no room)
                 del self.pending_restores[o]
-                w, o.waiters = o.waiters, []
-                self.run_waiters(w)
+                self.restore_impossible(o)
 
     def spill(self, o):
-        """Move a sealed arena object to a file.  Returns an error message or None."""
+        """Move a sealed arena object to a file (synchronously).  Returns the
+        OSError if it could not be written (the object stays in memory)."""
         path = os.path.join(self.spill_dir, o.oid.hex())
         try:
-            with open(path, "wb") as f:
-                f.write(self.arena_view[o.offset:o.offset + o.size])
+            self.write_spill_file(path, o.offset, o.size)
         except OSError as e:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            return (f"The object store is full and spilling to {self.spill_dir} failed "
-                    f"({e}); free disk space or release references to objects.")
+            return e
         self.table.release_memory(o)
         o.move(ObjState.SPILLED)
         o.spill_path = path
@@ -547,11 +656,15 @@ class ObjectStore:
         if off is None and prefetch:
             return False
         if off is None:
-            # wait for room, as a CREATE does (spilling others, or processes
-            # releasing what they map); expire_creates ends the wait
+            # wait for room, as a CREATE does (spilling others); expire_creates
+            # ends the wait.  If nothing can be spilled now (everything is
+            # mapped), the object is read from its file instead of waiting.
             self.pending_restores[o] = deadline or (time.monotonic() +
                                                     config.CREATE_WAIT_S)
             self.make_room()
+            if not self.spilling_bytes:
+                del self.pending_restores[o]
+                return False
             return True
         o.restoring = True
         path = o.spill_path
@@ -559,6 +672,12 @@ class ObjectStore:
         fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(
             self.restore_done, o, path, off, f))
         return True
+
+    def restore_impossible(self, o):
+        """No room can be made for spilled `o` now: the gets waiting for its
+        restore are answered (from its spill file, see pin_descriptor)."""
+        w, o.waiters = o.waiters, []
+        self.run_waiters(w)
 
     def read_spill_file(self, path, off, size):
         """(spill thread) Read a spilled object's bytes into the arena."""
@@ -615,7 +734,9 @@ class ObjectStore:
                     f"(object_store_memory).")
             err = self.spill(victims[0])
             if err:
-                return exceptions.ObjectStoreFullError(err)
+                kind, text = self.spill_error(size, err, what=f"Cannot restore spilled "
+                                              f"object {o.oid.hex()} ({{size}} bytes)")
+                return getattr(exceptions, kind)(text)
             off = self.table.allocator.alloc(size)
         with open(o.spill_path, "rb") as f:
             f.readinto(self.arena_view[off:off + size])
@@ -661,6 +782,8 @@ class ObjectStore:
                     conn.refs[oid] += 1
                     continue
                 ready += 1
+            elif o.state is ObjState.SPILLED and not self.request_restore(o):
+                ready += 1      # no room can be made now: read from its file
             elif not fetch and om.sealed_elsewhere(oid):
                 ready += 1      # wait(fetch_local=False): sealed on another node
         if ready >= num_returns or timeout == 0:
@@ -678,15 +801,17 @@ class ObjectStore:
                 cb = lambda g=g: self.getter_progress(g)
                 if not fetch:
                     cb = om.nofetch_callback(cb)
+                if o.state is ObjState.SPILLED and not (restore and (
+                        o.restoring or o in self.pending_restores)):
+                    continue    # counted ready above (a wait, or read from its file)
                 o.waiters.append(cb)
-                if o.state is ObjState.SPILLED:
-                    self.request_restore(o)
-                elif multi and o.state is ObjState.PENDING:
+                if multi and o.state is ObjState.PENDING:
                     om.wanted(o, fetch, cb)     # pull it if it is on another node
         if timeout is not None and timeout >= 0:
             g.timer = self.loop.call_later(timeout, self.finish_getter, g)
+        self.waiting.add(g)
         w = conn.worker
-        if w is not None and self.block_worker(w):
+        if w is not None and self.block_worker(w, oids):
             g.worker = w    # its CPU is lent back while it waits
 
     def getter_progress(self, g):
@@ -700,6 +825,7 @@ class ObjectStore:
         if g.done:
             return
         g.done = True
+        self.waiting.discard(g)
         if g.timer is not None:
             g.timer.cancel()
         conn = g.conn
@@ -715,7 +841,7 @@ class ObjectStore:
                 if o is None:
                     out.append(self.lost_descriptor(oid))
                 elif o.state is ObjState.SEALED or o.state is ObjState.SPILLED:
-                    out.append(self.pin_descriptor(conn, o))
+                    out.append(self.pin_descriptor(conn, o, True))
                 else:
                     out.append(None)
             conn.send([P.REPLY, g.req, out])
@@ -731,6 +857,34 @@ class ObjectStore:
             conn.send([P.REPLY, g.req, ready])
 
     # ------------------------------------------------------------------ introspection
+    def pending_arg(self, spec):
+        """The first ref argument of a task that is not here yet, or None."""
+        objects = self.objects
+        for a in spec.args:
+            if a[0] == P.ARG_REF:
+                o = objects.get(a[1])
+                if o is not None and (o.state is ObjState.PENDING or
+                                      o.state is ObjState.CREATING):
+                    return a[1]
+        return None
+
+    def all_objects(self) -> list:
+        """Every object entry of this node (records: read them, do not change them)."""
+        return list(self.objects.values())
+
+    def waiting_on(self, conn) -> list:
+        """[(kind "get" | "wait", oids not ready)] of the gets and waits `conn` is
+        blocked in."""
+        out = []
+        objects = self.objects
+        for g in list(self.waiting):
+            if g.conn is conn and not g.done:
+                missing = [oid for oid in g.oids if (o := objects.get(oid)) is not None
+                           and o.state in (ObjState.PENDING, ObjState.CREATING)]
+                if missing:
+                    out.append((g.kind, missing))
+        return out
+
     def memory_report(self, holders, pinners) -> dict:
         """Every object of this node with where it is and who keeps it alive
         (what `beamlet memory` prints).  `holders`: oid -> [who holds a ref]

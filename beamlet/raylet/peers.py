@@ -17,10 +17,10 @@ import struct
 
 import msgpack
 
+from .._private import config
 from .._private import protocol as P
 
 _len = struct.Struct("<I")
-CONTROL_MAX = 1 << 30      # a FORWARD carries inline arguments: be generous
 
 
 class PeerAuthError(ConnectionError):
@@ -39,10 +39,17 @@ def _decode(body):
 
 
 # --- stream (asyncio StreamReader/Writer) side: the listener and control links -----
-async def read_frame(reader, max_size=CONTROL_MAX):
+def _check_size(n, max_size):
+    cap = config.MAX_FRAME_BYTES if max_size is None else max_size
+    if n > cap:
+        raise PeerAuthError(f"a frame of {n} bytes is larger than the maximum of {cap} "
+                            f"bytes" + ("" if max_size else " (BEAMLET_MAX_FRAME_BYTES)"))
+
+
+async def read_frame(reader, max_size=None):
+    """One frame of at most `max_size` bytes (default: config.MAX_FRAME_BYTES)."""
     (n,) = _len.unpack(await reader.readexactly(4))
-    if n > max_size:
-        raise PeerAuthError(f"frame of {n} bytes exceeds {max_size}")
+    _check_size(n, max_size)
     return _decode(await reader.readexactly(n))
 
 
@@ -87,12 +94,11 @@ async def sock_recv_exact_into(loop, sock, view):
         view = view[n:]
 
 
-async def sock_read_frame(loop, sock, max_size=CONTROL_MAX):
+async def sock_read_frame(loop, sock, max_size=None):
     hdr = bytearray(4)
     await sock_recv_exact_into(loop, sock, memoryview(hdr))
     (n,) = _len.unpack(hdr)
-    if n > max_size:
-        raise PeerAuthError(f"frame of {n} bytes exceeds {max_size}")
+    _check_size(n, max_size)
     body = bytearray(n)
     await sock_recv_exact_into(loop, sock, memoryview(body))
     return _decode(bytes(body))

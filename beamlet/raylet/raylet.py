@@ -8,9 +8,12 @@ the loop.
                                handler table,    ├─ Constraints      constraints.py
     peer raylets ──tcp─────────────────────────▶ ├─ ObjectManager    object_manager.py
                                tick (heartbeat)  ├─ ClusterScheduler cluster_scheduling.py
+                                                 ├─ Streams          streams.py
                                                  ├─ NodeTable        node_table.py
                                                  ├─ WorkerPool       worker_pool.py
-                                                 └─ GcsWriter        gcs_writer.py
+                                                 ├─ MemoryMonitor    memory_monitor.py
+                                                 ├─ GcsWriter        gcs_writer.py
+                                                 └─ Introspection    introspection.py
 
 Each component owns its state and declares the methods others may call
 (INTERFACE); the shell hands each one the components it uses (`wire`) and
@@ -20,8 +23,9 @@ the connection and written once per loop turn (coalesced).  The drawing of
 the components and their calls: docs/architecture.md.
 
 Owns: the client connections (Conn: a driver's or worker's socket, and the
-  refs and pins it holds), the drivers by job, the function and sys.path
-  caches served to workers, startup and shutdown.
+  refs and pins it holds), the drivers by job, the function, sys.path and
+  runtime environment caches served to workers, the calls answered later (those
+  that ask other nodes), startup and shutdown.
 Uses: every component, through its INTERFACE.
 Messages: HELLO and CALL (the calls table: some calls are answered here,
   the others go to their component); every other message goes to the
@@ -49,11 +53,15 @@ from .cluster_scheduling import ClusterScheduler
 from .common import log
 from .constraints import Constraints
 from .gcs_writer import GcsWriter
+from .memory_monitor import MemoryMonitor
+from .introspection import Introspection
+from .metrics import MetricsExporter
 from .node_table import NodeTable
 from .object_manager import ObjectManager
 from .objects import ObjectStore
 from .placement_groups import PlacementGroups
 from .scheduler import ResourceSet
+from .streams import Streams
 from .tasks import LocalScheduler
 from .worker_pool import WorkerPool
 
@@ -86,11 +94,22 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data):
         handle = self.handlers
-        for msg in self.reader.feed(data):
+        reader = self.reader
+        for msg in reader.feed(data):
             try:
                 handle[msg[0]](self, msg)
             except Exception:
-                log("error handling", P.NAMES[msg[0]], traceback.format_exc())
+                log("error handling", P.NAMES[msg[0]] if 0 <= msg[0] < len(P.NAMES)
+                    else msg[0], traceback.format_exc())
+        if reader.error is not None and not self.closed:
+            # a frame over the cap (or garbage): nothing is buffered for it; the
+            # client hears why before the connection closes
+            why = f"{reader.error}; the raylet closed this connection"
+            log(f"client pid={self.pid} ({self.role}):", why)
+            if self.out:
+                self.flush()
+            self.transport.write(P.frame([P.CLOSING, why]))
+            self.transport.close()
 
     def connection_lost(self, exc):
         self.closed = True
@@ -122,8 +141,8 @@ class Raylet:
         self.drivers = {}        # job_id -> Conn
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
+        self.runtime_envs = {}   # runtime env key -> its JSON text (from the GCS)
         self.stopping = False
-        self.calls_running = set()   # calls that wait (on the GCS), by their task
         self.gcs = GcsClient(args.redis_host, args.redis_port, args.redis_password)
 
         # --- the components (each file's docstring says what it owns and uses)
@@ -132,10 +151,13 @@ class Raylet:
         self.resources = ResourceSet(json.loads(args.resources))
         self.pgs = PlacementGroups(self.resources)
         self.gcsw = GcsWriter(self.gcs, node, config.GCS_FLUSH_S)
-        self.pool = WorkerPool(self.socket_path, self.session_dir, node,
-                               keep_idle=max(int(self.resources.total.get("CPU", 1)), 1))
+        cpus = max(int(self.resources.total.get("CPU", 1)), 1)
+        self.pool = WorkerPool(self.socket_path, self.session_dir, node, keep_idle=cpus,
+                               soft_limit=config.WORKER_SOFT_LIMIT or max(8, 2 * cpus))
         self.store = ObjectStore(node, self.session_dir, args.object_store_memory,
                                  spill_dir=args.spill_dir)
+        # kills the newest retriable task's worker when the node runs low on memory
+        self.memory = MemoryMonitor(node)
         self.sched = LocalScheduler(self.resources, self.session_dir)
         self.actors = Actors(node)
         self.constraints = Constraints(node, self.resources, self.pgs)
@@ -147,23 +169,41 @@ class Raylet:
                                 getattr(args, "peer_port", 0) or 0)
         # cross-node scheduling (remote actors, strategies, placement groups)
         self.cs = ClusterScheduler(node)
+        # the values generator tasks yield, handed to their consumers
+        self.streams = Streams()
+        # the state API, pending reasons, stuck diagnoses
+        self.intro = Introspection(node, args.node_ip)
+        # the node's metrics endpoint (Prometheus text)
+        self.metrics = MetricsExporter(node, args.redis_password, args.metrics_export_host,
+                                       args.metrics_export_port)
 
         # --- who calls whom
         store, sched, actors, cons, om, cs, gcsw = (
             self.store, self.sched, self.actors, self.constraints, self.om, self.cs,
             self.gcsw)
-        self.pool.wire(gcs=gcsw, on_start_failed=sched.workers_fail_to_start)
+        self.pool.wire(gcs=gcsw, on_start_failed=sched.workers_fail_to_start,
+                       env_of=self.runtime_env_of)
+        self.memory.wire(pool=self.pool, gcs=gcsw)
         store.wire(gcs=gcsw, node_table=self.node_table, om=om, sched=sched,
                    actors=actors, cs=cs)
         sched.wire(store=store, pool=self.pool, actors=actors, constraints=cons, om=om,
-                   cs=cs, node_table=self.node_table, gcs=gcsw, pgs=self.pgs)
+                   cs=cs, node_table=self.node_table, gcs=gcsw, pgs=self.pgs,
+                   streams=self.streams)
+        self.streams.wire(store=store, sched=sched, om=om)
         actors.wire(store=store, sched=sched, pool=self.pool, cs=cs, gcs=gcsw,
                     gcs_client=self.gcs)
         cons.wire(sched=sched, store=store, actors=actors, cs=cs,
                   node_table=self.node_table, gcs=gcsw)
         self.node_table.wire(on_death=om.node_died, on_fenced=self.fence)
+        self.metrics.wire(sched=sched, pool=self.pool, store=store,
+                          resources=self.resources)
         om.wire(node_table=self.node_table, store=store, sched=sched, cs=cs,
-                resources=self.resources, gcs=gcsw, gcs_client=self.gcs)
+                resources=self.resources, gcs=gcsw, gcs_client=self.gcs,
+                streams=self.streams, on_state=self.intro.on_peer_state)
+        self.intro.wire(sched=sched, actors=actors, store=store, pool=self.pool,
+                        constraints=cons, pgs=self.pgs, cs=cs, om=om,
+                        node_table=self.node_table, resources=self.resources,
+                        drivers=self.driver_list, client_refs=self.client_refs)
         cs.wire(node_table=self.node_table, om=om, sched=sched, actors=actors,
                 constraints=cons, store=store, resources=self.resources, pgs=self.pgs,
                 gcs=gcsw, gcs_client=self.gcs)
@@ -175,24 +215,32 @@ class Raylet:
             P.WAIT: store.on_wait, P.REF_ADD: store.on_ref_add,
             P.REF_DEL: store.on_ref_del, P.UNPIN: store.on_unpin, P.DONE: sched.on_done,
             P.CALL: self.on_call, P.RETURNED: sched.on_returned,
+            P.ITEM: self.streams.on_item, P.GEN_NEXT: self.streams.on_gen_next,
+            P.GEN_DROP: self.streams.on_gen_drop,
+            P.METRICS: self.metrics.on_metrics,
         }
         self.calls = {
             "resources": self.call_resources, "fetch_function": self.call_fetch_function,
             "kill_actor": actors.call_kill_actor, "cancel": sched.call_cancel,
             "job_sys_path": self.call_job_sys_path,
+            "runtime_env": self.call_runtime_env,
             "memory": self.call_memory, "actor_state": actors.call_actor_state,
             "status": self.call_status, "pg_create": cons.call_pg_create,
             "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
             "ping": lambda conn: "pong",
             "testing_block_loop": self.call_testing_block_loop,
+            "state": self.intro.call_state, "explain": self.intro.call_explain,
         }
+        self.call_tasks = set()  # calls answered later (they ask other nodes)
 
     # ------------------------------------------------------------------ startup
     async def main(self):
         self.loop = asyncio.get_running_loop()
         self.pool.start(self.loop)
+        self.memory.start(self.loop)
         self.sched.start(self.loop)
         self.store.start(self.loop)
+        self.streams.start(self.loop)
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         server = await self.loop.create_unix_server(
@@ -203,6 +251,7 @@ class Raylet:
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
         if self.args.owner_pid:
             self.watch_owner(self.args.owner_pid)
+        await self.metrics.start()
         peer_port = await self.om.start()
         # the view of the other nodes first: ALIVE in the GCS means ready
         await self.node_table.start(self.loop)
@@ -215,7 +264,8 @@ class Raylet:
             "resources_available": self.resources.snapshot(), "demand": [],
             "peer_port": peer_port,
             "object_store_memory": self.store.arena_size, "started_at": time.time(),
-            "session_dir": self.session_dir, "is_head": int(self.args.head)})
+            "session_dir": self.session_dir, "is_head": int(self.args.head),
+            "metrics_export_port": self.metrics.port})
         self.gcsw.start_heartbeats(self.loop, self.fenced_elsewhere)
         for _ in range(self.args.prestart):
             self.pool.start_worker()
@@ -227,10 +277,12 @@ class Raylet:
         finally:
             ticker.cancel()
             server.close()
+            self.metrics.close()
             self.om.close()
+            self.memory.close()
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
-            pending = [ticker, *self.pool.output_tasks(), *self.calls_running]
+            pending = [ticker, *self.pool.output_tasks(), *self.call_tasks]
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -274,7 +326,8 @@ class Raylet:
             await asyncio.sleep(config.HEARTBEAT_S)
             self.om.tick()
             self.cs.tick()
-            self.gcsw.report_load(self.resources.snapshot(), self.sched.heartbeat_demand(),
+            self.gcsw.report_load(self.resources.snapshot(),
+                                  self.intro.demand_reasons(self.sched.heartbeat_demand()),
                                   self.store.used())
             self.gcsw.flush_task_events()
             self.pool.check()
@@ -349,17 +402,30 @@ class Raylet:
 
     def client_lost(self, conn):
         self.clients.discard(conn)
-        if conn.worker is not None:
-            w = conn.worker
+        w = conn.worker
+        how = None
+        if w is not None:
             how = self.pool.lost(w)
             if how is not None:     # (None: removed on purpose, reaped)
                 self.sched.worker_lost(w, how)
         self.store.release_holder(conn)
+        self.streams.holder_lost(conn)      # the generators it consumed
+        self.metrics.client_lost(conn)
+        if w is not None:
+            # what the process owned dies with it (as in Ray): the objects it
+            # put, the actors it created
+            self.store.owner_died(w, how)
+            self.actors.owner_died(w)
         if conn.role == "driver" and self.drivers.get(conn.job_id) is conn:
             del self.drivers[conn.job_id]
-            # the driver left: its non-detached actors die with it
+            # the job's record says it ended (the state API's list_jobs)
+            self.gcsw.put("hset", keys.job(conn.job_id), mapping={
+                "state": "SUCCEEDED", "end_time": time.time()})
+            # the driver left: its tasks stop and its non-detached actors die
+            # with it, on every node (detached actors stay)
             self.actors.job_finished(conn.job_id)
             self.cs.job_finished(conn.job_id)
+            self.sched.job_finished(conn.job_id)
 
     # ------------------------------------------------------------------ calls
     def on_call(self, conn, msg):
@@ -369,19 +435,22 @@ class Raylet:
         except Exception as e:
             result = {"error": f"{type(e).__name__}: {e}"}
         if asyncio.iscoroutine(result):
-            # a call that waits (on the GCS): answered when it is done, while the
-            # loop goes on with everything else
-            t = self.loop.create_task(self._answer(conn, req, result))
-            self.calls_running.add(t)
-            t.add_done_callback(self.calls_running.discard)
+            # it waits for other nodes or the GCS: reply when it is done (owned here,
+            # cancelled at shutdown)
+            t = self.loop.create_task(self.call_later(conn, req, result))
+            self.call_tasks.add(t)
+            t.add_done_callback(self.call_tasks.discard)
             return
         if req:
             conn.send([P.REPLY, req, result])
 
-    async def _answer(self, conn, req, coro):
+    async def call_later(self, conn, req, coro):
         try:
             result = await coro
+        except asyncio.CancelledError:
+            raise
         except Exception as e:
+            log("call failed:", traceback.format_exc())
             result = {"error": f"{type(e).__name__}: {e}"}
         if req:
             conn.send([P.REPLY, req, result])
@@ -389,6 +458,15 @@ class Raylet:
     def off_loop(self, fn, *args):
         """`fn(*args)` in a thread (a GCS read: the loop never waits on Redis)."""
         return self.loop.run_in_executor(None, fn, *args)
+
+    def driver_list(self) -> list:
+        """The drivers connected here (the state API's workers of type DRIVER)."""
+        return [{"pid": c.pid, "job_id": c.job_id.hex() if c.job_id else None}
+                for c in self.clients if c.role == "driver"]
+
+    def client_refs(self) -> list:
+        """(role, pid, refs, pins) of every client connection (read only)."""
+        return [(c.role, c.pid, c.refs, c.pins) for c in self.clients]
 
     def call_resources(self, conn):
         return {"total": self.resources.total, "available": self.resources.snapshot()}
@@ -417,13 +495,30 @@ class Raylet:
             return cache[job_id]
         return read()
 
+    def call_runtime_env(self, conn, key):
+        """A runtime environment (JSON text, None if the GCS has none by that
+        key), for a worker started for it."""
+        text = self.runtime_envs.get(key)
+        if text is None:
+            text = self.gcs.get_runtime_env(key)
+            if text is not None:
+                self.runtime_envs[key] = text   # immutable: named by its content
+        return text
+
+    def runtime_env_of(self, key):
+        """The runtime environment `key` as a dict (None if unknown): the worker
+        pool reads its env_vars when it starts a worker for it."""
+        text = self.call_runtime_env(None, key)
+        return json.loads(text) if text else None
+
     def call_status(self, conn):
         return {"resources": self.call_resources(conn),
                 "demand": self.sched.demand(),
                 "infeasible": self.sched.infeasible_report(),
                 "workers": self.pool.state_counts(),
+                "workers_peak": self.pool.peak_count(),
                 "tasks_sent_ahead": self.sched.sent_ahead_count(),
-                "store": self.store.stats()}
+                "store": self.store.stats(), "memory": self.memory.report()}
 
     def call_testing_block_loop(self, conn, seconds):
         """Fault injection (BEAMLET_TESTING_HOOKS=1 only): hold the event loop for
@@ -481,6 +576,10 @@ def parse_args(argv=None):
     ap.add_argument("--head", action="store_true")
     ap.add_argument("--peer-port", type=int, default=0,
                     help="TCP port for peer raylets (0: any free port)")
+    ap.add_argument("--metrics-export-port", type=int, default=0,
+                    help="TCP port of the node's metrics endpoint (0: any free port)")
+    ap.add_argument("--metrics-export-host", default="127.0.0.1",
+                    help="address the metrics endpoint listens on (default loopback)")
     ap.add_argument("--spill-dir", default="",
                     help="where to spill objects (default: the session's spill/)")
     args = ap.parse_args(argv)

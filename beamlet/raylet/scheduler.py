@@ -46,7 +46,7 @@ class IllegalTransition(RuntimeError):
 class Task:
     __slots__ = ("spec", "state", "missing", "worker", "retries_left", "history",
                  "gpu_ids", "held", "warned_infeasible", "cancelled", "pool",
-                 "started", "force_cancel")
+                 "started", "force_cancel", "urgent", "error_type", "run_start")
 
     def __init__(self, spec):
         self.spec = spec
@@ -62,6 +62,9 @@ class Task:
         self.pool = None           # the ResourceSet it took resources from
         self.started = 0.0         # time.monotonic() when it started running
         self.force_cancel = False  # cancel(force=True) of a task sent ahead
+        self.urgent = False        # a blocked task waits for it: queue it first
+        self.error_type = None     # class name of the error the raylet failed it with
+        self.run_start = 0.0       # wall time an actor call started (call_done)
 
     def move(self, new_state):
         if new_state not in TRANSITIONS[self.state]:
@@ -72,6 +75,116 @@ class Task:
         self.state = new_state
         if len(self.history) < 16:
             self.history.append((time.time(), new_state))
+
+
+# the raylet's clocks: task starts are time.monotonic() (cheap, on the hot
+# path); rows show wall times
+_WALL_OFFSET = time.time() - time.monotonic()
+_RAY_KINDS = ("NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK")
+
+
+def ray_state(t) -> str:
+    """The task's state in Ray's vocabulary (beamlet/_private/state_rows.py)."""
+    st = t.state
+    actor_call = t.spec.kind == 2
+    if st is S.RUNNING:
+        w = t.worker
+        return "RUNNING_IN_RAY_GET" if w is not None and w.state.value == "BLOCKED" \
+            and w.task is t else "RUNNING"
+    if st is S.WAITING_FOR_ARGS:
+        return "PENDING_ACTOR_TASK_ARGS_FETCH" if actor_call else "PENDING_ARGS_AVAIL"
+    if st is S.WAITING_FOR_RESOURCES:
+        if actor_call:
+            return "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY"
+        return "SUBMITTED_TO_WORKER" if t.worker is not None else \
+            "PENDING_NODE_ASSIGNMENT"
+    if st is S.FORWARDED:
+        return "PENDING_NODE_ASSIGNMENT"
+    if st is S.CANCELLED:
+        return "FAILED"
+    return st.value
+
+
+def run_start(t) -> float:
+    """When `t` (its last attempt) started running, wall time, 0 if it did not:
+    its RUNNING transition (the clock its end is read with), an actor call's
+    corrected start (Actors.call_done), else its dispatch time."""
+    if t.run_start:
+        return t.run_start
+    for ts, s in reversed(t.history):
+        if s is S.RUNNING:
+            return ts
+    return t.started + _WALL_OFFSET if t.started else 0.0
+
+
+def task_row(t, node_hex: str, worker=None, reason=None, detail=True) -> dict:
+    """A task as a state-API row (Ray's TaskState fields; `worker`: the Worker
+    that runs or ran it when the task does not say, as for actor calls)."""
+    spec = t.spec
+    w = t.worker or worker
+    hist = t.history
+    state = ray_state(t)
+    done = t.state in (S.FINISHED, S.FAILED, S.CANCELLED)
+    err = "TASK_CANCELLED" if t.state is S.CANCELLED else t.error_type
+    if err is None and t.state is S.FAILED:
+        err = "TASK_EXECUTION_EXCEPTION"
+    start = run_start(t)
+    kind = _RAY_KINDS[spec.kind]
+    name = spec.name
+    row = {
+        "task_id": spec.task_id.hex(),
+        "attempt_number": max(0, spec.max_retries - t.retries_left)
+        if spec.max_retries >= 0 else 0,
+        "name": name, "state": state, "job_id": spec.job_id.hex(),
+        "actor_id": spec.actor_id.hex() if spec.actor_id else None,
+        "type": kind,
+        "func_or_class_name": f"{name}.__init__" if spec.kind == 1 else name,
+        "parent_task_id": None,
+        "node_id": node_hex if t.state is not S.FORWARDED else None,
+        "worker_id": w.worker_id.hex() if w is not None and state != \
+            "PENDING_NODE_ASSIGNMENT" else None,
+        "worker_pid": w.pid if w is not None and state != "PENDING_NODE_ASSIGNMENT"
+        else None,
+        "error_type": err,
+        "pending_reason": reason,
+    }
+    if t.state is S.FORWARDED:
+        row["forwarded"] = True
+    if detail:
+        sched = spec.scheduling
+        row.update({
+            "language": "PYTHON",
+            "required_resources": dict(spec.resources),
+            "placement_group_id": sched[1].hex() if sched and sched[0] == "PG"
+            else None,
+            "creation_time_ms": int(hist[0][0] * 1000),
+            "start_time_ms": int(start * 1000) if start and t.state is not
+            S.WAITING_FOR_ARGS else None,
+            "end_time_ms": int(hist[-1][0] * 1000) if done else None,
+            "events": [{"state": s.value, "created_ms": int(ts * 1000)}
+                       for ts, s in hist],
+        })
+    return row
+
+
+def task_record(t, node_id: bytes) -> list:
+    """A finished task as the GCS keeps it (a compact msgpack list: built on the
+    raylet's loop for every task that ends, so it is kept cheap; expanded to a
+    row by beamlet/_private/state_rows.row_from_record)."""
+    spec = t.spec
+    w = t.worker
+    hist = t.history
+    st = t.state
+    start = run_start(t)
+    sched = spec.scheduling
+    return [spec.task_id, spec.job_id, spec.kind, spec.name, spec.actor_id,
+            "FAILED" if st is S.CANCELLED else st.value,
+            "TASK_CANCELLED" if st is S.CANCELLED else t.error_type,
+            w.pid if w is not None else None, w.worker_id if w is not None else None,
+            hist[0][0], start, hist[-1][0], spec.resources,
+            sched[1] if sched and sched[0] == "PG" else None,
+            spec.max_retries - t.retries_left if spec.max_retries > 0 else 0,
+            node_id]
 
 
 EPS = 1e-9
@@ -156,10 +269,12 @@ class ReadyQueue:
 
     @staticmethod
     def shape(spec):
-        """Tasks with equal resources and placement constraints share a FIFO."""
+        """Tasks with equal resources, placement constraints and runtime
+        environment (their workers are pooled by it) share a FIFO."""
         sched = spec.scheduling
         return (tuple(sorted(spec.resources.items())),
-                tuple(sched) if sched and sched[0] in ("PG", "NODE") else None)
+                tuple(sched) if sched and sched[0] in ("PG", "NODE") else None,
+                spec.runtime_env)
 
     def push(self, task, front=False):
         key = self.shape(task.spec)
@@ -175,6 +290,21 @@ class ReadyQueue:
     def heads(self):
         """(shape key, deque) pairs whose deque is non-empty."""
         return [(k, q) for k, q in self.by_shape.items() if q]
+
+    def to_front(self, task) -> bool:
+        """Move queued `task` to the front of its FIFO (a blocked task waits for
+        it); whether it was queued.  Searched from the back: the tasks a
+        blocked one waits for are usually the ones it has just submitted."""
+        q = self.by_shape.get(self.shape(task.spec))
+        if not q:
+            return False
+        n = len(q)
+        for i, t in enumerate(reversed(q)):
+            if t is task:
+                del q[n - 1 - i]
+                q.appendleft(task)
+                return True
+        return False
 
     def remove(self, task) -> bool:
         q = self.by_shape.get(self.shape(task.spec))

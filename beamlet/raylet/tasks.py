@@ -17,8 +17,10 @@ Uses: ObjectStore (refs, waiting for arguments, argument descriptors, sealing
   on another node, a peer's task ended, cancel a forwarded task);
   ClusterScheduler (route: a strategy or an actor's resources point elsewhere;
   the cluster's total for the infeasible warning); NodeTable (whether other
-  nodes exist); GcsWriter (task events, warnings).
-Messages: SUBMIT, DONE, RETURNED; the "cancel" call.
+  nodes exist); GcsWriter (task events, warnings); Streams (a generator task's
+  stream: opened at submission, told of dispatches and ends).
+Messages: SUBMIT, DONE, RETURNED; the "cancel" call (recursive: the tasks each
+  cancelled task submitted, by TaskSpec.parent).
 """
 import signal
 import time
@@ -28,8 +30,10 @@ from typing import TYPE_CHECKING
 from .. import exceptions
 from .._private import config, ids, process
 from .._private import protocol as P
+from .._private.pending import Reason, reason
+from .._private.state_rows import error_type
 from ..gcs import keys
-from .common import desc_is_error, error_bytes, log, node_gpu_ids
+from .common import desc_is_error, error_bytes, log, node_gpu_ids, scheduled_resources
 from .object_store import ObjState
 from .scheduler import ReadyQueue, Task, TaskState
 from .worker_pool import WState
@@ -44,6 +48,7 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
     from .objects import ObjectStore
     from .placement_groups import PlacementGroups
     from .scheduler import ResourceSet
+    from .streams import Streams
     from .worker_pool import WorkerPool
 
 TS = TaskState
@@ -57,6 +62,7 @@ class LocalScheduler:
         "start",
         # scheduling
         "request_schedule", "track", "has_task", "push_ready", "dequeue",
+        "execute_msg",
         "add_infeasible", "is_infeasible", "drop_infeasible", "place_infeasible",
         "warn_infeasible", "offload", "backlog",
         # ends of tasks
@@ -65,9 +71,12 @@ class LocalScheduler:
         "notify_end",
         # workers
         "worker_lost", "workers_fail_to_start", "block_worker", "unblock_worker",
+        "job_finished",
         # reports
         "demand", "heartbeat_demand", "infeasible_report", "sent_ahead_count",
         "held_refs",
+        # the state API and pending reasons (read only; introspection.py)
+        "all_tasks", "task", "pending_reason", "resource_holders", "queue_heads",
     )
 
     def __init__(self, resources: "ResourceSet", session_dir: str):
@@ -84,8 +93,10 @@ class LocalScheduler:
 
     def wire(self, store: "ObjectStore", pool: "WorkerPool", actors: "Actors",
              constraints: "Constraints", om: "ObjectManager", cs: "ClusterScheduler",
-             node_table: "NodeTable", gcs: "GcsWriter", pgs: "PlacementGroups") -> None:
+             node_table: "NodeTable", gcs: "GcsWriter", pgs: "PlacementGroups",
+             streams: "Streams") -> None:
         self.store = store
+        self.streams = streams
         self.pool = pool
         self.actors = actors
         self.constraints = constraints
@@ -114,6 +125,8 @@ class LocalScheduler:
             o = get_or_create(oid, t)
             o.refcount += 1
             conn.refs[oid] += 1
+        if spec.num_returns == P.STREAMING:
+            self.streams.open(conn, t)
         for a in spec.args:
             if a[0] == P.ARG_VALUE:
                 for oid in a[2]:   # refs nested in a by-value argument
@@ -145,8 +158,7 @@ class LocalScheduler:
             return
         self.tasks[spec.task_id] = t
         if spec.kind == P.ACTOR_CREATION_TASK:
-            self.actors.created(t)
-        self.task_event(t)
+            self.actors.created(t, conn)
         if t.missing == 0:
             self.make_ready(t)
 
@@ -207,7 +219,7 @@ class LocalScheduler:
             self.infeasible.append(t)
             self.warn_infeasible()
             return
-        self.ready.push(t)
+        self.ready.push(t, front=t.urgent)
         self.request_schedule()
 
     def push_ready(self, t, front=False) -> None:
@@ -281,6 +293,89 @@ class LocalScheduler:
     def sent_ahead_count(self) -> int:
         return self.sent_ahead
 
+    # ------------------------------------------------------------------ state API
+    # Read only, computed when asked (a `beamlet list`, a stuck get's diagnosis),
+    # never on the paths every task takes.
+    def all_tasks(self) -> list:
+        """Every task of this node not yet ended (normal tasks, actor creations,
+        calls of the actors here)."""
+        return list(self.tasks.values())
+
+    def task(self, task_id):
+        return self.tasks.get(task_id)
+
+    def queue_heads(self) -> list:
+        """The first task of each ready FIFO (a resource shape) and of each shape
+        of the infeasible list."""
+        out = [q[0] for _shape, q in self.ready.heads()]
+        seen = set()
+        for t in self.infeasible:
+            key = tuple(sorted(t.spec.resources.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(t)
+        return out
+
+    def pending_reason(self, t):
+        """Why `t` (a normal task or an actor creation of this node) is not
+        running, as this scheduler sees it (pending.py's vocabulary); None if it
+        runs or ended."""
+        st, spec = t.state, t.spec
+        req = spec.resources
+        if st is TS.WAITING_FOR_ARGS:
+            oid = self.store.pending_arg(spec)
+            if oid is not None:
+                return self.om.arg_reason(oid) or reason(
+                    Reason.WAITING_FOR_ARGS, object_id=oid.hex())
+            return None
+        if st is TS.FORWARDED:
+            return reason(Reason.FORWARDED, node_id=self.om.forwarded_to(spec.task_id))
+        if st is not TS.WAITING_FOR_RESOURCES:
+            return None
+        w = t.worker
+        if w is not None:
+            cur = w.task
+            return reason(Reason.QUEUED_ON_WORKER, worker_pid=w.pid,
+                          behind=cur.spec.name if cur is not None else "?")
+        if t in self.infeasible:
+            return reason(Reason.INFEASIBLE, required=dict(req),
+                          cluster_total=scheduled_resources(self.cs.cluster_total()))
+        sched = spec.scheduling
+        if sched and sched[0] == "PG":
+            return self.constraints.pg_reason(t)
+        node = self.pool.node_id.hex()
+        if self.resources.fits(req):
+            return reason(Reason.WAITING_FOR_WORKER, node_id=node,
+                          starting=self.pool.starting_count())
+        return reason(Reason.WAITING_FOR_RESOURCES, required=dict(req), node_id=node,
+                      available=scheduled_resources(self.resources.snapshot()),
+                      total=scheduled_resources(self.resources.total))
+
+    def resource_holders(self) -> list:
+        """(the ResourceSet it took them from, holder) for each running task of
+        this node that holds resources (a worker blocked in get holds no CPU)."""
+        out = []
+        for w in self.pool.all():
+            t = w.task
+            if t is None or t.state is not TS.RUNNING or t.pool is None:
+                continue
+            res = dict(t.spec.resources)
+            if w.lent:
+                for k in w.lent:
+                    res.pop(k, None)
+            res = {k: v for k, v in res.items() if v}
+            if not res:
+                continue
+            creation = t.spec.kind == P.ACTOR_CREATION_TASK
+            out.append((t.pool, {
+                "kind": "actor" if creation else "task",
+                "name": t.spec.name, "pid": w.pid, "resources": res,
+                "id": (t.spec.actor_id if creation else t.spec.task_id).hex(),
+                "creating": creation,
+                "call_site": (t.spec.actor_options or {}).get("call_site")
+                if creation else None}))
+        return out
+
     # ------------------------------------------------------------------ scheduling
     def request_schedule(self):
         if not self.schedule_pending:
@@ -290,7 +385,8 @@ class LocalScheduler:
     def schedule(self):
         self.schedule_pending = False
         res = self.resources
-        want = 0
+        want = {}    # runtime env key -> workers that could start work now
+        want_job = b""
         if self.pgs.waiting:
             self.constraints.reserve_pending()
         for shape, q in self.ready.heads():
@@ -303,21 +399,23 @@ class LocalScheduler:
                     pool = self.constraints.pool_for(t)
                 if pool is None:
                     break
-                w = self.pool.pop_idle()
+                env = shape[2]      # workers are pooled by runtime environment
+                w = self.pool.pop_idle(env)
                 if w is None:
                     # start workers for what could run now: as many as the free
                     # resources allow for this shape (all of them if it needs no CPU)
                     cpu = req.get("CPU", 0)
                     fit = int(pool.available.get("CPU", 0) / cpu + 1e-9) if cpu else len(q)
-                    want += max(1, min(len(q), fit))
+                    want[env] = want.get(env, 0) + max(1, min(len(q), fit))
+                    want_job = t.spec.job_id
                     break
                 q.popleft()
                 self.ready.count -= 1
                 self.dispatch(t, w, pool)
             if q and shape[1] is None:
                 self.send_ahead(q)
-        if want:
-            self.pool.start_workers(want)
+        for env, n in want.items():
+            self.pool.start_workers(n, want_job, env)
 
     def dispatch(self, t, w, pool):
         spec = t.spec
@@ -331,8 +429,19 @@ class LocalScheduler:
         w.job_id = spec.job_id
         if spec.kind == P.ACTOR_CREATION_TASK:
             self.actors.bind_worker(spec.actor_id, w)
-        w.conn.send([P.EXECUTE, spec.to_wire(), self.store.arg_descriptors(w.conn, spec),
-                     node_gpu_ids(pool, t.gpu_ids)])
+        w.conn.send(self.execute_msg(spec, w.conn, node_gpu_ids(pool, t.gpu_ids)))
+
+    def execute_msg(self, spec, conn, gpu_ids) -> list:
+        """The EXECUTE of `spec` for the worker on `conn` (its arena arguments
+        pinned for it; a generator task's: how many values to skip, stored by an
+        attempt it retries)."""
+        msg = [P.EXECUTE, spec.to_wire(), self.store.arg_descriptors(conn, spec),
+               gpu_ids]
+        if spec.num_returns == P.STREAMING:
+            skip = self.streams.dispatched(spec.task_id, conn)
+            if skip:
+                msg.append(skip)
+        return msg
 
     def release_task_resources(self, t, w):
         if w is not None and w.state is WState.BLOCKED and w.lent:
@@ -370,8 +479,10 @@ class LocalScheduler:
             self.ready.push(t, front=True)
             self.request_schedule()
             return
-        self.start_next(w)
+        # ended before the task sent ahead starts (in that order on the clock:
+        # the timeline's spans of one worker never overlap)
         self.complete_task(t, results)
+        self.start_next(w)
         self.request_schedule()
 
     # Pipelining of normal tasks.  A worker runs one task at a time; waiting for
@@ -396,15 +507,14 @@ class LocalScheduler:
             cur = w.task
             if (w.next is None and w.state is WState.BUSY and w.revoking is None
                     and cur is not None and cur.spec.kind == P.NORMAL_TASK
-                    and cur.spec.resources == req
+                    and cur.spec.resources == req and w.env == t.spec.runtime_env
                     and fn_time.get(cur.spec.function_key, limit) < limit):
                 q.popleft()
                 self.ready.count -= 1
                 w.next = t
                 t.worker = w      # state stays WAITING_FOR_RESOURCES until it starts
                 self.sent_ahead += 1
-                w.conn.send([P.EXECUTE, t.spec.to_wire(),
-                             self.store.arg_descriptors(w.conn, t.spec), []])
+                w.conn.send(self.execute_msg(t.spec, w.conn, []))
                 if not q:
                     return
                 t = q[0]
@@ -476,11 +586,15 @@ class LocalScheduler:
             self.ready.push(t, front=True)
 
     # ------------------------------------------------------------------ blocked workers
-    def block_worker(self, w) -> bool:
-        """ObjectStore hook: `w` waits in get/wait.  If it runs a task, its CPU
-        is lent back meanwhile, so that nested tasks can run; True if so."""
+    def block_worker(self, w, waiting_for=()) -> bool:
+        """ObjectStore hook: `w` waits in get/wait for `waiting_for`.  If it runs
+        a task, its CPU is lent back meanwhile, so that nested tasks can run;
+        True if so.  The tasks making what it waits for go first in the queue:
+        the lent CPU runs what unblocks it, not the next task of the queue
+        (which could block too: a worker each, issue 16)."""
         if w.state is not WState.BUSY or w.task is None:
             return False
+        self.prefer_producers(waiting_for)
         w.state = WState.BLOCKED
         if w.next is not None:
             self.revoke(w)   # others may run it (it may be what w waits for)
@@ -490,6 +604,21 @@ class LocalScheduler:
             self.resources.release(w.lent, [])
         self.request_schedule()
         return True
+
+    def prefer_producers(self, oids) -> None:
+        """The queued tasks of this node that make `oids` move to the front of
+        their queue (in the order of `oids`); those still waiting for their
+        own arguments will be queued at the front."""
+        get = self.obj_get
+        for oid in reversed(oids):
+            o = get(oid)
+            t = o.owner_task if o is not None and o.state is ObjState.PENDING else None
+            if t is None or t.spec.kind != P.NORMAL_TASK:
+                continue
+            if t.state is TS.WAITING_FOR_RESOURCES and t.worker is None:
+                self.ready.to_front(t)
+            elif t.state is TS.WAITING_FOR_ARGS:
+                t.urgent = True
 
     def unblock_worker(self, w) -> None:
         """ObjectStore hook: the wait of blocked `w` ended."""
@@ -502,8 +631,12 @@ class LocalScheduler:
 
     # ------------------------------------------------------------------ ends
     def complete_task(self, t, results):
+        ran_here = t.state is not TS.FORWARDED
         t.move(TS.FAILED if any(desc_is_error(r[1]) for r in results) else TS.FINISHED)
         self.store.seal_results(results)
+        if ran_here and t.spec.num_returns == P.STREAMING:
+            # (one run elsewhere: that node relays its stream's end)
+            self.streams.task_done(t, results)
         self.task_ended(t)
 
     def task_ended(self, t):
@@ -519,6 +652,7 @@ class LocalScheduler:
             self.om.task_ended(t)   # a peer's task: send it the results
 
     def fail_task(self, t, err):
+        t.error_type = error_type(type(err).__name__)   # (for the state API)
         self.finish_with_error(t, error_bytes(err))
 
     def finish_with_error(self, t, data):
@@ -529,6 +663,8 @@ class LocalScheduler:
             o = get(oid)
             if o is not None and o.state is ObjState.PENDING:
                 self.store.seal_inline(o, data, True, ())
+        if t.spec.num_returns == P.STREAMING:
+            self.streams.task_failed(t, data)     # its error: the stream's last item
         self.task_ended(t)
         if t.spec.kind == P.ACTOR_CREATION_TASK:
             self.actors.creation_failed(t, data)
@@ -571,6 +707,8 @@ class LocalScheduler:
         """`w` exited or crashed (`how`): its task is retried or fails; an actor's
         worker: the actor restarts or dies."""
         ahead, w.next, w.revoking = w.next, None, None
+        if w.oom is not None:
+            how = f"was killed by the memory monitor: {w.oom.rstrip('.')}"
         if ahead is not None:
             # sent ahead, never started (the DONE before it would have come
             # first): it goes back to the queue without using a retry, behind
@@ -588,6 +726,10 @@ class LocalScheduler:
                 t.retries_left -= 1
                 t.move(TS.WAITING_FOR_RESOURCES)
                 self.ready.push(t, front=True)
+            elif w.oom is not None:
+                self.fail_task(t, exceptions.OutOfMemoryError(
+                    f"{w.oom} It has no retries left "
+                    f"(max_retries={t.spec.max_retries})."))
             else:
                 self.fail_task(t, exceptions.WorkerCrashedError(
                     f"The worker running {t.spec.name} (pid={w.pid}) {how} while "
@@ -597,32 +739,77 @@ class LocalScheduler:
 
     # ------------------------------------------------------------------ cancel
     def call_cancel(self, conn, oid, force, recursive):
+        """cancel() of the task that makes `oid` (a normal task or an actor call)
+        and, `recursive`, of the tasks it submitted, theirs, ... (as in Ray: force
+        is not passed on to actor calls).  Returns whether the task was found; a
+        string when it is refused (force=True on an actor call, as Ray does)."""
         t = self.tasks.get(ids.task_of(oid))
         if t is None:
             return False
+        if force and t.spec.kind == P.ACTOR_TASK:
+            return (f"force=True is not supported for actor tasks (cancel() of "
+                    f"{t.spec.name}): use kill(actor) to end the actor.")
+        todo = [t]
+        seen = set()
+        while todo:
+            t = todo.pop()
+            tid = t.spec.task_id
+            if tid in seen:
+                continue
+            seen.add(tid)
+            self.cancel_task(t, force and t.spec.kind == P.NORMAL_TASK, recursive)
+            if recursive:
+                todo.extend(c for c in self.tasks.values() if c.spec.parent == tid)
+        return True
+
+    def cancel_task(self, t, force, recursive):
+        if t.state in (TS.FINISHED, TS.FAILED, TS.CANCELLED):
+            return
         t.cancelled = True
         err = exceptions.TaskCancelledError(t.spec.name)
         w = t.worker
-        if t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
+        if t.state is TS.FORWARDED:
+            self.om.cancel(t, force, recursive)   # it runs on another node: there
+        elif t.spec.kind == P.ACTOR_TASK:
+            self.actors.cancel_call(t)
+        elif t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
             # sent ahead to a busy worker: ask it back (on_returned ends it, or
             # interrupts it if it had started meanwhile)
             t.force_cancel = force
             self.revoke(w)
-        elif t.state is TS.WAITING_FOR_RESOURCES and self.ready.remove(t):
+        elif t.state is TS.WAITING_FOR_RESOURCES and self.dequeue(t):
+            # (queued or infeasible: both lists)
             t.move(TS.CANCELLED)
             self.fail_task(t, err)
         elif t.state is TS.WAITING_FOR_ARGS:
-            if t.spec.kind == P.ACTOR_TASK:
-                return True
             t.move(TS.CANCELLED)
             self.fail_task(t, err)
         elif t.state is TS.RUNNING and t.worker is not None:
-            if t.spec.kind == P.ACTOR_TASK:
-                return False
             self.interrupt(t, force)
-        elif t.state is TS.FORWARDED and t.spec.kind == P.NORMAL_TASK:
-            self.om.cancel(t, force)    # it runs on another node: cancel it there
-        return True
+
+    def job_finished(self, job_id) -> None:
+        """The job's driver is gone: the job's normal tasks submitted on this
+        node stop, queued or running (their workers are killed), and are not
+        retried, as Ray does.  Spared: those a detached actor submitted (it
+        outlives the job), and tasks a peer sent (their sender cancels them)."""
+        ran_for_peer = self.om.ran_for_peer
+        worker = self.pool.get
+        for t in list(self.tasks.values()):
+            spec = t.spec
+            if spec.job_id != job_id or spec.kind != P.NORMAL_TASK or \
+                    ran_for_peer(spec.task_id):
+                continue
+            caller = worker(spec.caller)
+            if caller is not None and caller.actor is not None and caller.actor.detached:
+                continue
+            t.retries_left = 0
+            if t in self.infeasible:
+                self.infeasible.remove(t)
+                t.cancelled = True
+                t.move(TS.CANCELLED)
+                self.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
+            else:
+                self.call_cancel(None, ids.return_id(spec.task_id, 1), True, False)
 
     def interrupt(self, t, force):
         """cancel() of a running normal task: SIGINT (or SIGKILL) its worker."""

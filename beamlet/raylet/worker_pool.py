@@ -1,18 +1,30 @@
 """The raylet's worker pool: worker processes, their states, starting, reaping,
 and forwarding their output to the drivers.
 
-Owns: every worker process of this node (Worker records by id), the stack of
-  idle ones, how many are starting and how many failed to start in a row, and
-  the coroutines that read the workers' stdout/stderr.
-Uses: GcsWriter.put (each line of output goes to its job's log channel), and a
+Owns: every worker process of this node (Worker records by id), the stacks of
+  idle ones (one per runtime environment), how many are starting (per
+  environment) and how many failed to start in a row, the soft limit on their
+  number (past it, one more starts per backoff period: a pool never grows
+  without bound, and never stops growing when blocked tasks need more), and the
+  coroutines that read the workers' stdout/stderr.
+Runtime environments: a worker is started for one environment (a task's
+  `runtime_env` key, None: the node's plain one) and only ever runs tasks of
+  that environment, as Ray's pool is keyed by environment: its process gets
+  the environment's env_vars when it starts, and sets up the rest itself
+  (runtime_env/setup.py).  `keep_idle` idle workers are kept however long they
+  idle (of any environments); those beyond end after IDLE_WORKER_S, those idle
+  longest first.
+Uses: GcsWriter.put (each line of output goes to its job's log channel), a
   callback `on_start_failed(error or None)` (the task scheduler: retry, or fail
-  the queue once workers keep failing to start).
+  the queue once workers keep failing to start), and `env_of(key)` (the shell:
+  a runtime environment by key, from the GCS).
 Messages: none directly; the shell hands it HELLO from a worker (`connected`)
   and a worker's lost connection (`lost`).  The task scheduler and the actors
   decide what a worker runs: they set a Worker's task/next/actor fields and its
   BUSY/BLOCKED/ACTOR state; the pool owns STARTING/IDLE/DEAD and the processes.
 """
 import asyncio
+import collections
 import enum
 import os
 import time
@@ -23,6 +35,7 @@ from .. import exceptions
 from .._private import config, ids, process
 from .._private import protocol as P
 from ..gcs import keys
+from ..runtime_env.resolve import expand_env_vars
 from .common import log
 
 if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
@@ -32,6 +45,10 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
 MAX_STARTING = 8
 # A worker that does not connect this many times in a row: starting is broken.
 START_FAILURES_FATAL = 5
+# The longest wait between two starts past the soft limit.
+CAP_BACKOFF_MAX_S = 10.0
+# Exited workers remembered for `beamlet list workers` (the newest).
+EXITED_KEPT = 1000
 
 
 class WState(enum.Enum):
@@ -46,9 +63,9 @@ class WState(enum.Enum):
 class Worker:
     __slots__ = ("worker_id", "proc", "pid", "conn", "state", "task", "actor",
                  "idle_since", "job_id", "started_at", "lent", "log_name", "next",
-                 "revoking")
+                 "revoking", "owned", "oom", "env")
 
-    def __init__(self, worker_id, proc):
+    def __init__(self, worker_id, proc, env=None):
         self.worker_id = worker_id
         self.proc = proc
         self.pid = proc.pid if proc else None
@@ -64,45 +81,78 @@ class Worker:
         self.next = None
         self.revoking = None    # the task a REVOKE asked back, until RETURNED
         self.log_name = ""
+        # live objects and actors this process owns (put / created): while any,
+        # it is not ended as idle (ObjectStore and Actors count them)
+        self.owned = 0
+        # why the memory monitor killed it (memory_monitor.py), else None
+        self.oom = None
+        self.env = env          # the runtime environment's key (None: plain)
 
 
 class WorkerPool:
+    # `node_id` is read-only for the others
     INTERFACE = ("wire", "start", "start_worker", "start_workers", "get", "all",
                  "connected", "pop_idle", "make_idle", "remove", "signal", "lost",
-                 "check", "state_counts", "output_tasks", "kill_all")
+                 "check", "state_counts", "peak_count", "output_tasks", "kill_all",
+                 "starting_count", "ended", "node_id")
 
     def __init__(self, socket_path: str, session_dir: str, node_id: bytes,
-                 keep_idle: int = 1):
+                 keep_idle: int = 1, soft_limit: int = 8):
         self.socket_path = socket_path
         self.session_dir = session_dir
         self.node_id = node_id
         self.keep_idle = keep_idle  # idle workers kept however long they idle
+        self.soft_limit = soft_limit  # workers (not actors') before starts slow down
+        self.over_at = 0.0         # past the limit: no start before this time
+        self.over_backoff = config.WORKER_CAP_BACKOFF_S
+        self.over_wake = None      # the timer that schedules again after a backoff
+        self.peak = 0              # the most worker processes alive at once
         self.workers = {}          # worker_id -> Worker
-        self.idle = []             # stack of idle Workers (LIFO keeps caches warm)
+        # env key -> stack of idle Workers (LIFO keeps caches warm)
+        self.idle = collections.defaultdict(list)
         self.starting = 0
+        self.starting_env = collections.Counter()   # env key -> workers starting
         self.start_failures = 0
         self.readers = set()       # tasks forwarding workers' stdout/stderr
+        # the last workers that exited: (Worker, how, wall time), for the state API
+        self.exited = collections.deque(maxlen=EXITED_KEPT)
         self.loop = None
         self.publish = None
         self.on_start_failed = None
+        self.env_of = None
 
-    def wire(self, gcs: "GcsWriter", on_start_failed) -> None:
+    def wire(self, gcs: "GcsWriter", on_start_failed, env_of) -> None:
         self.publish = gcs.put
         self.on_start_failed = on_start_failed
+        self.env_of = env_of
 
     def start(self, loop) -> None:
         self.loop = loop
 
-    def start_worker(self) -> Worker:
+    def start_worker(self, env=None) -> Worker:
+        """Start a worker for runtime environment `env` (a key; None: plain)."""
         wid = ids.random_id(16)
+        argv = ["--socket", self.socket_path, "--worker-id", wid.hex(),
+                "--session-dir", self.session_dir]
+        extra_env = None
+        if env is not None:
+            argv += ["--runtime-env", env]
+            # set when the process starts (LD_LIBRARY_PATH and the like are read
+            # only then); ${NAME} refers to this node's environment, as in Ray
+            try:
+                desc = self.env_of(env) or {}
+            except Exception as e:   # the GCS is unreachable: the worker says so
+                log(f"runtime env {env} not read from the GCS: {e}")
+                desc = {}
+            extra_env = expand_env_vars(desc.get("env_vars") or {}, os.environ)
         proc = process.spawn_python(
-            "beamlet.worker.main",
-            ["--socket", self.socket_path, "--worker-id", wid.hex(),
-             "--session-dir", self.session_dir],
+            "beamlet.worker.main", argv, extra_env=extra_env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        w = Worker(wid, proc)
+        w = Worker(wid, proc, env)
         self.workers[wid] = w
+        self.peak = max(self.peak, len(self.workers))
         self.starting += 1
+        self.starting_env[env] += 1
         w.log_name = f"pid={w.pid}"
         for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
             # keep a strong reference: the loop holds tasks weakly, and so does the
@@ -113,12 +163,49 @@ class WorkerPool:
             t.add_done_callback(self.readers.discard)
         return w
 
-    def start_workers(self, want: int) -> None:
-        """`want` workers could start work now: start as many (at most
-        MAX_STARTING at once, counting those already starting)."""
-        need = min(want, MAX_STARTING) - self.starting
-        for _ in range(max(0, need)):
-            self.start_worker()
+    def start_workers(self, want: int, job_id: bytes = b"", env=None) -> None:
+        """`want` workers of runtime environment `env` could start work now (for
+        a task of `job_id`): start as many (at most MAX_STARTING at once,
+        counting those of that environment already starting), and past the soft
+        limit one per backoff period."""
+        need = min(want, MAX_STARTING) - self.starting_env[env]
+        if need <= 0:
+            return
+        room = self.soft_limit - self.count(WState.STARTING, WState.IDLE, WState.BUSY,
+                                            WState.BLOCKED)
+        if room <= 0:
+            self.over_limit(room, job_id, env)
+            need = 0
+        else:
+            self.over_backoff = config.WORKER_CAP_BACKOFF_S   # under the limit again
+        for _ in range(min(need, max(room, 0))):
+            self.start_worker(env)
+
+    def over_limit(self, room, job_id, env=None) -> None:
+        """Past the soft limit: start one worker if the backoff has passed
+        (saying so), else schedule again when it will have."""
+        now = time.monotonic()
+        if now < self.over_at:
+            if self.over_wake is None:
+                def wake():
+                    self.over_wake = None
+                    self.on_start_failed(None)   # (None: schedule again)
+                self.over_wake = self.loop.call_at(
+                    self.loop.time() + self.over_at - now, wake)
+            return
+        n = self.soft_limit - room
+        msg = (f"{n + 1} worker processes on this node, above its soft limit of "
+               f"{self.soft_limit} (BEAMLET_WORKER_SOFT_LIMIT): tasks blocked in "
+               f"get()/wait() each hold a worker. More workers start one at a time, "
+               f"the next in {self.over_backoff:.0f} s at the earliest; "
+               f"tasks that wait for other tasks' results are better written with "
+               f"those results as arguments.")
+        log("worker pool:", msg)
+        if job_id:
+            self.publish("publish", keys.errors_channel(job_id), msg)
+        self.over_at = now + self.over_backoff
+        self.over_backoff = min(self.over_backoff * 2, CAP_BACKOFF_MAX_S)
+        self.start_worker(env)
 
     async def forward_output(self, w, stream, is_err):
         """Read a worker's stdout/stderr and publish each line to its job's driver."""
@@ -152,6 +239,10 @@ class WorkerPool:
         """Every worker (a live view: copy it to change the pool while iterating)."""
         return self.workers.values()
 
+    def peak_count(self) -> int:
+        """The most worker processes this node had alive at once."""
+        return self.peak
+
     def state_counts(self) -> dict:
         return {s.value: self.count(s) for s in WState}
 
@@ -170,12 +261,15 @@ class WorkerPool:
                         f"{self.session_dir}/logs"))
                 else:
                     self.on_start_failed(None)
+        # idle workers beyond keep_idle (whatever their environment: those idle
+        # longest first, so the pool follows what the node's tasks run in) end
+        # once they idled long enough
         idle = [w for w in self.workers.values() if w.state is WState.IDLE]
         excess = len(idle) - self.keep_idle
         for w in sorted(idle, key=lambda w: w.idle_since):
             if excess <= 0:
                 break
-            if now - w.idle_since > config.IDLE_WORKER_S:
+            if now - w.idle_since > config.IDLE_WORKER_S and not w.owned:
                 w.conn.send([P.EXIT, "idle"])
                 self.remove(w)
                 excess -= 1
@@ -187,6 +281,7 @@ class WorkerPool:
         if w.state is WState.DEAD:
             if w.proc is not None and w.proc.poll() is None:
                 self.loop.call_later(0.5, w.proc.poll)
+            self.exited.append((w, None, time.time()))
             return None
         self.remove(w)
         code = w.proc.poll() if w.proc else None
@@ -195,20 +290,40 @@ class WorkerPool:
                 code = w.proc.wait(0.5)
             except Exception:
                 code = None
-        return process.describe_exit(code)
+        how = process.describe_exit(code)
+        self.exited.append((w, how, time.time()))
+        return how
+
+    def starting_count(self) -> int:
+        """Workers started that have not connected yet."""
+        return self.starting
+
+    def ended(self) -> list:
+        """(Worker, how it exited or None when the raylet ended it, wall time) of
+        the last EXITED_KEPT workers that exited."""
+        return list(self.exited)
+
+    def _started(self, w: Worker) -> None:
+        """`w` is no longer starting (it connected, or it is gone)."""
+        self.starting -= 1
+        self.starting_env[w.env] -= 1
+        if not self.starting_env[w.env]:
+            del self.starting_env[w.env]
 
     def connected(self, w: Worker, conn) -> None:
         w.conn = conn
         if w.state is WState.STARTING:
-            self.starting -= 1
+            self._started(w)
         w.state = WState.IDLE
         w.idle_since = time.monotonic()
-        self.idle.append(w)
+        self.idle[w.env].append(w)
         self.start_failures = 0
 
-    def pop_idle(self):
-        while self.idle:
-            w = self.idle.pop()
+    def pop_idle(self, env=None):
+        """An idle worker of runtime environment `env` (None: plain), or None."""
+        stack = self.idle.get(env)
+        while stack:
+            w = stack.pop()
             if w.state is WState.IDLE:
                 return w
         return None
@@ -217,15 +332,15 @@ class WorkerPool:
         w.state = WState.IDLE
         w.task = None
         w.idle_since = time.monotonic()
-        self.idle.append(w)
+        self.idle[w.env].append(w)
 
     def remove(self, w: Worker) -> None:
         if w.state is WState.STARTING:
-            self.starting -= 1
+            self._started(w)
         w.state = WState.DEAD
         self.workers.pop(w.worker_id, None)
         try:
-            self.idle.remove(w)
+            self.idle[w.env].remove(w)
         except ValueError:
             pass
 

@@ -180,6 +180,29 @@ class Monitor:
         remove_session(os.path.dirname(self.args.session_dir), self.args.session_dir)
 
 
+def start_dashboard(args):
+    """Serve the dashboard from a thread of this process, and say on the ready
+    pipe where it listens (or why it cannot)."""
+    from ..dashboard.data import ClusterView
+    from ..dashboard.server import DashboardServer
+    # this process must never start a cluster of its own (auto-init) when the
+    # dashboard asks a cluster that is gone
+    os.environ["BEAMLET_ENABLE_AUTO_CONNECT"] = "0"
+    try:
+        server = DashboardServer(
+            args.dashboard_host, args.dashboard_port, args.redis_password,
+            ClusterView(args.raylet_socket, args.redis_host, args.redis_port,
+                        args.redis_password),
+            explicit_port=not args.dashboard_port_retries).start()
+        answer = f"OK {server.host}:{server.port}\n"
+    except Exception as e:
+        answer = f"ERROR {e}\n"
+        print(f"dashboard: {e}", file=sys.stderr, flush=True)
+    if args.dashboard_ready_fd is not None:
+        with os.fdopen(args.dashboard_ready_fd, "w") as f:
+            f.write(answer)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="beamlet-monitor",
                                  description="beamlet global scheduler / monitor")
@@ -192,9 +215,21 @@ def main(argv=None):
     ap.add_argument("--owner-pid", type=int, default=0)
     ap.add_argument("--redis-pid", type=int, default=0,
                     help="the head's redis-server, restarted when it dies (0: none)")
+    # the dashboard, served by a thread of this process (beamlet/dashboard/)
+    ap.add_argument("--dashboard-host", default="127.0.0.1")
+    ap.add_argument("--dashboard-port", type=int, default=None,
+                    help="serve the dashboard on this port (none: no dashboard)")
+    ap.add_argument("--raylet-socket", default=None,
+                    help="the head raylet's socket, where the dashboard reads state")
+    ap.add_argument("--dashboard-port-retries", action="store_true",
+                    help="the port is the default one: if busy, take the next free")
+    ap.add_argument("--dashboard-ready-fd", type=int, default=None,
+                    help="fd of a pipe to write 'OK host:port' or 'ERROR why' to")
     args = ap.parse_args(argv)
     args.redis_password = process.read_secret(args.redis_password_fd)
     m = Monitor(args)
+    if args.dashboard_port is not None:
+        start_dashboard(args)
 
     def on_term(*_):
         if args.owner_pid and not process.pid_alive(args.owner_pid):

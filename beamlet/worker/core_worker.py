@@ -19,6 +19,7 @@ thread that waits for a reply reads the socket itself while no other thread is
 reading (leader/followers), so a single-threaded driver pays no thread hop.
 """
 import collections
+import contextvars
 import itertools
 import mmap
 import os
@@ -30,12 +31,19 @@ import weakref
 from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
+from .._private.stuck import StuckWatch
 
 
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14+): map a range's pages in one call.
 _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if os.uname().sysname == "Linux"
                           else 0)
 _CHUNK = 2 * 1024 * 1024
+
+
+# A GetTimeoutError of a get that waited at least this long says what the get
+# waited for (one more round trip to the raylet; polls with shorter timeouts
+# do not pay it).
+EXPLAIN_TIMEOUT_MIN_S = 0.1
 
 
 class ConnectionLost(exceptions.RaySystemError):
@@ -53,10 +61,17 @@ class Connection:
         self.replies = {}
         self.pushes = collections.deque()
         self.reading = False
-        self.reader = P.FrameReader()
+        # replies come from our own raylet, which may send a large one (a get of
+        # many inline objects): no cap on what it sends beyond the prefix's 4 GiB
+        self.reader = P.FrameReader(max_frame=None)
         self.next_req = itertools.count(1).__next__
         self.lost = None
+        self.closing = None         # why the raylet closed the connection (CLOSING)
         self.before_send = None     # hook: lets the core worker add ref messages
+        # hook (a worker's): cancel(task_id, its EXECUTE if not taken yet) ->
+        # messages to send; called by the reading thread as CANCEL arrives
+        self.on_cancel = None
+        self.gen_acks = {}          # task id -> (consumed, stop): GEN_ACKs
 
     # ---- sending
     def queue(self, msg) -> None:
@@ -83,7 +98,21 @@ class Connection:
         self.flush()
 
     def _lost(self, e):
-        if self.lost is None:
+        if self.lost is None and self.closing is None:
+            # a send that failed (the raylet closed first): its CLOSING may wait
+            # unread in the socket; look without taking it from a reader
+            try:
+                data = self.sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except OSError:
+                data = b""
+            for m in self.reader.peek(data):
+                if m[0] == P.CLOSING:
+                    self.closing = m[1]
+        if self.lost is None and self.closing is not None:
+            self.lost = ConnectionLost(
+                f"The raylet ({self.path}) closed the connection of this process: "
+                f"{self.closing}.")
+        elif self.lost is None:
             self.lost = ConnectionLost(
                 f"Lost the connection to the raylet ({self.path}): {e}. The local "
                 f"beamlet cluster has stopped (its raylet died or shutdown() ran).")
@@ -142,46 +171,95 @@ class Connection:
                     with cond:
                         self.reading = False
                     self._lost(locals().get("err", "connection closed"))
-                msgs = self.reader.feed(data)
-                answers = None
-                with cond:
-                    for m in msgs:
-                        if m[0] == P.REPLY:
-                            self.replies[m[1]] = m[2]
-                        elif m[0] == P.REVOKE:
-                            answers = answers or []
-                            answers.append(self._revoke(m[1]))
-                        else:
-                            self.pushes.append(m)
-                    if answers is None:
-                        if ready():
-                            return take()
-                        cond.notify_all()
-                        continue
-                # answered outside `cond` (flush takes send_lock, whose holder
-                # may want `cond` when the connection breaks)
-                for a in answers:
-                    self.queue(a)
-                self.flush()
-                with cond:
-                    if ready():
+                if self._absorb(data, ready):
+                    with cond:
                         return take()
-                    cond.notify_all()
         finally:
             with cond:
                 self.reading = False
                 cond.notify_all()
+
+    def _absorb(self, data, ready=None) -> bool:
+        """(the reading thread) Take in bytes read: replies and pushes for the
+        threads that wait for them; REVOKE, CANCEL and GEN_ACK are handled at
+        once, whatever the other threads do.  Returns whether `ready()` holds."""
+        msgs = self.reader.feed(data)
+        answers = cancels = None
+        cond = self.cond
+        with cond:
+            for m in msgs:
+                kind = m[0]
+                if kind == P.REPLY:
+                    self.replies[m[1]] = m[2]
+                elif kind == P.GEN_ACK:
+                    self.gen_acks[m[1]] = (m[2], m[3])
+                elif kind == P.REVOKE:
+                    answers = answers or []
+                    answers.append(self._revoke(m[1]))
+                elif kind == P.CANCEL:
+                    cancels = cancels or []
+                    cancels.append((m[1], self._take_execute(m[1])))
+                elif kind == P.CLOSING:
+                    self.closing = m[1]
+                else:
+                    self.pushes.append(m)
+            cond.notify_all()
+            if answers is None and cancels is None:
+                return ready is not None and ready()
+        # answered outside `cond` (flush takes send_lock, whose holder may want
+        # `cond` when the connection breaks)
+        for task_id, execute in cancels or ():
+            if self.on_cancel is not None:
+                answers = (answers or []) + self.on_cancel(task_id, execute)
+        for a in answers or ():
+            self.queue(a)
+        self.flush()
+        with cond:
+            return ready is not None and ready()
+
+    def poll(self) -> None:
+        """Take in what has arrived without blocking (a thread running user code
+        between two yields, or asking is_canceled()), unless a thread reads."""
+        with self.cond:
+            if self.reading or self.lost is not None:
+                return
+            self.reading = True
+        try:
+            try:
+                data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                data, err = b"", e
+            if not data:
+                with self.cond:
+                    self.reading = False
+                self._lost(locals().get("err", "connection closed"))
+            self._absorb(data)
+        finally:
+            with self.cond:
+                self.reading = False
+                self.cond.notify_all()
+
+    def wait_for(self, ready, timeout=None) -> bool:
+        """Wait (reading the socket if no other thread does) until `ready()`."""
+        return bool(self._wait(ready, lambda: True, timeout))
 
     def _revoke(self, task_id):
         """(holding `cond`) The raylet takes back a task it sent ahead: drop its
         EXECUTE if no thread has taken it yet.  Done by the reading thread as the
         message arrives, so a worker blocked in get() gives back the task queued
         behind the one waiting (which may be what it waits for)."""
+        return [P.RETURNED, task_id, self._take_execute(task_id) is not None]
+
+    def _take_execute(self, task_id):
+        """(holding `cond`) Remove and return the EXECUTE of `task_id` that no
+        thread has taken yet, or None."""
         for m in self.pushes:
             if m[0] == P.EXECUTE and m[1][0] == task_id:
                 self.pushes.remove(m)
-                return [P.RETURNED, task_id, True]
-        return [P.RETURNED, task_id, False]
+                return m
+        return None
 
     def close(self):
         try:
@@ -217,10 +295,10 @@ class TaskContext:
 class HostedActor:
     """The actor a worker process hosts, as its tasks' contexts see it."""
     __slots__ = ("actor_id", "class_name", "cls", "name", "max_task_retries",
-                 "scheduling", "resources")
+                 "scheduling", "resources", "is_async")
 
     def __init__(self, actor_id, class_name, cls, name, max_task_retries, scheduling,
-                 resources):
+                 resources, is_async=False):
         self.actor_id = actor_id
         self.class_name = class_name
         self.cls = cls
@@ -228,6 +306,7 @@ class HostedActor:
         self.max_task_retries = max_task_retries
         self.scheduling = scheduling
         self.resources = resources
+        self.is_async = is_async
 
 
 class CoreWorker:
@@ -245,7 +324,9 @@ class CoreWorker:
         self.known_ready = set() # oids we hold that a WAIT reply said were ready
         self.maps = {}           # oid -> weakref to a read-only mmap of the object
         self.exported = set()
-        self.local = threading.local()
+        # the running task's context: a context variable, so that each thread --
+        # and each asyncio task (concurrent calls of an async actor) -- has its own
+        self.current = contextvars.ContextVar("beamlet_task", default=None)
         self.closed = False
         # HELLO is answered with request number 0
         self.conn.send([P.HELLO, P.VERSION, role, self.worker_id, os.getpid(), job_id])
@@ -265,6 +346,8 @@ class CoreWorker:
         # the raylet each time; the flusher thread lets it go after RECENT_MAP_S
         self._recent_map = None
         self._recent_at = 0.0
+        # gets and waits blocked in the raylet, watched for being stuck
+        self.stuck = StuckWatch(self)
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="beamlet-flush")
         self._flusher.start()
@@ -272,10 +355,10 @@ class CoreWorker:
     # ------------------------------------------------------------ context
     @property
     def task(self) -> TaskContext:
-        return getattr(self.local, "task", None) or self.driver_task
+        return self.current.get() or self.driver_task
 
     def set_task(self, ctx):
-        self.local.task = ctx
+        self.current.set(ctx)
 
     # ------------------------------------------------------------ ref counting
     def ref_inc(self, oid, registered=False):
@@ -392,6 +475,19 @@ class CoreWorker:
         weakref.finalize(m, self._unpin, oid, ref)
         return memoryview(m)
 
+    @staticmethod
+    def _map_file(path, size):
+        """A read-only view of a spilled object's file (a FILE descriptor), or
+        None if the file is gone (the object was restored meanwhile)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
+        finally:
+            os.close(fd)
+
     def _mapped(self, oid):
         """A live mapping of `oid` in this process, or None.  While it lives the
         object is pinned for us (it cannot be freed, spilled or moved) and it is
@@ -425,7 +521,11 @@ class CoreWorker:
     def create(self, oid, size):
         off, *err = self.conn.request(lambda req: [P.CREATE, req, oid, size])
         if off is None:
-            raise exceptions.ObjectStoreFullError(err[0])
+            cls = getattr(exceptions, err[1], None) if len(err) > 1 else None
+            if not (isinstance(cls, type) and
+                    issubclass(cls, exceptions.ObjectStoreFullError)):
+                cls = exceptions.ObjectStoreFullError
+            raise cls(err[0])
         return off
 
     # ------------------------------------------------------------ get / wait
@@ -443,9 +543,18 @@ class CoreWorker:
                 else:
                     fetched[oid] = (mv, False)
             missing = still
-        if missing:
-            descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
-            timed_out = []
+        tries = 0
+        while missing:
+            # the mapping kept for repeated gets pins its object: let it go
+            # with this GET (its UNPIN goes first), so the raylet may spill
+            # that object to make room for these (a restore from disk)
+            self._recent_map = None
+            watch = self.stuck.begin(missing, "get", timeout)
+            try:
+                descs = self.conn.request(lambda req: [P.GET, req, missing, timeout])
+            finally:
+                self.stuck.end(watch)
+            timed_out, moved = [], []
             for oid, d in zip(missing, descs):
                 if d is None:
                     timed_out.append(oid)
@@ -454,13 +563,30 @@ class CoreWorker:
                     if oid in self.counts and not d[2]:
                         cache[oid] = (d[1], d[2])
                     fetched[oid] = (d[1], d[2])
+                elif d[0] == P.FILE:
+                    mv = self._map_file(d[1], d[2])
+                    if mv is None:
+                        moved.append(oid)    # restored meanwhile: ask again
+                    else:
+                        fetched[oid] = (mv, d[3])
                 else:
                     fetched[oid] = (self._map(oid, d[1], d[2], d[3]), d[3])
             if timed_out:
+                why = ""
+                if timeout >= EXPLAIN_TIMEOUT_MIN_S:
+                    ans = self.stuck.explain(timed_out, timeout=5.0)
+                    if ans is not None:
+                        why = f" What it waits for: {ans['text']}."
                 raise exceptions.GetTimeoutError(
                     f"Get timed out after {timeout} s: {len(timed_out)} of "
                     f"{len(missing)} objects were not ready (first: "
-                    f"{timed_out[0].hex()}).")
+                    f"{timed_out[0].hex()}).{why}")
+            missing = moved
+            tries += 1
+            if missing and tries >= 10:
+                raise exceptions.ObjectLostError(
+                    f"Object {missing[0].hex()} kept moving between its spill file "
+                    f"and the object store while it was read ({tries} tries).")
         out = []
         for oid in oids:
             data, is_error = cache.get(oid) or fetched[oid]
@@ -472,10 +598,26 @@ class CoreWorker:
             out.append(value)
         return out
 
+    def cache_inline(self, oid, data) -> None:
+        """Keep the bytes of small object `oid` (which this process is about to
+        hold a ref to): its get needs no round trip."""
+        self.cache[oid] = (data, False)
+
+    def gen_next(self, task_id, index, timeout=None, most=64):
+        """Items `index`... of generator task `task_id` (see protocol.GEN_NEXT):
+        the raylet's reply, or None if none was there within `timeout`."""
+        return self.conn.request(
+            lambda req: [P.GEN_NEXT, req, task_id, index, timeout, most])
+
     def descriptor_value(self, desc, oid):
         """Deserialize an object from a descriptor the raylet sent (task args)."""
         if desc[0] == P.INLINE:
             return serialization.deserialize(desc[1]), desc[2]
+        if desc[0] == P.FILE:
+            mv = self._map_file(desc[1], desc[2])
+            if mv is None:   # restored since the raylet sent it: get it anew
+                return self.get_values([oid])[0], False
+            return serialization.deserialize(mv), desc[3]
         return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
     def wait(self, oids, num_returns, timeout, fetch_local=True):
@@ -490,12 +632,17 @@ class CoreWorker:
                     ready_local.append(i)
                     if len(ready_local) >= num_returns:
                         return ready_local
-        if not fetch_local:
-            # ready may mean "sealed on another node": not remembered as local
-            idx = self.conn.request(
-                lambda req: [P.WAIT, req, oids, num_returns, timeout, False])
-            return idx[:num_returns]
-        idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns, timeout])
+        watch = self.stuck.begin(oids, "wait", timeout)
+        try:
+            if not fetch_local:
+                # ready may mean "sealed on another node": not remembered as local
+                idx = self.conn.request(
+                    lambda req: [P.WAIT, req, oids, num_returns, timeout, False])
+                return idx[:num_returns]
+            idx = self.conn.request(lambda req: [P.WAIT, req, oids, num_returns,
+                                                 timeout])
+        finally:
+            self.stuck.end(watch)
         counts = self.counts
         for i in idx:
             if oids[i] in counts:

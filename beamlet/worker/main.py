@@ -1,16 +1,20 @@
 """A worker process: runs the tasks its raylet sends, one at a time, or hosts an actor.
 
     raylet ──EXECUTE──▶ main loop ──▶ run task ──DONE──▶ raylet
-                            │
+                            │             └─ a generator: ITEM per value (streaming.py)
                             └─ threaded actor (max_concurrency > 1 or concurrency
                                groups): one thread pool per group, sized by its
                                limit; async actor: one asyncio loop in a thread,
                                one semaphore per group
+    raylet ──CANCEL──▶ (the reading thread) an actor call not started yet never
+                       runs (its DONE says cancelled); a running one is flagged
+                       (is_canceled()), an async one gets CancelledError
 
 Output written to stdout/stderr is prefixed per line with "(task_name pid=N)" and
 reaches the driver through the raylet.
 """
 import argparse
+import collections
 import concurrent.futures
 import inspect
 import json
@@ -25,7 +29,10 @@ import cloudpickle
 from .. import exceptions
 from .._private import process, ray_alias, serialization
 from .._private import protocol as P
-from . import core_worker
+from ..generator import DynamicObjectRefGenerator
+from ..object_ref import ObjectRef
+from ..runtime_env import setup as runtime_env_setup
+from . import core_worker, streaming
 from .core_worker import CoreWorker, HostedActor, TaskContext
 
 # Raised by exit_actor() (defined in beamlet.exceptions, not here: this module runs
@@ -33,6 +40,24 @@ from .core_worker import CoreWorker, HostedActor, TaskContext
 ActorExit = exceptions.ActorExit
 _ACTOR_EXITS = (exceptions.ActorExit, exceptions.AsyncioActorExit)
 READY, TERMINATE = "__ray_ready__", "__ray_terminate__"
+
+
+class Call:
+    """An actor call this worker was sent and has not answered yet: what cancel()
+    needs to find it (its thread-pool future, its asyncio task, its context)."""
+    __slots__ = ("spec", "descs", "future", "task", "ctx", "cancelled")
+
+    def __init__(self, spec, descs):
+        self.spec = spec
+        self.descs = descs
+        self.future = None      # threaded actors: the pool's future
+        self.task = None        # async actors: the asyncio task running it
+        self.ctx = None         # its TaskContext, once it started
+        self.cancelled = False
+
+
+# ids of calls whose CANCEL came before the worker registered them (bounded)
+_EARLY_CANCELS_KEPT = 1000
 
 
 class _Cancelled(KeyboardInterrupt):
@@ -107,12 +132,20 @@ class Worker:
         self.aloop = None            # event loop (async actors)
         self.asems = None            # group -> asyncio.Semaphore (async actors)
         self.running_name = threading.local()
+        self.last_name = ""          # the prefix of the last task started
         self.ip = self.core.node_info.get("node_ip", "127.0.0.1")
         self.in_task = False
         self.running_task = None     # id of the task the main thread runs
         self.early_interrupt = False  # SIGINT came while no task was running
         self.cancel_path = process.cancel_file(args.session_dir, args.worker_id)
         self.jobs_seen = set()       # jobs whose driver's sys.path we added
+        self.calls = {}              # task id -> Call (actor calls not answered yet)
+        self.early_cancels = collections.OrderedDict()
+        self.core.conn.on_cancel = self.on_cancel
+        # a worker started for a runtime environment sets it up before its first
+        # task; if that failed, every task it is given fails with why
+        self.env_error = runtime_env_setup.setup_worker(
+            self.core, args.runtime_env, args.session_dir) if args.runtime_env else None
         signal.signal(signal.SIGINT, self.on_sigint)
 
     def on_sigint(self, signum, frame):
@@ -136,7 +169,10 @@ class Worker:
             raise _Cancelled()
 
     def current_name(self):
-        return getattr(self.running_name, "v", None) or self.actor_name or "worker"
+        # a thread that runs no task (the stuck-get watchdog) writes as the task
+        # the worker runs (or ran last)
+        return getattr(self.running_name, "v", None) or self.actor_name or \
+            self.last_name or "worker"
 
     def load(self, key):
         fn = self.functions.get(key)
@@ -156,14 +192,15 @@ class Worker:
             kind = msg[0]
             if kind == P.EXECUTE:
                 spec = P.TaskSpec.from_wire(msg[1])
+                skip = msg[4] if len(msg) > 4 else 0
                 if spec.kind == P.ACTOR_TASK and (self.pools or self.aloop):
-                    self.dispatch(spec, msg[2], msg[3])
+                    self.dispatch(spec, msg[2], msg[3], skip)
                 else:
-                    self.execute(spec, msg[2], msg[3])
+                    self.execute(spec, msg[2], msg[3], skip)
             elif kind == P.EXIT:
                 self.exit(0)
 
-    def dispatch(self, spec, descs, gpu_ids):
+    def dispatch(self, spec, descs, gpu_ids, skip=0):
         """An actor call of a threaded or async actor: to its concurrency group."""
         group = (spec.actor_options or {}).get("concurrency_group")
         groups = self.pools if self.pools is not None else self.asems
@@ -173,12 +210,81 @@ class Worker:
                              f"{group!r}; its groups are {known}.")
             self.finish(spec, self.error_returns(spec, self.task_error(spec, err)), None)
             return
+        call = self.register(spec, descs)
+        if call is None:
+            return      # cancelled before it came: answered
         if self.pools is not None:
-            self.pools[group].submit(self.execute, spec, descs, gpu_ids)
+            call.future = self.pools[group].submit(self.execute, spec, descs, gpu_ids,
+                                                   skip)
         else:
             import asyncio  # imported lazily: only async actors use it
             asyncio.run_coroutine_threadsafe(
-                self.execute_async(spec, descs, gpu_ids, self.asems[group]), self.aloop)
+                self.execute_async(call, gpu_ids, self.asems[group], skip), self.aloop)
+
+    # ------------------------------------------------------------------ cancel
+    def register(self, spec, descs):
+        """Note actor call `spec` as received; None if its CANCEL came first (it is
+        answered as cancelled, without running)."""
+        tid = spec.task_id
+        if self.early_cancels.pop(tid, None) is not None:
+            self.answer_never_ran(spec, descs)
+            return None
+        call = self.calls[tid] = Call(spec, descs)
+        return call
+
+    def on_cancel(self, task_id, execute):
+        """Connection hook (the thread reading the socket): cancel() of an actor
+        call.  Returns the messages to send."""
+        if execute is not None:          # still queued here: it never runs
+            return self.never_ran(P.TaskSpec.from_wire(execute[1]), execute[2])
+        call = self.calls.get(task_id)
+        if call is None:
+            # not seen yet (being handed to its thread), or answered already
+            self.early_cancels[task_id] = True
+            while len(self.early_cancels) > _EARLY_CANCELS_KEPT:
+                self.early_cancels.popitem(last=False)
+            return []
+        call.cancelled = True
+        if call.ctx is not None:
+            call.ctx.cancelled = True      # is_canceled(); its result: cancelled
+        if call.future is not None and call.future.cancel():
+            self.calls.pop(task_id, None)  # (a pool thread had not started it)
+            return self.never_ran(call.spec, call.descs)
+        if self.aloop is not None:
+            self.aloop.call_soon_threadsafe(self.cancel_async, call)
+        return []
+
+    def cancel_async(self, call):
+        """(the actor's event loop) Cancel the coroutine of `call`, as Ray does;
+        one that has not started sees `call.cancelled` when it starts."""
+        if call.task is not None and not call.task.done():
+            call.task.cancel()
+
+    def never_ran(self, spec, descs):
+        """The messages answering a call that is cancelled before it started: its
+        arena arguments unpinned (they were never mapped), its DONE cancelled."""
+        arena = [oid for oid, d in zip(spec.ref_args(), descs) if d[0] == P.ARENA]
+        out = [[P.UNPIN, arena]] if arena else []
+        out.append([P.DONE, spec.task_id, self.error_returns(
+            spec, exceptions.TaskCancelledError(spec.name)), None])
+        self.calls.pop(spec.task_id, None)
+        return out
+
+    def answer_never_ran(self, spec, descs):
+        for m in self.never_ran(spec, descs):
+            self.core.conn.queue(m)
+        self.core.conn.flush()
+
+    def cancelled_call(self, spec) -> bool:
+        call = self.calls.get(spec.task_id)
+        return call is not None and call.cancelled
+
+    def was_cancelled(self, spec, e) -> bool:
+        """`e` ended the task because cancel() was called on it (not, say, a
+        TaskCancelledError of a child task it got)."""
+        return self.cancelled_call(spec) or (
+            isinstance(e, exceptions.TaskCancelledError) and self.core.task.cancelled
+            and self.core.task.task_id == spec.task_id)
 
     def exit(self, code):
         try:
@@ -224,11 +330,17 @@ class Worker:
         else:
             sched = hosted.scheduling if hosted else None
             res = hosted.resources if hosted else {}
-        self.core.set_task(TaskContext(spec.task_id, spec.name, spec.actor_id, sched,
-                                       res, gpu_ids, hosted))
+        ctx = TaskContext(spec.task_id, spec.name, spec.actor_id, sched, res, gpu_ids,
+                          hosted)
+        call = self.calls.get(spec.task_id)
+        if call is not None:
+            call.ctx = ctx
+            ctx.cancelled = call.cancelled
+        self.core.set_task(ctx)
         # output prefix as in Ray: "(f pid=N)" for a task, "(Counter pid=N)" for an actor
-        self.running_name.v = (spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
-                               else spec.name.rsplit(".", 1)[-1])
+        self.running_name.v = self.last_name = (
+            spec.name.split(".")[0] if spec.kind != P.NORMAL_TASK
+            else spec.name.rsplit(".", 1)[-1])
         self.core.job_id = spec.job_id
         if spec.job_id not in self.jobs_seen:
             self.add_job_sys_path(spec.job_id)
@@ -252,6 +364,8 @@ class Worker:
                 sys.path.append(p)
 
     def target(self, spec):
+        if self.env_error is not None:
+            raise self.env_error
         if spec.kind == P.NORMAL_TASK:
             return self.load(spec.function_key)
         if spec.kind == P.ACTOR_CREATION_TASK:
@@ -262,7 +376,7 @@ class Worker:
             self.hosted = HostedActor(
                 spec.actor_id, spec.name, cls, opts.get("name") or "",
                 int(opts.get("max_task_retries") or 0), spec.scheduling,
-                opts.get("lifetime_resources") or {})
+                opts.get("lifetime_resources") or {}, bool(opts.get("is_async")))
             self.core.task.actor = self.hosted   # the constructor sees it too
 
             def create(*a, **kw):
@@ -293,8 +407,11 @@ class Worker:
                     n, thread_name_prefix=f"actor-{g or 'default'}")
                 for g, n in limits.items()}
 
-    def execute(self, spec, descs, gpu_ids):
+    def execute(self, spec, descs, gpu_ids, skip=0):
         flag = None
+        if spec.kind == P.ACTOR_TASK and spec.task_id not in self.calls and \
+                self.register(spec, descs) is None:
+            return      # (a sequential actor's call) cancelled before it came
         self.running_task = spec.task_id
         self.in_task = True
         try:
@@ -306,6 +423,13 @@ class Worker:
             fn = self.target(spec)
             result = fn(*args, **kwargs)
             del args, kwargs
+            if spec.num_returns == P.STREAMING:
+                result = streaming.run_stream(self.core, spec, result, skip,
+                                              self.core.task)
+            elif spec.num_returns == P.DYNAMIC:
+                result = self.dynamic(spec, result)
+            if self.cancelled_call(spec):
+                raise exceptions.TaskCancelledError(spec.name)
             results = self.store_returns(spec, result)
         except _ACTOR_EXITS:
             self.actor_exit(spec)
@@ -316,11 +440,21 @@ class Worker:
             self.system_exit(spec, e)
         except BaseException as e:
             self.in_task = False
-            results = self.error_returns(spec, self.task_error(spec, e))
-            flag = "retry" if self.retryable(spec, e) else None
+            if self.was_cancelled(spec, e):
+                results = self.error_returns(spec, exceptions.TaskCancelledError(
+                    spec.name))
+            else:
+                results = self.error_returns(spec, self.task_error(spec, e))
+                flag = "retry" if self.retryable(spec, e) else None
         self.in_task = False
         self.running_task = None
         self.finish(spec, results, flag)
+
+    def dynamic(self, spec, gen):
+        """num_returns="dynamic": every value `gen` yields is stored as an object;
+        the one return value holds their refs."""
+        return DynamicObjectRefGenerator(streaming.store_dynamic(
+            self.core, spec, gen, lambda oid, counted: ObjectRef(oid, _registered=counted)))
 
     def actor_exit(self, spec):
         """exit_actor() (or sys.exit() with status 0 in an actor method): the
@@ -340,15 +474,26 @@ class Worker:
             self.actor_exit(spec)
         self.exit(code)
 
-    async def execute_async(self, spec, descs, gpu_ids, sem):
+    async def execute_async(self, call, gpu_ids, sem, skip=0):
+        import asyncio  # (lazy, as above)
+        call.task = asyncio.current_task()
+        spec = call.spec
         # the raylet sends calls ahead (a pipeline window): at most the group's
         # limit of them run at once; the semaphore is FIFO, so they start in
         # arrival order
-        async with sem:
-            await self._execute_async(spec, descs, gpu_ids)
+        try:
+            if call.cancelled:
+                raise asyncio.CancelledError()
+            async with sem:
+                await self._execute_async(spec, call.descs, gpu_ids, skip)
+        except asyncio.CancelledError:
+            # cancelled while it waited for its turn: it never ran
+            self.answer_never_ran(spec, call.descs)
 
-    async def _execute_async(self, spec, descs, gpu_ids):
+    async def _execute_async(self, spec, descs, gpu_ids, skip):
         import asyncio  # (lazy, as above) used for ref arguments below
+        # each call runs in an asyncio task of its own, whose context holds the
+        # call's TaskContext (task id, put ids): concurrent calls never share it
         self.prepare(spec, gpu_ids)
         flag = None
         try:
@@ -357,15 +502,34 @@ class Worker:
                 spec, descs)
             fn = self.target(spec)
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            if spec.num_returns == P.STREAMING:
+                result = await streaming.run_stream_async(self.core, spec, result, skip,
+                                                          self.core.task)
+            elif inspect.isasyncgen(result):
+                values = [v async for v in result]
+                result = self.dynamic(spec, iter(values)) \
+                    if spec.num_returns == P.DYNAMIC else iter(values)
+            elif inspect.isawaitable(result):
                 result = await result
+            if spec.num_returns == P.DYNAMIC and inspect.isgenerator(result):
+                result = self.dynamic(spec, result)
+            if self.cancelled_call(spec):
+                raise exceptions.TaskCancelledError(spec.name)
             results = self.store_returns(spec, result)
         except _ACTOR_EXITS:
             self.actor_exit(spec)
         except SystemExit as e:
             self.system_exit(spec, e)
+        except asyncio.CancelledError:
+            # cancel() of a running call: asyncio's cancellation, as in Ray
+            results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
         except BaseException as e:
-            results = self.error_returns(spec, self.task_error(spec, e))
+            if self.was_cancelled(spec, e):
+                results = self.error_returns(spec, exceptions.TaskCancelledError(
+                    spec.name))
+            else:
+                results = self.error_returns(spec, self.task_error(spec, e))
+                flag = "retry" if self.retryable(spec, e) else None
         self.finish(spec, results, flag)
 
     def finish(self, spec, results, flag):
@@ -376,6 +540,7 @@ class Worker:
             sys.stderr.flush()
         except Exception:
             pass
+        self.calls.pop(spec.task_id, None)
         self.core.conn.send([P.DONE, spec.task_id, results, flag])
         self.running_name.v = None
 
@@ -397,8 +562,8 @@ class Worker:
             tb = traceback.format_exc()
         else:
             cause = e
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next
-                                                    if e.__traceback__ else None))
+            tb = "".join(traceback.format_exception(type(e), e, _user_frames(
+                e.__traceback__)))
         name = spec.name if spec.kind != P.ACTOR_CREATION_TASK else spec.name + ".__init__"
         return exceptions.TaskError(name, tb, cause, os.getpid(), self.ip)
 
@@ -423,7 +588,16 @@ class Worker:
 
     def store_returns(self, spec, result):
         n = spec.num_returns
-        if n == 1:
+        if inspect.isgenerator(result) and n >= 0:
+            # a generator function called with num_returns=n: its n values
+            result = tuple(result)
+            if len(result) != n:
+                raise ValueError(
+                    f"{spec.name} is declared with num_returns={n} but its generator "
+                    f"yielded {len(result)} values.")
+            if n == 1:
+                result = result[0]
+        if n == 1 or n < 0:
             values = (result,)
         elif n == 0:
             values = ()
@@ -466,6 +640,18 @@ def _ready():
     return True
 
 
+_WORKER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frames(tb):
+    """The traceback from the first frame outside this package's worker code
+    (execute, the generator loops of streaming.py): what the user wrote."""
+    while tb is not None and os.path.dirname(
+            os.path.abspath(tb.tb_frame.f_code.co_filename)) == _WORKER_DIR:
+        tb = tb.tb_next
+    return tb
+
+
 def _plain_copy(exc):
     """A copy of an exception with its class, args and those of its attributes
     that pickle; None when no such copy survives pickling."""
@@ -494,6 +680,8 @@ def main(argv=None):
     ap.add_argument("--socket", required=True)
     ap.add_argument("--worker-id", required=True)
     ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--runtime-env", default="",
+                    help="key of the runtime environment this worker runs in")
     args = ap.parse_args(argv)
     process.set_pdeathsig(signal.SIGKILL)
     w = Worker(args)
