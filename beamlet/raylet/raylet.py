@@ -241,11 +241,6 @@ class Raylet:
         self.sched.start(self.loop)
         self.store.start(self.loop)
         self.streams.start(self.loop)
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
-        server = await self.loop.create_unix_server(
-            lambda: Conn(self.handlers, self.loop, self.client_lost), self.socket_path)
-        os.chmod(self.socket_path, 0o600)   # only the cluster's user may connect
         self.stopped = self.loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
@@ -267,6 +262,13 @@ class Raylet:
             "session_dir": self.session_dir, "is_head": int(self.args.head),
             "metrics_export_port": self.metrics.port})
         self.gcsw.start_heartbeats(self.loop, self.fenced_elsewhere)
+        # the socket last: a process that can connect finds the node registered
+        # (its record in the GCS, its view of the others)
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        server = await self.loop.create_unix_server(
+            lambda: Conn(self.handlers, self.loop, self.client_lost), self.socket_path)
+        os.chmod(self.socket_path, 0o600)   # only the cluster's user may connect
         for _ in range(self.args.prestart):
             self.pool.start_worker()
         ticker = self.loop.create_task(self.tick())
