@@ -182,7 +182,9 @@ def cmd_start(args):
         print(f"  address:     {node.address}")
         print(f"  session dir: {node.session_dir}")
         print("To add a worker node, run on it:")
-        if args.redis_password_file or not args.redis_password and password:
+        token_hidden = bool(args.redis_password_file or not args.redis_password
+                            and password)
+        if token_hidden:
             # the token was kept off the command line: keep it out of this output
             # (a container's log) too
             given = f"--redis-password-file {args.redis_password_file}" \
@@ -194,7 +196,10 @@ def cmd_start(args):
             print("  (the token lets whoever has it run code on this cluster as you: to "
                   "keep it off command lines, put it in a file only you can read and "
                   "pass --redis-password-file FILE instead)")
-        if node.dashboard_address:
+        if node.dashboard_address and token_hidden:
+            print(f"  dashboard:   {node.dashboard_url(with_token=False)}")
+            print("  (it asks for the cluster token once; docs/observability.md)")
+        elif node.dashboard_address:
             print(f"  dashboard:   {node.dashboard_url()}")
             print("  (opening that link logs the browser in; docs/security.md)")
         print("To connect a driver on a machine of the cluster:")

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+import msgpack
 import pytest
 
 import beamlet
@@ -138,12 +139,16 @@ def test_gcs_unreachable_raises_a_clear_error_then_recovers(cluster, monkeypatch
     assert beamlet.get(g.remote(), timeout=60) == "g"
     assert [n["Alive"] for n in beamlet.nodes()] == [True]
     # the raylet kept what it could not write meanwhile, and wrote it since: the
-    # task that ran while the GCS was away is in the node's task table
+    # task that ran while the GCS was away is among the job's finished tasks
     g_ = _gcs(cluster)
-    key = keys.tasks(cluster.head_node.node_id)
+    key = keys.task_events(bytes.fromhex(beamlet.get_runtime_context().get_job_id()))
+
+    def recorded():
+        recs = [msgpack.unpackb(m, raw=False) for m in g_.r.zrange(key, 0, -1)]
+        return any(r[0].hex() == tid.task_id().hex() and r[5] == "FINISHED"
+                   for r in recs)
     try:
-        wait_for(lambda: (g_.r.hget(key, tid.task_id().hex()) or b"").startswith(
-            b"FINISHED"), 30, msg="the kept task event written")
+        wait_for(recorded, 30, msg="the kept task record written")
     finally:
         g_.close()
 

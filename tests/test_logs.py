@@ -129,10 +129,10 @@ def test_functions_exported_once_to_gcs():
         node = r.hgetall(f"{keys.P}node:{ray.get_runtime_context().get_node_id()}")
         assert node[b"state"] == b"ALIVE"
         from conftest import wait_for
-        node_id = bytes.fromhex(ray.get_runtime_context().get_node_id())
-        wait_for(lambda: any(b"exported_fn" in v and v.startswith(b"FINISHED")
-                             for v in r.hvals(keys.tasks(node_id))),
-                 msg="task records in the GCS")
+        job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
+        wait_for(lambda: any(b"exported_fn" in m
+                             for m in r.zrange(keys.task_events(job_id), 0, -1)),
+                 msg="finished-task records in the GCS")
         r.close()
     finally:
         ray.shutdown()

@@ -101,7 +101,8 @@ UNKNOWN_OBJECT_WAIT_S = _env("UNKNOWN_OBJECT_WAIT_S", 30.0, float)
 # override it.
 OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
 # Finished tasks the GCS keeps per job (the newest; beamlet:task_events:<job>):
-# what the state API lists and the timeline draws of a job's past.
+# what the state API lists and the timeline draws of a job's past.  0: none are
+# recorded (what bench/bench_task_events.py compares against).
 TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
 # A get()/wait() that waited this long prints, once, what it waits for (unless
 # that is work that runs); 0: never.  See beamlet/_private/stuck.py.

@@ -146,6 +146,7 @@ class GcsWriter:
         # tasks that ended since the last flush (bounded: if a flush falls behind,
         # the oldest go, as the per-job trim would drop them anyway)
         self.ended = collections.deque(maxlen=max(config.TASK_EVENTS_PER_JOB, 1000))
+        self.recording = config.TASK_EVENTS_PER_JOB > 0
 
     def register_node(self, record: dict) -> None:
         """Write and announce this node's record (at start-up)."""
@@ -183,7 +184,8 @@ class GcsWriter:
     def task_event(self, t) -> None:
         """Task `t` ended (finished, failed or cancelled): record it at the next
         flush.  (On every task's end: an append, nothing more.)"""
-        self.ended.append(t)
+        if self.recording:
+            self.ended.append(t)
 
     def flush_task_events(self) -> None:
         """One ZADD per job for the tasks that ended (not one write per task), the
