@@ -9,6 +9,7 @@
                                                placement-groups or jobs (state API)
     beamlet get KIND ID                        one of them, every column
     beamlet summary tasks|actors|objects       counts per function / class and state
+    beamlet logs [FILE|worker|actor|task]      log files of every node, or one of them
     beamlet timeline [-o FILE]                 the task timeline (Chrome trace JSON)
     beamlet run SCRIPT [ARGS...]               a Ray program, unchanged (ray is beamlet)
     beamlet job submit|status|logs|stop|list|delete   jobs run on the head (job_submission/)
@@ -590,6 +591,61 @@ def cmd_summary(args):
     return 0
 
 
+def cmd_logs(args):
+    """`beamlet logs`: the log files of every node, or one of them (a file, a
+    worker, the worker of an actor, the lines of a task), as `ray logs`."""
+    from .util.state import api as state_api
+    target = args.target
+    actor_id = args.actor_id or (args.id if target == "actor" else None)
+    task_id = args.task_id or (args.id if target == "task" else None)
+    if target in ("actor", "task") and not (actor_id or task_id):
+        raise CliError(f"`beamlet logs {target}` needs --id ID (`beamlet list "
+                       f"{target}s` shows the ids).")
+    if target == "worker" and args.pid is None:
+        raise CliError("`beamlet logs worker` needs --pid N (`beamlet list workers` "
+                       "shows the pids).")
+    address = args.address or None
+    password = _password(args)
+    filename = None
+    if target not in (None, "worker", "actor", "task"):
+        if any(c in target for c in "*?["):       # a glob: the files it matches
+            return _print_log_list(state_api.list_logs(
+                address, node_id=args.node_id, glob_filter=target,
+                timeout=args.timeout, _password=password), target)
+        filename = target
+    elif target is None and not (actor_id or task_id or args.pid is not None):
+        files = state_api.list_logs(address, node_id=args.node_id,
+                                    timeout=args.timeout, _password=password)
+        return _print_log_list(files, None)
+    try:
+        lines = state_api.get_log(
+            address, node_id=args.node_id, filename=filename, actor_id=actor_id,
+            task_id=task_id, pid=args.pid, follow=args.follow, tail=args.tail,
+            timeout=args.timeout, suffix="err" if args.err else "out",
+            errors="replace", _password=password)
+        for line in lines:
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+            if args.follow:
+                sys.stdout.flush()
+    except ValueError as e:
+        raise CliError(str(e))
+    return 0
+
+
+def _print_log_list(files, pattern):
+    shown = 0
+    for node, names in sorted(files.items()):
+        if not names:
+            continue
+        print(f"node {node}:")
+        for name in names:
+            print(f"  {name}")
+            shown += 1
+    if not shown:
+        print(f"(no log files{' matching ' + repr(pattern) if pattern else ''})")
+    return 0
+
+
 def cmd_timeline(args):
     """`beamlet timeline [-o FILE]`: the cluster's task timeline as a Chrome
     trace (chrome://tracing, ui.perfetto.dev), from the same records as
@@ -1033,12 +1089,8 @@ def _add_summary(sub):
     _state_options(p)
 
 
-def _add_timeline(sub):
-    p = _subcommand(sub, "timeline", cmd_timeline,
-                    "write the cluster's task timeline (Chrome trace / Perfetto JSON: "
-                    "one span per task execution on its worker's row)")
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="where to write it (default: timeline-<time>.json here)")
+def _cluster_options(p):
+    """Where the cluster is, its token, how long to wait for it."""
     p.add_argument("--address", default=None, metavar="HOST:PORT",
                    help="the GCS address of the cluster, or auto (default: "
                    "$BEAMLET_ADDRESS, else $RAY_ADDRESS, else auto)")
@@ -1046,6 +1098,42 @@ def _add_timeline(sub):
                    "session files)")
     p.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
                    help="give up after this long (default: 30)")
+
+
+def _add_logs(sub):
+    p = _subcommand(sub, "logs", cmd_logs,
+                    "the log files of every node, or one of them: a file, a worker's "
+                    "output (worker --pid N), an actor's (actor --id ID), a task's "
+                    "lines (task --id ID); as `ray logs`",
+                    description="With no argument, list every node's log files "
+                    "(raylet, monitor, redis, and one pair per worker process: "
+                    "worker-<worker id>-<pid>.out|.err). Otherwise print one: a file "
+                    "by name (or glob), `worker --pid N`, `actor --id ID` (the worker "
+                    "that hosts it), `task --id ID` (only the lines the task printed).")
+    p.add_argument("target", nargs="?", metavar="FILE|worker|actor|task",
+                   help="a log file name or glob, or worker / actor / task")
+    p.add_argument("--pid", type=int, metavar="N", help="the worker's pid (worker)")
+    p.add_argument("--id", metavar="ID", help="the actor's or task's id (actor, task)")
+    p.add_argument("--actor-id", metavar="ID", help="the output of this actor's worker")
+    p.add_argument("--task-id", metavar="ID", help="the lines this task printed")
+    p.add_argument("--node-id", metavar="NODE", help="the node (when a pid or a file "
+                   "name is on several)")
+    p.add_argument("--err", action="store_true",
+                   help="the worker's stderr (default: its stdout)")
+    p.add_argument("--tail", type=int, default=1000, metavar="N",
+                   help="the last N lines (default: 1000; -1: all)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="then print what is written, until Ctrl-C")
+    _cluster_options(p)
+
+
+def _add_timeline(sub):
+    p = _subcommand(sub, "timeline", cmd_timeline,
+                    "write the cluster's task timeline (Chrome trace / Perfetto JSON: "
+                    "one span per task execution on its worker's row)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write it (default: timeline-<time>.json here)")
+    _cluster_options(p)
 
 
 def build_parser():
@@ -1056,7 +1144,7 @@ def build_parser():
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_start, _add_stop, _add_status, _add_memory, _add_list, _add_get,
-                _add_summary, _add_timeline, _add_run, _add_job):
+                _add_summary, _add_logs, _add_timeline, _add_run, _add_job):
         add(sub)
     return ap
 

@@ -2,6 +2,8 @@
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     node2 = cluster.add_node(num_cpus=2, resources={"node2": 1})
+    # tunables for every node of the cluster (set with the head, as in Ray):
+    #   Cluster(..., head_node_args={"_system_config": {"node_death_s": 3}})
     beamlet.init(address=cluster.address)
     ...
     cluster.remove_node(node2)          # or allow_graceful=False: SIGKILL
@@ -15,6 +17,7 @@ import os
 import signal
 import time
 
+from ._private import config
 from .gcs.client import GcsClient
 from .node import Node
 
@@ -28,6 +31,7 @@ class Cluster:
         self.head_node = None
         self.worker_nodes = []
         self._gcs = None
+        self._child_env = {}     # BEAMLET_<NAME> of the head's _system_config
         if initialize_head:
             self.add_node(**(head_node_args or {}))
             if connect:
@@ -49,16 +53,24 @@ class Cluster:
                     num_gpus=0 if num_gpus is None else num_gpus,
                     resources=resources,
                     object_store_memory=object_store_memory or DEFAULT_STORE,
-                    owner_pid=os.getpid(), prestart=0)
+                    owner_pid=os.getpid(), prestart=0, child_env=self._child_env)
 
     def add_node(self, num_cpus=None, num_gpus=None, resources=None,
-                 object_store_memory=None, wait=True, **kw):
-        """Start a node (the first one is the head) and return its handle."""
+                 object_store_memory=None, wait=True, _system_config=None, **kw):
+        """Start a node (the first one is the head) and return its handle.
+        `_system_config` (the head only, as in Ray): tunables (config.py) for
+        every node of the cluster, e.g. {"node_death_s": 3}."""
         unknown = set(kw) - {"node_ip_address", "port", "include_dashboard",
                              "dashboard_port", "metrics_export_port"}
         if unknown:
             raise TypeError(f"add_node() got unexpected keyword argument(s) "
                             f"{sorted(unknown)}.")
+        if _system_config is not None:
+            if self.head_node is not None:
+                raise ValueError("_system_config is set with the head node (the first "
+                                 "add_node(), or head_node_args) and applies to every "
+                                 "node; a later node cannot change it.")
+            self._child_env = config.system_config_env(_system_config)
         args = self._node_args(num_cpus, num_gpus, resources, object_store_memory)
         ip = kw.get("node_ip_address") or "127.0.0.1"
         args["metrics_export_port"] = kw.get("metrics_export_port") or 0
@@ -97,8 +109,10 @@ class Cluster:
     def _wait_alive(self, node_ids, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
-            alive = {n["node_id"] for n in self._gcs.nodes() if n.get("state") == "ALIVE"}
-            if all(i in alive for i in node_ids):
+            # only these nodes' states: reading every record per poll would make
+            # bringing up N nodes cost N^2 reads
+            states = self._gcs.node_states(node_ids)
+            if all(states.get(i) == "ALIVE" for i in node_ids):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nodes {node_ids} did not register within {timeout} s")
@@ -112,6 +126,10 @@ class Cluster:
         import beamlet
         if beamlet.is_initialized():
             beamlet.shutdown()
+        # every raylet stops at once (each kills its workers and says it stops);
+        # then each node is waited for and its files removed
+        for node in self.worker_nodes:
+            node.signal_stop()
         for node in reversed(self.worker_nodes):
             node.stop()
         self.worker_nodes = []

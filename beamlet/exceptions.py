@@ -249,6 +249,13 @@ class RaySystemError(BeamletError):
     """An internal error of the engine (a bug, or a process of it that died)."""
 
 
+class GcsUnavailableError(RaySystemError, ConnectionError):
+    """The GCS (the head node's Redis) did not answer within
+    GCS_RECONNECT_TIMEOUT_S: the message says where it is and how long it was
+    tried.  The head node's monitor restarts a Redis that died, so a later call
+    may succeed."""
+
+
 class RuntimeEnvSetupError(BeamletError):
     """The task's runtime environment could not be set up."""
 

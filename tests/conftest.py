@@ -69,3 +69,24 @@ def wait_for(cond, timeout=10.0, interval=0.02, msg="condition"):
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {msg}")
+
+
+def read_frame(s):
+    """One frame of the raylets' peer protocol read from socket `s` (msgpack
+    decoded), or None once the peer closed the connection."""
+    import struct
+    import msgpack
+    hdr = b""
+    while len(hdr) < 4:
+        chunk = s.recv(4 - len(hdr))
+        if not chunk:
+            return None
+        hdr += chunk
+    (n,) = struct.unpack("<I", hdr)
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return msgpack.unpackb(body, raw=False)

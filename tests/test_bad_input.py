@@ -126,7 +126,7 @@ def test_unix_socket_frames_over_the_cap_or_garbage_close_the_connection(small_s
             s.connect(path)
             s.sendall(raw)
             msg = read_frame(s)
-            assert msg is not None and msg[0] == P.CLOSING, msg   # CLOSING, with the reason
+            assert msg is not None and msg[0] == P.CLOSING, msg   # with the reason
             for w in words:
                 assert w in msg[1], msg
             assert read_frame(s) is None                     # then closed

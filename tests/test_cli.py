@@ -165,6 +165,8 @@ def test_status_and_memory_with_the_gcs_gone(cli_env):
     info, = session_infos(cli_env["BEAMLET_SESSION_ROOT"])
     redis_pid = info["pids"][2]
     assert "redis" in psutil.Process(redis_pid).name()
+    # the monitor first: it would restart a Redis that died
+    os.kill(info["pids"][1], signal.SIGKILL)
     os.kill(redis_pid, signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(redis_pid) or
              psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE, msg="redis gone")

@@ -14,12 +14,14 @@ from beamlet.cluster_utils import Cluster
 from beamlet.gcs.client import GcsClient
 from beamlet.scheduler.placement import choose_node
 
-from conftest import wait_for
+from conftest import read_frame, wait_for
 
 
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c = Cluster(initialize_head=True, head_node_args={
+        # nodes killed here are declared dead after 4 s (the default is 30)
+        "num_cpus": 1, "_system_config": {"node_death_s": 4}})
     yield c
     c.shutdown()
 
@@ -205,44 +207,27 @@ def test_node_killed_without_retries_fails_clearly(cluster, tmp_path):
 
 
 # ---- security ----------------------------------------------------------------------------
-def _read_frame(s):
-    hdr = b""
-    while len(hdr) < 4:
-        chunk = s.recv(4 - len(hdr))
-        if not chunk:
-            return None
-        hdr += chunk
-    (n,) = struct.unpack("<I", hdr)
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return msgpack.unpackb(body, raw=False)
-
-
 def test_unauthenticated_peer_refused(cluster):
     n2 = cluster.add_node(num_cpus=1, resources={"node2": 1})
     rec = _node_record(cluster, n2)
     addr = (rec["address"], int(rec["peer_port"]))
     # 1. a wrong proof: the connection is closed without an answer
     with socket.create_connection(addr, timeout=10) as s:
-        challenge = _read_frame(s)
+        challenge = read_frame(s)
         assert challenge[0] == 100     # PEER_CHALLENGE
         body = msgpack.packb([101, b"\0" * 32, "intruder", b"\1" * 32])
         s.sendall(struct.pack("<I", len(body)) + body)
-        assert _read_frame(s) is None
+        assert read_frame(s) is None
     # 2. skipping the handshake (a PULL right away, or a huge frame): closed too
     with socket.create_connection(addr, timeout=10) as s:
-        _read_frame(s)
+        read_frame(s)
         body = msgpack.packb([106, b"x" * 20])
         s.sendall(struct.pack("<I", len(body)) + body)
-        assert _read_frame(s) is None
+        assert read_frame(s) is None
     with socket.create_connection(addr, timeout=10) as s:
-        _read_frame(s)
+        read_frame(s)
         s.sendall(struct.pack("<I", 1 << 30))
-        assert _read_frame(s) is None
+        assert read_frame(s) is None
     # the node still works for the cluster
     beamlet.init(address=cluster.address)
     assert beamlet.get(node_of.options(resources={"node2": 1}).remote(),

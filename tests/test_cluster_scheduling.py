@@ -22,7 +22,9 @@ from conftest import wait_for
 
 @pytest.fixture
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c = Cluster(initialize_head=True, head_node_args={
+        # nodes killed here are declared dead after 4 s (the default is 30)
+        "num_cpus": 1, "_system_config": {"node_death_s": 4}})
     yield c
     c.shutdown()
 

@@ -5,6 +5,7 @@ test_dashboard_browser.py."""
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def live(shared_cluster):
 
         def incr(self):
             self.n += 1
+            print("dash counter at", self.n)
             return os.getpid()
 
     assert ray.get([dash_square.remote(i) for i in range(5)]) == [0, 1, 4, 9, 16]
@@ -161,6 +163,31 @@ def test_timeline_endpoint_is_the_chrome_trace(live):
     status, headers, body = request(addr, "/api/timeline?download=1", bearer(token))
     assert status == 200 and "attachment" in headers["Content-Disposition"]
     assert isinstance(json.loads(body), list)
+
+
+def test_logs_page_lists_and_tails_every_log_file(live):
+    made = live[2]
+    pid = made["actor_pid"]
+    files = get_json(live, "/api/logs")["files"]
+    mine = next(f for f in files if f["pid"] == pid and f["file"][0].endswith(".out"))
+    assert mine["node_id"] == made["node_id"] and mine["size"] > 0
+    name, href = mine["file"]
+    assert href.startswith("/logs?") and urllib.parse.quote(name) in href
+    assert any(f["file"][0] == "raylet.out" for f in files)
+    q = urllib.parse.urlencode({"node": made["node_id"], "name": name})
+    tail = wait_for(lambda: (lambda t: t if "dash counter at 1" in t["data"] else None)(
+        get_json(live, f"/api/log?{q}")), timeout=20, msg="the actor's line in its log")
+    assert "\x1e" not in tail["data"]    # (the task tags stay in the file)
+    assert f"(DashCounter pid={pid}) dash counter at 1\n" in tail["data"]
+    # from the offset it gave: only what came after
+    ray.get(made["counter"].incr.remote())
+    more = wait_for(lambda: (lambda t: t if t["data"] else None)(
+        get_json(live, f"/api/log?{q}&offset={tail['offset']}")), timeout=20,
+        msg="the actor's next line")
+    assert re.fullmatch(rf"\(DashCounter pid={pid}\) dash counter at \d+\n",
+                        more["data"]), more
+    page = urllib.parse.urlencode({"node": made["node_id"], "file": name})
+    assert "dash counter at 1" in request(live[0], f"/logs?{page}", bearer(live[1]))[2]
 
 
 def test_every_page_renders_server_side(live):

@@ -1,5 +1,6 @@
 """Worker output reaches the driver, and functions are exported once to the GCS
 under the documented key schema; on real local clusters."""
+import os
 import re
 import subprocess
 import sys
@@ -32,8 +33,10 @@ DRIVER = textwrap.dedent("""
 def test_worker_print_reaches_driver_with_prefix(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
+    # every line (the tasks print alike: deduplication would fold them)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=120, cwd=str(tmp_path))
+                         timeout=120, cwd=str(tmp_path),
+                         env=dict(os.environ, BEAMLET_DEDUP_LOGS="0"))
     assert out.returncode == 0, out.stderr[-3000:]
     pids = set(re.search(r"^PIDS (.*)$", out.stdout, re.M).group(1).split())
     for i in range(3):
@@ -129,10 +132,16 @@ def test_functions_exported_once_to_gcs():
         node = r.hgetall(f"{keys.P}node:{ray.get_runtime_context().get_node_id()}")
         assert node[b"state"] == b"ALIVE"
         from conftest import wait_for
-        job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
-        wait_for(lambda: any(b"exported_fn" in m
-                             for m in r.zrange(keys.task_events(job_id), 0, -1)),
-                 msg="finished-task records in the GCS")
+        node_id = bytes.fromhex(ray.get_runtime_context().get_node_id())
+        import msgpack
+        job = bytes.fromhex(ray.get_runtime_context().get_job_id())
+
+        def recorded():     # (raylet/scheduler.py task_record: name, state, node)
+            recs = [msgpack.unpackb(m, raw=False)
+                    for m in r.zrange(keys.task_events(job), 0, -1)]
+            return any(rec[3].endswith("exported_fn") and rec[5] == "FINISHED" and
+                       rec[15] == node_id for rec in recs)
+        wait_for(recorded, msg="finished-task records in the GCS")
         r.close()
     finally:
         ray.shutdown()

@@ -11,6 +11,11 @@ TUNABLES = {}
 CHECKS = {}
 
 
+def flag(v) -> bool:
+    """A yes/no setting: "0", "false", "no" (any case) and False mean no."""
+    return str(v).strip().lower() not in ("0", "false", "no", "off")
+
+
 def _env(name, default, cast):
     TUNABLES[name] = cast
     v = os.environ.get("BEAMLET_" + name)
@@ -22,9 +27,35 @@ INLINE_THRESHOLD = _env("INLINE_THRESHOLD", 100 * 1024, int)
 # Default arena size: this fraction of total RAM, capped by /dev/shm's free space.
 OBJECT_STORE_FRACTION = _env("OBJECT_STORE_FRACTION", 0.3, float)
 OBJECT_STORE_MIN = 64 * 1024 * 1024
-# How often raylets heartbeat into the GCS, and how many misses mean death.
+# How often raylets heartbeat into the GCS (a thread of the raylet: one small
+# write per node per period), and how long a node may stay silent before the
+# monitor declares it dead.  30 s tolerates GC pauses, a swapping or overloaded
+# machine and brief network partitions (Ray's health check waits about as long);
+# tests set it low (Cluster(head_node_args={"_system_config": {"node_death_s": 3}})).
 HEARTBEAT_S = _env("HEARTBEAT_S", 0.5, float)
-NODE_DEATH_S = _env("NODE_DEATH_S", 4.0, float)
+NODE_DEATH_S = _env("NODE_DEATH_S", 30.0, float)
+# The heartbeat thread beats only while the raylet's event loop still completes a
+# turn within this long: a deadlocked loop stops the beats (and the node is then
+# declared dead NODE_DEATH_S later), a loop that is merely busy does not.
+LOOP_STALL_S = _env("LOOP_STALL_S", 30.0, float)
+# A node that comes back after it was declared dead (it was stalled, or cut off)
+# is fenced: its raylet kills its workers, drops its objects and, with this on,
+# starts again in the same process as a new node (a new node id); off, it exits.
+FENCED_NODE_REJOINS = _env("FENCED_NODE_REJOINS", True, flag)
+# Fault injection for tests (off by default): the raylet call
+# "testing_block_loop" blocks its event loop for the seconds given, as a
+# deadlocked or very busy loop would.
+TESTING_HOOKS = _env("TESTING_HOOKS", False, flag)
+# Calls that need the GCS (Redis) wait this long for it to answer again (it may be
+# restarting) before they raise GcsUnavailableError (Ray's
+# gcs_rpc_server_reconnect_timeout_s).
+GCS_RECONNECT_TIMEOUT_S = _env("GCS_RECONNECT_TIMEOUT_S", 60.0, float)
+# The head node's Redis keeps an append-only file in the session directory, so a
+# restarted Redis (the monitor restarts it when it dies) has the cluster's state.
+GCS_PERSISTENCE = _env("GCS_PERSISTENCE", True, flag)
+# GCS writes a raylet keeps while the GCS is unreachable (replayed once it answers
+# again); beyond this many the oldest are dropped, with a log line saying so.
+GCS_PENDING_WRITES_MAX = _env("GCS_PENDING_WRITES_MAX", 200_000, int)
 # Write-behind: how often batched GCS writes are flushed.
 GCS_FLUSH_S = _env("GCS_FLUSH_S", 0.05, float)
 # Workers above the CPU count that sit idle this long exit.
@@ -83,6 +114,12 @@ OBJECT_SPILLING_DIRECTORY = _env("OBJECT_SPILLING_DIRECTORY", None, str)
 # what the state API lists and the timeline draws of a job's past.  0: none are
 # recorded (what bench/bench_task_events.py compares against).
 TASK_EVENTS_PER_JOB = _env("TASK_EVENTS_PER_JOB", 10_000, int)
+# A worker's log file (logs/worker-<id>-<pid>.out|.err) grows to at most this
+# many bytes, then is moved to NAME.1 (one older copy is kept).
+WORKER_LOG_MAX_BYTES = _env("WORKER_LOG_MAX_BYTES", 64 * 1024 * 1024, int)
+# When a raylet stops, how long it goes on reading what its killed workers left
+# in their pipes (their last lines), at most.
+WORKER_OUTPUT_DRAIN_S = _env("WORKER_OUTPUT_DRAIN_S", 1.0, float)
 # A get()/wait() that waited this long prints, once, what it waits for (unless
 # that is work that runs); 0: never.  See beamlet/_private/stuck.py.
 STUCK_WARNING_S = _env("STUCK_WARNING_S", 10.0, float)
@@ -139,6 +176,7 @@ RAY_SYSTEM_CONFIG = {
     "raylet_heartbeat_period_milliseconds": ("HEARTBEAT_S", lambda ms: float(ms) / 1000),
     "idle_worker_killing_time_threshold_ms": ("IDLE_WORKER_S",
                                               lambda ms: float(ms) / 1000),
+    "gcs_rpc_server_reconnect_timeout_s": ("GCS_RECONNECT_TIMEOUT_S", float),
     "memory_usage_threshold": ("MEMORY_USAGE_THRESHOLD", float),
     "memory_monitor_refresh_ms": ("MEMORY_MONITOR_REFRESH_MS", int),
 }

@@ -115,6 +115,26 @@ def read_secret(fd: int) -> str:
         return f.read().decode().strip()
 
 
+def inheritable_secret(secret: str) -> int:
+    """The fd of a pipe holding `secret` that survives an exec of this process
+    (a raylet that starts again as a new node hands itself the token so)."""
+    fd = prefilled_pipe(secret.encode())
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def kill_children(timeout=2.0) -> None:
+    """SIGKILL every child process of this one, and reap them."""
+    import psutil
+    kids = psutil.Process().children()
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(kids, timeout)
+
+
 def spawn_python(module: str, argv, secret=None, extra_env=None, **kw):
     """Start `python -m module argv...` with beamlet importable.  `secret`
     (the cluster token) travels in an inherited pipe whose fd number follows

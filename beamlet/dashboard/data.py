@@ -6,8 +6,10 @@ table name -> rows shaped for pages.py's columns, or {"error": why} when the
 cluster did not answer (the page shows it; the next poll tries again).
 """
 import collections
+import re
 import threading
 import time
+import urllib.parse
 
 from .._private.timeline import trace_events
 from ..util import state
@@ -17,6 +19,8 @@ TASK_STATES = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WO
 TABLE_LIMIT = 500          # rows a table shows at most (the newest)
 SCAN_LIMIT = 10_000        # rows read to count or sum (as Ray's API server limit)
 QUERY_TIMEOUT_S = 10
+LOG_TAIL_BYTES = 64 * 1024  # of a log file a page shows first, and per poll after
+_TASK_TAG = re.compile("(?m)^\x1e[0-9a-f]*\x1f")
 
 
 class ClusterView:
@@ -44,6 +48,22 @@ class ClusterView:
             self._drop(src)
             raise
         return [r.asdict() for r in rows]
+
+    def logs(self) -> list:
+        """Every node's log files (state API rows)."""
+        return self._with(lambda src: state.api.log_index(_source=src))
+
+    def read_log(self, node, name, offset, max_bytes) -> dict:
+        return self._with(lambda src: state.api.read_log_bytes(
+            node, name, offset, max_bytes, _source=src))
+
+    def _with(self, read):
+        src = self._source()
+        try:
+            return read(src)
+        except Exception:
+            self._drop(src)
+            raise
 
     def _source(self):
         with self.lock:
@@ -213,12 +233,31 @@ def objects(view) -> dict:
 
 @_guard
 def logs(view) -> dict:
-    return {"files": []}
+    """Every node's log files, each a link to its page (newest first)."""
+    rows = [{"node_id": f["node_id"], "pid": f.get("pid"), "size": f["size"],
+             "mtime_ms": int(f["mtime"] * 1000),
+             "file": [f["name"], "/logs?" + urllib.parse.urlencode(
+                 {"node": f["node_id"], "file": f["name"]})]}
+            for f in view.logs()]
+    rows.sort(key=lambda r: r["mtime_ms"], reverse=True)
+    return {"files": rows[:TABLE_LIMIT]}
 
 
 @_guard
 def log_tail(view, node, name, offset) -> dict:
-    return {"data": "", "offset": 0}
+    """What log file `name` of `node` holds from byte `offset` (None: its last
+    LOG_TAIL_BYTES), as text, and the offset to ask from next."""
+    if not node or not name:
+        return {"error": "give node= and name= (the Logs page lists them)."}
+    ans = view.read_log(node, name, -LOG_TAIL_BYTES if offset is None else offset,
+                        LOG_TAIL_BYTES)
+    data = ans["data"]
+    if offset is None and ans["offset"] > 0:
+        data = data[data.find(b"\n") + 1:]      # (the first line is cut)
+    text = data.decode("utf-8", "replace")
+    # a log line printed during a task carries its id (\x1e<id>\x1f): not shown
+    text = _TASK_TAG.sub("", text)
+    return {"data": text, "offset": ans["offset"] + len(ans["data"])}
 
 
 @_guard

@@ -13,9 +13,11 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | (ALIVE/DEAD), resources_total (json),          |
 |                                       |        | resources_available (json), demand (json),     |
 |                                       |        | started_at, death_reason, peer_port (the TCP   |
-|                                       |        | port peer raylets connect to), object_store_used|
-|                                       |        | metrics_export_port (its Prometheus endpoint)  |
-| beamlet:heartbeats                    | zset   | node id -> time of its last heartbeat          |
+|                                       |        | port peer raylets connect to), object_store_used,|
+|                                       |        | metrics_export_port (its Prometheus endpoint), |
+|                                       |        | seq (the node's last membership event number)  |
+| beamlet:heartbeats                    | zset   | node id -> Redis server time of its last beat  |
+|                                       |        | (ALIVE nodes only: a death removes the entry)  |
 | beamlet:fn:<hash>                     | string | a cloudpickled function or class (by content)  |
 | beamlet:job:<job>                     | hash   | driver_pid, node, started_at, namespace, state |
 |                                       |        | sys_path (json: the driver's, for workers;     |
@@ -73,9 +75,25 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | log_path on the head)                          |
 | channel beamlet:logs:<job>            | pubsub | worker output lines for that job's driver      |
 | channel beamlet:errors:<job>          | pubsub | warnings for a driver (infeasible tasks, ...)  |
-| channel beamlet:node_events           | pubsub | "<node> DEAD" when a node is declared dead     |
+| channel beamlet:membership            | pubsub | node table deltas, json (below)                |
 | list beamlet:forward                  | list   | (unused: see below)                            |
 | list beamlet:forward_to:<node>        | list   | (unused: see below)                            |
+
+Membership travels as deltas.  A raylet writes its whole record once (at
+registration) and then only what changed: every event on `beamlet:membership` is
+a json object {"node": <hex>, "kind": ..., "seq": <int>, "fields": {...}}:
+  "join"  the node registered; fields: its whole record (as in its hash,
+          with resources_* and demand as objects, not json text);
+  "load"  its resources_available and/or demand changed (at most one per node per
+          heartbeat period, none while nothing changes);
+  "dead"  it was declared dead (the monitor: "reason"), or it stopped.
+`seq` counts a node's events; the hash keeps the last one, so a raylet that reads
+the table after subscribing (on every reconnect) drops the events it already
+has.  The liveness beat is one small write per node per period (a Lua script:
+ZADD to beamlet:heartbeats only while the record says ALIVE, answering the
+state, so that a node declared dead learns it and cannot undo it: fencing);
+the monitor's check is one script per period whatever the number of nodes
+(ZRANGEBYSCORE on the heartbeats, then each death).  Scripts: gcs/client.py.
 
 Tasks do not travel through Redis: a raylet that cannot run a task chooses a node
 with the global policy (beamlet/scheduler/placement.py) over the node records above
@@ -90,7 +108,7 @@ NODES = P + "nodes"
 HEARTBEATS = P + "heartbeats"
 JOBS = P + "jobs"
 JOB_COUNTER = P + "counter:job"
-NODE_EVENTS = P + "node_events"
+MEMBERSHIP = P + "membership"
 FORWARD = P + "forward"
 SUBMISSIONS = P + "submissions"
 JOB_MANAGER = P + "job_manager"
@@ -99,6 +117,11 @@ JOB_MANAGER_REQUESTS = P + "job_manager:requests"
 
 def node(node_id: bytes) -> str:
     return f"{P}node:{node_id.hex()}"
+
+
+def node_prefix() -> str:
+    """node(id) is this + the id's hex (for the Lua scripts, which build keys)."""
+    return f"{P}node:"
 
 
 def function(key: bytes) -> str:

@@ -1,11 +1,12 @@
-"""Starting the Redis server that holds the GCS."""
+"""Starting the Redis server that holds the GCS (the monitor also restarts it:
+beamlet/scheduler/global_scheduler.py)."""
 import os
 import shutil
 import socket
 import subprocess
 import time
 
-from .._private import process
+from .._private import config, process
 
 
 def find_redis_server() -> str:
@@ -34,29 +35,45 @@ def free_port(host="127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+AOF_NAME = "gcs.aof"
+
+
 def start(session_dir: str, password: str, host="127.0.0.1", port=None,
-          owner_pid=None):
+          owner_pid=None, persistence=None, die_with_parent=None):
     """Start redis-server; returns (Popen, port) once it accepts connections.
 
     The password reaches it as configuration on its stdin (`redis-server -`), not
     on its command line, which any local user can read.  It is ready once a
     connection authenticated with that password finds *its* pid in INFO: a port
     answered by another server (another Redis on a busy port) is never taken
-    for ours."""
+    for ours.
+
+    With persistence (GCS_PERSISTENCE, on by default) it keeps an append-only
+    file in the session directory (fsynced every second), which a Redis
+    started again there (the monitor restarts it when it dies) loads: the
+    cluster's state survives a Redis crash."""
     exe = find_redis_server()
+    persistence = config.GCS_PERSISTENCE if persistence is None else persistence
+    if die_with_parent is None:
+        die_with_parent = bool(owner_pid)
     last_err = None
     for attempt in range(5):
         p = port or free_port(host)
         args = [exe, "-", "--port", str(p), "--bind", host,
-                "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                "--save", "", "--protected-mode", "no",
                 "--dir", session_dir, "--logfile", os.path.join(session_dir, "logs",
                                                                "redis.log"),
                 "--databases", "1", "--loglevel", "warning"]
+        if persistence:
+            args += ["--appendonly", "yes", "--appendfilename", AOF_NAME,
+                     "--appendfsync", "everysec"]
+        else:
+            args += ["--appendonly", "no"]
         conf = process.prefilled_pipe(f"requirepass {password}\n".encode())
         try:
             # its output goes to its logfile; inheriting our stdout would keep the
             # pipe of whoever ran `beamlet start` open for as long as the node lives
-            proc = process.spawn(args, die_with_parent=bool(owner_pid), stdin=conf,
+            proc = process.spawn(args, die_with_parent=die_with_parent, stdin=conf,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         finally:
             os.close(conf)

@@ -78,6 +78,7 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
     from .tasks import LocalScheduler
 
 PG_RETRY_S = 0.5        # a group that could not be placed is tried again after this
+NODE_WAIT_S = 1.0       # how long an affinity task waits for a node we do not know
 RESOLVE_TIMEOUT_S = 60.0
 
 
@@ -275,13 +276,10 @@ class ClusterScheduler:
         return True
 
     async def _wait_for_node(self, t, node):
-        """Re-read the node table (a few times) before deciding on `t`'s node."""
+        """Give a node we do not know a moment to appear (its join may be a
+        publish away) before deciding on `t`'s node."""
         try:
-            for _ in range(3):
-                await self.node_table.refresh()
-                if node in self.node_table.nodes or node in self.node_table.dead:
-                    break
-                await asyncio.sleep(0.2)
+            await self.node_table.wait_for(node, NODE_WAIT_S)
         except BaseException:
             self.node_wait.discard(t)
             raise

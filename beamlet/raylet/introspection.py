@@ -24,11 +24,15 @@ Uses: LocalScheduler (tasks, their reasons, running tasks' resources); Actors
   sent to other nodes, arguments being fetched, where an object is, the peer
   query); NodeTable (the other nodes); the node's ResourceSet; and two
   callbacks of the shell: its driver connections and its clients' refs.
-Messages: the calls "state" and "explain" (protocol.py); PEER_STATE from a peer
-  (the object manager hands it over: `on_peer_state`).
+  And this node's log files (the session's logs directory), which it lists
+  and reads for `beamlet logs`.
+Messages: the calls "state", "explain", "logs" and "log_read" (protocol.py);
+  PEER_STATE from a peer (the object manager hands it over: `on_peer_state`).
 """
 import asyncio
 import collections
+import os
+import re
 import time
 
 from typing import TYPE_CHECKING
@@ -58,16 +62,19 @@ MAX_DEPTH = 24          # steps of a chain (a longer one is cut, saying so)
 LIVE_KINDS = ("tasks", "actors", "objects", "workers", "placement_groups")
 _WALL = time.time() - time.monotonic()
 _LABELS = ("task", "actor creation", "actor call")
+LOG_READ_MAX = 4 << 20   # bytes of a log file one "log_read" answers with
+_WORKER_LOG = re.compile(r"^worker-([0-9a-f]{32})-(\d+)\.(out|err)(\.1)?$")
 
 
 class Introspection:
-    INTERFACE = ("wire", "call_state", "call_explain", "on_peer_state",
-                 "local_state", "demand_reasons")
+    INTERFACE = ("wire", "call_state", "call_explain", "call_logs", "call_log_read",
+                 "on_peer_state", "local_state", "demand_reasons")
 
-    def __init__(self, node_id: bytes, node_ip: str):
+    def __init__(self, node_id: bytes, node_ip: str, logs_dir: str):
         self.node_id = node_id
         self.me = node_id.hex()
         self.ip = node_ip
+        self.logs_dir = logs_dir
 
     def wire(self, sched: "LocalScheduler", actors: "Actors", store: "ObjectStore",
              pool: "WorkerPool", constraints: "Constraints", pgs: "PlacementGroups",
@@ -133,7 +140,73 @@ class Introspection:
         if op == "explain_object":
             return self._explain_peer_object(bytes.fromhex(query["object_id"]),
                                              query.get("path") or [])
+        if op == "logs":
+            return self.local_logs()
+        if op == "log_read":
+            return self.read_log(query["name"], query["offset"], query["max_bytes"])
         return {"error": f"unknown query {op!r}"}
+
+    # ------------------------------------------------------------------ logs
+    def call_logs(self, conn):
+        """The "logs" call: node hex -> the log files of that node, every node."""
+        mine = {self.me: self.local_logs()}
+        peers = list(self.node_table.nodes)
+        if not peers:
+            return mine
+        return self._gather_logs(peers, mine)
+
+    async def _gather_logs(self, peers, out):
+        answers = await asyncio.gather(
+            *[self.om.query(n, {"op": "logs"}, PEER_TIMEOUT_S) for n in peers],
+            return_exceptions=True)
+        for n, a in zip(peers, answers):
+            out[n] = a if isinstance(a, list) else {"error": repr(a)}
+        return out
+
+    def local_logs(self) -> list:
+        """This node's log files: name, size, mtime (and pid, worker_id for a
+        worker's)."""
+        self.pool.flush_logs()
+        out = []
+        try:
+            names = sorted(os.listdir(self.logs_dir))
+        except OSError:
+            return out
+        for name in names:
+            try:
+                st = os.stat(os.path.join(self.logs_dir, name))
+            except OSError:
+                continue
+            d = {"name": name, "size": st.st_size, "mtime": st.st_mtime}
+            m = _WORKER_LOG.match(name)
+            if m:
+                d["worker_id"], d["pid"] = m.group(1), int(m.group(2))
+            out.append(d)
+        return out
+
+    def call_log_read(self, conn, node, name, offset, max_bytes):
+        """The "log_read" call: bytes [offset, offset + max_bytes) of log file
+        `name` of `node` (offset < 0: from the end)."""
+        if not node or node == self.me:
+            return self.read_log(name, offset, max_bytes)
+        return self.om.query(node, {"op": "log_read", "name": name, "offset": offset,
+                                    "max_bytes": max_bytes}, PEER_TIMEOUT_S)
+
+    def read_log(self, name, offset, max_bytes) -> dict:
+        if not isinstance(name, str) or os.path.basename(name) != name or \
+                name.startswith("."):
+            return {"error": f"{name!r} is not the name of a log file"}
+        path = os.path.join(self.logs_dir, name)
+        self.pool.flush_logs()
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                start = max(0, size + offset) if offset < 0 else min(offset, size)
+                f.seek(start)
+                data = f.read(max(0, min(int(max_bytes), LOG_READ_MAX)))
+        except OSError as e:
+            return {"error": f"{name}: {e.strerror or e}"}
+        return {"data": data, "size": size, "offset": start}
 
     # ------------------------------------------------------------------ tasks
     def _all_tasks(self) -> dict:

@@ -45,7 +45,8 @@ Owns: the peer links (one control connection per node, the TCP server that
   forwarded to other nodes and those run here for a peer, proxies, remote refs
   and remote-ready ids, pulls in flight, lineage of forwarded tasks, the ids
   looked up in the GCS, and its background coroutines.
-Uses: NodeTable (the other nodes, refreshed each tick; node deaths);
+Uses: NodeTable (the other nodes, current from the membership deltas; node
+  deaths);
   ObjectStore (entries, refs and pins, sealing, the arena for the bytes of
   pulls); LocalScheduler (running a peer's task as if submitted here, results
   of a forwarded task, re-queueing or failing tasks, the ready queue's back
@@ -179,7 +180,7 @@ class ObjectManager:
         self.lineage = {}      # task id -> Lineage
         self.in_gcs = set()    # small objects whose location we published
         self.locating = set()  # oids looked up in the GCS (ids we were never sent)
-        self.unwarned = []     # infeasible tasks to warn about after a table refresh
+        self.unwarned = []     # infeasible tasks to warn about at the next tick
         self.owned = set()     # background coroutines, cancelled on close
         self.server = None
         self.port = None
@@ -200,12 +201,12 @@ class ObjectManager:
         self.gcs = gcs_client
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self):
+    async def start(self) -> int:
+        """Listen for peers; returns the port (it goes in the node's record)."""
         self.server = await asyncio.start_server(self.serve, self.node_ip,
                                                  self.peer_port or 0)
         self.port = self.server.sockets[0].getsockname()[1]
-        self.gcs.r.hset(keys.node(self.node_id), "peer_port", self.port)
-        await self.node_table.refresh()
+        return self.port
 
     def close(self):
         if self.server is not None:
@@ -235,12 +236,10 @@ class ObjectManager:
         return h
 
     # ------------------------------------------------------------------ periodic
-    async def tick(self):
-        """Every heartbeat: node table, infeasible tasks, backlog spill-over."""
+    def tick(self):
+        """Every heartbeat: infeasible tasks, backlog spill-over (the node table
+        is current: it follows the membership deltas)."""
         nt = self.node_table
-        if nt.refreshing:
-            return      # the previous tick is still reading the node table
-        await nt.refresh()
         sched = self.sched
         if self.unwarned:
             pending, self.unwarned = self.unwarned, []
@@ -520,14 +519,8 @@ class ObjectManager:
         if not big:
             return {}
         try:
-            p = self.gcs.r.pipeline(transaction=False)
-            for oid in big:
-                p.hgetall(keys.obj(oid))
-            out = collections.Counter()
-            for h in p.execute():
-                for node, size in h.items():
-                    out[node.decode()] += int(size)
-            return out
+            # on the loop, so one attempt: locality is worth no wait on the GCS
+            return self.gcs.bytes_by_node(big)
         except Exception:
             return {}
 
@@ -758,7 +751,8 @@ class ObjectManager:
         return any(n in nt.nodes and n not in nt.dead for n in self.proxies.get(oid, ()))
 
     def defer_infeasible_warning(self, t):
-        """Warn only once a fresh node table confirms no node can run it."""
+        """Warn at the next tick if no node can run it then either (a node that
+        is joining may be a publish away)."""
         t.warned_infeasible = True
         self.unwarned.append(t)
 
@@ -926,7 +920,6 @@ class ObjectManager:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 attempt += 1
-                await nt.refresh()
         finally:
             if self.pulls.get(oid) is asyncio.current_task():
                 del self.pulls[oid]     # before the decref: it may drop the proxy
@@ -1082,10 +1075,21 @@ class ObjectManager:
             return
         finally:
             pending.pop(writer, None)
+        dead = self.node_table.dead
+        if peer in dead:
+            # a node the cluster declared dead (stalled, cut off) is fenced: its
+            # work was placed again elsewhere, so nothing it says counts any more
+            log(f"refused a connection from node {peer[:12]}: it was declared dead")
+            writer.close()
+            return
         writer.transport.set_write_buffer_limits(high=4 * CHUNK)
         try:
             while True:
                 msg = await peers.read_frame(reader)
+                if peer in dead:
+                    log(f"closed the connection of node {peer[:12]}: it was "
+                        f"declared dead")
+                    break
                 kind = msg[0]
                 if kind == P.PEER_PULL:
                     await self.serve_pull(peer, reader, writer, msg)

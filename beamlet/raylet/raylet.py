@@ -39,6 +39,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 import traceback
 
@@ -62,6 +64,10 @@ from .scheduler import ResourceSet
 from .streams import Streams
 from .tasks import LocalScheduler
 from .worker_pool import WorkerPool
+
+# a fenced node whose loop does not run the fence within this long is fenced
+# from the heartbeat thread
+FENCE_LOOP_WAIT_S = 5.0
 
 
 class Conn(asyncio.Protocol):
@@ -157,7 +163,9 @@ class Raylet:
         self.sched = LocalScheduler(self.resources, self.session_dir)
         self.actors = Actors(node)
         self.constraints = Constraints(node, self.resources, self.pgs)
-        self.node_table = NodeTable(node, self.gcs)
+        self.node_table = NodeTable(node, (args.redis_host, args.redis_port,
+                                           args.redis_password))
+        self.fencing = threading.Lock()   # held by the one fence() that runs
         # cross-node work (forwarding, pulls, remote refs): object_manager.py
         self.om = ObjectManager(node, args.redis_password.encode(), args.node_ip,
                                 getattr(args, "peer_port", 0) or 0)
@@ -166,7 +174,8 @@ class Raylet:
         # the values generator tasks yield, handed to their consumers
         self.streams = Streams()
         # the state API, pending reasons, stuck diagnoses
-        self.intro = Introspection(node, args.node_ip)
+        self.intro = Introspection(node, args.node_ip,
+                                   os.path.join(self.session_dir, "logs"))
         # the node's metrics endpoint (Prometheus text)
         self.metrics = MetricsExporter(node, args.redis_password, args.metrics_export_host,
                                        args.metrics_export_port)
@@ -188,7 +197,7 @@ class Raylet:
                     gcs_client=self.gcs)
         cons.wire(sched=sched, store=store, actors=actors, cs=cs,
                   node_table=self.node_table, gcs=gcsw)
-        self.node_table.wire(on_death=om.node_died)
+        self.node_table.wire(on_death=om.node_died, on_fenced=self.fence)
         self.metrics.wire(sched=sched, pool=self.pool, store=store,
                           resources=self.resources)
         om.wire(node_table=self.node_table, store=store, sched=sched, cs=cs,
@@ -228,7 +237,9 @@ class Raylet:
             "status": self.call_status, "pg_create": cons.call_pg_create,
             "pg_remove": cons.call_pg_remove, "pg_table": cons.call_pg_table,
             "ping": lambda conn: "pong",
+            "testing_block_loop": self.call_testing_block_loop,
             "state": self.intro.call_state, "explain": self.intro.call_explain,
+            "logs": self.intro.call_logs, "log_read": self.intro.call_log_read,
         }
         self.call_tasks = set()  # calls answered later (they ask other nodes)
 
@@ -240,26 +251,34 @@ class Raylet:
         self.sched.start(self.loop)
         self.store.start(self.loop)
         self.streams.start(self.loop)
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
-        server = await self.loop.create_unix_server(
-            lambda: Conn(self.handlers, self.loop, self.client_lost), self.socket_path)
-        os.chmod(self.socket_path, 0o600)   # only the cluster's user may connect
         self.stopped = self.loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop, f"signal {sig}")
         if self.args.owner_pid:
             self.watch_owner(self.args.owner_pid)
         await self.metrics.start()
+        peer_port = await self.om.start()
+        # the view of the other nodes first: ALIVE in the GCS means ready
+        await self.node_table.start(self.loop)
+        # the record is complete when it is announced (peer port included): every
+        # raylet counts this node from its first heartbeat on
         self.gcsw.register_node({
             "address": self.args.node_ip, "socket": self.socket_path,
             "hostname": socket.gethostname(), "pid": os.getpid(), "state": "ALIVE",
             "resources_total": self.resources.total,
-            "resources_available": self.resources.available,
+            "resources_available": self.resources.snapshot(), "demand": [],
+            "peer_port": peer_port,
             "object_store_memory": self.store.arena_size, "started_at": time.time(),
             "session_dir": self.session_dir, "is_head": int(self.args.head),
             "metrics_export_port": self.metrics.port})
-        await self.om.start()
+        self.gcsw.start_heartbeats(self.loop, self.fenced_elsewhere)
+        # the socket last: a process that can connect finds the node registered
+        # (its record in the GCS, its view of the others)
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        server = await self.loop.create_unix_server(
+            lambda: Conn(self.handlers, self.loop, self.client_lost), self.socket_path)
+        os.chmod(self.socket_path, 0o600)   # only the cluster's user may connect
         for _ in range(self.args.prestart):
             self.pool.start_worker()
         ticker = self.loop.create_task(self.tick())
@@ -273,6 +292,12 @@ class Raylet:
             self.metrics.close()
             self.om.close()
             self.memory.close()
+            self.gcsw.node_stopped()
+            self.pool.kill_all()
+            # what the workers wrote before they ended may still be in their
+            # pipes: read it (bounded), so that it reaches the drivers (published
+            # by the write-behind's last flush, in shutdown) and the log files
+            await self.pool.drain_output(config.WORKER_OUTPUT_DRAIN_S)
             self.shutdown()
             # every coroutine we started ends with us: cancel and await them
             pending = [ticker, *self.pool.output_tasks(), *self.call_tasks]
@@ -302,8 +327,8 @@ class Raylet:
                 self.stopped.set_result(None)
 
     def shutdown(self):
-        self.gcsw.node_stopped()
-        self.pool.kill_all()
+        """The end (after the workers were killed and their output read)."""
+        self.node_table.close()
         self.gcsw.close()
         try:
             os.unlink(self.socket_path)
@@ -312,11 +337,11 @@ class Raylet:
         self.store.close()
 
     async def tick(self):
-        """Heartbeats, reaping idle workers, expiring creates, infeasible warnings."""
+        """Load reports, reaping idle workers, expiring creates, infeasible
+        warnings (the heartbeat itself is a thread: gcs_writer.py)."""
         while True:
             await asyncio.sleep(config.HEARTBEAT_S)
-            self.gcsw.heartbeat(time.time())
-            self.om.spawn(self.om.tick())
+            self.om.tick()
             self.cs.tick()
             self.actors.tick()
             self.gcsw.report_load(self.resources.snapshot(),
@@ -326,6 +351,44 @@ class Raylet:
             self.pool.check()
             self.store.expire_creates()
             self.sched.warn_infeasible()
+
+    # ------------------------------------------------------------------ fencing
+    def fenced_elsewhere(self, why):
+        """(the heartbeat thread) This node was declared dead: fence it on the
+        loop; if the loop does not get to it (it is stuck: the reason this node
+        went silent, perhaps), fence it from here."""
+        try:
+            self.loop.call_soon_threadsafe(self.fence, why)
+        except RuntimeError:
+            return      # the loop is closed: the raylet is ending anyway
+        time.sleep(FENCE_LOOP_WAIT_S)
+        self.fence(why)
+
+    def fence(self, why):
+        """This node came back after the cluster declared it dead: its tasks and
+        actors were placed again elsewhere and its objects counted lost, so none
+        of its state may be used any more.  Kill its workers, drop its objects
+        and, unless FENCED_NODE_REJOINS is off, start again in this process as a
+        new node (a new node id: peers refuse the old one); else exit."""
+        if self.stopping or not self.fencing.acquire(blocking=False):
+            return
+        rejoin = config.FENCED_NODE_REJOINS
+        log(f"FENCED: {why}. Node {self.node_id.hex()} kills its workers and drops "
+            f"its objects; " + ("it rejoins the cluster as a new node." if rejoin else
+                                "the raylet exits (FENCED_NODE_REJOINS is off)."))
+        self.gcsw.discard()
+        self.node_table.close()
+        process.kill_children()
+        try:
+            self.store.close()
+            os.unlink(self.socket_path)
+        except Exception:
+            pass
+        if rejoin:
+            argv = rejoin_argv(sys.orig_argv, ids.random_id(16).hex(),
+                               process.inheritable_secret(self.args.redis_password))
+            os.execv(sys.executable, argv)
+        os._exit(3)
 
     # ------------------------------------------------------------------ clients
     def on_hello(self, conn, msg):
@@ -394,7 +457,7 @@ class Raylet:
         except Exception as e:
             result = {"error": f"{type(e).__name__}: {e}"}
         if asyncio.iscoroutine(result):
-            # it waits for other nodes: reply when it is done (owned here,
+            # it waits for other nodes or the GCS: reply when it is done (owned here,
             # cancelled at shutdown)
             t = self.loop.create_task(self.call_later(conn, req, result))
             self.call_tasks.add(t)
@@ -414,6 +477,10 @@ class Raylet:
         if req:
             conn.send([P.REPLY, req, result])
 
+    def off_loop(self, fn, *args):
+        """`fn(*args)` in a thread (a GCS read: the loop never waits on Redis)."""
+        return self.loop.run_in_executor(None, fn, *args)
+
     def driver_list(self) -> list:
         """The drivers connected here (the state API's workers of type DRIVER)."""
         return [{"pid": c.pid, "job_id": c.job_id.hex() if c.job_id else None}
@@ -428,19 +495,27 @@ class Raylet:
 
     def call_fetch_function(self, conn, key):
         blob = self.functions.get(key)
-        if blob is None:
-            blob = self.gcs.fetch_function(key)
+        if blob is not None:
+            return blob
+
+        async def fetch():
+            blob = await self.off_loop(self.gcs.fetch_function, key)
             if blob is not None:
                 self.functions[key] = blob
-        return blob
+            return blob
+        return fetch()
 
     def call_job_sys_path(self, conn, job_id):
         """The driver's sys.path (json) of a job, for its workers."""
         cache = self.job_sys_paths
-        if job_id not in cache:
-            raw = self.gcs.r.hget(keys.job(job_id), "sys_path")
+        if job_id in cache:
+            return cache[job_id]
+
+        async def read():
+            raw = await self.off_loop(self.gcs.r.hget, keys.job(job_id), "sys_path")
             cache[job_id] = raw.decode() if raw else "[]"
-        return cache[job_id]
+            return cache[job_id]
+        return read()
 
     def call_runtime_env(self, conn, key):
         """A runtime environment (JSON text, None if the GCS has none by that
@@ -467,6 +542,15 @@ class Raylet:
                 "tasks_sent_ahead": self.sched.sent_ahead_count(),
                 "store": self.store.stats(), "memory": self.memory.report()}
 
+    def call_testing_block_loop(self, conn, seconds):
+        """Fault injection (BEAMLET_TESTING_HOOKS=1 only): hold the event loop for
+        `seconds`, as a deadlocked or swamped loop would."""
+        if not config.TESTING_HOOKS:
+            raise PermissionError("testing hooks are off (BEAMLET_TESTING_HOOKS=1 "
+                                  "turns them on)")
+        time.sleep(float(seconds))
+        return True
+
     def call_memory(self, conn):
         """Every object of this node with where it is and who keeps it alive
         (what `beamlet memory` prints)."""
@@ -481,6 +565,19 @@ class Raylet:
             for oid in c.pins:
                 pinners[oid].append(c.pid)
         return self.store.memory_report(holders, pinners)
+
+def rejoin_argv(argv, node_hex, secret_fd) -> list:
+    """This raylet's command line with a new node id and the fd of a new pipe
+    holding the cluster token (the old one was read and closed)."""
+    argv = list(argv)
+    for flag, value in (("--node-id", node_hex), (process.SECRET_FD_FLAG,
+                                                   str(secret_fd))):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    return argv
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="beamlet-raylet",

@@ -5,8 +5,10 @@ Owns: every worker process of this node (Worker records by id), the stacks of
   idle ones (one per runtime environment), how many are starting (per
   environment) and how many failed to start in a row, the soft limit on their
   number (past it, one more starts per backoff period: a pool never grows
-  without bound, and never stops growing when blocked tasks need more), and the
-  coroutines that read the workers' stdout/stderr.
+  without bound, and never stops growing when blocked tasks need more), the
+  coroutines that read the workers' stdout/stderr, and each worker's log files
+  (logs/worker-<worker id>-<pid>.out|.err in the session directory: every line
+  it wrote, capped at WORKER_LOG_MAX_BYTES per file with one rotated copy).
 Runtime environments: a worker is started for one environment (a task's
   `runtime_env` key, None: the node's plain one) and only ever runs tasks of
   that environment, as Ray's pool is keyed by environment: its process gets
@@ -22,6 +24,10 @@ Messages: none directly; the shell hands it HELLO from a worker (`connected`)
   and a worker's lost connection (`lost`).  The task scheduler and the actors
   decide what a worker runs: they set a Worker's task/next/actor fields and its
   BUSY/BLOCKED/ACTOR state; the pool owns STARTING/IDLE/DEAD and the processes.
+
+A line a worker writes while it runs a task starts with "\x1e<task id>\x1f"
+(worker/main.py): the raylet takes it off before publishing the line to the
+driver and keeps it in the log file, where `beamlet logs --task-id` finds it.
 """
 import asyncio
 import collections
@@ -49,6 +55,8 @@ START_FAILURES_FATAL = 5
 CAP_BACKOFF_MAX_S = 10.0
 # Exited workers remembered for `beamlet list workers` (the newest).
 EXITED_KEPT = 1000
+# A line of output longer than this is cut into pieces of this size.
+LINE_MAX = 1 << 20
 
 
 class WState(enum.Enum):
@@ -60,10 +68,58 @@ class WState(enum.Enum):
     DEAD = "DEAD"
 
 
+class LogFile:
+    """A worker's stdout or stderr, as a file of the session's logs directory:
+    buffered (flushed each heartbeat and when the stream ends), at most
+    WORKER_LOG_MAX_BYTES, then moved to NAME.1 (replacing an older one)."""
+    __slots__ = ("path", "f", "size")
+
+    def __init__(self, path):
+        self.path = path
+        self.f = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if self.f is None:
+            try:
+                self.f = open(self.path, "ab")
+            except OSError:
+                return
+        if self.size + len(data) > config.WORKER_LOG_MAX_BYTES and self.size:
+            self.f.close()
+            try:
+                os.replace(self.path, self.path + ".1")
+                self.f = open(self.path, "ab")
+            except OSError:
+                self.f = None
+                return
+            self.size = 0
+        self.f.write(data)
+        self.size += len(data)
+
+    def flush(self) -> None:
+        if self.f is not None:
+            try:
+                self.f.flush()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.f is not None:
+            try:
+                self.f.close()
+            except OSError:
+                pass
+            self.f = None
+
+
+TAG, TAG_END = b"\x1e"[0], b"\x1f"
+
+
 class Worker:
     __slots__ = ("worker_id", "proc", "pid", "conn", "state", "task", "actor",
                  "idle_since", "job_id", "started_at", "lent", "log_name", "next",
-                 "revoking", "owned", "oom", "env")
+                 "revoking", "owned", "oom", "env", "logs")
 
     def __init__(self, worker_id, proc, env=None):
         self.worker_id = worker_id
@@ -81,6 +137,7 @@ class Worker:
         self.next = None
         self.revoking = None    # the task a REVOKE asked back, until RETURNED
         self.log_name = ""
+        self.logs = ()          # its LogFiles: stdout, stderr
         # live objects and actors this process owns (put / created): while any,
         # it is not ended as idle (ObjectStore and Actors count them)
         self.owned = 0
@@ -94,7 +151,7 @@ class WorkerPool:
     INTERFACE = ("wire", "start", "start_worker", "start_workers", "get", "all",
                  "connected", "pop_idle", "make_idle", "remove", "signal", "lost",
                  "check", "state_counts", "peak_count", "output_tasks", "kill_all",
-                 "starting_count", "ended", "node_id")
+                 "starting_count", "ended", "node_id", "drain_output", "flush_logs")
 
     def __init__(self, socket_path: str, session_dir: str, node_id: bytes,
                  keep_idle: int = 1, soft_limit: int = 8):
@@ -154,6 +211,8 @@ class WorkerPool:
         self.starting += 1
         self.starting_env[env] += 1
         w.log_name = f"pid={w.pid}"
+        base = os.path.join(self.session_dir, "logs", f"worker-{wid.hex()}-{w.pid}")
+        w.logs = (LogFile(base + ".out"), LogFile(base + ".err"))
         for stream, is_err in ((w.proc.stdout, False), (w.proc.stderr, True)):
             # keep a strong reference: the loop holds tasks weakly, and so does the
             # pipe's StreamReaderProtocol its reader, so an unreferenced reading
@@ -208,26 +267,50 @@ class WorkerPool:
         self.start_worker(env)
 
     async def forward_output(self, w, stream, is_err):
-        """Read a worker's stdout/stderr and publish each line to its job's driver."""
-        reader = asyncio.StreamReader()
+        """Read a worker's stdout/stderr: each line goes to the worker's log file
+        and is published to its job's driver."""
+        reader = asyncio.StreamReader(limit=LINE_MAX)
         await self.loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), stream)
-        while True:
-            try:
-                line = await reader.readline()
-            except Exception:
-                break
-            if not line:
-                break
-            text = line.decode(errors="replace").rstrip("\n")
-            if not text.startswith("("):
-                text = f"(pid={w.pid}) {text}"
-            job = w.job_id
-            if job:
-                self.publish("publish", keys.logs_channel(job),
-                             ("E" if is_err else "O") + text)
-            else:
-                log("worker output:", text)
+        logfile = w.logs[is_err]
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:
+                    # a line longer than LINE_MAX: take what is there as a line
+                    line = await reader.read(LINE_MAX)
+                except Exception:
+                    break
+                if not line:
+                    break
+                logfile.write(line if line[-1:] == b"\n" else line + b"\n")
+                if line[0] == TAG:      # the task it ran: for the log file only
+                    end = line.find(TAG_END)
+                    line = line[end + 1:] if end > 0 else line
+                text = line.decode(errors="replace").rstrip("\n")
+                if not text.startswith("("):
+                    text = f"(pid={w.pid}) {text}"
+                job = w.job_id
+                if job:
+                    self.publish("publish", keys.logs_channel(job),
+                                 ("E" if is_err else "O") + text)
+                else:
+                    log("worker output:", text)
+        finally:
+            logfile.close()
+
+    async def drain_output(self, timeout) -> None:
+        """The workers were killed: read what is still in their pipes (to EOF,
+        at most `timeout` seconds), so that their last lines reach the drivers
+        and the log files."""
+        if self.readers:
+            await asyncio.wait(list(self.readers), timeout=timeout)
+
+    def flush_logs(self) -> None:
+        for w in self.workers.values():
+            for f in w.logs:
+                f.flush()
 
     def output_tasks(self) -> list:
         return list(self.readers)
@@ -247,7 +330,9 @@ class WorkerPool:
         return {s.value: self.count(s) for s in WState}
 
     def check(self) -> None:
-        """Every heartbeat: workers that died before connecting, idle ones to end."""
+        """Every heartbeat: workers that died before connecting, idle ones to end;
+        the log files get what was written since the last one."""
+        self.flush_logs()
         now = time.monotonic()
         for w in list(self.workers.values()):
             if w.state is WState.STARTING and w.proc.poll() is not None:

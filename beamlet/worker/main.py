@@ -106,16 +106,24 @@ class PrefixedStream:
             lines = text.split("\n")
             self.partial = lines.pop()
             if lines:
-                prefix = f"({self.worker.current_name()} pid={os.getpid()}) "
+                prefix = self.prefix()
                 data = "".join(prefix + line + "\n" for line in lines)
                 os.write(self.fd, data.encode("utf-8", "replace"))
         return len(s)
 
+    def prefix(self):
+        """"(name pid=N) ", after the id of the task this thread runs between
+        \x1e and \x1f (the raylet keeps it in the log file only: `beamlet logs
+        --task-id`)."""
+        who = f"({self.worker.current_name()} pid={os.getpid()}) "
+        task = self.worker.core.current.get()    # (None: no task runs here)
+        return who if task is None else f"\x1e{task.task_id.hex()}\x1f{who}"
+
     def flush(self):
         with self.lock:
             if self.partial:
-                prefix = f"({self.worker.current_name()} pid={os.getpid()}) "
-                os.write(self.fd, (prefix + self.partial + "\n").encode("utf-8", "replace"))
+                os.write(self.fd, (self.prefix() + self.partial + "\n").encode(
+                    "utf-8", "replace"))
                 self.partial = ""
 
     def isatty(self):

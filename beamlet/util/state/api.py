@@ -268,14 +268,16 @@ def _list(kind, address, filters, limit, timeout, detail, raise_on_missing_outpu
                  raise_on_missing_output)[0]
 
 
-def _get(kind, id, address, timeout):
+def _get(kind, id, address, timeout, src=None):
     if isinstance(id, ObjectRef):
         id = (ids.task_of(id.id) if kind == "tasks" else id.id).hex()
     if not isinstance(id, str) or not id:
         raise TypeError(f"get_{kind[:-1]}() takes an id as a hex string, got {id!r}.")
-    found = _list(kind, address, [(ID_COLUMNS[kind], "=", id)], MAX_LIMIT, timeout,
-                  True, False)
-    return found
+    filters = [(ID_COLUMNS[kind], "=", id)]
+    if src is not None:      # (a query that is already connected)
+        rows, _ = _rows(src, kind, filters, MAX_LIMIT, True, False)
+        return [SCHEMAS[kind].from_row(r, True) for r in rows]
+    return _list(kind, address, filters, MAX_LIMIT, timeout, True, False)
 
 
 # ------------------------------------------------------------------ list
@@ -438,3 +440,223 @@ def summarize_objects(address=None, timeout=DEFAULT_TIMEOUT,
                         "total_size_mb": sum(s["total_size_mb"]
                                              for s in summary.values()),
                         "callsite_enabled": False, "summary_by": "callsite"}}
+
+
+# ------------------------------------------------------------------ logs
+# Every node keeps its processes' output in its session's logs/ directory:
+# raylet.out/.err, monitor, redis and, for each worker process, every line it
+# wrote (worker-<worker id>-<pid>.out|.err; a line printed during a task starts
+# with "\x1e<task id>\x1f", which get_log takes off).  Its raylet lists and
+# reads them (CALL "logs", "log_read"), for another node through that node's
+# raylet.
+LOG_CHUNK = 1 << 20
+_TAG, _TAG_END = "\x1e", "\x1f"
+
+
+def list_logs(address=None, node_id=None, node_ip=None, glob_filter=None,
+              timeout=DEFAULT_TIMEOUT, _password=None) -> dict:
+    """node id -> the names of its log files (every node, or `node_id`'s /
+    `node_ip`'s), those matching `glob_filter` if given."""
+    import fnmatch
+    with _Source(address, timeout, _password) as src:
+        files = _log_files(src, node_id, node_ip)
+    return {n: [f["name"] for f in fs if glob_filter is None or
+                fnmatch.fnmatch(f["name"], glob_filter)]
+            for n, fs in files.items()}
+
+
+def log_index(_source) -> list:
+    """Every node's log files as rows (node_id, name, size, mtime, pid,
+    worker_id), read through an open source (the dashboard's)."""
+    return [dict(f, node_id=n) for n, fs in sorted(_log_files(_source).items())
+            for f in fs]
+
+
+def read_log_bytes(node_id, name, offset, max_bytes, _source) -> dict:
+    """{"data": bytes, "size", "offset"} of log file `name` of node `node_id`
+    from byte `offset` (< 0: that many from the end), at most `max_bytes`."""
+    return _LogReader(_source, node_id, name, None, "utf-8", "replace").read(
+        offset, max_bytes)
+
+
+def _log_files(src, node_id=None, node_ip=None) -> dict:
+    ans = src.core.call("logs", timeout=src.timeout)
+    if ans is None:
+        raise RayStateApiException(f"listing log files took more than "
+                                   f"timeout={src.timeout} s.")
+    out = {}
+    ips = {n["node_id"]: n.get("address") for n in src.gcs.nodes()} if node_ip else {}
+    for n, files in ans.items():
+        if isinstance(files, dict):
+            raise RayStateApiException(f"node {n[:12]} did not answer: {files['error']}")
+        if (node_id is None or n == node_id) and (node_ip is None or ips.get(n) == node_ip):
+            out[n] = files
+    if node_id is not None and node_id not in out:
+        raise RayStateApiException(f"no alive node {node_id} (`beamlet list nodes`).")
+    return out
+
+
+def _log_target(src, filename, actor_id, task_id, pid, node_id, suffix):
+    """(node id, file name, task id hex or None) of what get_log reads."""
+    files = _log_files(src, node_id)
+    if filename:
+        hits = [(n, filename) for n, fs in files.items() for f in fs
+                if f["name"] == filename]
+        return (*_only(hits, f"log file {filename!r}", node_id), None)
+    worker = node = None
+    if actor_id or task_id:
+        kind, id, ran = (("actor", actor_id, "with a worker") if actor_id else
+                         ("task", task_id, "that ran on a worker"))
+        rec = _one(_get(kind + "s", id, None, src.timeout, src))
+        if rec is None or not rec.worker_id:
+            raise ValueError(f"no {kind} {id} {ran} (`beamlet list {kind}s`).")
+        worker, node = rec.worker_id, rec.node_id
+    names = [(n, f["name"]) for n, fs in files.items() for f in fs
+             if f.get("worker_id") is not None and f["name"].endswith("." + suffix)
+             and (pid is None or f.get("pid") == int(pid))
+             and (worker is None or f["worker_id"] == worker)
+             and (node is None or n == node)]
+    what = f"pid {pid}" if pid is not None else f"worker {worker}"
+    return (*_only(names, f"worker log ({suffix}) of {what}", node or node_id),
+            task_id)
+
+
+def _only(hits, what, node_id):
+    """The one (node, file name) of `hits`; else a ValueError saying what to do."""
+    if not hits:
+        raise ValueError(f"no {what} on {'node ' + node_id if node_id else 'any node'}"
+                         f" (`beamlet logs` lists the files).")
+    if len(hits) > 1:
+        raise ValueError(f"several nodes have a {what}: give node_id (one of "
+                         f"{sorted({n for n, _ in hits})}).")
+    return hits[0]
+
+
+def get_log(address=None, node_id=None, node_ip=None, filename=None, actor_id=None,
+            task_id=None, pid=None, follow=False, tail=-1, timeout=DEFAULT_TIMEOUT,
+            suffix="out", encoding="utf-8", errors="strict", _interval=None,
+            _password=None):
+    """The lines of a log file, as a generator (Ray's get_log): a file by name
+    (`filename`, with `node_id` when several nodes have one), or the output of
+    a worker (`pid`), of the worker that hosts an actor (`actor_id`) or of one
+    task (`task_id`: only the lines it printed).  `suffix`: "out" (stdout) or
+    "err" (stderr).  `tail`: the last N lines only (-1: all).  `follow`: then
+    wait for more, every `_interval` seconds (0.5), until the caller stops.
+    What to read and the lines already there are found by the call itself (a
+    bad argument raises here, and with `follow` every line written after the
+    call comes), the generator yields them."""
+    if suffix not in ("out", "err"):
+        raise ValueError(f"suffix must be 'out' or 'err', got {suffix!r}.")
+    if not (filename or actor_id or task_id or pid is not None):
+        raise ValueError("get_log() needs one of filename, actor_id, task_id or pid.")
+    if isinstance(task_id, ObjectRef):
+        task_id = ids.task_of(task_id.id).hex()
+    src = _Source(address, timeout, _password)
+    try:
+        node, name, task = _log_target(src, filename, actor_id, task_id, pid, node_id,
+                                       suffix)
+        log = _LogReader(src, node, name, task, encoding, errors)
+        first = log.last_lines(tail)
+    except BaseException:
+        src.close()
+        raise
+    return _log_lines(src, log, first, follow, 0.5 if _interval is None else _interval)
+
+
+def _log_lines(src, log, first, follow, interval):
+    import time
+    try:
+        yield from first
+        while follow:
+            time.sleep(interval)
+            yield from log.more()
+        yield from log.rest()
+    finally:
+        src.close()
+
+
+class _LogReader:
+    """One log file of one node, read through the raylets (CALL "log_read"), a
+    chunk at a time: its last lines, then what is written after them."""
+
+    def __init__(self, src, node, name, task, encoding, errors):
+        self.src, self.node, self.name, self.task = src, node, name, task
+        self.encoding, self.errors = encoding, errors
+        self.offset = 0          # read up to here ...
+        self.pending = b""       # ... but for this start of a line
+
+    def read(self, offset, n):
+        ans = self.src.core.call("log_read", self.node, self.name, offset, n,
+                                 timeout=self.src.timeout)
+        if ans is None or "error" in ans:
+            raise RayStateApiException(f"reading {self.name} of node {self.node[:12]}: "
+                                       f"{ans['error'] if ans else 'no answer'}")
+        return ans
+
+    def read_range(self, a, b) -> bytes:
+        parts = []
+        while a < b:
+            data = self.read(a, min(LOG_CHUNK, b - a))["data"]
+            if not data:
+                break
+            parts.append(data)
+            a += len(data)
+        return b"".join(parts)
+
+    def lines_of(self, data: bytes) -> list:
+        """The lines of `data` as text, without their task tags (only those of
+        the task when one is given)."""
+        out = []
+        # (split on newlines only: str.splitlines would also cut at the tag's
+        # \x1e and \x1f, which are line separators to it)
+        parts = data.decode(self.encoding, self.errors).split("\n")
+        last = parts.pop()
+        for raw in [p + "\n" for p in parts] + ([last] if last else []):
+            if raw.startswith(_TAG):
+                tag, _, raw = raw[1:].partition(_TAG_END)
+                if self.task is not None and tag != self.task:
+                    continue
+            elif self.task is not None:
+                continue
+            out.append(raw)
+        return out
+
+    def last_lines(self, tail) -> list:
+        """The whole lines there now (the last `tail` of them; tail < 0: all)."""
+        size = self.read(0, 0)["size"]
+        if tail is None or tail < 0:
+            data = self.read_range(0, size)
+        else:
+            # back from the end, a chunk at a time, until `tail` lines are in hand
+            start, data = size, b""
+            while start > 0:
+                start = max(0, start - LOG_CHUNK)
+                data = self.read_range(start, size)
+                whole = data if start == 0 else data[data.find(b"\n") + 1:]
+                if len(self.lines_of(whole)) > tail:
+                    break
+            if start > 0:
+                data = data[data.find(b"\n") + 1:]     # (a line cut in the middle)
+        cut = data.rfind(b"\n") + 1
+        lines, self.pending, self.offset = self.lines_of(data[:cut]), data[cut:], size
+        if tail is not None and tail >= 0:
+            lines = lines[-tail:] if tail else []
+        return lines
+
+    def more(self) -> list:
+        """The whole lines written since the last read."""
+        size = self.read(0, 0)["size"]
+        if size < self.offset:   # moved to .1 (its cap): the new file from its start
+            self.offset, self.pending = 0, b""
+        if size == self.offset:
+            return []
+        data = self.pending + self.read_range(self.offset, size)
+        self.offset = size
+        cut = data.rfind(b"\n") + 1
+        self.pending = data[cut:]
+        return self.lines_of(data[:cut])
+
+    def rest(self) -> list:
+        """A last line without its newline (the file ends in it)."""
+        rest, self.pending = self.pending, b""
+        return self.lines_of(rest) if rest else []
