@@ -274,8 +274,11 @@ class ActorMethod:
             actor_options=None if group is None else {"concurrency_group": group},
             caller=core.worker_id, parent=core.task.task_id,
             backpressure=backpressure_wire(d))
-        core.submit(spec)
+        # the refs first: a direct call's results are settled against them (the
+        # answer may come before submit returns)
         refs = return_refs(spec)
+        creation = h._creation_ref
+        core.submit_actor_call(spec, creation.id if creation is not None else None)
         if keep:
             core.release(keep)
         return refs

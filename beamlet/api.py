@@ -369,7 +369,7 @@ def cancel(object_ref, *, force=False, recursive=True):
         raise TypeError(f"cancel() expects an ObjectRef or an ObjectRefGenerator, got "
                         f"{type(object_ref).__name__}.")
     _check_live((object_ref,))
-    refused = _core().call("cancel", object_ref.id, bool(force), bool(recursive))
+    refused = _core().cancel(object_ref.id, force, recursive)
     if isinstance(refused, str):
         raise ValueError(refused)
 

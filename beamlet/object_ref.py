@@ -40,6 +40,9 @@ class ObjectRef:
 
     def __reduce__(self):
         serialization.record_contained_ref(self.id)
+        core = self._core
+        if core is not None:
+            core.escape(self.id)    # the raylet must know it before it travels
         return (ObjectRef, (self.id,))
 
     def binary(self) -> bytes:

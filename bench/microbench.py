@@ -5,6 +5,7 @@ and a 100,000-task run.
     python bench/microbench.py                        # beamlet only
     python bench/microbench.py --compare ray --ray-python /work/ray-venv/bin/python
     python bench/microbench.py --rows 'actor' --seconds 1 --rounds 3
+    python bench/microbench.py --compare ray --load 2     # with 2 CPU spinners running
 
 Every engine runs in its own subprocess (a fresh cluster per round); with --compare
 the engines alternate round by round (beamlet first in odd rounds, Ray first in even
@@ -17,6 +18,14 @@ and reports operations per second (the body's count of operations times the numb
 of runs, divided by the time).  Shapes follow Ray's suite (ray/_private/ray_perf.py),
 scaled to a 2-CPU machine: batches of 1,000 instead of 10,000, 2 clients/actors
 instead of one per CPU of a large host.
+
+`--load N` starts N busy-loop processes (pure CPU spinners) before the first round
+and ends them (by pid) after the last, so both engines run every row on a machine
+whose cores are also busy with other work.
+
+A row may time several phases of one body (the put and the get of Ray's
+single-node release test): its body returns {row name: seconds} and each phase is
+reported as a row of its own.
 """
 import argparse
 import importlib
@@ -121,9 +130,9 @@ def rows(ray, d, np):
     None when the engine cannot run the row.  Setup runs outside the timing."""
     out = []
 
-    def row(name, unit="/s"):
+    def row(name, unit="/s", phases=None):
         def deco(setup):
-            out.append((name, unit, setup))
+            out.append((name, unit, setup, phases))
             return setup
         return deco
 
@@ -174,6 +183,25 @@ def rows(ray, d, np):
         holder = d.create_object_containing_ref.remote()
         ray.get(holder)
         return (lambda: ray.get(holder)), 1
+
+    @row("put 10k small objects", phases=("put 10k small objects",
+                                          "get 10k small objects"))
+    def _():
+        # Ray's single-node release test (test_ray_get_args, with_dese): 10,000
+        # puts of list(range(10000)) (~29 KB pickled each, under the 100 KiB
+        # inline threshold), then one get of all of them; each part timed
+        value = list(range(10000))
+
+        def body():
+            t0 = time.perf_counter()
+            refs = [ray.put(value) for _ in range(10_000)]
+            t1 = time.perf_counter()
+            got = ray.get(refs)
+            t2 = time.perf_counter()
+            assert len(got) == 10_000 and got[-1] == value
+            del got, refs
+            return {"put 10k small objects": t1 - t0, "get 10k small objects": t2 - t1}
+        return body, 10_000
 
     @row("1:1 actor calls sync")
     def _():
@@ -292,6 +320,21 @@ def emit(**kw):
     print("BENCH " + json.dumps(kw), flush=True)
 
 
+def run_phases(body, ops, unit, seconds):
+    """A body timing its own phases: each phase's rate over the runs that fit in
+    `seconds` (at least two after the warm-up)."""
+    body()   # warm-up
+    total = {}
+    n = 0
+    start = time.perf_counter()
+    while n < 2 or time.perf_counter() - start < seconds:
+        for k, v in body().items():
+            total[k] = total.get(k, 0.0) + v
+        n += 1
+    for k, v in total.items():
+        emit(row=k, unit=unit, value=n * ops / v)
+
+
 def child(engine, pattern, seconds):
     import numpy as np
     import re
@@ -306,8 +349,8 @@ def child(engine, pattern, seconds):
     rss, pss = cluster_memory_mib()
     emit(row="idle cluster memory (RSS)", unit="MiB", value=rss)
     emit(row="idle cluster memory (PSS)", unit="MiB", value=pss)
-    for name, unit, setup in rows(ray, d, np):
-        if sel and not sel.search(name):
+    for name, unit, setup, phases in rows(ray, d, np):
+        if sel and not any(sel.search(n) for n in (phases or (name,))):
             continue
         try:
             prepared = setup()
@@ -315,6 +358,9 @@ def child(engine, pattern, seconds):
                 emit(row=name, unit=unit, skip=f"{engine} has no such feature")
                 continue
             body, ops = prepared
+            if phases:
+                run_phases(body, ops, unit, seconds)
+                continue
             if name in ONCE_ROWS:
                 start = time.perf_counter()
                 body()
@@ -338,6 +384,22 @@ def child(engine, pattern, seconds):
 
 
 # ----------------------------------------------------------------------------- parent
+SPINNER = "while True:\n    pass\n"
+
+
+def start_load(n, python):
+    """N pure CPU spinners (busy loops), each its own process."""
+    return [subprocess.Popen([python, "-c", SPINNER], stdin=subprocess.DEVNULL)
+            for _ in range(n)]
+
+
+def stop_load(procs):
+    for p in procs:
+        p.kill()      # by pid: the Popen objects we started
+    for p in procs:
+        p.wait()
+
+
 def run_engine(engine, python, args):
     cmd = [python, HERE, "--child", engine, "--seconds", str(args.seconds)]
     if args.rows:
@@ -406,6 +468,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="rounds per engine (default 3)")
     ap.add_argument("--timeout", type=float, default=900,
                     help="seconds one engine's run may take before it is killed")
+    ap.add_argument("--load", type=int, default=0, metavar="N",
+                    help="run N busy-loop processes (CPU spinners) during every round, "
+                         "for both engines alike (default 0: a quiet machine)")
     ap.add_argument("--json", help="also write the raw per-round results here")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every result")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -420,12 +485,19 @@ def main():
     engines = [("beamlet", args.python)]
     if args.compare:
         engines.append(("ray", args.ray_python))
+    if args.load < 0:
+        ap.error("--load takes a number of spinner processes >= 0")
     runs = {e: [] for e, _ in engines}
-    for r in range(args.rounds):
-        order = engines if r % 2 == 0 else engines[::-1]
-        for engine, python in order:
-            print(f"round {r + 1}/{args.rounds}: {engine} ...", file=sys.stderr, flush=True)
-            runs[engine].append(run_engine(engine, python, args))
+    load = start_load(args.load, sys.executable)
+    try:
+        for r in range(args.rounds):
+            order = engines if r % 2 == 0 else engines[::-1]
+            for engine, python in order:
+                print(f"round {r + 1}/{args.rounds}: {engine} ...", file=sys.stderr,
+                      flush=True)
+                runs[engine].append(run_engine(engine, python, args))
+    finally:
+        stop_load(load)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1)
@@ -475,7 +547,7 @@ def main():
     for n in dict.fromkeys(notes):
         print(f"note: {n}")
     print(f"({args.rounds} rounds, {args.seconds:g} s per row per round, medians; "
-          f"ratio > 1 means beamlet is better)")
+          f"{args.load} CPU spinners running; ratio > 1 means beamlet is better)")
 
 
 if __name__ == "__main__":

@@ -408,5 +408,7 @@ def test_is_canceled_inside_a_cancelled_task(cluster, tmp_path):
     ref = catches_cancel.remote(str(started), str(seen))
     wait_for(started.exists, timeout=60, msg="the task to start")
     ray.cancel(ref)
-    wait_for(seen.exists, timeout=60, msg="the task to see its cancellation")
+    # (the file exists a moment before its text is written)
+    wait_for(lambda: seen.exists() and seen.read_text(), timeout=60,
+             msg="the task to see its cancellation")
     assert seen.read_text() == "True"

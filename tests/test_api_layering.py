@@ -16,7 +16,8 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "beamlet"
 # lowest first; a module may import its own layer and the layers before it
 LAYERS = [
     ("core", {"beamlet._private.*", "beamlet.exceptions", "beamlet.gcs.*",
-              "beamlet.worker.core_worker", "beamlet.object_ref", "beamlet.connection",
+              "beamlet.worker.core_worker", "beamlet.worker.hub",
+              "beamlet.worker.direct", "beamlet.object_ref", "beamlet.connection",
               "beamlet.job_config", "beamlet.runtime_env", "beamlet.runtime_env.*",
               "beamlet.cloudpickle",
               "beamlet.node", "beamlet.log_printer", "beamlet.generator",

@@ -77,11 +77,21 @@ PEER_HANDSHAKE_TIMEOUT_S = _env("PEER_HANDSHAKE_TIMEOUT_S", 10.0, float)
 MAX_PENDING_PEER_HANDSHAKES = _env("MAX_PENDING_PEER_HANDSHAKES", 64, int)
 # How long a CREATE waits for arena space (others unpinning) before failing.
 CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
+# First-touch puts: once an object of at least PREFAULT_MIN_BYTES is created, the
+# raylet maps arena pages ahead of the highest offset ever allocated (twice that
+# object's size, at most PREFAULT_AHEAD_MAX bytes) in a thread of its own, so the
+# next large put writes into pages that exist; 0 turns it off.
+PREFAULT_MIN_BYTES = _env("PREFAULT_MIN_BYTES", 8 * 1024 * 1024, int)
+PREFAULT_AHEAD_MAX = _env("PREFAULT_AHEAD_MAX", 512 * 1024 * 1024, int)
 # Default retries of a task whose worker died.
 DEFAULT_MAX_RETRIES = 3
 # Calls the raylet sends ahead to an actor's worker (which runs them in order, at
 # most max_concurrency at a time): a window hides the round trip per call.
 ACTOR_PIPELINE_DEPTH = _env("ACTOR_PIPELINE_DEPTH", 32, int)
+# Actor calls from a process on the actor's node go straight to the actor's worker
+# (a unix socket of their own) once the raylet grants it; 0: always through the
+# raylet (to compare, or to rule them out).
+DIRECT_CALLS = _env("DIRECT_CALLS", 1, int)
 # A busy worker is sent its next normal task ahead (to start on its DONE, without
 # waiting a round trip) only if the function it runs took less than this last
 # time: a task queued behind a long one would wait while other workers idle.

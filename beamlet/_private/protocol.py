@@ -16,11 +16,15 @@ chosen by the client; the raylet answers with REPLY carrying the same number.
   HELLO    c→r  [HELLO, version, role, worker_id, pid, job_id]       → REPLY(req=0)
                 role: "driver" | "worker"; the reply is a dict describing the node.
   SUBMIT   c→r  [SUBMIT, spec]            one-way; spec: see TaskSpec below
-  PUT      c→r  [PUT, oid, data, contained]   an inline (small) object, one-way
-  CREATE   c→r  [CREATE, req, oid, size]  → REPLY [offset] | [None, error message
-                (, error class name)]: reserves `size` bytes of the arena for a
-                large object; the class (default ObjectStoreFullError) is the
-                exceptions.py name to raise, e.g. OutOfDiskError
+  PUT      c→r  [PUT, oid, data, contained(, is_error)]   an inline (small) object,
+                one-way; this process holds a ref on it (is_error: the value of
+                a direct call that failed, see OWN)
+  CREATE   c→r  [CREATE, req, oid, size(, owner)]  → REPLY [offset] | [None, error
+                message (, error class name)]: reserves `size` bytes of the arena
+                for a large object; the class (default ObjectStoreFullError) is
+                the exceptions.py name to raise, e.g. OutOfDiskError.  owner (a
+                direct call's result): the worker id of the caller, who is
+                counted as holding a ref on it from now on
   SEAL     c→r  [SEAL, oid, contained, is_error]  the large object is written, immutable
   GET      c→r  [GET, req, oids, timeout_s]  → REPLY [descriptor | None per oid]
                 None: not ready when the timeout passed; blocks a worker's CPU lease
@@ -103,6 +107,53 @@ messages above so that adding one there never renumbers it:
                 gauge's [time set, value], a histogram's [bucket counts (one
                 per boundary, then +Inf), sum, count] (_private/prometheus.py)
 
+Direct actor calls (beamlet/worker/direct.py; docs/architecture.md has the design):
+  DIRECT_ASK   c→r [DIRECT_ASK, req, actor_id] → REPLY {"path", "token",
+               "incarnation"} | {"refused": "dead" | "remote" | "self" | "none"}:
+               may this caller send its calls to the actor's worker itself?  The
+               reply waits until none of this caller's calls is still queued in
+               the raylet for the actor (they are all sent to its worker, or
+               failed), and the actor is ALIVE.
+  GRANT        r→c [GRANT, caller_id, token]  (to the actor's worker, right before
+               that reply) the caller may connect with this token; every call it
+               sent through the raylet is ahead of this message on this socket
+  DIRECT_READY c→r [DIRECT_READY, path]  (the actor's worker, after its
+               constructor, before that DONE) where it listens for callers
+  RESUBMIT     c→r [RESUBMIT, spec, incarnation]  as SUBMIT, for a call sent to the
+               actor's worker directly that got no answer before the link broke
+               (its worker died, as incarnation `incarnation`): retried or failed
+               as the actor's in-flight calls are (max_task_retries)
+  OWN          c→r [OWN, oids]  results of this process's direct calls still to
+               come, whose refs now go to other processes: PENDING entries, one ref
+               of this process counted on each; the values follow as FULFIL
+  FULFIL       c→r [FULFIL, oid, data, is_error]  the value of an OWNed id
+  REGISTER     c→r [REGISTER, req, oid, data, is_error, contained, owner] → REPLY
+               True; (the actor's worker) a direct call's small result that holds
+               refs: stored here, counted for the owner (the caller's worker id),
+               before the caller hears of it
+  ACTOR_EXIT   c→r [ACTOR_EXIT, task_name]  (the actor's worker) exit_actor() ran
+               in a direct call: the actor ends without restarting
+  BLOCK / UNBLOCK c→r [BLOCK] / [UNBLOCK]  a worker running a normal task waits for
+               the result of a direct call (its CPU is lent back meanwhile, as for
+               a GET)
+
+On a direct link (caller ↔ the actor's worker, a unix socket of the session;
+the caller speaks first, and nothing else is read from it until the raylet's
+GRANT with the same caller id and token has arrived on the worker's raylet
+socket):
+  D_HELLO   c→a [D_HELLO, version, caller_id, token]
+  D_CALL    c→a [D_CALL, spec]   run this call (its ref arguments are inlined:
+            the caller sends calls with other refs through the raylet)
+  D_CANCEL  c→a [D_CANCEL, task_id]  cancel(): drop it if not started yet (its
+            result is TaskCancelledError), else flag it (is_canceled()) or, in an
+            async actor, cancel its asyncio task
+  D_DONE    a→c [D_DONE, task_id, results, flag]  results: [[oid, descriptor]]
+            with descriptor [INLINE, data, is_error] (the raylet does not know the
+            object: the caller keeps it, and OWNs/PUTs it when its ref leaves the
+            process) or [REGISTERED, data | None, is_error] (the raylet has it,
+            counted for the caller: a large result in the arena, or one holding
+            refs); flag "exit": exit_actor() ended the actor
+
 An object descriptor says where an object's serialized bytes are:
   [INLINE, data, is_error]           the bytes themselves (small objects, errors)
   [ARENA, offset, size, is_error]    a slice of the node's shared-memory arena;
@@ -129,16 +180,24 @@ VERSION = 3
 
 HELLO, SUBMIT, PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, DONE, CALL, \
     EXECUTE, REPLY, EXIT, REVOKE, RETURNED, CANCEL, ITEM, GEN_NEXT, GEN_DROP, \
-    GEN_ACK, CLOSING = range(23)
+    GEN_ACK, CLOSING, DIRECT_ASK, GRANT, DIRECT_READY, RESUBMIT, OWN, FULFIL, \
+    REGISTER, ACTOR_EXIT, BLOCK, UNBLOCK = range(33)
 
 NAMES = ["HELLO", "SUBMIT", "PUT", "CREATE", "SEAL", "GET", "WAIT", "REF_ADD",
          "REF_DEL", "UNPIN", "DONE", "CALL", "EXECUTE", "REPLY", "EXIT", "REVOKE",
-         "RETURNED", "CANCEL", "ITEM", "GEN_NEXT", "GEN_DROP", "GEN_ACK", "CLOSING"]
+         "RETURNED", "CANCEL", "ITEM", "GEN_NEXT", "GEN_DROP", "GEN_ACK", "CLOSING",
+         "DIRECT_ASK", "GRANT", "DIRECT_READY", "RESUBMIT", "OWN", "FULFIL",
+         "REGISTER", "ACTOR_EXIT", "BLOCK", "UNBLOCK"]
+
+# the direct link between a caller and an actor's worker (above)
+D_HELLO, D_CALL, D_CANCEL, D_DONE = range(40, 44)
+D_HANDSHAKE_MAX = 512    # bytes read from a caller before it is authenticated
 
 METRICS = 50
 
 INLINE, ARENA = 0, 1
 FILE = 3     # (2 is REMOTE, below)
+REGISTERED = 4   # direct-call result descriptor: the raylet has it (see D_DONE)
 
 # Argument encodings inside a TaskSpec's args.
 ARG_VALUE, ARG_REF = 0, 1
@@ -184,6 +243,10 @@ class FrameReader:
         self._buf = bytearray()
         self.max_frame = config.MAX_FRAME_BYTES if max_frame == -1 else max_frame
         self.error = None
+
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame held (a bound for unauthenticated peers)."""
+        return len(self._buf)
 
     def feed(self, data) -> list:
         if self.error is not None:

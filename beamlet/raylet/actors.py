@@ -10,12 +10,24 @@ Uses: ObjectStore (refs on arguments and creation objects, argument
   resources of a creation task); WorkerPool (signals, removing a worker);
   ClusterScheduler (a call or kill for an actor on another node, a job's end);
   GcsWriter (the actor's record) and the GcsClient (its name).
-Messages: none directly: the task scheduler hands it SUBMIT of actor calls
-  and creations and DONE from an actor's worker; the calls "kill_actor" and
-  "actor_state"; PEER_ACTOR_KILL (via cluster_scheduling.py).
+Messages: DIRECT_ASK (a caller asks to call the actor's worker directly),
+  DIRECT_READY and ACTOR_EXIT (from an actor's worker); the task scheduler
+  hands it SUBMIT and RESUBMIT of actor calls and creations and DONE from an
+  actor's worker; the calls "kill_actor" and "actor_state"; PEER_ACTOR_KILL
+  (via cluster_scheduling.py).
+
+Direct calls (worker/direct.py, docs/architecture.md): a caller on this node
+  asks (DIRECT_ASK) and is answered with the worker's socket and a token once
+  none of its calls is queued here any more and the actor is ALIVE; the worker
+  gets the token first (GRANT), behind the calls sent to it.  The raylet never
+  sees those calls; when the worker dies the callers RESUBMIT the unanswered
+  ones with the incarnation they were sent to, and they are retried or failed
+  as the calls it had in flight itself.
 """
 import collections
+import os
 import signal
+import time
 
 from typing import TYPE_CHECKING
 
@@ -43,7 +55,8 @@ class Actor:
                  "queue", "inflight", "max_concurrency", "restarts_left",
                  "max_task_retries", "name", "namespace", "detached", "death_cause",
                  "resources", "gpu_ids", "job_id", "class_name", "num_restarts",
-                 "keepalive", "pool", "held", "creation_task", "owner", "last_done")
+                 "keepalive", "pool", "held", "creation_task", "owner", "last_done",
+                 "direct_path", "asks", "orphans", "last_cause")
 
     def __init__(self, spec):
         opts = spec.actor_options or {}
@@ -76,9 +89,20 @@ class Actor:
         # actor dies with it (fate sharing, as in Ray)
         self.owner = None
         self.last_done = 0.0      # wall time its last call ended (for call timings)
+        # direct calls: where its worker listens (None: it does not), the
+        # DIRECT_ASKs not answered yet [(conn, req)], calls RESUBMITted before
+        # the death of their incarnation was seen here [(time, Task)], and why
+        # it died last (for those that come after)
+        self.direct_path = None
+        self.asks = []
+        self.orphans = []
+        self.last_cause = ""
 
 
 DEAD_ACTORS_KEPT = 10_000
+# A RESUBMITted call whose incarnation is still ALIVE this long after (its link
+# broke although the worker lives) is run again by this raylet.
+ORPHAN_WAIT_S = 10.0
 
 
 class Actors:
@@ -88,6 +112,8 @@ class Actors:
         "creation_done", "creation_failed", "creation_freed", "worker_lost",
         "call_kill_actor", "call_actor_state", "job_finished", "cancel_call",
         "kill_in_placement_group", "hand_over", "adopt", "accept_calls", "is_local",
+        "on_direct_ask", "on_direct_ready", "on_actor_exit", "resubmitted",
+        "tick",
         # the state API and pending reasons (read only; introspection.py)
         "all_actors", "actor", "call_reason", "running_calls", "resource_holders",
         "owner_died",
@@ -349,6 +375,131 @@ class Actors:
             t.move(TS.RUNNING)
             a.inflight[t.spec.task_id] = t
             conn.send(self.execute_msg(t.spec, conn, node_gpu_ids(a.pool, a.gpu_ids)))
+        if a.asks:
+            self.answer_asks(a)
+
+    # ------------------------------------------------------------------ direct calls
+    def on_direct_ask(self, conn, msg):
+        """DIRECT_ASK: answered at once if never possible, else once the actor
+        is ALIVE and none of this caller's calls waits in its queue here."""
+        _, req, actor_id = msg
+        a = self.actors.get(actor_id)
+        if a is None:
+            why = "remote"      # (or unknown here: its calls fail through the raylet)
+        elif a.state == "DEAD":
+            why = "dead"
+        elif conn.worker is not None and conn.worker.actor is a:
+            why = "self"        # a call to itself would wait for itself
+        else:
+            a.asks.append((conn, req))
+            self.answer_asks(a)
+            return
+        conn.send([P.REPLY, req, {"refused": why}])
+
+    def answer_asks(self, a):
+        if a.state == "DEAD":
+            for conn, req in a.asks:
+                conn.send([P.REPLY, req, {"refused": "dead"}])
+            a.asks.clear()
+            return
+        w = a.worker
+        if a.state != "ALIVE" or w is None:
+            return      # answered once it is (back)
+        if a.direct_path is None:
+            for conn, req in a.asks:
+                conn.send([P.REPLY, req, {"refused": "none"}])
+            a.asks.clear()
+            return
+        waiting = {t.spec.caller for t in a.queue}
+        keep = []
+        for conn, req in a.asks:
+            if conn.closed:
+                continue
+            if conn.client_id in waiting:
+                keep.append((conn, req))    # its calls queued here go first
+                continue
+            token = os.urandom(16)
+            # the worker reads the grant behind every call sent to it before
+            w.conn.send([P.GRANT, conn.client_id, token])
+            conn.send([P.REPLY, req, {"path": a.direct_path, "token": token,
+                                      "incarnation": a.num_restarts}])
+        a.asks = keep
+
+    def on_direct_ready(self, conn, msg):
+        """DIRECT_READY from an actor's worker (in its constructor's task)."""
+        w = conn.worker
+        a = w.actor if w is not None else None
+        if a is not None:
+            a.direct_path = msg[1]
+
+    def on_actor_exit(self, conn, msg):
+        """ACTOR_EXIT: exit_actor() in a direct call (the caller has its answer)."""
+        w = conn.worker
+        a = w.actor if w is not None else None
+        if a is not None and a.state != "DEAD":
+            self.kill_actor(a, f"The actor called exit_actor() in {msg[1]}.",
+                            no_restart=True, graceful=True)
+
+    def resubmitted(self, t, incarnation):
+        """A direct call sent to incarnation `incarnation` of its actor got no
+        answer before the link broke: retried or failed as the actor's own
+        in-flight calls are when a worker dies (max_task_retries)."""
+        spec = t.spec
+        a = self.actors.get(spec.actor_id)
+        if a is None or a.state == "DEAD":
+            t.move(TS.WAITING_FOR_RESOURCES)
+            cause = a.death_cause if a is not None else "The actor is not on this node."
+            self.sched.fail_task(t, exceptions.ActorDiedError(
+                f"The actor {a.class_name if a else spec.actor_id.hex()} is dead: "
+                f"{cause}"))
+            return
+        self.store.incref(a.creation_oid)
+        t.held.append(a.creation_oid)
+        self.track(t)
+        for oid in spec.return_ids():
+            o = self.store.get(oid)
+            if o is not None and o.state is ObjState.CREATING:
+                self.store.abort_create(o)    # written in part by the dead worker
+        if all(self.store.get(oid) is not None and
+               self.store.get(oid).state is ObjState.SEALED for oid in spec.return_ids()):
+            # it ran and stored its results before the link broke: done
+            t.move(TS.WAITING_FOR_RESOURCES)
+            t.move(TS.RUNNING)
+            self.sched.complete_task(t, [])
+            return
+        if a.num_restarts == incarnation and a.state == "ALIVE":
+            a.orphans.append((time.monotonic(), t))   # its death is not seen yet
+            return
+        self.retry_or_fail(a, t, a.last_cause)
+        self.pump_actor(a)
+
+    def retry_or_fail(self, a, t, cause):
+        """Call `t` was running when `a`'s worker died: queued again if it has
+        retries left (max_task_retries), else it fails."""
+        if t.retries_left != 0 and not t.cancelled:
+            if t.retries_left > 0:
+                t.retries_left -= 1
+            t.move(TS.WAITING_FOR_RESOURCES) if t.state is TS.WAITING_FOR_ARGS else None
+            a.queue.append(t)
+            return
+        if t.state is TS.WAITING_FOR_ARGS:
+            t.move(TS.WAITING_FOR_RESOURCES)
+        self.sched.fail_task(t, exceptions.ActorDiedError(
+            f"The actor {a.class_name} died while running {t.spec.name}: "
+            f"{cause} It is restarting; the call was not retried "
+            f"(max_task_retries={t.spec.max_retries})."))
+
+    def tick(self):
+        """(each heartbeat) Orphans whose incarnation lives on run again here."""
+        now = time.monotonic()
+        for a in self.actors.values():
+            if a.orphans and a.state == "ALIVE":
+                old = [x for x in a.orphans if now - x[0] > ORPHAN_WAIT_S]
+                if old:
+                    a.orphans = [x for x in a.orphans if x not in old]
+                    for _, t in old:
+                        a.queue.append(t)
+                    self.pump_actor(a)
 
     def record_actor(self, a):
         w = a.worker
@@ -362,10 +513,14 @@ class Actors:
     def actor_died(self, a, cause, restart=True):
         w = a.worker
         a.worker = None
+        a.direct_path = None
+        a.last_cause = cause
         if w is not None:
             w.actor = None
-        inflight = list(a.inflight.values())
+        # direct calls whose link broke with this worker come after its own
+        inflight = list(a.inflight.values()) + [t for _, t in a.orphans]
         a.inflight.clear()
+        a.orphans.clear()
         if a.resources and a.state == "ALIVE" and a.pool is not None:
             a.pool.release(a.resources, a.gpu_ids)
             a.pool = None
@@ -409,6 +564,7 @@ class Actors:
         for t in inflight + list(a.queue):
             self.sched.fail_task(t, err)
         a.queue.clear()
+        self.answer_asks(a)     # (refused: it is dead)
         o = self.store.get(a.creation_oid)
         if o is not None and o.state is ObjState.PENDING:
             # never created: the creation object will not come from a constructor

@@ -12,7 +12,10 @@ Uses: GcsWriter.put (object locations); NodeTable (whether other nodes exist);
   LocalScheduler (a worker waiting in get lends its CPU back: block_worker /
   unblock_worker); ClusterScheduler and Actors (the creation object of an
   actor was freed: creation_freed).
-Messages: PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN (protocol.py).
+Messages: PUT, CREATE, SEAL, GET, WAIT, REF_ADD, REF_DEL, UNPIN, and for direct
+  actor calls OWN, FULFIL, REGISTER (protocol.py).  Results of direct calls are
+  counted for their caller (the owner, found by `client(worker_id)`) when they
+  are created or registered here; the caller drops the refs it does not keep.
 
 Records: an Obj (object_store.py) is handed to other components by `get`; they
   read its state and count the refs they take on it (refcount += 1), but only
@@ -24,6 +27,7 @@ import errno
 import mmap
 import os
 import sys
+import threading
 import time
 
 from typing import TYPE_CHECKING
@@ -47,6 +51,94 @@ if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
 POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else 0)
 
 
+class Prefaulter:
+    """Maps the arena's pages ahead of its allocation frontier, in a thread of its
+    own, once large objects are created.
+
+    A put into arena pages never used before takes a page fault per 4 KiB page
+    (the kernel allocating and zeroing it) on the putter's critical path: ~0.2 of
+    the speed of a copy.  Pages once used stay mapped (the arena is never given
+    back), so only the range past the highest offset ever allocated (the
+    frontier) is fresh.  After a CREATE of at least PREFAULT_MIN_BYTES, the
+    thread maps [frontier, frontier + ahead), ahead = twice that object's size
+    (at most PREFAULT_AHEAD_MAX), with MADV_POPULATE_WRITE where the kernel has
+    it (Linux 5.14+: it changes no data), else by reading each page.  The putter's own mapping
+    then only maps pages that exist.  Nothing happens before the first large
+    CREATE and at most `ahead` bytes beyond what objects used are mapped, so an
+    idle cluster's memory does not grow."""
+
+    STEP = 16 * 1024 * 1024     # mapped per call: close() never waits long
+
+    def __init__(self, arena: mmap.mmap, capacity: int):
+        self.arena = arena
+        self.capacity = capacity
+        self.cond = threading.Condition()
+        self.frontier = 0       # the highest end of an allocation so far
+        self.mapped = 0         # [0, mapped): used by objects or mapped by us
+        self.target = 0         # where the thread maps up to
+        self.closed = False
+        self.thread = None
+
+    def allocated(self, off: int, size: int) -> None:
+        """Arena range [off, off + size) was handed out (loop thread)."""
+        end = off + size
+        large = size >= config.PREFAULT_MIN_BYTES > 0
+        if end <= self.frontier and not large:
+            return
+        with self.cond:
+            self.frontier = max(self.frontier, end)
+            self.mapped = max(self.mapped, self.frontier)
+            if not large:
+                return
+            ahead = min(2 * size, config.PREFAULT_AHEAD_MAX)
+            target = min(self.capacity, self.frontier + ahead)
+            if target <= self.target:
+                return
+            self.target = target
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, daemon=True,
+                                               name="prefault")
+                self.thread.start()
+            self.cond.notify()
+
+    def _run(self):
+        while True:
+            with self.cond:
+                while not self.closed and self.mapped >= self.target:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                start = self.mapped
+                n = min(self.STEP, self.target - start)
+                self.mapped = start + n
+            self._map(start, n)
+
+    def _map(self, start, n):
+        if POPULATE_WRITE:
+            try:
+                self.arena.madvise(POPULATE_WRITE, start, n)
+                return
+            except (OSError, ValueError):
+                pass
+        # (older kernels) a read of each page: a shared memfd page is allocated
+        # (zeroed) on a read fault too, and a read cannot undo what a putter
+        # writes into that page meanwhile (a write back could)
+        view = memoryview(self.arena)
+        try:
+            touched = 0
+            for p in range(start, start + n, mmap.PAGESIZE):
+                touched |= view[p]
+        finally:
+            view.release()
+
+    def close(self):
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        if self.thread is not None:
+            self.thread.join()
+
+
 class Getter:
     """One GET or WAIT waiting for objects."""
     __slots__ = ("conn", "req", "oids", "missing", "timer", "done", "kind",
@@ -58,7 +150,7 @@ class ObjectStore:
         "wire",     # (the shell, once)
         # messages (the shell's handler table)
         "on_put", "on_create", "on_seal", "on_get", "on_wait", "on_ref_add",
-        "on_ref_del", "on_unpin",
+        "on_ref_del", "on_unpin", "on_own", "on_fulfil", "on_register",
         # life
         "start", "close", "arena_path", "arena_size", "expire_creates", "stats",
         "used", "memory_report",
@@ -92,14 +184,19 @@ class ObjectStore:
         self.pending_creates = []    # (deadline, conn, req, Obj, size)
         self.pending_restores = {}   # spilled Obj waiting for arena space -> deadline
         self.watched = set()         # ids whose freeing others must hear of
+        self.create_owners = {}      # oid -> worker id of the caller a CREATE is for
         self.owned = {}              # worker id -> ids of the live objects it put
         self.waiting = set()         # the Getters that wait (what is blocked on what)
         self.arena_fd = self.arena = self.arena_view = self.arena_path = None
+        self.prefaulter = None
         self.loop = None
 
     def wire(self, gcs: "GcsWriter", node_table: "NodeTable", om: "ObjectManager",
-             sched: "LocalScheduler", actors: "Actors", cs: "ClusterScheduler") -> None:
+             sched: "LocalScheduler", actors: "Actors", cs: "ClusterScheduler",
+             client=None) -> None:
         self.put_gcs = gcs.put
+        # worker id -> the client connection of that process, or None (the shell's)
+        self.client = client or (lambda worker_id: None)
         self.node_table = node_table
         self.om = om
         self.block_worker = sched.block_worker
@@ -118,10 +215,13 @@ class ObjectStore:
         self.arena = mmap.mmap(self.arena_fd, self.arena_size)
         self.arena_view = memoryview(self.arena)
         self.arena_path = f"/proc/{os.getpid()}/fd/{self.arena_fd}"
+        self.prefaulter = Prefaulter(self.arena, self.table.allocator.capacity)
         os.makedirs(self.spill_dir, exist_ok=True)
 
     def close(self) -> None:
         self.spill_thread.shutdown(wait=True, cancel_futures=True)
+        if self.prefaulter is not None:
+            self.prefaulter.close()
         try:
             import shutil
             shutil.rmtree(self.spill_dir, ignore_errors=True)
@@ -383,13 +483,44 @@ class ObjectStore:
             w()
 
     def on_put(self, conn, msg):
-        _, oid, data, contained = msg
+        oid, data, contained = msg[1], msg[2], msg[3]
         o = self.table.get_or_create(oid)
         o.refcount += 1
         conn.refs[oid] += 1
         if conn.worker is not None and ids.is_put_object(oid):
             self.own(conn.worker, o)
-        self.seal_inline(o, data, False, contained)
+        if o.state is ObjState.PENDING:   # (a direct call's result may be sealed)
+            self.seal_inline(o, data, len(msg) > 4 and msg[4], contained)
+
+    # ---- results of direct actor calls (worker/direct.py)
+    def count_for(self, holder, o):
+        """One more ref on `o`, held by `holder` (a client connection)."""
+        o.refcount += 1
+        holder.refs[o.oid] += 1
+
+    def on_own(self, conn, msg):
+        """Results of `conn`'s direct calls, still to come, whose refs it shares."""
+        get_or_create = self.table.get_or_create
+        for oid in msg[1]:
+            self.count_for(conn, get_or_create(oid))
+
+    def on_fulfil(self, conn, msg):
+        _, oid, data, is_error = msg
+        o = self.objects.get(oid)
+        if o is not None and o.state is ObjState.PENDING:
+            self.seal_inline(o, data, is_error, ())
+
+    def on_register(self, conn, msg):
+        """A direct call's small result holding refs, from the actor's worker:
+        stored, and counted for its owner (the caller) if that is still here."""
+        _, req, oid, data, is_error, contained, owner = msg
+        o = self.table.get_or_create(oid)
+        holder = self.client(owner)
+        if holder is not None:
+            self.count_for(holder, o)
+        if o.state is ObjState.PENDING:   # (else: sealed by an earlier try)
+            self.seal_inline(o, data, is_error, contained)
+        conn.send([P.REPLY, req, True])
 
     def seal_inline(self, o, data, is_error, contained):
         for c in contained or ():
@@ -426,8 +557,10 @@ class ObjectStore:
                 self.seal_arena(o, desc[3], desc[4] if len(desc) > 4 else ())
 
     def on_create(self, conn, msg):
-        _, req, oid, size = msg
+        req, oid, size = msg[1], msg[2], msg[3]
         o = self.table.get_or_create(oid)
+        if len(msg) > 4:   # a direct call's result: counted for its caller once reserved
+            self.create_owners[oid] = msg[4]
         if ids.is_put_object(oid) and o.state is ObjState.PENDING:
             o.refcount += 1
             conn.refs[oid] += 1
@@ -438,6 +571,7 @@ class ObjectStore:
     def try_create(self, conn, req, o, size, deadline):
         cap = self.table.allocator.capacity
         if size > cap:
+            self.create_owners.pop(o.oid, None)
             conn.send([P.REPLY, req, [None,
                 f"An object of {size} bytes can never fit in this node's object store "
                 f"of {cap} bytes. Start beamlet with a larger object_store_memory "
@@ -450,7 +584,13 @@ class ObjectStore:
             self.pending_creates.append((deadline, conn, req, o, size))
             self.make_room()
             return
+        self.prefaulter.allocated(off, size)
         self.put_gcs("hset", keys.obj(o.oid), self.node_hex, size)
+        if self.create_owners:
+            owner = self.create_owners.pop(o.oid, None)
+            holder = self.client(owner) if owner is not None else None
+            if holder is not None:
+                self.count_for(holder, o)
         conn.send([P.REPLY, req, [off]])
 
     def memory_freed(self):
@@ -482,6 +622,7 @@ class ObjectStore:
             if not victims or self.spill(victims[0]) is not None:
                 return None
             off = self.table.reserve(o, size)
+        self.prefaulter.allocated(off, size)
         return off
 
     def abort_create(self, o):
@@ -589,7 +730,8 @@ class ObjectStore:
                 # the object stays in memory; what waited for its room fails
                 # (a CREATE) or is read from its spill file (a get's restore)
                 log("spill failed:", self.spill_error(o.size, err)[1])
-                for _, conn, req, _, size in self.pending_creates:
+                for _, conn, req, po, size in self.pending_creates:
+                    self.create_owners.pop(po.oid, None)
                     kind, text = self.spill_error(size, err)
                     conn.send([P.REPLY, req, [None, text, kind]])
                 self.pending_creates = []
@@ -614,6 +756,7 @@ class ObjectStore:
                 keep.append(item)
                 continue
             st = self.table.stats()
+            self.create_owners.pop(o.oid, None)
             conn.send([P.REPLY, req, [None,
                 f"The object store is full: an object of {size} bytes does not fit "
                 f"({st['arena_used']} of {st['arena_capacity']} bytes used, largest "

@@ -82,6 +82,7 @@ class Conn(asyncio.Protocol):
         self.out = []
         self.flush_pending = False
         self.role = None
+        self.client_id = None    # the process's worker id (HELLO)
         self.pid = None
         self.job_id = b""
         self.worker = None
@@ -138,6 +139,7 @@ class Raylet:
         self.socket_path = args.socket
         self.loop = None
         self.clients = set()
+        self.by_client_id = {}   # worker id of a driver or worker -> its Conn
         self.drivers = {}        # job_id -> Conn
         self.functions = {}      # fn key -> blob cache (served to workers)
         self.job_sys_paths = {}  # job id -> its driver's sys.path (json)
@@ -186,7 +188,7 @@ class Raylet:
                        env_of=self.runtime_env_of)
         self.memory.wire(pool=self.pool, gcs=gcsw)
         store.wire(gcs=gcsw, node_table=self.node_table, om=om, sched=sched,
-                   actors=actors, cs=cs)
+                   actors=actors, cs=cs, client=self.by_client_id.get)
         sched.wire(store=store, pool=self.pool, actors=actors, constraints=cons, om=om,
                    cs=cs, node_table=self.node_table, gcs=gcsw, pgs=self.pgs,
                    streams=self.streams)
@@ -216,6 +218,12 @@ class Raylet:
             P.WAIT: store.on_wait, P.REF_ADD: store.on_ref_add,
             P.REF_DEL: store.on_ref_del, P.UNPIN: store.on_unpin, P.DONE: sched.on_done,
             P.CALL: self.on_call, P.RETURNED: sched.on_returned,
+            # direct actor calls (worker/direct.py)
+            P.DIRECT_ASK: actors.on_direct_ask, P.DIRECT_READY: actors.on_direct_ready,
+            P.ACTOR_EXIT: actors.on_actor_exit, P.RESUBMIT: sched.on_resubmit,
+            P.OWN: store.on_own, P.FULFIL: store.on_fulfil,
+            P.REGISTER: store.on_register, P.BLOCK: sched.on_block,
+            P.UNBLOCK: sched.on_unblock,
             P.ITEM: self.streams.on_item, P.GEN_NEXT: self.streams.on_gen_next,
             P.GEN_DROP: self.streams.on_gen_drop,
             P.METRICS: self.metrics.on_metrics,
@@ -335,6 +343,7 @@ class Raylet:
             await asyncio.sleep(config.HEARTBEAT_S)
             self.om.tick()
             self.cs.tick()
+            self.actors.tick()
             self.gcsw.report_load(self.resources.snapshot(),
                                   self.intro.demand_reasons(self.sched.heartbeat_demand()),
                                   self.store.used())
@@ -388,7 +397,9 @@ class Raylet:
             conn.send([P.REPLY, 0, {"error": f"protocol version {version} != {P.VERSION}"}])
             return
         conn.role, conn.pid, conn.job_id = role, pid, job_id
+        conn.client_id = worker_id
         self.clients.add(conn)
+        self.by_client_id[worker_id] = conn
         if role == "worker":
             w = self.pool.get(worker_id)
             if w is None:
@@ -411,6 +422,8 @@ class Raylet:
 
     def client_lost(self, conn):
         self.clients.discard(conn)
+        if self.by_client_id.get(conn.client_id) is conn:
+            del self.by_client_id[conn.client_id]
         w = conn.worker
         how = None
         if w is not None:

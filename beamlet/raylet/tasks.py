@@ -19,8 +19,10 @@ Uses: ObjectStore (refs, waiting for arguments, argument descriptors, sealing
   the cluster's total for the infeasible warning); NodeTable (whether other
   nodes exist); GcsWriter (task events, warnings); Streams (a generator task's
   stream: opened at submission, told of dispatches and ends).
-Messages: SUBMIT, DONE, RETURNED; the "cancel" call (recursive: the tasks each
-  cancelled task submitted, by TaskSpec.parent).
+Messages: SUBMIT, DONE, RETURNED, RESUBMIT (a direct actor call whose link broke:
+  handed to the actors), BLOCK / UNBLOCK (a worker waits for a direct call's
+  result); the "cancel" call (recursive: the tasks each cancelled task
+  submitted, by TaskSpec.parent).
 """
 import signal
 import time
@@ -58,7 +60,8 @@ class LocalScheduler:
     INTERFACE = (
         "wire",     # (the shell, once)
         # messages and calls
-        "on_submit", "on_done", "on_returned", "call_cancel",
+        "on_submit", "on_resubmit", "on_done", "on_returned", "call_cancel",
+        "on_block", "on_unblock",
         "start",
         # scheduling
         "request_schedule", "track", "has_task", "push_ready", "dequeue",
@@ -116,8 +119,26 @@ class LocalScheduler:
 
     # ------------------------------------------------------------------ tasks
     def on_submit(self, conn, msg):
-        wire = msg[1]
-        spec = P.TaskSpec.from_wire(wire)
+        t = self.new_task(conn, P.TaskSpec.from_wire(msg[1]))
+        spec = t.spec
+        if spec.kind == P.ACTOR_TASK:
+            self.actors.submit_call(t)
+            return
+        self.tasks[spec.task_id] = t
+        if spec.kind == P.ACTOR_CREATION_TASK:
+            self.actors.created(t, conn)
+        if t.missing == 0:
+            self.make_ready(t)
+
+    def on_resubmit(self, conn, msg):
+        """A direct actor call that got no answer before its link broke (its
+        worker died): the actors decide, as for their in-flight calls."""
+        t = self.new_task(conn, P.TaskSpec.from_wire(msg[1]))
+        self.actors.resubmitted(t, msg[2])
+
+    def new_task(self, conn, spec):
+        """A Task for `spec` from `conn`: its results counted as the submitter's
+        refs, its ref arguments held, and waited for if they are not here yet."""
         t = Task(spec)
         get = self.obj_get
         get_or_create = self.obj_get_or_create
@@ -153,14 +174,16 @@ class LocalScheduler:
                 # room it is restored when the task is dispatched
                 t.missing += 1
                 o.waiters.append(lambda t=t: self.arg_ready(t))
-        if spec.kind == P.ACTOR_TASK:
-            self.actors.submit_call(t)
-            return
-        self.tasks[spec.task_id] = t
-        if spec.kind == P.ACTOR_CREATION_TASK:
-            self.actors.created(t, conn)
-        if t.missing == 0:
-            self.make_ready(t)
+        return t
+
+    def on_block(self, conn, msg):
+        """A worker waits for a direct call's result (as in a GET: lend its CPU)."""
+        if conn.worker is not None:
+            self.block_worker(conn.worker)
+
+    def on_unblock(self, conn, msg):
+        if conn.worker is not None:
+            self.unblock_worker(conn.worker)
 
     def track(self, t) -> None:
         """`t` (an actor call or creation made elsewhere) is a task of this node now."""

@@ -2,28 +2,33 @@
 
 One instance per process (`global_worker`).  It owns:
 
-- the connection to the raylet (one unix socket; every message of the process goes
-  through it, so the raylet sees a process's messages in the order it made them —
-  reference counting relies on that);
+- the connection to the raylet (one unix socket, hub.py's RayletLink; every
+  message of the process to its raylet goes through it, so the raylet sees a
+  process's messages in the order it made them — reference counting relies on
+  that), and the Hub that reads it and the process's other sockets;
 - the process's reference counts: ObjectRef.__init__/__del__ only touch a dict and
   append to a deque; the deque becomes REF_ADD/REF_DEL messages on the next send;
 - a cache of the small objects this process holds refs to (a `get` of one is
-  answered locally, with no round trip);
+  answered locally, with no round trip), and which of them hold no refs
+  (`plain`: such a value may travel inline in a direct actor call);
+- direct actor calls (direct.py): the channels to the actors it calls, and the
+  results they owe it or it keeps without the raylet knowing (until a ref to
+  one leaves the process: `escape`);
 - the mappings of the shared-memory arena: one read-write mapping for writing new
   objects, and one read-only mapping per object being read, whose lifetime is the
   lifetime of the values built on it; when it is collected the raylet is told
   (UNPIN), so an object is never freed or moved while a view of it exists.
 
 Threads: any thread may send; replies are demultiplexed by request number.  The
-thread that waits for a reply reads the socket itself while no other thread is
-reading (leader/followers), so a single-threaded driver pays no thread hop.
+thread that waits for a reply reads the sockets itself while no other thread is
+reading (leader/followers, hub.py), so a single-threaded driver pays no thread hop.
 """
 import collections
 import contextvars
 import itertools
 import mmap
 import os
-import socket
+import queue
 import threading
 import time
 import weakref
@@ -32,6 +37,8 @@ from .. import exceptions
 from .._private import config, ids, serialization
 from .._private import protocol as P
 from .._private.stuck import StuckWatch
+from .direct import DirectCalls
+from .hub import ConnectionLost, Hub, RayletLink  # noqa: F401 (ConnectionLost: API)
 
 
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14+): map a range's pages in one call.
@@ -46,228 +53,6 @@ _CHUNK = 2 * 1024 * 1024
 EXPLAIN_TIMEOUT_MIN_S = 0.1
 
 
-class ConnectionLost(exceptions.RaySystemError):
-    pass
-
-
-class Connection:
-    def __init__(self, path: str):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.path = path
-        self.send_lock = threading.RLock()
-        self.out = []
-        self.cond = threading.Condition(threading.Lock())
-        self.replies = {}
-        self.pushes = collections.deque()
-        self.reading = False
-        # replies come from our own raylet, which may send a large one (a get of
-        # many inline objects): no cap on what it sends beyond the prefix's 4 GiB
-        self.reader = P.FrameReader(max_frame=None)
-        self.next_req = itertools.count(1).__next__
-        self.lost = None
-        self.closing = None         # why the raylet closed the connection (CLOSING)
-        self.before_send = None     # hook: lets the core worker add ref messages
-        # hook (a worker's): cancel(task_id, its EXECUTE if not taken yet) ->
-        # messages to send; called by the reading thread as CANCEL arrives
-        self.on_cancel = None
-        self.gen_acks = {}          # task id -> (consumed, stop): GEN_ACKs
-
-    # ---- sending
-    def queue(self, msg) -> None:
-        with self.send_lock:
-            if self.before_send:
-                self.before_send(self.out)
-            self.out.append(msg)
-
-    def flush(self) -> None:
-        with self.send_lock:
-            if self.before_send:
-                self.before_send(self.out)
-            if not self.out:
-                return
-            msgs, self.out = self.out, []
-            data = P.frames(msgs)
-            try:
-                self.sock.sendall(data)
-            except OSError as e:
-                self._lost(e)
-
-    def send(self, msg) -> None:
-        self.queue(msg)
-        self.flush()
-
-    def _lost(self, e):
-        if self.lost is None and self.closing is None:
-            # a send that failed (the raylet closed first): its CLOSING may wait
-            # unread in the socket; look without taking it from a reader
-            try:
-                data = self.sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except OSError:
-                data = b""
-            for m in self.reader.peek(data):
-                if m[0] == P.CLOSING:
-                    self.closing = m[1]
-        if self.lost is None and self.closing is not None:
-            self.lost = ConnectionLost(
-                f"The raylet ({self.path}) closed the connection of this process: "
-                f"{self.closing}.")
-        elif self.lost is None:
-            self.lost = ConnectionLost(
-                f"Lost the connection to the raylet ({self.path}): {e}. The local "
-                f"beamlet cluster has stopped (its raylet died or shutdown() ran).")
-        with self.cond:
-            self.cond.notify_all()
-        raise self.lost
-
-    # ---- receiving
-    def request(self, build, timeout=None):
-        """Send the message `build(req)` and wait for its reply."""
-        req = self.next_req()
-        self.send(build(req))
-        return self.wait_reply(req, timeout)
-
-    def wait_reply(self, req, timeout=None):
-        return self._wait(lambda: req in self.replies, lambda: self.replies.pop(req),
-                          timeout)
-
-    def next_push(self, timeout=None):
-        return self._wait(lambda: bool(self.pushes), self.pushes.popleft, timeout)
-
-    def _wait(self, ready, take, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cond = self.cond
-        with cond:
-            while True:
-                if ready():
-                    return take()
-                if self.lost is not None:
-                    raise self.lost
-                if not self.reading:
-                    self.reading = True
-                    break
-                cond.wait(None if deadline is None else max(0, deadline - time.monotonic()))
-                if deadline is not None and time.monotonic() >= deadline and not ready():
-                    return None
-        # we are the reader now
-        try:
-            while True:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    self.sock.settimeout(left)
-                try:
-                    data = self.sock.recv(1 << 20)
-                except socket.timeout:
-                    return None
-                except OSError as e:
-                    data = b""
-                    err = e
-                finally:
-                    if deadline is not None:
-                        self.sock.settimeout(None)
-                if not data:
-                    with cond:
-                        self.reading = False
-                    self._lost(locals().get("err", "connection closed"))
-                if self._absorb(data, ready):
-                    with cond:
-                        return take()
-        finally:
-            with cond:
-                self.reading = False
-                cond.notify_all()
-
-    def _absorb(self, data, ready=None) -> bool:
-        """(the reading thread) Take in bytes read: replies and pushes for the
-        threads that wait for them; REVOKE, CANCEL and GEN_ACK are handled at
-        once, whatever the other threads do.  Returns whether `ready()` holds."""
-        msgs = self.reader.feed(data)
-        answers = cancels = None
-        cond = self.cond
-        with cond:
-            for m in msgs:
-                kind = m[0]
-                if kind == P.REPLY:
-                    self.replies[m[1]] = m[2]
-                elif kind == P.GEN_ACK:
-                    self.gen_acks[m[1]] = (m[2], m[3])
-                elif kind == P.REVOKE:
-                    answers = answers or []
-                    answers.append(self._revoke(m[1]))
-                elif kind == P.CANCEL:
-                    cancels = cancels or []
-                    cancels.append((m[1], self._take_execute(m[1])))
-                elif kind == P.CLOSING:
-                    self.closing = m[1]
-                else:
-                    self.pushes.append(m)
-            cond.notify_all()
-            if answers is None and cancels is None:
-                return ready is not None and ready()
-        # answered outside `cond` (flush takes send_lock, whose holder may want
-        # `cond` when the connection breaks)
-        for task_id, execute in cancels or ():
-            if self.on_cancel is not None:
-                answers = (answers or []) + self.on_cancel(task_id, execute)
-        for a in answers or ():
-            self.queue(a)
-        self.flush()
-        with cond:
-            return ready is not None and ready()
-
-    def poll(self) -> None:
-        """Take in what has arrived without blocking (a thread running user code
-        between two yields, or asking is_canceled()), unless a thread reads."""
-        with self.cond:
-            if self.reading or self.lost is not None:
-                return
-            self.reading = True
-        try:
-            try:
-                data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                data, err = b"", e
-            if not data:
-                with self.cond:
-                    self.reading = False
-                self._lost(locals().get("err", "connection closed"))
-            self._absorb(data)
-        finally:
-            with self.cond:
-                self.reading = False
-                self.cond.notify_all()
-
-    def wait_for(self, ready, timeout=None) -> bool:
-        """Wait (reading the socket if no other thread does) until `ready()`."""
-        return bool(self._wait(ready, lambda: True, timeout))
-
-    def _revoke(self, task_id):
-        """(holding `cond`) The raylet takes back a task it sent ahead: drop its
-        EXECUTE if no thread has taken it yet.  Done by the reading thread as the
-        message arrives, so a worker blocked in get() gives back the task queued
-        behind the one waiting (which may be what it waits for)."""
-        return [P.RETURNED, task_id, self._take_execute(task_id) is not None]
-
-    def _take_execute(self, task_id):
-        """(holding `cond`) Remove and return the EXECUTE of `task_id` that no
-        thread has taken yet, or None."""
-        for m in self.pushes:
-            if m[0] == P.EXECUTE and m[1][0] == task_id:
-                self.pushes.remove(m)
-                return m
-        return None
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
 class TaskContext:
     """What the process is running now (for put ids, nested tasks, runtime context).
 
@@ -277,7 +62,7 @@ class TaskContext:
     (or the actor, for its lifetime) holds; `actor` describes the actor this
     process hosts (None in a driver or a normal task)."""
     __slots__ = ("task_id", "put_counter", "name", "actor_id", "scheduling",
-                 "resources", "gpu_ids", "actor", "cancelled")
+                 "resources", "gpu_ids", "actor", "cancelled", "aio_task")
 
     def __init__(self, task_id, name="", actor_id=None, scheduling=None,
                  resources=None, gpu_ids=(), actor=None):
@@ -290,6 +75,7 @@ class TaskContext:
         self.gpu_ids = list(gpu_ids)
         self.actor = actor
         self.cancelled = False      # cancel() interrupted it (it may go on)
+        self.aio_task = None        # an async actor's direct call: its asyncio task
 
 
 class HostedActor:
@@ -315,12 +101,14 @@ class CoreWorker:
         self.role = role
         self.worker_id = worker_id or ids.random_id(16)
         self.job_id = job_id
-        self.conn = Connection(socket_path)
+        self.hub = Hub()
+        self.conn = RayletLink(self.hub, socket_path)
         self.refops = collections.deque()   # ("a"|"d"|"u", oid), from any thread
         self.conn.before_send = self._drain_refops
         self.counts = {}
         self.count_lock = threading.RLock()
         self.cache = {}          # oid -> (data, is_error) for small objects we hold
+        self.plain = set()       # oids in the cache whose value holds no refs
         self.known_ready = set() # oids we hold that a WAIT reply said were ready
         self.maps = {}           # oid -> weakref to a read-only mmap of the object
         self.exported = set()
@@ -328,6 +116,11 @@ class CoreWorker:
         # and each asyncio task (concurrent calls of an async actor) -- has its own
         self.current = contextvars.ContextVar("beamlet_task", default=None)
         self.closed = False
+        self.direct = DirectCalls(self)
+        self.background_flush = None    # hook the flusher calls (a worker's answers)
+        # hook: True while the sockets must be read although no thread waits (an
+        # actor's worker running a direct call: a cancel or a grant may come)
+        self.background_reads = None
         # HELLO is answered with request number 0
         self.conn.send([P.HELLO, P.VERSION, role, self.worker_id, os.getpid(), job_id])
         info = self.conn.wait_reply(0)
@@ -339,6 +132,8 @@ class CoreWorker:
         self.arena_size = info["arena_size"]
         self.arena_fd = os.open(info["arena_path"], os.O_RDWR)
         self._rw = None
+        self._map_ahead = queue.SimpleQueue()    # (first, last) chunks to map
+        self._map_ahead_thread = None
         self.driver_task = TaskContext(ids.new_task_id())
         self._flusher_wake = threading.Event()
         # the last arena mapping made, kept alive (with its pin) for a moment so
@@ -376,9 +171,20 @@ class CoreWorker:
                 return
             self.counts.pop(oid, None)
             if n == 0:
-                self.refops.append(("d", oid))
+                if not self.direct.dropped(oid):
+                    self.refops.append(("d", oid))
                 self.cache.pop(oid, None)
+                self.plain.discard(oid)
                 self.known_ready.discard(oid)
+
+    def escape(self, oid):
+        """A ref to `oid` is about to reach another process (pickled, or a task's
+        argument): if only this process knows the object (a direct call's
+        result), the raylet is told first, on the same socket as what follows."""
+        direct = self.direct
+        if direct.pending or direct.owned:
+            if direct.holds(oid):
+                direct.escape(oid)
 
     def _drain_refops(self, out):
         ops = self.refops
@@ -398,20 +204,33 @@ class CoreWorker:
             batch.append(oid)
 
     def _flush_loop(self):
-        """Backstop: send what fire-and-forget calls and __del__ queued."""
+        """Backstop: send what fire-and-forget calls and __del__ queued; read the
+        sockets while something needs that and no other thread waits (a direct
+        call's result another process waits for, calls held, output unsent)."""
         while not self.closed:
-            woke = self._flusher_wake.wait(0.05)
+            busy = self.direct.background_work() or (
+                self.background_reads is not None and self.background_reads())
+            woke = self._flusher_wake.wait(0.002 if busy else 0.05)
             if woke:
                 self._flusher_wake.clear()
                 time.sleep(0.001)
             if self._recent_map is not None and \
                     time.monotonic() - self._recent_at > config.RECENT_MAP_S:
                 self._recent_map = None   # may unpin (finalizer queues UNPIN)
-            if self.refops or self.conn.out:
-                try:
+            try:
+                if self.direct.unflushed:
+                    self.direct.flush()
+                if self.background_flush is not None:
+                    self.background_flush()
+                if self.refops or self.conn.out:
                     self.conn.flush()
-                except Exception:
-                    return
+                if busy and not self.closed:
+                    self.hub.flush_writers()
+                    self.hub.poll()
+                    if self.conn.out:
+                        self.conn.flush()
+            except Exception:
+                return
 
     def queue(self, msg):
         self.conn.queue(msg)
@@ -419,6 +238,15 @@ class CoreWorker:
             self.conn.flush()
         else:
             self._flusher_wake.set()
+
+    def flush_soon(self):
+        """Have the flusher send what is queued (from a thread that must not block)."""
+        self._flusher_wake.set()
+
+    def request_async(self, build, callback):
+        """A request whose reply the reading thread hands to `callback`."""
+        self.conn.request_async(build, callback)
+        self._flusher_wake.set()
 
     # ------------------------------------------------------------ arena
     @property
@@ -439,18 +267,41 @@ class CoreWorker:
         of the process, so this happens at most once per chunk."""
         rw = self.rw
         end = off + s.size
-        faulted = self._faulted
-        first, last = off // _CHUNK, (end - 1) // _CHUNK
-        if _POPULATE_WRITE and not all(faulted[first:last + 1]):
-            # whole chunks (it changes no data, so the neighbours' bytes are safe)
-            start = first * _CHUNK
-            try:
-                self._rw_map.madvise(_POPULATE_WRITE, start,
-                                     min(self.arena_size, (last + 1) * _CHUNK) - start)
-            except OSError:   # kernel older than 5.14: fault page by page
-                pass
-            faulted[first:last + 1] = b"\x01" * (last + 1 - first)
+        self._populate(off // _CHUNK, (end - 1) // _CHUNK)
         s.write_to(rw[off:end])
+        if s.size >= config.PREFAULT_MIN_BYTES > 0:
+            # the next large put most likely lands right after this one (the
+            # arena's frontier, whose pages the raylet is creating now): map
+            # them here meanwhile, in the background (at most twice this size)
+            ahead = min(2 * s.size, config.PREFAULT_AHEAD_MAX)
+            self._map_ahead.put((end // _CHUNK, (end + ahead) // _CHUNK))
+            if self._map_ahead_thread is None:
+                self._map_ahead_thread = threading.Thread(
+                    target=self._map_ahead_loop, daemon=True, name="beamlet-map-ahead")
+                self._map_ahead_thread.start()
+
+    def _populate(self, first, last):
+        """Map chunks [first, last] of the arena mapping (whole chunks: it
+        changes no data, so the neighbours' bytes are safe)."""
+        faulted = self._faulted
+        last = min(last, len(faulted) - 1)
+        if not _POPULATE_WRITE or first > last or all(faulted[first:last + 1]):
+            return
+        start = first * _CHUNK
+        try:
+            self._rw_map.madvise(_POPULATE_WRITE, start,
+                                 min(self.arena_size, (last + 1) * _CHUNK) - start)
+        except (OSError, ValueError):   # kernel older than 5.14: fault page by page
+            pass
+        faulted[first:last + 1] = b"\x01" * (last + 1 - first)
+
+    def _map_ahead_loop(self):
+        while not self.closed:
+            first, last = self._map_ahead.get()
+            for c in range(first, last + 1):    # chunk by chunk: a put may need
+                if self.closed:                 # the range meanwhile
+                    return
+                self._populate(c, c)
 
     def _unpin(self, oid, ref):
         # only forget the entry if it is still this (dead) mapping's: another
@@ -512,14 +363,22 @@ class CoreWorker:
         if s.size < self.inline_threshold:
             data = s.to_bytes()
             self.cache[oid] = (data, False)
+            if not s.contained:
+                self.plain.add(oid)
             self.queue([P.PUT, oid, data, s.contained])
         else:
             off = self.create(oid, s.size)
             self.write_object(off, s)
             self.queue([P.SEAL, oid, s.contained, False])
 
-    def create(self, oid, size):
-        off, *err = self.conn.request(lambda req: [P.CREATE, req, oid, size])
+    def create(self, oid, size, owner=None):
+        """Arena space for a large object; `owner`: the caller of a direct call
+        whose result it is (the raylet counts its ref from now on)."""
+        if owner is None:
+            msg = lambda req: [P.CREATE, req, oid, size]  # noqa: E731
+        else:
+            msg = lambda req: [P.CREATE, req, oid, size, owner]  # noqa: E731
+        off, *err = self.conn.request(msg)
         if off is None:
             cls = getattr(exceptions, err[1], None) if len(err) > 1 else None
             if not (isinstance(cls, type) and
@@ -528,9 +387,26 @@ class CoreWorker:
             raise cls(err[0])
         return off
 
+    def register(self, oid, data, is_error, contained, owner):
+        """A direct call's small result holding refs: stored in the raylet and
+        counted for `owner` before the caller hears of it."""
+        self.conn.request(lambda req: [P.REGISTER, req, oid, data, is_error,
+                                       list(contained), owner])
+
     # ------------------------------------------------------------ get / wait
     def get_values(self, oids, timeout=None):
         """Values of `oids` (raising the first error in list order)."""
+        if self.direct.unflushed:
+            self.direct.flush()     # calls queued on direct links go out first
+        if self.direct.pending:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self.wait_direct(oids, len(oids), timeout):
+                owed = [o for o in oids if self.direct.owes(o)]
+                raise exceptions.GetTimeoutError(
+                    f"Get timed out after {timeout} s: {len(owed)} of {len(oids)} "
+                    f"objects were not ready (first: {owed[0].hex()}).")
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         cache = self.cache
         missing = [o for o in dict.fromkeys(oids) if o not in cache]
         fetched = {}
@@ -620,7 +496,40 @@ class CoreWorker:
             return serialization.deserialize(mv), desc[3]
         return serialization.deserialize(self._map(oid, desc[1], desc[2], desc[3])), desc[3]
 
+    def wait_direct(self, oids, num_returns, timeout) -> bool:
+        """Wait until at most len(oids) - num_returns of `oids` are results still
+        owed by direct calls (False: timed out).  A worker running a normal task
+        lends its CPU back meanwhile, as the raylet does while it waits in GET."""
+        owes = self.direct.owes
+        most = len(oids) - num_returns
+
+        def enough():
+            return sum(1 for o in oids if owes(o)) <= most
+        if enough():
+            return True
+        lend = self.role == "worker" and self.task.actor is None
+        if lend:
+            self.conn.send([P.BLOCK])
+        try:
+            return self.hub.wait(enough, timeout)
+        finally:
+            if lend:
+                self.queue([P.UNBLOCK])
+
     def wait(self, oids, num_returns, timeout, fetch_local=True):
+        direct = self.direct
+        if direct.unflushed:
+            direct.flush()
+        if direct.pending and any(direct.owes(o) for o in oids):
+            if all(direct.owes(o) or o in self.cache or o in self.known_ready
+                   for o in oids):
+                # only direct results and objects known ready: no raylet needed
+                self.wait_direct(oids, num_returns, timeout)
+                return [i for i, o in enumerate(oids) if not direct.owes(o) and (
+                    o in self.cache or o in self.known_ready)][:num_returns]
+            for o in oids:      # the raylet waits for them too: it must know them
+                if direct.owes(o):
+                    direct.escape(o)
         cache, known = self.cache, self.known_ready
         # objects in the cache, or that an earlier WAIT reported ready, are ready
         # without asking (a ready object stays ready while we hold its ref): a
@@ -669,7 +578,32 @@ class CoreWorker:
     def submit(self, spec):
         """Queue a task; the raylet counts the returned refs as ours (the caller
         makes them with ObjectRef(..., _registered=True))."""
+        if self.direct.pending or self.direct.owned:
+            for a in spec.args:
+                if a[0] == P.ARG_REF:
+                    self.escape(a[1])
         self.queue([P.SUBMIT, spec.to_wire()])
+
+    def submit_actor_call(self, spec, creation_oid):
+        """Queue an actor call: straight to the actor's worker when it is local
+        and the raylet granted it (direct.py), else as submit()."""
+        if not config.DIRECT_CALLS:
+            return self.submit(spec)
+        self.direct.channel(spec.actor_id, creation_oid).submit(spec)
+
+    def cancel(self, oid, force, recursive):
+        """cancel() of the task making `oid`: on its direct link, else the raylet
+        (which answers False if it does not know the task, a string if it refuses).
+        A direct call's own children are not cancelled (the raylet never saw the
+        call, so it cannot find them by their parent)."""
+        direct = self.direct
+        if direct.pending:
+            if force and direct.owes(oid):
+                return ("force=True is not supported for actor tasks: use "
+                        "kill(actor) to end the actor.")
+            if direct.cancel(ids.task_of(oid)):
+                return True
+        return self.call("cancel", oid, bool(force), bool(recursive))
 
     def call(self, method, *args, timeout=None):
         r = self.conn.request(lambda req: [P.CALL, req, method, list(args)], timeout)
@@ -686,7 +620,15 @@ class CoreWorker:
             pass
         self.closed = True
         self._flusher_wake.set()
+        self._map_ahead.put((1, 0))     # (wakes the thread, to end)
+        self.direct.close()
         self.conn.close()
+        hub = self.hub
+        if hub.lost is None:    # threads still waiting end with this error
+            hub.lost = ConnectionLost("This process disconnected from its beamlet "
+                                      "cluster (shutdown() ran).")
+        hub.wake()
+        hub.close()
         try:
             os.close(self.arena_fd)
         except OSError:

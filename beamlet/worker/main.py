@@ -1,6 +1,7 @@
 """A worker process: runs the tasks its raylet sends, one at a time, or hosts an actor.
 
     raylet ──EXECUTE──▶ main loop ──▶ run task ──DONE──▶ raylet
+    caller ──D_CALL───▶     │      (an actor's direct calls) ──D_DONE──▶ caller
                             │             └─ a generator: ITEM per value (streaming.py)
                             └─ threaded actor (max_concurrency > 1 or concurrency
                                groups): one thread pool per group, sized by its
@@ -9,6 +10,10 @@
     raylet ──CANCEL──▶ (the reading thread) an actor call not started yet never
                        runs (its DONE says cancelled); a running one is flagged
                        (is_canceled()), an async one gets CancelledError
+
+The run queue (the hub's `pushes`) holds the raylet's messages and the direct
+calls of admitted callers (direct.py) in the order they arrived; an actor's
+worker listens for its callers once its constructor has run.
 
 Output written to stdout/stderr is prefixed per line with "(task_name pid=N)" and
 reaches the driver through the raylet.
@@ -22,34 +27,39 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 import cloudpickle
 
 from .. import exceptions
-from .._private import process, ray_alias, serialization
+from .._private import config, process, ray_alias, serialization
 from .._private import protocol as P
 from ..generator import DynamicObjectRefGenerator
 from ..object_ref import ObjectRef
 from ..runtime_env import setup as runtime_env_setup
 from . import core_worker, streaming
 from .core_worker import CoreWorker, HostedActor, TaskContext
+from .direct import DirectServer, listen_path
 
 # Raised by exit_actor() (defined in beamlet.exceptions, not here: this module runs
 # as __main__ in a worker, so a class defined here would not be the one raised).
 ActorExit = exceptions.ActorExit
 _ACTOR_EXITS = (exceptions.ActorExit, exceptions.AsyncioActorExit)
 READY, TERMINATE = "__ray_ready__", "__ray_terminate__"
+REPLY_BATCH = 16    # answers of queued direct calls written at once (at most;
+# the flusher thread writes them ~1 ms after the first, the main loop when idle)
 
 
 class Call:
     """An actor call this worker was sent and has not answered yet: what cancel()
     needs to find it (its thread-pool future, its asyncio task, its context)."""
-    __slots__ = ("spec", "descs", "future", "task", "ctx", "cancelled")
+    __slots__ = ("spec", "descs", "future", "task", "ctx", "cancelled", "link")
 
-    def __init__(self, spec, descs):
+    def __init__(self, spec, descs, link=None):
         self.spec = spec
         self.descs = descs
+        self.link = link        # a direct call's link (its answer goes there)
         self.future = None      # threaded actors: the pool's future
         self.task = None        # async actors: the asyncio task running it
         self.ctx = None         # its TaskContext, once it started
@@ -147,7 +157,19 @@ class Worker:
         self.early_interrupt = False  # SIGINT came while no task was running
         self.cancel_path = process.cancel_file(args.session_dir, args.worker_id)
         self.jobs_seen = set()       # jobs whose driver's sys.path we added
-        self.calls = {}              # task id -> Call (actor calls not answered yet)
+        self.session_dir = args.session_dir
+        self.server = None           # DirectServer, once this worker hosts an actor
+        self.actor_gpu_ids = []      # the actor's GPU ids (its direct calls run with them)
+        self.unsent = set()          # links with answers queued (sequential actor)
+        self.unsent_lock = threading.Lock()
+        self.core.background_flush = self.flush_replies   # (the flusher, ~1 ms)
+        # while the main thread runs a direct call for more than a moment, the
+        # flusher thread reads the sockets (a D_CANCEL must not wait for its end)
+        self.direct_since = 0.0
+        self.core.background_reads = self.running_long
+        # actor calls not answered yet, through the raylet or direct: task id ->
+        # Call (what cancel() needs to find them)
+        self.calls = {}
         self.early_cancels = collections.OrderedDict()
         self.core.conn.on_cancel = self.on_cancel
         # a worker started for a runtime environment sets it up before its first
@@ -194,9 +216,21 @@ class Worker:
 
     # ------------------------------------------------------------------ loop
     def run(self):
-        conn = self.core.conn
+        hub = self.core.hub
         while True:
-            msg = conn.next_push()
+            if hub.pushes:
+                hub.poll()      # a cancel of a queued call is read before it starts
+            if not hub.pushes and self.unsent:
+                self.flush_replies()    # nothing more to run now: answer
+            msg = hub.next_push()
+            if type(msg) is tuple:      # a direct call: (link, spec wire)
+                link, wire = msg
+                spec = P.TaskSpec.from_wire(wire)
+                if self.pools or self.aloop:
+                    self.dispatch(spec, [], self.actor_gpu_ids, link=link)
+                else:
+                    self.execute(spec, [], self.actor_gpu_ids, link=link)
+                continue
             kind = msg[0]
             if kind == P.EXECUTE:
                 spec = P.TaskSpec.from_wire(msg[1])
@@ -208,7 +242,7 @@ class Worker:
             elif kind == P.EXIT:
                 self.exit(0)
 
-    def dispatch(self, spec, descs, gpu_ids, skip=0):
+    def dispatch(self, spec, descs, gpu_ids, skip=0, link=None):
         """An actor call of a threaded or async actor: to its concurrency group."""
         group = (spec.actor_options or {}).get("concurrency_group")
         groups = self.pools if self.pools is not None else self.asems
@@ -216,28 +250,64 @@ class Worker:
             known = sorted(g for g in groups if g is not None)
             err = ValueError(f"{spec.name}: the actor has no concurrency group "
                              f"{group!r}; its groups are {known}.")
-            self.finish(spec, self.error_returns(spec, self.task_error(spec, err)), None)
+            self.finish(spec, self.error_returns(spec, self.task_error(spec, err)), None,
+                        link)
             return
-        call = self.register(spec, descs)
+        call = self.register(spec, descs, link)
         if call is None:
             return      # cancelled before it came: answered
         if self.pools is not None:
             call.future = self.pools[group].submit(self.execute, spec, descs, gpu_ids,
-                                                   skip)
+                                                   skip, link)
         else:
             import asyncio  # imported lazily: only async actors use it
             asyncio.run_coroutine_threadsafe(
                 self.execute_async(call, gpu_ids, self.asems[group], skip), self.aloop)
 
+    # ------------------------------------------------------------------ direct calls
+    def start_direct(self):
+        """The actor exists: listen for its callers (the raylet hands them the
+        path and a token each, see direct.py).  Without it (too long a path, a
+        socket error) every call keeps coming through the raylet."""
+        if not config.DIRECT_CALLS:
+            return
+        path = listen_path(self.session_dir)
+        if len(path.encode()) > 107:
+            return
+        try:
+            self.server = DirectServer(self.core, path, self.deliver, self.cancel_direct)
+        except OSError:
+            return
+        self.core.conn.queue([P.DIRECT_READY, path])   # ahead of the creation's DONE
+
+    def deliver(self, link, wire):
+        """(the reading thread) A direct call: into the run queue, in order."""
+        self.core.hub.pushes.append((link, wire))
+
+    def cancel_direct(self, link, task_id):
+        """(the reading thread) cancel() of a direct call, as of one through the
+        raylet (on_cancel): not started yet, it never runs (TaskCancelledError);
+        running, it is flagged (is_canceled()), or in an async actor its asyncio
+        task is cancelled.  The answer goes back on the link."""
+        pushes = self.core.hub.pushes
+        for item in pushes:
+            if type(item) is tuple and item[0] is link and item[1][0] == task_id:
+                pushes.remove(item)
+                self.never_ran(P.TaskSpec.from_wire(item[1]), [], link)
+                return
+        for m in self.on_cancel(task_id, None):
+            self.core.conn.queue(m)
+        self.core.flush_soon()
+
     # ------------------------------------------------------------------ cancel
-    def register(self, spec, descs):
+    def register(self, spec, descs, link=None):
         """Note actor call `spec` as received; None if its CANCEL came first (it is
-        answered as cancelled, without running)."""
+        answered as cancelled, without running).  `link`: a direct call's."""
         tid = spec.task_id
         if self.early_cancels.pop(tid, None) is not None:
-            self.answer_never_ran(spec, descs)
+            self.answer_never_ran(spec, descs, link)
             return None
-        call = self.calls[tid] = Call(spec, descs)
+        call = self.calls[tid] = Call(spec, descs, link)
         return call
 
     def on_cancel(self, task_id, execute):
@@ -257,7 +327,7 @@ class Worker:
             call.ctx.cancelled = True      # is_canceled(); its result: cancelled
         if call.future is not None and call.future.cancel():
             self.calls.pop(task_id, None)  # (a pool thread had not started it)
-            return self.never_ran(call.spec, call.descs)
+            return self.never_ran(call.spec, call.descs, call.link)
         if self.aloop is not None:
             self.aloop.call_soon_threadsafe(self.cancel_async, call)
         return []
@@ -268,20 +338,26 @@ class Worker:
         if call.task is not None and not call.task.done():
             call.task.cancel()
 
-    def never_ran(self, spec, descs):
+    def never_ran(self, spec, descs, link=None):
         """The messages answering a call that is cancelled before it started: its
-        arena arguments unpinned (they were never mapped), its DONE cancelled."""
+        arena arguments unpinned (they were never mapped), its DONE cancelled.
+        A direct call's answer goes on its link at once (no message is left)."""
+        self.calls.pop(spec.task_id, None)
+        results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
+        if link is not None:
+            link.send([P.D_DONE, spec.task_id, results, None])
+            return []
         arena = [oid for oid, d in zip(spec.ref_args(), descs) if d[0] == P.ARENA]
         out = [[P.UNPIN, arena]] if arena else []
-        out.append([P.DONE, spec.task_id, self.error_returns(
-            spec, exceptions.TaskCancelledError(spec.name)), None])
-        self.calls.pop(spec.task_id, None)
+        out.append([P.DONE, spec.task_id, results, None])
         return out
 
-    def answer_never_ran(self, spec, descs):
-        for m in self.never_ran(spec, descs):
-            self.core.conn.queue(m)
-        self.core.conn.flush()
+    def answer_never_ran(self, spec, descs, link=None):
+        msgs = self.never_ran(spec, descs, link)
+        if msgs:
+            for m in msgs:
+                self.core.conn.queue(m)
+            self.core.conn.flush()
 
     def cancelled_call(self, spec) -> bool:
         call = self.calls.get(spec.task_id)
@@ -304,6 +380,8 @@ class Worker:
             self.core.conn.flush()
         except Exception:
             pass
+        if self.server is not None:
+            self.server.drain(1.0)    # the last answers reach their callers
         os._exit(code)
 
     # ------------------------------------------------------------------ tasks
@@ -390,6 +468,7 @@ class Worker:
             def create(*a, **kw):
                 self.actor = cls(*a, **kw)
                 self.start_groups(opts)
+                self.start_direct()
                 return None
             return create
         if self.actor is None:
@@ -415,15 +494,23 @@ class Worker:
                     n, thread_name_prefix=f"actor-{g or 'default'}")
                 for g, n in limits.items()}
 
-    def execute(self, spec, descs, gpu_ids, skip=0):
+    def execute(self, spec, descs, gpu_ids, skip=0, link=None):
+        """Run one task; `link`: the direct link of the caller of a direct call
+        (which gets the answer), else the raylet sent it."""
         flag = None
         if spec.kind == P.ACTOR_TASK and spec.task_id not in self.calls and \
-                self.register(spec, descs) is None:
+                self.register(spec, descs, link) is None:
             return      # (a sequential actor's call) cancelled before it came
         self.running_task = spec.task_id
         self.in_task = True
+        owner = None
         try:
             self.prepare(spec, gpu_ids)
+            if link is not None:
+                owner = link.caller
+                self.note_running(spec)
+            elif spec.kind == P.ACTOR_CREATION_TASK:
+                self.actor_gpu_ids = gpu_ids   # the actor's for its whole life
             if self.early_interrupt:   # a cancel() that came before the task
                 self.early_interrupt = False
                 self.check_cancelled()
@@ -438,14 +525,14 @@ class Worker:
                 result = self.dynamic(spec, result)
             if self.cancelled_call(spec):
                 raise exceptions.TaskCancelledError(spec.name)
-            results = self.store_returns(spec, result)
+            results = self.store_returns(spec, result, owner)
         except _ACTOR_EXITS:
-            self.actor_exit(spec)
+            self.actor_exit(spec, link)
         except _Cancelled:
             self.in_task = False
             results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
         except SystemExit as e:
-            self.system_exit(spec, e)
+            self.system_exit(spec, e, link)
         except BaseException as e:
             self.in_task = False
             if self.was_cancelled(spec, e):
@@ -456,7 +543,15 @@ class Worker:
                 flag = "retry" if self.retryable(spec, e) else None
         self.in_task = False
         self.running_task = None
-        self.finish(spec, results, flag)
+        self.finish(spec, results, flag, link)
+
+    def note_running(self, spec):
+        if threading.current_thread() is threading.main_thread():
+            self.direct_since = time.monotonic()
+
+    def running_long(self) -> bool:
+        since = self.direct_since
+        return bool(since) and time.monotonic() - since > 0.005
 
     def dynamic(self, spec, gen):
         """num_returns="dynamic": every value `gen` yields is stored as an object;
@@ -464,46 +559,57 @@ class Worker:
         return DynamicObjectRefGenerator(streaming.store_dynamic(
             self.core, spec, gen, lambda oid, counted: ObjectRef(oid, _registered=counted)))
 
-    def actor_exit(self, spec):
+    def actor_exit(self, spec, link=None):
         """exit_actor() (or sys.exit() with status 0 in an actor method): the
         raylet ends the actor after this call, without restarting it."""
         if spec.kind == P.ACTOR_CREATION_TASK or self.actor is None:
             self.exit(0)         # during the constructor: the actor never lived
-        self.finish(spec, [], "exit")
+        if link is None:
+            self.finish(spec, [], "exit")
+        else:
+            # the caller gets the raylet path's error; the raylet ends the actor
+            self.core.conn.queue([P.ACTOR_EXIT, spec.name])
+            self.finish(spec, self.error_returns(spec, exceptions.ActorDiedError(
+                f"The actor {self.actor_name} exited: exit_actor() was called in "
+                f"{spec.name}.")), "exit", link)
         self.exit(0)
 
-    def system_exit(self, spec, e):
+    def system_exit(self, spec, e, link=None):
         """sys.exit() in a task or actor ends the worker process, as in Ray: a
         normal task's worker dies (the task is retried per max_retries, then
         fails with WorkerCrashedError); an actor ends (status 0: as exit_actor(),
         no restart; another status: as a crash, restarted per max_restarts)."""
         code = _exit_code(e)
         if code == 0 and spec.kind == P.ACTOR_TASK:
-            self.actor_exit(spec)
+            self.actor_exit(spec, link)
         self.exit(code)
 
     async def execute_async(self, call, gpu_ids, sem, skip=0):
         import asyncio  # (lazy, as above)
         call.task = asyncio.current_task()
         spec = call.spec
-        # the raylet sends calls ahead (a pipeline window): at most the group's
-        # limit of them run at once; the semaphore is FIFO, so they start in
-        # arrival order
+        # calls come ahead of their turn (the raylet's window, or a caller's
+        # direct calls): at most the group's limit of them run at once; the
+        # semaphore is FIFO, so they start in arrival order
         try:
             if call.cancelled:
                 raise asyncio.CancelledError()
             async with sem:
-                await self._execute_async(spec, call.descs, gpu_ids, skip)
+                await self._execute_async(spec, call.descs, gpu_ids, skip, call.link)
         except asyncio.CancelledError:
             # cancelled while it waited for its turn: it never ran
-            self.answer_never_ran(spec, call.descs)
+            self.answer_never_ran(spec, call.descs, call.link)
 
-    async def _execute_async(self, spec, descs, gpu_ids, skip):
+    async def _execute_async(self, spec, descs, gpu_ids, skip, link=None):
         import asyncio  # (lazy, as above) used for ref arguments below
         # each call runs in an asyncio task of its own, whose context holds the
         # call's TaskContext (task id, put ids): concurrent calls never share it
         self.prepare(spec, gpu_ids)
         flag = None
+        owner = None
+        if link is not None:
+            owner = link.caller
+            self.note_running(spec)
         try:
             args, kwargs = await asyncio.get_running_loop().run_in_executor(
                 None, self.resolve_args, spec, descs) if descs else self.resolve_args(
@@ -523,11 +629,11 @@ class Worker:
                 result = self.dynamic(spec, result)
             if self.cancelled_call(spec):
                 raise exceptions.TaskCancelledError(spec.name)
-            results = self.store_returns(spec, result)
+            results = self.store_returns(spec, result, owner)
         except _ACTOR_EXITS:
-            self.actor_exit(spec)
+            self.actor_exit(spec, link)
         except SystemExit as e:
-            self.system_exit(spec, e)
+            self.system_exit(spec, e, link)
         except asyncio.CancelledError:
             # cancel() of a running call: asyncio's cancellation, as in Ray
             results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
@@ -538,9 +644,9 @@ class Worker:
             else:
                 results = self.error_returns(spec, self.task_error(spec, e))
                 flag = "retry" if self.retryable(spec, e) else None
-        self.finish(spec, results, flag)
+        self.finish(spec, results, flag, link)
 
-    def finish(self, spec, results, flag):
+    def finish(self, spec, results, flag, link=None):
         # output first: a last line without "\n" gets this task's prefix, and it
         # is in the raylet's pipe before the caller can see the result
         try:
@@ -549,8 +655,32 @@ class Worker:
         except Exception:
             pass
         self.calls.pop(spec.task_id, None)
-        self.core.conn.send([P.DONE, spec.task_id, results, flag])
+        if link is None:
+            self.core.conn.send([P.DONE, spec.task_id, results, flag])
+        else:
+            self.direct_since = 0.0
+            conn = self.core.conn
+            if conn.out:
+                conn.flush()    # what the raylet must have first (SEAL, ACTOR_EXIT)
+            msg = [P.D_DONE, spec.task_id, results, flag]
+            if self.pools or self.aloop or flag == "exit":
+                link.send(msg)
+            else:
+                # a sequential actor answers in batches while more calls wait to
+                # run (one write, one wake-up of the caller), at once otherwise
+                if link.queue(msg) >= REPLY_BATCH:
+                    link.flush()
+                else:
+                    with self.unsent_lock:
+                        self.unsent.add(link)
+                    self.core.flush_soon()  # at the latest when the flusher wakes
         self.running_name.v = None
+
+    def flush_replies(self):
+        with self.unsent_lock:
+            links, self.unsent = self.unsent, set()
+        for link in links:
+            link.flush()
 
     def retryable(self, spec, e):
         r = spec.retry_exceptions
@@ -594,7 +724,9 @@ class Worker:
                 data = serialization.serialize(err).to_bytes()
         return [[oid, [P.INLINE, data, True, []]] for oid in spec.return_ids()]
 
-    def store_returns(self, spec, result):
+    def store_returns(self, spec, result, owner=None):
+        """The results' descriptors for DONE (or, for a direct call, D_DONE:
+        `owner` is the caller's worker id, see direct.py)."""
         n = spec.num_returns
         if inspect.isgenerator(result) and n >= 0:
             # a generator function called with num_returns=n: its n values
@@ -622,11 +754,22 @@ class Worker:
         for oid, v in zip(spec.return_ids(), values):
             s = serialization.serialize(v)
             if s.size < core.inline_threshold:
-                out.append([oid, [P.INLINE, s.to_bytes(), False, s.contained]])
+                data = s.to_bytes()
+                if owner is None:
+                    out.append([oid, [P.INLINE, data, False, s.contained]])
+                elif not s.contained:
+                    out.append([oid, [P.INLINE, data, False]])   # the caller keeps it
+                else:
+                    core.register(oid, data, False, s.contained, owner)
+                    out.append([oid, [P.REGISTERED, data, False]])
             else:
-                off = core.create(oid, s.size)
+                off = core.create(oid, s.size, owner)
                 core.write_object(off, s)
-                out.append([oid, [P.ARENA, off, s.size, False, s.contained]])
+                if owner is None:
+                    out.append([oid, [P.ARENA, off, s.size, False, s.contained]])
+                else:
+                    core.conn.queue([P.SEAL, oid, s.contained, False])
+                    out.append([oid, [P.REGISTERED, None, False]])
         return out
 
     def start_event_loop(self, limits):
