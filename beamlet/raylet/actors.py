@@ -29,7 +29,6 @@ import os
 import signal
 import time
 
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import config, ids, serialization
@@ -41,12 +40,9 @@ from .object_store import ObjState
 from .scheduler import Task, TaskState
 from .worker_pool import WState
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .cluster_scheduling import ClusterScheduler
-    from .gcs_writer import GcsWriter
-    from .objects import ObjectStore
-    from .tasks import LocalScheduler
-    from .worker_pool import WorkerPool
+# The components it uses (ClusterScheduler, GcsWriter, ObjectStore, LocalScheduler,
+# WorkerPool) are named in annotations only, as strings: the shell (raylet.py) wires
+# them together, so their modules need not import each other (no import circle).
 
 TS = TaskState
 

@@ -54,7 +54,6 @@ import json
 import sys
 import time
 
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import ids, serialization
@@ -67,15 +66,10 @@ from .object_store import ObjState
 from .placement_groups import PlacementGroup, PGState
 from .scheduler import ResourceSet, Task, TaskState as TS
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .actors import Actors
-    from .constraints import Constraints
-    from .gcs_writer import GcsWriter
-    from .node_table import NodeTable
-    from .object_manager import ObjectManager
-    from .objects import ObjectStore
-    from .placement_groups import PlacementGroups
-    from .tasks import LocalScheduler
+# The components it uses (Actors, Constraints, GcsWriter, NodeTable, ObjectManager,
+# ObjectStore, PlacementGroups, LocalScheduler) are named in annotations only, as
+# strings: the shell (raylet.py) wires them together, so their modules need not import
+# each other (no import circle).
 
 PG_RETRY_S = 0.5        # a group that could not be placed is tried again after this
 NODE_WAIT_S = 1.0       # how long an affinity task waits for a node we do not know

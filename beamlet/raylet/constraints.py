@@ -16,7 +16,6 @@ Messages: the calls "pg_create", "pg_remove", "pg_table"; PEER_PG_REMOVE
 """
 import json
 
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import ids, serialization
@@ -26,15 +25,10 @@ from .common import error_bytes, scheduled_resources
 from .object_store import ObjState
 from .placement_groups import PlacementGroup, PGState
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .actors import Actors
-    from .cluster_scheduling import ClusterScheduler
-    from .gcs_writer import GcsWriter
-    from .node_table import NodeTable
-    from .objects import ObjectStore
-    from .placement_groups import PlacementGroups
-    from .scheduler import ResourceSet
-    from .tasks import LocalScheduler
+# The components it uses (Actors, ClusterScheduler, GcsWriter, NodeTable, ObjectStore,
+# PlacementGroups, ResourceSet, LocalScheduler) are named in annotations only, as
+# strings: the shell (raylet.py) wires them together, so their modules need not import
+# each other (no import circle).
 
 
 class Constraints:

@@ -35,7 +35,6 @@ import os
 import re
 import time
 
-from typing import TYPE_CHECKING
 
 from .._private import ids
 from .._private import protocol as P
@@ -45,17 +44,10 @@ from .object_store import ObjState
 from .placement_groups import PGState
 from .scheduler import TaskState as TS, ray_state, task_row
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .actors import Actors
-    from .cluster_scheduling import ClusterScheduler
-    from .constraints import Constraints
-    from .node_table import NodeTable
-    from .object_manager import ObjectManager
-    from .objects import ObjectStore
-    from .placement_groups import PlacementGroups
-    from .scheduler import ResourceSet
-    from .tasks import LocalScheduler
-    from .worker_pool import WorkerPool
+# The components it uses (Actors, ClusterScheduler, Constraints, NodeTable,
+# ObjectManager, ObjectStore, PlacementGroups, ResourceSet, LocalScheduler,
+# WorkerPool) are named in annotations only, as strings: the shell (raylet.py) wires
+# them together, so their modules need not import each other (no import circle).
 
 PEER_TIMEOUT_S = 10.0
 MAX_DEPTH = 24          # steps of a chain (a longer one is cut, saying so)

@@ -25,16 +25,15 @@ import os
 import signal
 import time
 
-from typing import TYPE_CHECKING
 
 from .._private import config
 from ..gcs import keys
 from .common import log
 from .worker_pool import WState
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .gcs_writer import GcsWriter
-    from .worker_pool import WorkerPool
+# The components it uses (GcsWriter, WorkerPool) are named in annotations only, as
+# strings: the shell (raylet.py) wires them together, so their modules need not import
+# each other (no import circle).
 
 MiB = 2**20
 # a limit this large means "no limit" (cgroup v1 writes 2^63 - page size)

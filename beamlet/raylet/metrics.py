@@ -25,18 +25,15 @@ Messages: METRICS from clients; the shell tells it when a client is gone.
 import asyncio
 import collections
 
-from typing import TYPE_CHECKING
 
 from .._private import prometheus, webauth
 from .._private.prometheus import GAUGE, Family
 from .common import log
 from .scheduler import ray_state
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .objects import ObjectStore
-    from .scheduler import ResourceSet
-    from .tasks import LocalScheduler
-    from .worker_pool import WorkerPool
+# The components it uses (ObjectStore, ResourceSet, LocalScheduler, WorkerPool) are
+# named in annotations only, as strings: the shell (raylet.py) wires them together, so
+# their modules need not import each other (no import circle).
 
 REQUEST_MAX = 16 * 1024     # bytes of request line + headers read at most
 REQUEST_TIMEOUT_S = 10.0

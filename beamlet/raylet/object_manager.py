@@ -63,7 +63,6 @@ import socket
 import sys
 import time
 
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import config, ids
@@ -76,14 +75,10 @@ from . import peers
 from .object_store import ObjState
 from .scheduler import TaskState as TS
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .cluster_scheduling import ClusterScheduler
-    from .gcs_writer import GcsWriter
-    from .node_table import NodeTable
-    from .objects import ObjectStore
-    from .scheduler import ResourceSet
-    from .streams import Streams
-    from .tasks import LocalScheduler
+# The components it uses (ClusterScheduler, GcsWriter, NodeTable, ObjectStore,
+# ResourceSet, Streams, LocalScheduler) are named in annotations only, as strings: the
+# shell (raylet.py) wires them together, so their modules need not import each other
+# (no import circle).
 
 CHUNK = 8 * 1024 * 1024
 BODY_TIMEOUT_S = 60.0     # no byte of an object's body for this long: give up

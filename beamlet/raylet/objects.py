@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import config, ids
@@ -39,13 +38,10 @@ from ..gcs import keys
 from .common import error_bytes, log
 from .object_store import ObjectTable, ObjState
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .actors import Actors
-    from .cluster_scheduling import ClusterScheduler
-    from .gcs_writer import GcsWriter
-    from .node_table import NodeTable
-    from .object_manager import ObjectManager
-    from .tasks import LocalScheduler
+# The components it uses (Actors, ClusterScheduler, GcsWriter, NodeTable,
+# ObjectManager, LocalScheduler) are named in annotations only, as strings: the shell
+# (raylet.py) wires them together, so their modules need not import each other (no
+# import circle).
 
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14+)
 POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else 0)

@@ -258,8 +258,20 @@ class Raylet:
             self.watch_owner(self.args.owner_pid)
         await self.metrics.start()
         peer_port = await self.om.start()
-        # the view of the other nodes first: ALIVE in the GCS means ready
-        await self.node_table.start(self.loop)
+        # the view of the other nodes first: ALIVE in the GCS means ready.  It
+        # waits for the GCS (up to GCS_RECONNECT_TIMEOUT_S): a stop meanwhile (the
+        # owner died, a signal) ends the raylet at once, not after that wait
+        view = self.loop.create_task(self.node_table.start(self.loop))
+        await asyncio.wait({view, self.stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not view.done():
+            view.cancel()
+            await asyncio.gather(view, return_exceptions=True)
+            self.metrics.close()
+            self.om.close()
+            self.memory.close()
+            self.shutdown()
+            return
+        view.result()
         # the record is complete when it is announced (peer port included): every
         # raylet counts this node from its first heartbeat on
         self.gcsw.register_node({

@@ -37,7 +37,6 @@ Messages: ITEM, GEN_NEXT, GEN_DROP (protocol.py); PEER_GEN_ITEM, PEER_GEN_END,
   PEER_GEN_ACK (the object manager hands them over); the task scheduler tells
   it when a generator task is submitted, dispatched and ends.
 """
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import ids
@@ -45,10 +44,9 @@ from .._private import protocol as P
 from .common import desc_is_error, error_bytes, log
 from .object_store import ObjState
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .object_manager import ObjectManager
-    from .objects import ObjectStore
-    from .tasks import LocalScheduler
+# The components it uses (ObjectManager, ObjectStore, LocalScheduler) are named in
+# annotations only, as strings: the shell (raylet.py) wires them together, so their
+# modules need not import each other (no import circle).
 
 
 class Stream:

@@ -27,7 +27,6 @@ Messages: SUBMIT, DONE, RETURNED, RESUBMIT (a direct actor call whose link broke
 import signal
 import time
 
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import config, ids, process
@@ -40,18 +39,10 @@ from .object_store import ObjState
 from .scheduler import ReadyQueue, Task, TaskState
 from .worker_pool import WState
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .actors import Actors
-    from .cluster_scheduling import ClusterScheduler
-    from .constraints import Constraints
-    from .gcs_writer import GcsWriter
-    from .node_table import NodeTable
-    from .object_manager import ObjectManager
-    from .objects import ObjectStore
-    from .placement_groups import PlacementGroups
-    from .scheduler import ResourceSet
-    from .streams import Streams
-    from .worker_pool import WorkerPool
+# The components it uses (Actors, ClusterScheduler, Constraints, GcsWriter, NodeTable,
+# ObjectManager, ObjectStore, PlacementGroups, ResourceSet, Streams, WorkerPool) are
+# named in annotations only, as strings: the shell (raylet.py) wires them together, so
+# their modules need not import each other (no import circle).
 
 TS = TaskState
 

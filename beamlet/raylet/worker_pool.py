@@ -35,7 +35,6 @@ import enum
 import os
 import time
 
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .._private import config, ids, process
@@ -44,8 +43,9 @@ from ..gcs import keys
 from ..runtime_env.resolve import expand_env_vars
 from .common import log
 
-if TYPE_CHECKING:   # the components it uses (for types only: no import cycle)
-    from .gcs_writer import GcsWriter
+# The components it uses (GcsWriter) are named in annotations only, as strings: the
+# shell (raylet.py) wires them together, so their modules need not import each other
+# (no import circle).
 
 # At most this many workers start at once (each costs ~0.1 s of CPU to boot).
 MAX_STARTING = 8
