@@ -16,6 +16,7 @@ import pytest
 import beamlet as ray
 from beamlet import ObjectRef
 from beamlet._private import protocol as P
+from conftest import read_frame
 from beamlet.cluster_utils import Cluster
 from beamlet.gcs.client import GcsClient
 from beamlet.worker import core_worker
@@ -41,24 +42,6 @@ def in_thread(fn):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, box
-
-
-def read_frame(s):
-    """One frame from a raw socket (None at EOF)."""
-    hdr = b""
-    while len(hdr) < 4:
-        chunk = s.recv(4 - len(hdr))
-        if not chunk:
-            return None
-        hdr += chunk
-    (n,) = struct.unpack("<I", hdr)
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return msgpack.unpackb(body, raw=False)
 
 
 @ray.remote
