@@ -16,7 +16,7 @@ import pytest
 import beamlet
 from beamlet._private import protocol as P
 from beamlet.cluster_utils import Cluster
-from beamlet.exceptions import ObjectLostError
+from beamlet.exceptions import GetTimeoutError, ObjectLostError
 from beamlet.gcs.client import GcsClient
 from beamlet.raylet import peers
 
@@ -88,6 +88,36 @@ def test_stall_shorter_than_the_threshold_changes_nothing(tmp_path):
         assert beamlet.get(where.options(resources={"n2": 1}).remote(),
                            timeout=60) == n2.node_id.hex()
         assert "FENCED" not in _log(n2)
+    finally:
+        c.shutdown()
+
+
+def test_a_message_to_a_peer_that_cannot_answer_yet_is_sent_again():
+    """The first message to a node whose raylet is stopped (its kernel accepts
+    the connection, nobody answers the handshake) is not dropped: the sender
+    tries again until the node answers, so the task sent there runs and its
+    result comes back (before, the FORWARD was logged and lost: a silent hang)."""
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": {"peer_handshake_timeout_s": 1}})
+    try:
+        n2 = c.add_node(num_cpus=1, resources={"n2": 1})
+        beamlet.init(address=c.address)
+        os.kill(n2.raylet_proc.pid, signal.SIGSTOP)
+        try:
+            ref = where.options(resources={"n2": 1}).remote()   # no link to n2 yet
+            wait_for(lambda: "trying again" in _log(c.head_node), timeout=30)
+            # a get that gives up says where the task is: not "unknown"
+            with pytest.raises(GetTimeoutError, match="is being sent to node "
+                               f"{n2.node_id.hex()[:12]}, whose raylet has not "
+                               "answered"):
+                beamlet.get(ref, timeout=2)
+        finally:
+            os.kill(n2.raylet_proc.pid, signal.SIGCONT)
+        assert beamlet.get(ref, timeout=60) == n2.node_id.hex()
+        log = _log(c.head_node)
+        assert f"cannot reach node {n2.node_id.hex()[:12]}" in log
+        assert f"reached node {n2.node_id.hex()[:12]} after" in log
+        assert _state(c, n2.node_id.hex()) == "ALIVE"
     finally:
         c.shutdown()
 

@@ -74,7 +74,12 @@ MAX_FRAME_BYTES = _env("MAX_FRAME_BYTES", 512 * 1024 * 1024, int)
 # A TCP connection that has not completed the peer handshake within this long is
 # dropped, and at most this many may be pending at once (the oldest goes first).
 PEER_HANDSHAKE_TIMEOUT_S = _env("PEER_HANDSHAKE_TIMEOUT_S", 10.0, float)
-MAX_PENDING_PEER_HANDSHAKES = _env("MAX_PENDING_PEER_HANDSHAKES", 64, int)
+MAX_PENDING_PEER_HANDSHAKES = _env("MAX_PENDING_PEER_HANDSHAKES", 256, int)
+# A message to a peer whose link cannot be opened (busy, its pending handshakes
+# full, a reset) waits and is tried again: the first wait this long (jittered),
+# doubling up to 2 s, until the node is declared dead or this long has passed.
+PEER_RETRY_FIRST_S = _env("PEER_RETRY_FIRST_S", 0.05, float)
+PEER_RETRY_GIVE_UP_S = _env("PEER_RETRY_GIVE_UP_S", 300.0, float)
 # How long a CREATE waits for arena space (others unpinning) before failing.
 CREATE_WAIT_S = _env("CREATE_WAIT_S", 10.0, float)
 # First-touch puts: once an object of at least PREFAULT_MIN_BYTES is created, the

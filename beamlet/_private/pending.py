@@ -157,7 +157,12 @@ def _describe(d: dict) -> str:
     if code == R.WAITING_FOR_REMOTE_ACTOR:
         return f"waits to be sent to actor {d.get('class_name') or d.get('actor_id', '?')[:12]}"
     if code == R.FORWARDED:
-        return f"was sent to node {(d.get('node_id') or '?')[:12]}"
+        node = (d.get('node_id') or '?')[:12]
+        if d.get("unreachable_s") is not None:
+            return (f"is being sent to node {node}, whose raylet has not answered a "
+                    f"connection for {d['unreachable_s']:g} s (busy or stalled; tried "
+                    f"again until it answers or the cluster declares it dead)")
+        return f"was sent to node {node}"
     if code == R.RUNNING:
         pid = f" (pid {d['pid']})" if d.get("pid") else ""
         return f"is running{pid}"

@@ -17,8 +17,9 @@ Actors on another node
                                                                 (location from
                                                                  the GCS record)
   A caller's raylet keeps one `Route` per remote actor: its calls wait there, in
-  submission order, until their arguments are local, then go to the host over one
-  ordered outbox per node (so a caller's calls reach the actor in order).  The
+  submission order, until their arguments are local, then go to the host through
+  the object manager's ordered outbox per node (so a caller's calls reach the
+  actor in order).  The
   owner also decides what happens when the host node dies: restart the actor
   elsewhere (max_restarts) or declare it dead; callers then re-read its location.
   kill() and a job's end reach the host as ACTOR_KILL.
@@ -33,7 +34,7 @@ Placement groups across nodes
 
 Owns: this node's view of actors on other nodes (RemoteActor: where each lives,
   the calls waiting to be sent there in order, and, for actors created here,
-  what the owner needs to restart them), the ordered outbox per peer, the turns
+  what the owner needs to restart them), the turns
   of SPREAD and of placement-group bundles, and the placement groups being
   reserved on other nodes.
 Uses: NodeTable (the other nodes); ObjectManager (links, forwarding tasks and
@@ -116,7 +117,7 @@ class ClusterScheduler:
         # the local scheduler's and the actors' hooks
         "route", "actor_call", "arg_ready", "cluster_total", "cancel_queued",
         # the object manager's hooks
-        "retry", "node_died", "send_ordered",
+        "retry", "node_died",
         # the constraints' hooks
         "pg_forward", "reserve_pending", "pg_feasible", "pg_removed",
         "pg_remove_unknown",
@@ -130,8 +131,6 @@ class ClusterScheduler:
         self.me = node_id.hex()
         self.remote_actors = {}     # actor id -> RemoteActor
         self.owned_oids = {}        # creation oid -> RemoteActor we own
-        self.outbox = {}            # node hex -> [msg] waiting for the drain
-        self.draining = set()
         self.spread_turn = 0
         self.pg_turn = 0
         self.pg_inflight = {}       # pg id -> {node hex: None | bool}
@@ -155,27 +154,6 @@ class ClusterScheduler:
         self.pgs = pgs
         self.put_gcs = gcs.put
         self.gcs = gcs_client
-
-    # ------------------------------------------------------------------ links
-    def send_ordered(self, node_hex, msg):
-        """Send to a peer after everything sent to it earlier through here."""
-        self.outbox.setdefault(node_hex, []).append(msg)
-        if node_hex not in self.draining:
-            self.draining.add(node_hex)
-            self.om.spawn(self._drain(node_hex))
-
-    async def _drain(self, node_hex):
-        try:
-            while self.outbox.get(node_hex):
-                w = await self.om.link(node_hex)
-                msgs, self.outbox[node_hex] = self.outbox[node_hex], []
-                w.write(P.frames(msgs))
-        except Exception as e:
-            # the monitor will declare it dead; node_died() handles its work
-            log(f"cannot reach node {node_hex[:12]}: {e!r}")
-            self.outbox.pop(node_hex, None)
-        finally:
-            self.draining.discard(node_hex)
 
     def on_peer(self, peer, msg):
         """A message of ours on a peer link (see protocol.py)."""
@@ -293,15 +271,6 @@ class ClusterScheduler:
         else:
             self.om.send_task(t, target)
 
-    def send_ordered_task(self, t, target, kind):
-        """Like ObjectManager.send_task, through the ordered outbox."""
-        if t.state is TS.WAITING_FOR_ARGS:
-            t.move(TS.WAITING_FOR_RESOURCES)
-        t.move(TS.FORWARDED)
-        self.om.note_forwarded(t, target)
-        args, exported = self.om.forward_args(t.spec, target)
-        self.send_ordered(target, [kind, t.spec.to_wire(), args, exported])
-
     # ------------------------------------------------------------------ actors: owner
     def place_actor(self, t, target):
         """Create the actor of creation task `t` (WAITING_FOR_RESOURCES) on `target`."""
@@ -328,7 +297,7 @@ class ClusterScheduler:
         # (every handle gone) the host's is released, and the actor exits there
         self.om.hold_remote(creation_oid, target)
         self.put_gcs("hset", keys.actor(aid), mapping={"node": target})
-        self.send_ordered_task(t, target, P.PEER_ACTOR_CREATE)
+        self.om.send_task(t, target, P.PEER_ACTOR_CREATE)
         self.pump(ra)
 
     def creation_freed(self, oid):
@@ -349,7 +318,7 @@ class ClusterScheduler:
         and every other node hears that the job is over (JOB_FINISHED)."""
         if tell_peers:
             for node_hex in list(self.node_table.nodes):
-                self.send_ordered(node_hex, [P.PEER_JOB_FINISHED, job_id])
+                self.om.post(node_hex, [P.PEER_JOB_FINISHED, job_id])
         for ra in list(self.remote_actors.values()):
             spec = ra.spec
             if spec is None or spec.job_id != job_id or ra.dead:
@@ -358,7 +327,7 @@ class ClusterScheduler:
                 continue
             ra.restarts_left = 0
             if ra.node and self.alive(ra.node):
-                self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, True])
+                self.om.post(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, True])
 
     def kill_remote(self, actor_id, no_restart) -> bool:
         """Actors.call_kill_actor hook for an actor not on this node."""
@@ -372,7 +341,7 @@ class ClusterScheduler:
         if no_restart and ra.spec is not None:
             ra.restarts_left = 0
         if ra.node is not None:
-            self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, actor_id, bool(no_restart)])
+            self.om.post(ra.node, [P.PEER_ACTOR_KILL, actor_id, bool(no_restart)])
         else:
             ra.pending_kill = bool(no_restart)
             self.resolve(ra)
@@ -442,7 +411,7 @@ class ClusterScheduler:
                 t.move(TS.CANCELLED)
                 self.sched.fail_task(t, exceptions.TaskCancelledError(t.spec.name))
                 continue
-            self.send_ordered_task(t, node, P.PEER_FORWARD)
+            self.om.send_task(t, node)
 
     def fail_calls(self, ra, cause):
         while ra.queue:
@@ -483,7 +452,7 @@ class ClusterScheduler:
         finally:
             ra.resolving = False
         if ra.pending_kill is not None and ra.node not in (None, self.me):
-            self.send_ordered(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, ra.pending_kill])
+            self.om.post(ra.node, [P.PEER_ACTOR_KILL, ra.actor_id, ra.pending_kill])
         elif ra.pending_kill is not None and ra.node == self.me:
             self.actors.call_kill_actor(None, ra.actor_id, ra.pending_kill)
         ra.pending_kill = None
@@ -616,7 +585,7 @@ class ClusterScheduler:
         ra.node = target
         ra.creation_task = t
         self.om.hold_remote(creation_oid, target)
-        self.send_ordered_task(t, target, P.PEER_ACTOR_CREATE)
+        self.om.send_task(t, target, P.PEER_ACTOR_CREATE)
         self.pump(ra)
 
     def restart_here(self, ra, t, creation_oid, restarts):
@@ -720,7 +689,7 @@ class ClusterScheduler:
             others = sorted(set(plan) - {self.me})
             self.pg_inflight[pg.pg_id] = {n: None for n in others}
             for n in others:
-                self.send_ordered(n, [P.PEER_PG_RESERVE, pg.pg_id, pg.name, pg.strategy,
+                self.om.post(n, [P.PEER_PG_RESERVE, pg.pg_id, pg.name, pg.strategy,
                                       [b.request for b in pg.bundles], plan, pg.job_id,
                                       pg.detached])
 
@@ -773,7 +742,7 @@ class ClusterScheduler:
                 pg.state = PGState.CREATED
                 self.pgs.add(pg)
                 ok = True
-        self.send_ordered(peer, [P.PEER_PG_RESERVED, pg_id, ok])
+        self.om.post(peer, [P.PEER_PG_RESERVED, pg_id, ok])
 
     def on_pg_reserved(self, peer, pg_id, ok):
         replies = self.pg_inflight.get(pg_id)
@@ -785,7 +754,7 @@ class ClusterScheduler:
             return
         if pg.state is PGState.REMOVED:
             if ok:
-                self.send_ordered(peer, [P.PEER_PG_CANCEL, pg_id])
+                self.om.post(peer, [P.PEER_PG_CANCEL, pg_id])
             if all(v is not None for v in replies.values()):
                 del self.pg_inflight[pg_id]
             return
@@ -794,7 +763,7 @@ class ClusterScheduler:
             del self.pg_inflight[pg_id]
             for n, v in replies.items():
                 if n != peer and v is not False and self.alive(n):
-                    self.send_ordered(n, [P.PEER_PG_CANCEL, pg_id])
+                    self.om.post(n, [P.PEER_PG_CANCEL, pg_id])
             self.release_local(pg)
             pg.nodes = None
             pg.retry_at = time.monotonic() + PG_RETRY_S
@@ -817,7 +786,7 @@ class ClusterScheduler:
         replies = self.pg_inflight.get(pg.pg_id)
         for n in sorted(set(pg.nodes) - {self.me}):
             if self.alive(n) and (replies is None or replies.get(n) is not False):
-                self.send_ordered(n, [P.PEER_PG_REMOVE, pg.pg_id])
+                self.om.post(n, [P.PEER_PG_REMOVE, pg.pg_id])
 
     def pg_remove_unknown(self, pg_id) -> bool:
         """Constraints.call_pg_remove hook for a group this node does not know: every node that
@@ -825,7 +794,7 @@ class ClusterScheduler:
         if not self.node_table.nodes or self.removing_from_peer:
             return False
         for n in self.node_table.nodes:
-            self.send_ordered(n, [P.PEER_PG_REMOVE, pg_id])
+            self.om.post(n, [P.PEER_PG_REMOVE, pg_id])
         return True
 
     def pg_target(self, t, pg):

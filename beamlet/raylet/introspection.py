@@ -569,6 +569,11 @@ class Introspection:
         kind = t.spec.kind
         node = self.om.forwarded_to(t.spec.task_id)
         if t.state is TS.FORWARDED and node is not None:
+            failing = self.om.unreachable_for(node)
+            if failing is not None:
+                # still in the outbox: the node's link does not open (yet)
+                return [self._step(t, reason(Reason.FORWARDED, node_id=node,
+                                             unreachable_s=round(failing, 1)))]
             return await self._remote(node, {"op": "explain_task", "task_id": tid,
                                              "path": path[:-1]})
         r = self.reason(t)

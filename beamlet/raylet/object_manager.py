@@ -41,7 +41,10 @@ object, or one whose owner died) is sealed with an ObjectLostError naming it.
 
 Owns: the peer links (one control connection per node, the TCP server that
   peers connect to, and the connections to it not yet authenticated: at most
-  MAX_PENDING_PEER_HANDSHAKES, each for PEER_HANDSHAKE_TIMEOUT_S), the peers as holders of refs here (PeerHolder), the tasks
+  MAX_PENDING_PEER_HANDSHAKES, each for PEER_HANDSHAKE_TIMEOUT_S), the ordered
+  outbox per peer (post(): every message to a node goes through it, in order;
+  a link that cannot be opened is tried again, with backoff, until the node is
+  declared dead), the peers as holders of refs here (PeerHolder), the tasks
   forwarded to other nodes and those run here for a peer, proxies, remote refs
   and remote-ready ids, pulls in flight, lineage of forwarded tasks, the ids
   looked up in the GCS, and its background coroutines.
@@ -59,6 +62,7 @@ Messages: (raylet <-> raylet, protocol.py) PEER_PULL, PEER_FORWARD,
 """
 import asyncio
 import collections
+import random
 import socket
 import sys
 import time
@@ -146,14 +150,15 @@ class ObjectManager:
         # the task scheduler's hooks
         "want", "forward", "defer_infeasible_warning", "task_ended", "cancel",
         # for cluster placement
-        "link", "forward_args", "send_task", "note_forwarded", "unforward",
+        "link", "post", "send_task", "unforward",
         "ran_for_peer", "hold_remote", "forget_remote", "keep_for", "on_forward",
         # generator streams across nodes (streams.py)
         "relay_item", "relay_end", "send_gen_ack", "take_peer_result",
         "has_live_source",
         # the state API and pending reasons (read only; introspection.py), and
         # the peer query that reaches other nodes' raylets for them
-        "arg_reason", "forwarded_to", "forwarded_tasks", "source_of", "query",
+        "arg_reason", "forwarded_to", "unreachable_for", "forwarded_tasks", "source_of",
+        "query",
     )
 
     def __init__(self, node_id: bytes, token: bytes, node_ip: str, peer_port: int):
@@ -165,6 +170,8 @@ class ObjectManager:
         self.links = {}        # node hex -> StreamWriter (our control link to it)
         self.handshaking = {}  # StreamWriter of each connection not yet authenticated
         self.link_locks = collections.defaultdict(asyncio.Lock)
+        self.outbox = {}       # node hex -> [msg] posted, not yet written (post())
+        self.unreachable = {}  # node hex -> monotonic time its link began failing
         self.holders = {}      # node hex -> PeerHolder
         self.from_peer = {}    # task id -> node hex: tasks we run for a peer
         self.forwarded = {}    # task id -> [Task, node hex]: our tasks run elsewhere
@@ -323,7 +330,7 @@ class ObjectManager:
             o.refcount += 1
             temp.append(oid)
         if release:
-            self.spawn(self.send(peer, [P.PEER_RELEASE, release]))
+            self.post(peer, [P.PEER_RELEASE, release])
         return temp
 
     def hold_remote(self, oid, peer):
@@ -360,7 +367,7 @@ class ObjectManager:
         peer = self.remote_refs.pop(oid, None)
         if peer is not None and peer not in self.node_table.dead:
             # our copy (or proxy) is gone: the origin may free its own
-            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+            self.post(peer, [P.PEER_RELEASE, [oid]])
         self.lineage_done(oid)
 
     def pending_freed(self, o):
@@ -402,7 +409,7 @@ class ObjectManager:
             self.remote_ready.pop(oid, None)
             peer = self.remote_refs.pop(oid, None)
             if peer is not None and peer not in self.node_table.dead:
-                self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+                self.post(peer, [P.PEER_RELEASE, [oid]])
         log(f"results of {L.spec.name} lost ({why}); re-running it (lineage)")
         # submitted as if by a client; its returns keep their waiters (getters,
         # dependent tasks, pulls served from here)
@@ -539,18 +546,18 @@ class ObjectManager:
                 args[oid] = None
         return args, self.export_refs(target, nested)
 
-    def send_task(self, t, node_hex):
-        """t (WAITING_FOR_RESOURCES, args sealed here) runs on node_hex."""
+    def send_task(self, t, node_hex, kind=P.PEER_FORWARD):
+        """t (args sealed here) runs on node_hex: sent as a PEER_FORWARD (or, for
+        an actor's creation, PEER_ACTOR_CREATE), after everything sent there
+        before.  Its results come back as a TASK_DONE; re-placed if that node
+        dies."""
+        if t.state is TS.WAITING_FOR_ARGS:
+            t.move(TS.WAITING_FOR_RESOURCES)
         t.move(TS.FORWARDED)
         spec = t.spec
         self.forwarded[spec.task_id] = [t, node_hex]
         args, exported = self.forward_args(spec, node_hex)
-        self.spawn(self.send(node_hex, [P.PEER_FORWARD, spec.to_wire(), args, exported]))
-
-    def note_forwarded(self, t, node_hex):
-        """`t` (FORWARDED by cluster placement) runs on `node_hex`: its results
-        come back as a TASK_DONE; re-placed if that node dies."""
-        self.forwarded[t.spec.task_id] = [t, node_hex]
+        self.post(node_hex, [kind, spec.to_wire(), args, exported])
 
     def unforward(self, task_id):
         self.forwarded.pop(task_id, None)
@@ -559,13 +566,55 @@ class ObjectManager:
         """`task_id` is a task a peer sent us (never sent on again)."""
         return bool(self.from_peer) and task_id in self.from_peer
 
-    async def send(self, node_hex, msg):
+    def post(self, node_hex, msg):
+        """Send `msg` to a peer after everything posted to it earlier.  A link
+        that cannot be opened (the peer busy, its pending handshakes full, a
+        connection reset) is tried again with backoff: nothing posted is lost
+        while the node lives; once it is declared dead, node_died() handles
+        what was sent there and the rest is dropped."""
+        q = self.outbox.get(node_hex)
+        if q is None:
+            self.outbox[node_hex] = [msg]
+            self.spawn(self._drain(node_hex))
+        else:
+            q.append(msg)
+
+    async def _drain(self, node_hex):
+        delay, since = config.PEER_RETRY_FIRST_S, None
         try:
-            w = await self.link(node_hex)
-            w.write(P.frame(msg))
-        except Exception as e:
-            log(f"cannot reach node {node_hex[:12]}: {e!r}")
-            # the monitor will declare it dead; node_died() re-places its tasks
+            while self.outbox.get(node_hex):
+                if node_hex in self.node_table.dead:
+                    return
+                try:
+                    w = await self.link(node_hex)
+                except Exception as e:
+                    now = time.monotonic()
+                    if since is None:
+                        since = self.unreachable[node_hex] = now
+                        log(f"cannot reach node {node_hex[:12]} ({e!r}); trying again")
+                    elif now - since > config.PEER_RETRY_GIVE_UP_S:
+                        log(f"gave up on node {node_hex[:12]} after {now - since:.0f} s "
+                            f"({e!r}): {len(self.outbox[node_hex])} messages dropped")
+                        return
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if since is not None:
+                    log(f"reached node {node_hex[:12]} after "
+                        f"{time.monotonic() - since:.1f} s")
+                    since, delay = None, config.PEER_RETRY_FIRST_S
+                    self.unreachable.pop(node_hex, None)
+                msgs, self.outbox[node_hex] = self.outbox[node_hex], []
+                w.write(P.frames(msgs))
+        finally:
+            self.outbox.pop(node_hex, None)
+            self.unreachable.pop(node_hex, None)
+
+    def unreachable_for(self, node_hex):
+        """Seconds the link to `node_hex` has failed to open while messages
+        wait for it (post()), or None if nothing waits on it."""
+        since = self.unreachable.get(node_hex)
+        return None if since is None else time.monotonic() - since
 
     async def link(self, node_hex):
         w = self.links.get(node_hex)
@@ -577,7 +626,7 @@ class ObjectManager:
                 return w
             rec = await self.node_table.record(node_hex)
             _, w = await peers.connect(rec["address"], int(rec["peer_port"]), self.token,
-                                       self.node_hex)
+                                       self.node_hex, config.PEER_HANDSHAKE_TIMEOUT_S)
             self.links[node_hex] = w
             return w
 
@@ -632,8 +681,7 @@ class ObjectManager:
             drop = [oid for oid, _ in results]
         else:
             exported = self.export_refs(peer, nested)
-            self.spawn(self.send(peer, [P.PEER_TASK_DONE, t.spec.task_id, results,
-                                        exported]))
+            self.post(peer, [P.PEER_TASK_DONE, t.spec.task_id, results, exported])
         if drop:
             self.store.drop_refs(h, drop)
 
@@ -645,7 +693,7 @@ class ObjectManager:
         if entry is None or entry[1] != peer:
             # stale (re-placed after its node was thought dead): drop its refs
             if remote or exported:
-                self.spawn(self.send(peer, [P.PEER_RELEASE, remote + list(exported)]))
+                self.post(peer, [P.PEER_RELEASE, remote + list(exported)])
             return
         del self.forwarded[task_id]
         t = entry[0]
@@ -662,7 +710,7 @@ class ObjectManager:
             else:
                 keep.append(oid)
         if release:
-            self.spawn(self.send(peer, [P.PEER_RELEASE, release]))
+            self.post(peer, [P.PEER_RELEASE, release])
         if keep and t.spec.kind == P.NORMAL_TASK:
             # fetched on demand; until copied, the task's spec and arguments are
             # kept so that it can run again if `peer` dies (lineage)
@@ -685,11 +733,8 @@ class ObjectManager:
         if entry is None:
             return
         msg = [P.PEER_CANCEL, t.spec.task_id, bool(force), bool(recursive)]
-        if t.spec.kind == P.NORMAL_TASK:
-            self.spawn(self.send(entry[1], msg))
-        else:
-            # after the call itself, which went through the ordered outbox
-            self.cs.send_ordered(entry[1], msg)
+        # after the call itself (post() keeps a peer's messages in order)
+        self.post(entry[1], msg)
 
     def on_cancel(self, peer, msg):
         task_id, force = msg[1], msg[2]
@@ -709,18 +754,18 @@ class ObjectManager:
             self.keep_for(peer, o.oid)
             result = [P.REMOTE, o.size, o.is_error, list(o.contained)]
             exported = []
-        self.cs.send_ordered(peer, [P.PEER_GEN_ITEM, task_id, index, result, exported])
+        self.post(peer, [P.PEER_GEN_ITEM, task_id, index, result, exported])
 
     def relay_end(self, peer, task_id, count):
         """Streams hook: that task's stream ended with `count` items."""
-        self.cs.send_ordered(peer, [P.PEER_GEN_END, task_id, count])
+        self.post(peer, [P.PEER_GEN_END, task_id, count])
 
     def send_gen_ack(self, task_id, consumed, stop):
         """Streams hook: our generator task runs on another node: tell it how far
         its consumer here is (or to stop)."""
         entry = self.forwarded.get(task_id)
         if entry is not None:
-            self.cs.send_ordered(entry[1], [P.PEER_GEN_ACK, task_id, consumed,
+            self.post(entry[1], [P.PEER_GEN_ACK, task_id, consumed,
                                             bool(stop)])
 
     def take_peer_result(self, peer, oid, result, exported, wanted):
@@ -737,7 +782,7 @@ class ObjectManager:
                 self.hold_remote(oid, peer)
                 self.ready_elsewhere(o, peer)
         elif result[0] == P.REMOTE:
-            self.spawn(self.send(peer, [P.PEER_RELEASE, [oid]]))
+            self.post(peer, [P.PEER_RELEASE, [oid]])
         self.drop_temp(temp)
 
     def has_live_source(self, oid) -> bool:
