@@ -8,7 +8,6 @@ import os
 import signal
 import time
 
-import msgpack
 import pytest
 
 import beamlet
@@ -16,7 +15,7 @@ from beamlet._private import config
 from beamlet.cluster_utils import Cluster
 from beamlet.exceptions import GcsUnavailableError
 from beamlet.gcs import keys
-from beamlet.gcs.client import GcsClient
+from beamlet.gcs.client import GcsClient, StateReader
 from beamlet.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conftest import wait_for
@@ -141,10 +140,10 @@ def test_gcs_unreachable_raises_a_clear_error_then_recovers(cluster, monkeypatch
     # the raylet kept what it could not write meanwhile, and wrote it since: the
     # task that ran while the GCS was away is among the job's finished tasks
     g_ = _gcs(cluster)
-    key = keys.task_events(bytes.fromhex(beamlet.get_runtime_context().get_job_id()))
+    job = beamlet.get_runtime_context().get_job_id()
 
     def recorded():
-        recs = [msgpack.unpackb(m, raw=False) for m in g_.r.zrange(key, 0, -1)]
+        recs = StateReader(g_.r).finished_tasks([job])[0]
         return any(r[0].hex() == tid.task_id().hex() and r[5] == "FINISHED"
                    for r in recs)
     try:

@@ -136,9 +136,9 @@ def test_functions_exported_once_to_gcs():
         import msgpack
         job = bytes.fromhex(ray.get_runtime_context().get_job_id())
 
-        def recorded():     # (raylet/scheduler.py task_record: name, state, node)
-            recs = [msgpack.unpackb(m, raw=False)
-                    for m in r.zrange(keys.task_events(job), 0, -1)]
+        def recorded():     # batches of records (raylet/scheduler.py task_record)
+            recs = [rec for m in r.zrange(keys.task_events(job), 0, -1)
+                    for rec in msgpack.unpackb(m, raw=False)]
             return any(rec[3].endswith("exported_fn") and rec[5] == "FINISHED" and
                        rec[15] == node_id for rec in recs)
         wait_for(recorded, msg="finished-task records in the GCS")

@@ -164,6 +164,28 @@ return {tostring(now), dead}
 """
 
 
+# Finished tasks of a job, as batches (keys.py, beamlet:task_events:<job>): adds
+# one batch (ARGV[1]: a msgpack list of ARGV[2] records) scored by the job's count
+# of finished tasks after it (HINCRBY tasks_finished: the same count on every
+# node), records how many the readers keep (ARGV[3]) and drops every batch whose
+# records are all older than the newest ARGV[3].  One member per flush, however
+# many tasks ended: the raylet packs them in one call, Redis stores one string.
+_ADD_TASK_EVENTS_LUA = """
+local n = redis.call('HINCRBY', KEYS[2], 'tasks_finished', ARGV[2])
+redis.call('HSET', KEYS[2], 'task_events_keep', ARGV[3])
+redis.call('ZADD', KEYS[1], n, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', n - tonumber(ARGV[3]))
+return n
+"""
+
+
+def add_task_events(job_id: bytes, batch: bytes, count: int, keep: int) -> tuple:
+    """The write (a WriteBehind.put's arguments) that records `count` finished
+    tasks of a job, `batch` their packed records, and keeps the newest `keep`."""
+    return ("eval", _ADD_TASK_EVENTS_LUA, 2, keys.task_events(job_id), keys.job(job_id),
+            batch, count, keep)
+
+
 def _decode_record(i, h) -> dict:
     d = {k.decode(): v.decode() for k, v in h.items()}
     for f in ("resources_total", "resources_available", "demand"):
@@ -390,20 +412,22 @@ class StateReader:
         return self._hashes(keys.placement_group_pattern())
 
     def finished_tasks(self, job_ids, limit=None):
-        """(the newest finished-task records (msgpack lists, see
-        raylet/scheduler.py task_record) of each job, at most `limit` per job;
-        job id -> how many records the GCS keeps for it)."""
+        """(the newest finished-task records (lists, see raylet/scheduler.py
+        task_record) of each job, oldest first, at most `limit` per job; job id
+        -> how many records the GCS keeps for it)."""
         import msgpack
         p = self.r.pipeline(transaction=False)
         for j in job_ids:
-            key = keys.task_events(bytes.fromhex(j))
-            p.zrange(key, -limit if limit else 0, -1)
-            p.zcard(key)
+            p.zrange(keys.task_events(bytes.fromhex(j)), 0, -1)
+            p.hget(keys.job(bytes.fromhex(j)), "task_events_keep")
         res = p.execute()
         out, kept = [], {}
-        for j, members, n in zip(job_ids, res[::2], res[1::2]):
-            out.extend(msgpack.unpackb(m, raw=False) for m in members)
-            kept[j] = n
+        for j, batches, keep in zip(job_ids, res[::2], res[1::2]):
+            recs = [r for b in batches for r in msgpack.unpackb(b, raw=False)]
+            if keep is not None:
+                recs = recs[-int(keep):] if int(keep) > 0 else []
+            kept[j] = len(recs)
+            out.extend(recs[-limit:] if limit else recs)
         return out, kept
 
 

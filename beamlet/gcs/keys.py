@@ -28,14 +28,19 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | started by `beamlet job submit`)               |
 |                                       |        | tasks_finished (count of finished tasks ever   |
 |                                       |        | recorded: more than the task_events kept means |
-|                                       |        | some were trimmed)                             |
+|                                       |        | some were trimmed); task_events_keep (how many |
+|                                       |        | of them readers keep)                          |
 | beamlet:jobs                          | set    | job ids                                        |
-| beamlet:task_events:<job>             | zset   | the job's finished tasks: member = a msgpack   |
-|                                       |        | record (raylet/scheduler.py task_record),      |
-|                                       |        | score = end time; written behind (one ZADD per |
-|                                       |        | job per flush) and trimmed to the newest       |
-|                                       |        | config.TASK_EVENTS_PER_JOB of them             |
-|                                       |        | (BEAMLET_TASK_EVENTS_PER_JOB, default 10,000)  |
+| beamlet:task_events:<job>             | zset   | the job's finished tasks, in batches: member = |
+|                                       |        | a msgpack list of records (raylet/scheduler.py |
+|                                       |        | task_record) of one raylet's flush, score =    |
+|                                       |        | the job's tasks_finished after it; written     |
+|                                       |        | behind (one script call per job per flush,     |
+|                                       |        | gcs/client.py add_task_events), batches wholly |
+|                                       |        | older than the newest task_events_keep records |
+|                                       |        | dropped; readers keep the newest               |
+|                                       |        | task_events_keep (config.TASK_EVENTS_PER_JOB,  |
+|                                       |        | BEAMLET_TASK_EVENTS_PER_JOB, default 10,000)   |
 | beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations):      |
 |                                       |        | arena objects from their creation, small ones  |
 |                                       |        | once their id was sent to another node         |

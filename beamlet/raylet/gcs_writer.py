@@ -3,7 +3,7 @@
 Owns: the write-behind thread (a pipeline flushed every GCS_FLUSH_S; writes the
   GCS could not take are kept and replayed), the tasks that ended since the last
   flush (a bounded buffer: appending to it is all a task's end costs here; each
-  heartbeat turns it into one ZADD per job of compact records, trimmed to the
+  heartbeat packs them into one batch per job, one Redis member, trimmed to the
   newest TASK_EVENTS_PER_JOB per job), this node's record (registration; its
   load as deltas: written and announced only when it changed; its end on
   shutdown), and the heartbeat thread.
@@ -34,7 +34,7 @@ import msgpack
 
 from .._private import config
 from ..gcs import keys
-from ..gcs.client import GcsClient, WriteBehind, member_event
+from ..gcs.client import GcsClient, WriteBehind, add_task_events, member_event
 from .common import log
 from .scheduler import TaskState, task_record
 
@@ -188,25 +188,23 @@ class GcsWriter:
             self.ended.append(t)
 
     def flush_task_events(self) -> None:
-        """One ZADD per job for the tasks that ended (not one write per task), the
-        job's count of finished tasks, and the trim to TASK_EVENTS_PER_JOB."""
+        """One write per job for the tasks that ended (their records packed in one
+        batch: one msgpack call, one Redis member), the job's count of finished
+        tasks, and the trim to the newest TASK_EVENTS_PER_JOB (gcs/client.py)."""
         ended = self.ended
         if not ended:
             return
-        by_job = collections.defaultdict(dict)
+        by_job = collections.defaultdict(list)
         node = self.node_id
         forwarded = TaskState.FORWARDED
         while ended:
             t = ended.popleft()
             if any(s is forwarded for _, s in t.history):
                 continue    # it ran on another node, which records it
-            by_job[t.spec.job_id][_packb(task_record(t, node))] = t.history[-1][0]
+            by_job[t.spec.job_id].append(task_record(t, node))
         keep = config.TASK_EVENTS_PER_JOB
-        for job, members in by_job.items():
-            key = keys.task_events(job)
-            self.put("zadd", key, members)
-            self.put("zremrangebyrank", key, 0, -keep - 1)
-            self.put("hincrby", keys.job(job), "tasks_finished", len(members))
+        for job, recs in by_job.items():
+            self.put(*add_task_events(job, _packb(recs), len(recs), keep))
 
     def node_stopped(self) -> None:
         """The raylet stops: its record says so at once (not write-behind), and
