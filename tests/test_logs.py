@@ -137,10 +137,10 @@ def test_functions_exported_once_to_gcs():
         job = bytes.fromhex(ray.get_runtime_context().get_job_id())
 
         def recorded():     # batches of records (raylet/scheduler.py task_record)
-            recs = [rec for m in r.zrange(keys.task_events(job), 0, -1)
-                    for rec in msgpack.unpackb(m, raw=False)]
-            return any(rec[3].endswith("exported_fn") and rec[5] == "FINISHED" and
-                       rec[15] == node_id for rec in recs)
+            batches = [msgpack.unpackb(m, raw=False)
+                       for m in r.zrange(keys.task_events(job), 0, -1)]
+            return any(rec[2].endswith("exported_fn") and rec[4] == "FINISHED" and
+                       node == node_id for node, recs in batches for rec in recs)
         wait_for(recorded, msg="finished-task records in the GCS")
         r.close()
     finally:

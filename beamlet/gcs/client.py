@@ -165,7 +165,7 @@ return {tostring(now), dead}
 
 
 # Finished tasks of a job, as batches (keys.py, beamlet:task_events:<job>): adds
-# one batch (ARGV[1]: a msgpack list of ARGV[2] records) scored by the job's count
+# one batch (ARGV[1]: msgpack [node id, [ARGV[2] records]]) scored by the job's count
 # of finished tasks after it (HINCRBY tasks_finished: the same count on every
 # node), records how many the readers keep (ARGV[3]) and drops every batch whose
 # records are all older than the newest ARGV[3].  One member per flush, however
@@ -412,9 +412,11 @@ class StateReader:
         return self._hashes(keys.placement_group_pattern())
 
     def finished_tasks(self, job_ids, limit=None):
-        """(the newest finished-task records (lists, see raylet/scheduler.py
-        task_record) of each job, oldest first, at most `limit` per job; job id
-        -> how many records the GCS keeps for it)."""
+        """(the newest finished-task records of each job, oldest first, at most
+        `limit` per job, each as raylet/scheduler.py task_record with the job id
+        after the task id and the node id last (the fields of
+        _private/state_rows.row_from_record); job id -> how many records the
+        GCS keeps for it)."""
         import msgpack
         p = self.r.pipeline(transaction=False)
         for j in job_ids:
@@ -423,7 +425,11 @@ class StateReader:
         res = p.execute()
         out, kept = [], {}
         for j, batches, keep in zip(job_ids, res[::2], res[1::2]):
-            recs = [r for b in batches for r in msgpack.unpackb(b, raw=False)]
+            job = bytes.fromhex(j)
+            recs = []
+            for b in batches:   # [node id, [record without job and node, ...]]
+                node, batch = msgpack.unpackb(b, raw=False)
+                recs.extend(r[:1] + [job] + r[1:] + [node] for r in batch)
             if keep is not None:
                 recs = recs[-int(keep):] if int(keep) > 0 else []
             kept[j] = len(recs)

@@ -32,8 +32,9 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | of them readers keep)                          |
 | beamlet:jobs                          | set    | job ids                                        |
 | beamlet:task_events:<job>             | zset   | the job's finished tasks, in batches: member = |
-|                                       |        | a msgpack list of records (raylet/scheduler.py |
-|                                       |        | task_record) of one raylet's flush, score =    |
+|                                       |        | msgpack [node id, [record, ...]] of one        |
+|                                       |        | raylet's flush (raylet/scheduler.py            |
+|                                       |        | task_record: no job or node in it), score =    |
 |                                       |        | the job's tasks_finished after it; written     |
 |                                       |        | behind (one script call per job per flush,     |
 |                                       |        | gcs/client.py add_task_events), batches wholly |

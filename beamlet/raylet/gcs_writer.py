@@ -36,7 +36,7 @@ from .._private import config
 from ..gcs import keys
 from ..gcs.client import GcsClient, WriteBehind, add_task_events, member_event
 from .common import log
-from .scheduler import TaskState, task_record
+from .scheduler import task_record
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -195,16 +195,15 @@ class GcsWriter:
         if not ended:
             return
         by_job = collections.defaultdict(list)
-        node = self.node_id
-        forwarded = TaskState.FORWARDED
         while ended:
             t = ended.popleft()
-            if any(s is forwarded for _, s in t.history):
-                continue    # it ran on another node, which records it
-            by_job[t.spec.job_id].append(task_record(t, node))
+            rec = task_record(t)
+            if rec is not None:
+                by_job[t.spec.job_id].append(rec)
         keep = config.TASK_EVENTS_PER_JOB
+        node = self.node_id
         for job, recs in by_job.items():
-            self.put(*add_task_events(job, _packb(recs), len(recs), keep))
+            self.put(*add_task_events(job, _packb([node, recs]), len(recs), keep))
 
     def node_stopped(self) -> None:
         """The raylet stops: its record says so at once (not write-behind), and

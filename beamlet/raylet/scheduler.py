@@ -167,24 +167,35 @@ def task_row(t, node_hex: str, worker=None, reason=None, detail=True) -> dict:
     return row
 
 
-def task_record(t, node_id: bytes) -> list:
-    """A finished task as the GCS keeps it (a compact msgpack list: built on the
-    raylet's loop for every task that ends, so it is kept cheap; expanded to a
-    row by beamlet/_private/state_rows.row_from_record)."""
+def task_record(t) -> list:
+    """A finished task as the GCS keeps it: a compact list, packed with the others
+    of its job and node in one batch (gcs/client.py add_task_events; built on the
+    raylet's loop for every task that ends, so it is kept cheap; the reader adds
+    the batch's job and node and beamlet/_private/state_rows.row_from_record
+    expands it to a row).  None for a task that ran on another node (that node
+    records it)."""
+    hist = t.history
+    if len(hist) > 1 and hist[-2][1] is S.FORWARDED or \
+            len(hist) == 16 and any(s is S.FORWARDED for _, s in hist):
+        return None
     spec = t.spec
     w = t.worker
-    hist = t.history
     st = t.state
-    start = run_start(t)
+    start = t.run_start or run_start(t)
     sched = spec.scheduling
-    return [spec.task_id, spec.job_id, spec.kind, spec.name, spec.actor_id,
-            "FAILED" if st is S.CANCELLED else st.value,
-            "TASK_CANCELLED" if st is S.CANCELLED else t.error_type,
-            w.pid if w is not None else None, w.worker_id if w is not None else None,
-            hist[0][0], start, hist[-1][0], spec.resources,
+    if st is S.CANCELLED:
+        state, err = "FAILED", "TASK_CANCELLED"
+    else:
+        state, err = st.value, t.error_type
+    if w is None:
+        return [spec.task_id, spec.kind, spec.name, spec.actor_id, state, err, None, None,
+                hist[0][0], start, hist[-1][0], spec.resources,
+                sched[1] if sched and sched[0] == "PG" else None,
+                spec.max_retries - t.retries_left if spec.max_retries > 0 else 0]
+    return [spec.task_id, spec.kind, spec.name, spec.actor_id, state, err, w.pid,
+            w.worker_id, hist[0][0], start, hist[-1][0], spec.resources,
             sched[1] if sched and sched[0] == "PG" else None,
-            spec.max_retries - t.retries_left if spec.max_retries > 0 else 0,
-            node_id]
+            spec.max_retries - t.retries_left if spec.max_retries > 0 else 0]
 
 
 EPS = 1e-9
