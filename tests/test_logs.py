@@ -137,10 +137,13 @@ def test_functions_exported_once_to_gcs():
         job = bytes.fromhex(ray.get_runtime_context().get_job_id())
 
         def recorded():     # batches of records (raylet/scheduler.py task_record)
-            batches = [msgpack.unpackb(m, raw=False)
-                       for m in r.zrange(keys.task_events(job), 0, -1)]
+            batches = []
+            for m in r.zrange(keys.task_events(job), 0, -1):
+                u = msgpack.Unpacker(raw=False)
+                u.feed(m)
+                batches.append(list(u))     # the node id, then its records
             return any(rec[2].endswith("exported_fn") and rec[4] == "FINISHED" and
-                       node == node_id for node, recs in batches for rec in recs)
+                       b[0] == node_id for b in batches for rec in b[1:])
         wait_for(recorded, msg="finished-task records in the GCS")
         r.close()
     finally:

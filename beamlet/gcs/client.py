@@ -165,7 +165,7 @@ return {tostring(now), dead}
 
 
 # Finished tasks of a job, as batches (keys.py, beamlet:task_events:<job>): adds
-# one batch (ARGV[1]: msgpack [node id, [ARGV[2] records]]) scored by the job's count
+# one batch (ARGV[1]: a msgpack stream: the node id, then ARGV[2] records) scored by the job's count
 # of finished tasks after it (HINCRBY tasks_finished: the same count on every
 # node), records how many the readers keep (ARGV[3]) and drops every batch whose
 # records are all older than the newest ARGV[3].  One member per flush, however
@@ -427,9 +427,11 @@ class StateReader:
         for j, batches, keep in zip(job_ids, res[::2], res[1::2]):
             job = bytes.fromhex(j)
             recs = []
-            for b in batches:   # [node id, [record without job and node, ...]]
-                node, batch = msgpack.unpackb(b, raw=False)
-                recs.extend(r[:1] + [job] + r[1:] + [node] for r in batch)
+            for b in batches:   # a stream: node id, then records without job or node
+                u = msgpack.Unpacker(raw=False)
+                u.feed(b)
+                node = next(u)
+                recs.extend(r[:1] + [job] + r[1:] + [node] for r in u)
             if keep is not None:
                 recs = recs[-int(keep):] if int(keep) > 0 else []
             kept[j] = len(recs)

@@ -32,8 +32,8 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | of them readers keep)                          |
 | beamlet:jobs                          | set    | job ids                                        |
 | beamlet:task_events:<job>             | zset   | the job's finished tasks, in batches: member = |
-|                                       |        | msgpack [node id, [record, ...]] of one        |
-|                                       |        | raylet's flush (raylet/scheduler.py            |
+|                                       |        | a msgpack stream (node id, record, record ...) |
+|                                       |        | of one raylet's flush (raylet/scheduler.py     |
 |                                       |        | task_record: no job or node in it), score =    |
 |                                       |        | the job's tasks_finished after it; written     |
 |                                       |        | behind (one script call per job per flush,     |

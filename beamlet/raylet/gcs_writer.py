@@ -2,9 +2,9 @@
 
 Owns: the write-behind thread (a pipeline flushed every GCS_FLUSH_S; writes the
   GCS could not take are kept and replayed), the tasks that ended since the last
-  flush (a bounded buffer: appending to it is all a task's end costs here; each
-  heartbeat packs them into one batch per job, one Redis member, trimmed to the
-  newest TASK_EVENTS_PER_JOB per job), this node's record (registration; its
+  flush (each packed into its job's batch as it ends: that is all a task's end
+  costs here; each heartbeat writes one batch per job, one Redis member, trimmed
+  to the newest TASK_EVENTS_PER_JOB per job), this node's record (registration; its
   load as deltas: written and announced only when it changed; its end on
   shutdown), and the heartbeat thread.
 Uses: the GcsClient (beamlet/gcs/client.py) only; the other components hand it
@@ -25,7 +25,6 @@ Heartbeats: a thread of their own, so that a loop busy with a long backlog (a
   fenced: `on_fenced`), "UNKNOWN" that the GCS lost the record (a Redis that
   restarted without its data): the thread registers the node again.
 """
-import collections
 import json
 import threading
 import time
@@ -38,7 +37,10 @@ from ..gcs.client import GcsClient, WriteBehind, add_task_events, member_event
 from .common import log
 from .scheduler import task_record
 
-_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def _packer():
+    return msgpack.Packer(use_bin_type=True, autoreset=False)
 
 
 class Heartbeat:
@@ -143,9 +145,12 @@ class GcsWriter:
         self.seq = 0                 # this node's membership events so far
         self.last_used = None        # object_store_used as last written
         self.heartbeat = None
-        # tasks that ended since the last flush (bounded: if a flush falls behind,
-        # the oldest go, as the per-job trim would drop them anyway)
-        self.ended = collections.deque(maxlen=max(config.TASK_EVENTS_PER_JOB, 1000))
+        # the records of tasks that ended since the last flush, packed as they
+        # end (while the task is still in the CPU's caches; nothing of it is kept
+        # alive): job id -> [Packer of a stream of records, count]; a job's
+        # batch goes once it holds batch_max records, even between flushes
+        self.batches = {}
+        self.batch_max = max(min(config.TASK_EVENTS_PER_JOB, 10_000), 1000)
         self.recording = config.TASK_EVENTS_PER_JOB > 0
 
     def register_node(self, record: dict) -> None:
@@ -182,28 +187,31 @@ class GcsWriter:
             self.put("hset", self.node_key, "object_store_used", object_store_used)
 
     def task_event(self, t) -> None:
-        """Task `t` ended (finished, failed or cancelled): record it at the next
-        flush.  (On every task's end: an append, nothing more.)"""
+        """Task `t` ended (finished, failed or cancelled): pack its record into
+        its job's batch (written at the next flush)."""
         if self.recording:
-            self.ended.append(t)
+            rec = task_record(t)
+            if rec is None:
+                return      # it ran on another node, which records it
+            b = self.batches.get(t.spec.job_id)
+            if b is None:
+                b = self.batches[t.spec.job_id] = [_packer(), 0]
+                b[0].pack(self.node_id)
+            b[0].pack(rec)
+            b[1] += 1
+            if b[1] >= self.batch_max:
+                self._write(t.spec.job_id)
 
     def flush_task_events(self) -> None:
-        """One write per job for the tasks that ended (their records packed in one
-        batch: one msgpack call, one Redis member), the job's count of finished
-        tasks, and the trim to the newest TASK_EVENTS_PER_JOB (gcs/client.py)."""
-        ended = self.ended
-        if not ended:
-            return
-        by_job = collections.defaultdict(list)
-        while ended:
-            t = ended.popleft()
-            rec = task_record(t)
-            if rec is not None:
-                by_job[t.spec.job_id].append(rec)
-        keep = config.TASK_EVENTS_PER_JOB
-        node = self.node_id
-        for job, recs in by_job.items():
-            self.put(*add_task_events(job, _packb([node, recs]), len(recs), keep))
+        """One write per job for the tasks that ended (one Redis member: their
+        packed records), the job's count of finished tasks, and the trim to the
+        newest TASK_EVENTS_PER_JOB (gcs/client.py add_task_events)."""
+        for job in list(self.batches):
+            self._write(job)
+
+    def _write(self, job) -> None:
+        packer, n = self.batches.pop(job)
+        self.put(*add_task_events(job, packer.bytes(), n, config.TASK_EVENTS_PER_JOB))
 
     def node_stopped(self) -> None:
         """The raylet stops: its record says so at once (not write-behind), and
