@@ -187,6 +187,12 @@ def test_finished_task_records_are_bounded_per_job():
         assert len(records) == 30 and kept == {job.hex(): 30}
         # stored as batches: never much more than what is kept
         assert r.zcard(keys.task_events(job)) < 200
+        # in Redis's memory only: its append-only file has the count, not them
+        aof = os.path.join(r.config_get("dir")["dir"], r.config_get(
+            "appendfilename")["appendfilename"])
+        with open(aof, "rb") as f:
+            text = f.read()
+        assert b"tasks_finished" in text and keys.task_events(job).encode() not in text
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             done = state.list_tasks(limit=1000, filters=[("state", "=", "FINISHED")])

@@ -41,7 +41,8 @@ Ids appear as lowercase hex.  Read it with `redis-cli -p PORT -a PASSWORD`, e.g.
 |                                       |        | older than the newest task_events_keep records |
 |                                       |        | dropped; readers keep the newest               |
 |                                       |        | task_events_keep (config.TASK_EVENTS_PER_JOB,  |
-|                                       |        | BEAMLET_TASK_EVENTS_PER_JOB, default 10,000)   |
+|                                       |        | BEAMLET_TASK_EVENTS_PER_JOB, default 10,000);  |
+|                                       |        | in memory only (not in the append-only file)   |
 | beamlet:obj:<object>                  | hash   | node id -> size in bytes (its locations):      |
 |                                       |        | arena objects from their creation, small ones  |
 |                                       |        | once their id was sent to another node         |

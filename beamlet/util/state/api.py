@@ -175,8 +175,9 @@ def _warn_trimmed(jobs, kept):
         if n > k:
             warnings.warn(
                 f"job {j['_id']} finished {n} tasks; the GCS keeps the newest {k} of "
-                f"them (BEAMLET_TASK_EVENTS_PER_JOB), so the older ones are not "
-                f"listed.", stacklevel=4)
+                f"them (BEAMLET_TASK_EVENTS_PER_JOB; and only those that ended since "
+                f"its Redis last started), so the older ones are not listed.",
+                stacklevel=4)
 
 
 def _actor_from_gcs(a) -> dict:
