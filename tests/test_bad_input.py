@@ -7,7 +7,6 @@ import os
 import socket
 import struct
 import threading
-import time
 
 import msgpack
 import numpy as np
@@ -21,7 +20,6 @@ from beamlet.cluster_utils import Cluster
 from beamlet.gcs.client import GcsClient
 from beamlet.worker import core_worker
 
-from conftest import wait_for
 
 MiB = 2**20
 

@@ -83,11 +83,7 @@ class OutLink(BufferedLink):
                 self.channel.on_done(self, m[1], m[2], m[3])
 
     def on_lost(self, err):
-        super().on_lost(err)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        super().on_lost(err)     # (the socket is closed)
         self.channel.link_lost(self)
 
 
@@ -542,11 +538,7 @@ class InLink(BufferedLink):
             self.close()    # no hello in the first bytes: not a caller of ours
 
     def on_lost(self, err):
-        super().on_lost(err)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        super().on_lost(err)     # (the socket is closed)
         self.server.lost(self)
 
 

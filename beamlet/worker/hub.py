@@ -160,6 +160,13 @@ class BufferedLink(Link):
         self.queued = []
         return True
 
+    def on_lost(self, err):
+        super().on_lost(err)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
     def on_writable(self):
         with self.send_lock:
             if self.out and not self.closed:

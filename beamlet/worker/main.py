@@ -535,12 +535,7 @@ class Worker:
             self.system_exit(spec, e, link)
         except BaseException as e:
             self.in_task = False
-            if self.was_cancelled(spec, e):
-                results = self.error_returns(spec, exceptions.TaskCancelledError(
-                    spec.name))
-            else:
-                results = self.error_returns(spec, self.task_error(spec, e))
-                flag = "retry" if self.retryable(spec, e) else None
+            results, flag = self.failed(spec, e)
         self.in_task = False
         self.running_task = None
         self.finish(spec, results, flag, link)
@@ -638,13 +633,15 @@ class Worker:
             # cancel() of a running call: asyncio's cancellation, as in Ray
             results = self.error_returns(spec, exceptions.TaskCancelledError(spec.name))
         except BaseException as e:
-            if self.was_cancelled(spec, e):
-                results = self.error_returns(spec, exceptions.TaskCancelledError(
-                    spec.name))
-            else:
-                results = self.error_returns(spec, self.task_error(spec, e))
-                flag = "retry" if self.retryable(spec, e) else None
+            results, flag = self.failed(spec, e)
         self.finish(spec, results, flag, link)
+
+    def failed(self, spec, e):
+        """(results, retry flag) of a call that raised `e` (sync or async)."""
+        if self.was_cancelled(spec, e):
+            return self.error_returns(spec, exceptions.TaskCancelledError(spec.name)), None
+        return (self.error_returns(spec, self.task_error(spec, e)),
+                "retry" if self.retryable(spec, e) else None)
 
     def finish(self, spec, results, flag, link=None):
         # output first: a last line without "\n" gets this task's prefix, and it
