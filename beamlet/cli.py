@@ -881,14 +881,12 @@ def _print_job_status(client, sid):
 def _follow_logs(client, sid):
     """Print the job's output as it comes until it ends (Ctrl-C: stop following,
     the job goes on)."""
-    import asyncio
-
-    async def tail():
-        async for chunk in client.tail_job_logs(sid):
+    try:
+        # a plain loop in this thread (no event loop, no executor thread to wait
+        # for at exit): Ctrl-C interrupts it wherever it is
+        for chunk in client.iter_job_logs(sid):
             sys.stdout.write(chunk)
             sys.stdout.flush()
-    try:
-        asyncio.run(tail())
     except KeyboardInterrupt:
         print(f"\nStopped following job '{sid}'; it keeps running (follow it again: "
               f"beamlet job logs --follow {sid}; stop it: beamlet job stop {sid}).",

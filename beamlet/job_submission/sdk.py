@@ -13,7 +13,7 @@ session files.
 import asyncio
 import os
 import time
-from typing import AsyncIterator, Dict, List, Optional
+from typing import AsyncIterator, Dict, Iterator, List, Optional
 
 from .. import __version__
 from .._private import netaddr
@@ -271,10 +271,22 @@ class JobSubmissionClient:
 
     async def tail_job_logs(self, job_id: str) -> AsyncIterator[str]:
         """The job's output as it comes, chunk by chunk, until the job ends."""
+        it = self.iter_job_logs(job_id)
+        done = object()
+        while True:
+            chunk = await asyncio.to_thread(next, it, done)
+            if chunk is done:
+                return
+            yield chunk
+
+    def iter_job_logs(self, job_id: str) -> Iterator[str]:
+        """(beamlet) tail_job_logs as a plain iterator: the job's output as it
+        comes until the job ends (each wait for more is at most 0.5 s, so a
+        Ctrl-C in the caller's thread is seen at once)."""
         sid = self._submission_id(job_id)
         last = "-"
         while True:
-            entries = await asyncio.to_thread(self._log_entries, sid, last, 500)
+            entries = self._log_entries(sid, last, 500)
             for eid, text, _ in entries:
                 last = eid
                 yield text
