@@ -138,8 +138,11 @@ def test_ctrl_c_stops_following_but_not_the_job(head, tmp_path):
            f"import os, time; print('started', flush=True)\n"
            f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
            f"print('finished')"]
+    # as from a terminal: SIGINT not ignored (a test run started in the background
+    # of a non-interactive shell ignores it, and its children inherit that)
     proc = subprocess.Popen(cmd, env=head["env"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "started"
         proc.send_signal(signal.SIGINT)
