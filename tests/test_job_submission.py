@@ -262,7 +262,7 @@ def test_every_job_subcommand_and_option_has_help():
 
 def test_a_job_manager_that_died_is_said_not_waited_for(cli_env):
     """Its liveness key expires: following a job it ran fails saying so."""
-    env = dict(cli_env, BEAMLET_JOB_MANAGER_TTL_S="1.5")
+    env = dict(cli_env, BEAMLET_JOB_MANAGER_TTL_S="4")
     address, _ = start_head(env)
     p = run(["job", "submit", "--address", address, "--no-wait", "--", "sleep 60"], env)
     assert p.returncode == 0, p.stderr

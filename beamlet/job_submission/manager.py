@@ -247,7 +247,8 @@ class JobManager:
                            "session_dir": self.session_dir, "started_at": time.time()})
         while not self.stopping.is_set():
             try:
-                self.r.set(keys.JOB_MANAGER, info, ex=max(1, int(config.JOB_MANAGER_TTL_S)))
+                self.r.set(keys.JOB_MANAGER, info,
+                           px=max(100, int(config.JOB_MANAGER_TTL_S * 1000)))
             except Exception as e:
                 _log("cannot renew the liveness key:", e)
             self.stopping.wait(config.JOB_MANAGER_TTL_S / 3)

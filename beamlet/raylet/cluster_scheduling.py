@@ -19,9 +19,9 @@ Actors on another node
   A caller's raylet keeps one `Route` per remote actor: its calls wait there, in
   submission order, until their arguments are local, then go to the host through
   the object manager's ordered outbox per node (so a caller's calls reach the
-  actor in order).  The
-  owner also decides what happens when the host node dies: restart the actor
-  elsewhere (max_restarts) or declare it dead; callers then re-read its location.
+  actor in order).  The owner also decides what happens when the host node dies:
+  restart the actor elsewhere (max_restarts) or declare it dead; callers then
+  re-read its location.
   kill() and a job's end reach the host as ACTOR_KILL.
 
 Placement groups across nodes
@@ -34,9 +34,9 @@ Placement groups across nodes
 
 Owns: this node's view of actors on other nodes (RemoteActor: where each lives,
   the calls waiting to be sent there in order, and, for actors created here,
-  what the owner needs to restart them), the turns
-  of SPREAD and of placement-group bundles, and the placement groups being
-  reserved on other nodes.
+  what the owner needs to restart them), the turns of SPREAD and of
+  placement-group bundles, and the placement groups being reserved on other
+  nodes.
 Uses: NodeTable (the other nodes); ObjectManager (links, forwarding tasks and
   their arguments, remote refs, running a peer's task); LocalScheduler
   (tracking, queueing and failing tasks, its demand); Actors (an actor moving

@@ -38,7 +38,6 @@ from .common import log
 from .scheduler import task_record
 
 
-
 def _packer():
     return msgpack.Packer(use_bin_type=True, autoreset=False)
 

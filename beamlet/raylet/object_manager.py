@@ -580,7 +580,7 @@ class ObjectManager:
             q.append(msg)
 
     async def _drain(self, node_hex):
-        delay, since = config.PEER_RETRY_FIRST_S, None
+        delay = config.PEER_RETRY_FIRST_S
         try:
             while self.outbox.get(node_hex):
                 if node_hex in self.node_table.dead:
@@ -589,8 +589,8 @@ class ObjectManager:
                     w = await self.link(node_hex)
                 except Exception as e:
                     now = time.monotonic()
-                    if since is None:
-                        since = self.unreachable[node_hex] = now
+                    since = self.unreachable.setdefault(node_hex, now)
+                    if since == now:
                         log(f"cannot reach node {node_hex[:12]} ({e!r}); trying again")
                     elif now - since > config.PEER_RETRY_GIVE_UP_S:
                         log(f"gave up on node {node_hex[:12]} after {now - since:.0f} s "
@@ -599,11 +599,11 @@ class ObjectManager:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 2.0)
                     continue
+                since = self.unreachable.pop(node_hex, None)
                 if since is not None:
                     log(f"reached node {node_hex[:12]} after "
                         f"{time.monotonic() - since:.1f} s")
-                    since, delay = None, config.PEER_RETRY_FIRST_S
-                    self.unreachable.pop(node_hex, None)
+                    delay = config.PEER_RETRY_FIRST_S
                 msgs, self.outbox[node_hex] = self.outbox[node_hex], []
                 w.write(P.frames(msgs))
         finally:

@@ -181,19 +181,14 @@ def task_record(t) -> list:
     spec = t.spec
     w = t.worker
     st = t.state
-    start = t.run_start or run_start(t)
     sched = spec.scheduling
     if st is S.CANCELLED:
         state, err = "FAILED", "TASK_CANCELLED"
     else:
         state, err = st.value, t.error_type
-    if w is None:
-        return [spec.task_id, spec.kind, spec.name, spec.actor_id, state, err, None, None,
-                hist[0][0], start, hist[-1][0], spec.resources,
-                sched[1] if sched and sched[0] == "PG" else None,
-                spec.max_retries - t.retries_left if spec.max_retries > 0 else 0]
-    return [spec.task_id, spec.kind, spec.name, spec.actor_id, state, err, w.pid,
-            w.worker_id, hist[0][0], start, hist[-1][0], spec.resources,
+    pid, wid = (w.pid, w.worker_id) if w is not None else (None, None)
+    return [spec.task_id, spec.kind, spec.name, spec.actor_id, state, err, pid, wid,
+            hist[0][0], run_start(t), hist[-1][0], spec.resources,
             sched[1] if sched and sched[0] == "PG" else None,
             spec.max_retries - t.retries_left if spec.max_retries > 0 else 0]
 

@@ -132,11 +132,12 @@ class Monitor:
     def keep_cluster_record(self):
         """beamlet:cluster as the head wrote it (kept here: a Redis that comes back
         without its data gets it again)."""
-        r = self.gcs.r
-        if not self.cluster:
-            self.cluster = self.gcs.cluster_info()
-        elif not r.exists(keys.CLUSTER):
-            r.hset(keys.CLUSTER, mapping=self.cluster)
+        now = self.gcs.cluster_info()
+        if now:
+            self.cluster = now      # (fields written later, as the dashboard's, too)
+        elif self.cluster:
+            self.gcs.r.hset(keys.CLUSTER, mapping=self.cluster)
+            log("the cluster record was gone from the GCS: written again")
 
     def run(self):
         owner = self.args.owner_pid
