@@ -132,10 +132,12 @@ class Monitor:
     def keep_cluster_record(self):
         """beamlet:cluster as the head wrote it (kept here: a Redis that comes back
         without its data gets it again)."""
-        now = self.gcs.cluster_info()
-        if now:
-            self.cluster = now      # (fields written later, as the dashboard's, too)
-        elif self.cluster:
+        # one HLEN a period at rest; read again when fields were added (the
+        # dashboard's address comes after the head wrote the rest)
+        fields = self.gcs.r.hlen(keys.CLUSTER)
+        if fields > len(self.cluster):
+            self.cluster = self.gcs.cluster_info()
+        elif fields == 0 and self.cluster:
             self.gcs.r.hset(keys.CLUSTER, mapping=self.cluster)
             log("the cluster record was gone from the GCS: written again")
 
