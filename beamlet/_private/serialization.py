@@ -6,7 +6,14 @@ Layout of a serialized object (all integers little-endian):
 
 Every out-of-band buffer starts at a 64-byte aligned offset (relative to the
 start of the object, which the arena places at a page boundary), so numpy arrays
-read from the store are aligned.  Values are pickled with protocol 5; buffers that
+read from the store are aligned.  A large buffer may start up to PLACE_MOD bytes
+later than that: its padding is kept in the top 16 bits of its buffer_len word
+(the length is the low 48).  It is placed so that its address in the store is
+not a little ahead of its source's modulo 4 KiB: glibc's memcpy of a very large
+buffer (here from about 160 MB: glibc 2.36, AMD EPYC) whose destination is 1 to
+about 1,000 bytes ahead of its source modulo a page (4K aliasing) ran 3.5x
+slower (200 MB: 58 ms against 16 ms), and a put of a 200 MB array landed there
+or not by the length of its pickle.  Values are pickled with protocol 5; buffers that
 support it (numpy arrays, bytes-like objects via PickleBuffer) go out of band and
 are written straight into their final place, never copied into the pickle.
 
@@ -28,6 +35,11 @@ from .. import exceptions
 _HDR = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
 ALIGN = 64
+_LEN_BITS = 48
+_LEN_MASK = (1 << _LEN_BITS) - 1
+PLACE_MIN = 8 << 20     # buffers at least this large are placed (below)
+PLACE_MOD = 4096        # ... relative to their source's address modulo a page
+PLACE_AVOID = 1024      # ... not 1..PLACE_AVOID-1 bytes ahead of it
 _FAST_TYPES = frozenset((int, float, str, bytes, bool, type(None)))
 
 _local = threading.local()
@@ -35,6 +47,30 @@ _local = threading.local()
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def _address(buf):
+    """The address of a buffer's first byte, or None where it cannot be read."""
+    try:
+        import numpy
+        return numpy.frombuffer(buf, dtype=numpy.uint8).ctypes.data
+    except Exception:
+        return None
+
+
+def _padding(pos: int, buf) -> int:
+    """Bytes to add after the aligned offset `pos` for buffer `buf` (which must be
+    aligned itself): the least padding that keeps the store's copy from trailing
+    the source by 1..PLACE_AVOID-1 bytes modulo PLACE_MOD."""
+    if buf.nbytes < PLACE_MIN:
+        return 0
+    src = _address(buf)
+    if src is None:
+        return 0
+    ahead = (pos - src) % PLACE_MOD
+    if ahead == 0 or ahead >= PLACE_AVOID:
+        return 0
+    return _align(PLACE_AVOID - ahead)
 
 
 # cloudpickle 3.1+ writes "<dynamic-code>" as the file name of the code it pickles
@@ -95,30 +131,35 @@ def record_contained_ref(object_id: bytes) -> None:
 
 class SerializedObject:
     """A value turned into a pickle plus out-of-band buffers, not yet laid out."""
-    __slots__ = ("pickled", "buffers", "contained", "size")
+    __slots__ = ("pickled", "buffers", "contained", "size", "pads")
 
     def __init__(self, pickled, buffers, contained):
         self.pickled = pickled
         self.buffers = buffers
         self.contained = contained
         size = _HDR.size + 8 * len(buffers) + len(pickled)
+        pads = []
         for b in buffers:
-            size = _align(size) + b.nbytes
+            size = _align(size)
+            pad = _padding(size, b)
+            pads.append(pad)
+            size += pad + b.nbytes
         self.size = size
+        self.pads = pads
 
     def write_to(self, dest: memoryview) -> None:
         """Lay the object out into `dest` (at least self.size bytes)."""
         bufs = self.buffers
         _HDR.pack_into(dest, 0, len(bufs), len(self.pickled))
         pos = _HDR.size
-        for b in bufs:
-            _U64.pack_into(dest, pos, b.nbytes)
+        for b, pad in zip(bufs, self.pads):
+            _U64.pack_into(dest, pos, b.nbytes | pad << _LEN_BITS)
             pos += 8
         end = pos + len(self.pickled)
         dest[pos:end] = self.pickled
         pos = end
-        for b in bufs:
-            pos = _align(pos)
+        for b, pad in zip(bufs, self.pads):
+            pos = _align(pos) + pad
             n = b.nbytes
             dest[pos:pos + n] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
             pos += n
@@ -178,15 +219,16 @@ def split(data) -> tuple:
     mv = memoryview(data)
     nbufs, plen = _HDR.unpack_from(mv, 0)
     pos = _HDR.size
-    sizes = []
+    words = []
     for _ in range(nbufs):
-        sizes.append(_U64.unpack_from(mv, pos)[0])
+        words.append(_U64.unpack_from(mv, pos)[0])
         pos += 8
     pick = mv[pos:pos + plen]
     pos += plen
     bufs = []
-    for n in sizes:
-        pos = _align(pos)
+    for w in words:
+        n = w & _LEN_MASK
+        pos = _align(pos) + (w >> _LEN_BITS)
         bufs.append(mv[pos:pos + n])
         pos += n
     return pick, bufs
