@@ -60,11 +60,17 @@ def test_blocked_worker_gives_back_the_task_sent_ahead(ray_start_1cpu):
     # the worker running `outer`, which then blocks in get() on that very leaf;
     # it must give it back so that another worker runs it (or this deadlocks)
     assert ray.get([leaf.remote(i) for i in range(10)]) == list(range(10))
-    for i in range(3):
-        assert ray.get(outer.remote(i, False)) == i     # outer is short again
+    assert ray.get(outer.remote(0, False)) == 0     # outer is known to be short
+    before = sent_ahead()
+    assert ray.get(outer.remote(0, True), timeout=60) == 0
+    assert sent_ahead() == before + 1
+    # a function whose task blocked is not pipelined any more (nor is anything
+    # sent ahead behind it), short as its later runs are
+    for i in range(1, 3):
+        assert ray.get(outer.remote(i, False)) == i
         before = sent_ahead()
         assert ray.get(outer.remote(i, True), timeout=60) == i
-        assert sent_ahead() == before + 1
+        assert sent_ahead() == before
     wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
              msg="all resources free at rest")
 
@@ -81,6 +87,27 @@ def test_cancel_of_a_task_sent_ahead(ray_start, tmp_path):
         ray.get(queued, timeout=30)
     assert ray.get(busy, timeout=30) == [1.0, 1.0]
     assert not os.path.exists(path), "a cancelled task that had not started ran"
+    wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
+             msg="all resources free at rest")
+
+
+def test_several_sent_ahead_run_in_order_and_one_of_them_is_cancelled(
+        ray_start_1cpu, tmp_path):
+    # up to PIPELINE_DEPTH (4) wait sent ahead to one worker; cancelling the
+    # middle one leaves the others to run, in order
+    ray.get([nap.remote(0) for _ in range(4)])        # nap is short (last run)
+    busy = nap.remote(1.0)
+    before = sent_ahead()
+    paths = [str(tmp_path / f"ran{i}") for i in range(3)]
+    queued = [nap.remote(0, p) for p in paths]
+    wait_for(lambda: sent_ahead() >= before + 3, msg="three tasks sent ahead")
+    ray.cancel(queued[1])
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued[1], timeout=30)
+    assert ray.get([busy, queued[0], queued[2]], timeout=30) == [1.0, 0, 0]
+    assert os.path.exists(paths[0]) and os.path.exists(paths[2])
+    assert not os.path.exists(paths[1]), "a cancelled task that had not started ran"
+    assert os.stat(paths[0]).st_mtime_ns <= os.stat(paths[2]).st_mtime_ns
     wait_for(lambda: ray.available_resources() == ray.cluster_resources(),
              msg="all resources free at rest")
 

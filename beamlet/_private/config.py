@@ -101,6 +101,9 @@ DIRECT_CALLS = _env("DIRECT_CALLS", 1, int)
 # waiting a round trip) only if the function it runs took less than this last
 # time: a task queued behind a long one would wait while other workers idle.
 PIPELINE_TASK_S = _env("PIPELINE_TASK_S", 0.002, float)
+# ... and at most this many tasks wait sent ahead to one worker (the worker runs
+# them back to back while the raylet reads their DONEs).
+PIPELINE_DEPTH = _env("PIPELINE_DEPTH", 4, int)
 # A process keeps the arena mapping it made last (and so its pin) this long after
 # its values are gone: repeated get()s of one large object need no round trip.
 RECENT_MAP_S = _env("RECENT_MAP_S", 0.1, float)

@@ -4,7 +4,7 @@ dispatch onto workers, sending short tasks ahead, completion, failure, cancel.
 Owns: the tasks of this node not yet finished (task id -> Task), the ready queue
   (ReadyQueue: one FIFO per resource shape) and the infeasible list, the
   function run times that decide sending ahead, and a Worker's task fields
-  (task / next / revoking / lent: what a worker runs, see worker_pool.py).
+  (task / ahead / revoking / lent: what a worker runs, see worker_pool.py).
   Task states and their transition table are the pure scheduler.py; so are
   the node's resources (ResourceSet), which this scheduler hands out and which
   placement constraints and cluster placement reserve bundles from.
@@ -24,6 +24,7 @@ Messages: SUBMIT, DONE, RETURNED, RESUBMIT (a direct actor call whose link broke
   result); the "cancel" call (recursive: the tasks each cancelled task
   submitted, by TaskSpec.parent).
 """
+import collections
 import signal
 import time
 
@@ -80,6 +81,7 @@ class LocalScheduler:
         self.infeasible = []
         self.tasks = {}          # task_id -> Task (not yet finished)
         self.fn_time = {}        # fn key -> how long its last task ran (send_ahead)
+        self.blocking_fns = set()   # fn keys whose tasks blocked in get/wait
         self.sent_ahead = 0      # tasks sent ahead so far (reported by "status")
         self.end_watch = set()   # ids of tasks whose end the object manager hears of
         self.schedule_pending = False
@@ -485,7 +487,9 @@ class LocalScheduler:
             return
         self.release_task_resources(t, w)
         if t.spec.kind == P.NORMAL_TASK:
-            self.fn_time[t.spec.function_key] = time.monotonic() - t.started
+            key = t.spec.function_key
+            if key not in self.blocking_fns:
+                self.fn_time[key] = time.monotonic() - t.started
         if flag == "retry" and t.retries_left != 0 and not t.cancelled:
             t.retries_left -= 1
             t.move(TS.WAITING_FOR_RESOURCES)
@@ -502,12 +506,13 @@ class LocalScheduler:
     # Pipelining of normal tasks.  A worker runs one task at a time; waiting for
     # its DONE before sending the next costs each worker a raylet round trip per
     # task.  So a busy worker whose running function is short (PIPELINE_TASK_S)
-    # is sent its next task of the same resource shape ahead (w.next).  That task
-    # holds no resources until the worker starts it, which the raylet knows from
-    # the DONE before it (start_next).  It is asked back (REVOKE; the worker
-    # answers RETURNED, returned or already started) when the worker blocks in
-    # get/wait (others may run it: it may be what the worker waits for) and when
-    # it is cancelled; a crash puts it back in the queue without using a retry.
+    # is sent its next tasks of the same resource shape ahead (w.ahead, at most
+    # PIPELINE_DEPTH, in order).  Those hold no resources until the worker starts
+    # them, which the raylet knows from the DONE before each (start_next).  They
+    # are asked back (REVOKE; the worker answers RETURNED, returned or already
+    # started) when the worker blocks in get/wait (others may run them: one may
+    # be what the worker waits for) and when one is cancelled; a crash puts them
+    # back in the queue without using a retry.
     def send_ahead(self, q):
         """Give busy workers the next tasks of ready queue `q` (whose head could
         not be dispatched now)."""
@@ -515,34 +520,40 @@ class LocalScheduler:
         req = t.spec.resources
         if t.spec.kind != P.NORMAL_TASK or "GPU" in req:
             return   # GPU ids are handed out per task: only when it starts
-        limit = config.PIPELINE_TASK_S
+        limit, depth = config.PIPELINE_TASK_S, config.PIPELINE_DEPTH
         fn_time = self.fn_time
         for w in self.pool.all():
             cur = w.task
-            if (w.next is None and w.state is WState.BUSY and w.revoking is None
-                    and cur is not None and cur.spec.kind == P.NORMAL_TASK
+            if not (len(w.ahead) < depth and w.state is WState.BUSY
+                    and not w.revoking and cur is not None
+                    and cur.spec.kind == P.NORMAL_TASK
                     and cur.spec.resources == req and w.env == t.spec.runtime_env
                     and fn_time.get(cur.spec.function_key, limit) < limit):
+                continue
+            # only tasks of functions known to be short go ahead (so the ones
+            # behind each are short too): one that blocks in get, as a parent
+            # of nested tasks, would make the worker give back those behind it
+            while len(w.ahead) < depth and \
+                    fn_time.get(t.spec.function_key, limit) < limit:
                 q.popleft()
                 self.ready.count -= 1
-                w.next = t
+                w.ahead.append(t)
                 t.worker = w      # state stays WAITING_FOR_RESOURCES until it starts
                 self.sent_ahead += 1
                 w.conn.send(self.execute_msg(t.spec, w.conn, []))
                 if not q:
                     return
                 t = q[0]
-                if t.spec.kind != P.NORMAL_TASK:
+                if t.spec.kind != P.NORMAL_TASK or t.spec.runtime_env != w.env:
                     return
 
     def start_next(self, w):
         """`w` finished its task: it is running the task sent ahead to it now, if
         any (which takes its resources now), or else it is idle."""
-        t = w.next
-        if t is None:
+        if not w.ahead:
             self.pool.make_idle(w)
             return
-        w.next = None
+        t = w.ahead.popleft()
         w.task = t
         w.job_id = t.spec.job_id
         t.pool = self.resources
@@ -553,19 +564,22 @@ class LocalScheduler:
         t.move(TS.RUNNING)
         t.started = time.monotonic()
 
-    def revoke(self, w):
-        """Ask `w` to give back the task sent ahead to it (answer: on_returned)."""
-        if w.next is not None and w.revoking is None:
-            w.revoking = w.next
-            w.conn.send([P.REVOKE, w.next.spec.task_id])
+    def revoke(self, w, only=None):
+        """Ask `w` to give back the tasks sent ahead to it, or only task `only`
+        (answers: on_returned)."""
+        for t in list(w.ahead) if only is None else [only]:
+            if t not in w.revoking:
+                w.revoking.append(t)
+                w.conn.send([P.REVOKE, t.spec.task_id])
 
     def on_returned(self, conn, msg):
         _, task_id, returned = msg
         w = conn.worker
-        t = w.revoking if w is not None else None
-        if t is None or t.spec.task_id != task_id:
+        t = next((r for r in w.revoking if r.spec.task_id == task_id), None) \
+            if w is not None else None
+        if t is None:
             return
-        w.revoking = None
+        w.revoking.remove(t)
         if not returned:
             # it had started: it runs to its DONE, as any running task
             if t.cancelled and w.task is t and t.state is TS.RUNNING:
@@ -577,13 +591,16 @@ class LocalScheduler:
         self.store.unpin(conn, [
             a[1] for a in t.spec.args if a[0] == P.ARG_REF
             and get(a[1]) is not None and get(a[1]).data is None])
-        if w.next is t:
-            w.next = None
+        if t in w.ahead:
+            w.ahead.remove(t)
         elif w.task is t:
-            # the DONE before it came first and made it the running task
+            # the DONE before it came first and made it the running task: the
+            # worker runs the next one sent ahead, if any (it did not return
+            # that one: the worker takes them in order), or is idle
+            w.task = None
             self.release_task_resources(t, w)
             t.move(TS.WAITING_FOR_RESOURCES)
-            self.pool.make_idle(w)
+            self.start_next(w)
         else:
             return
         self.give_back(t)
@@ -609,9 +626,14 @@ class LocalScheduler:
         if w.state is not WState.BUSY or w.task is None:
             return False
         self.prefer_producers(waiting_for)
+        # a function whose tasks wait for others is never sent ahead, nor are
+        # tasks sent ahead behind it (short as it may be once they are done)
+        key = w.task.spec.function_key
+        self.blocking_fns.add(key)
+        self.fn_time.pop(key, None)
         w.state = WState.BLOCKED
-        if w.next is not None:
-            self.revoke(w)   # others may run it (it may be what w waits for)
+        if w.ahead:
+            self.revoke(w)   # others may run them (one may be what w waits for)
         t = w.task
         w.lent = {k: v for k, v in t.spec.resources.items() if k == "CPU"}
         if w.lent:
@@ -631,6 +653,10 @@ class LocalScheduler:
                 continue
             if t.state is TS.WAITING_FOR_RESOURCES and t.worker is None:
                 self.ready.to_front(t)
+            elif t.state is TS.WAITING_FOR_RESOURCES and t in t.worker.ahead:
+                # sent ahead behind other tasks: asked back, to run on the CPU
+                # being lent now (unless that worker starts it first)
+                self.revoke(t.worker, t)
             elif t.state is TS.WAITING_FOR_ARGS:
                 t.urgent = True
 
@@ -720,14 +746,14 @@ class LocalScheduler:
     def worker_lost(self, w, how):
         """`w` exited or crashed (`how`): its task is retried or fails; an actor's
         worker: the actor restarts or dies."""
-        ahead, w.next, w.revoking = w.next, None, None
+        ahead, w.ahead, w.revoking = w.ahead, collections.deque(), []
         if w.oom is not None:
             how = f"was killed by the memory monitor: {w.oom.rstrip('.')}"
-        if ahead is not None:
-            # sent ahead, never started (the DONE before it would have come
-            # first): it goes back to the queue without using a retry, behind
+        for t in reversed(ahead):
+            # sent ahead, never started (the DONE before each would have come
+            # first): back to the queue in order without using a retry, behind
             # the crashed task (pushed to the front below)
-            self.give_back(ahead)
+            self.give_back(t)
         if w.actor is not None:
             self.actors.worker_lost(w.actor, w, how)
         elif w.task is not None:
@@ -786,11 +812,11 @@ class LocalScheduler:
             self.om.cancel(t, force, recursive)   # it runs on another node: there
         elif t.spec.kind == P.ACTOR_TASK:
             self.actors.cancel_call(t)
-        elif t.state is TS.WAITING_FOR_RESOURCES and w is not None and w.next is t:
+        elif t.state is TS.WAITING_FOR_RESOURCES and w is not None and t in w.ahead:
             # sent ahead to a busy worker: ask it back (on_returned ends it, or
             # interrupts it if it had started meanwhile)
             t.force_cancel = force
-            self.revoke(w)
+            self.revoke(w, t)
         elif t.state is TS.WAITING_FOR_RESOURCES and self.dequeue(t):
             # (queued or infeasible: both lists)
             t.move(TS.CANCELLED)

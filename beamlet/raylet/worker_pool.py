@@ -118,7 +118,7 @@ TAG, TAG_END = b"\x1e"[0], b"\x1f"
 
 class Worker:
     __slots__ = ("worker_id", "proc", "pid", "conn", "state", "task", "actor",
-                 "idle_since", "job_id", "started_at", "lent", "log_name", "next",
+                 "idle_since", "job_id", "started_at", "lent", "log_name", "ahead",
                  "revoking", "owned", "oom", "env", "logs")
 
     def __init__(self, worker_id, proc, env=None):
@@ -133,9 +133,10 @@ class Worker:
         self.job_id = b""
         self.started_at = time.monotonic()
         self.lent = None        # resources lent back while blocked
-        # a normal task sent ahead, to start when `task` is DONE (LocalScheduler.send_ahead)
-        self.next = None
-        self.revoking = None    # the task a REVOKE asked back, until RETURNED
+        # normal tasks sent ahead, in order: the first starts when `task` is
+        # DONE (LocalScheduler.send_ahead)
+        self.ahead = collections.deque()
+        self.revoking = []      # the tasks REVOKEs asked back, until RETURNED
         self.log_name = ""
         self.logs = ()          # its LogFiles: stdout, stderr
         # live objects and actors this process owns (put / created): while any,
