@@ -544,7 +544,7 @@ class LocalScheduler:
                 if not q:
                     return
                 t = q[0]
-                if t.spec.kind != P.NORMAL_TASK or t.spec.runtime_env != w.env:
+                if t.spec.kind != P.NORMAL_TASK:
                     return
 
     def start_next(self, w):
