@@ -413,6 +413,8 @@ class Node:
             if ready:
                 self.wait_for_dashboard(ready[0])
                 ready = None
+            if self.job_manager:
+                self.wait_for_job_manager()
             self.write_cluster_file()
         except BaseException:
             if ready:
@@ -441,6 +443,27 @@ class Node:
             time.sleep(0.003)
         raise RuntimeError(f"The raylet did not start within {timeout} s; see "
                            f"{self.session_dir}/logs/raylet.err")
+
+    def wait_for_job_manager(self, timeout=30.0):
+        """Until the job manager announced itself (its liveness key): a `job
+        submit` right after `beamlet start --head` finds it."""
+        deadline = time.monotonic() + timeout
+        gcs = GcsClient(self.redis_host, self.redis_port, self.password)
+        try:
+            while time.monotonic() < deadline:
+                if self.manager_proc.poll() is not None:
+                    raise RuntimeError(
+                        f"The job manager exited during start-up "
+                        f"({process.describe_exit(self.manager_proc.returncode)}); see "
+                        f"{self.session_dir}/logs/job_manager.err:\n"
+                        + self._tail("job_manager.err"))
+                if gcs.r.exists(keys.JOB_MANAGER):
+                    return
+                time.sleep(0.01)
+        finally:
+            gcs.r.close()
+        raise RuntimeError(f"The job manager did not start within {timeout} s; see "
+                           f"{self.session_dir}/logs/job_manager.err")
 
     def _dashboard_args(self):
         """The monitor's dashboard arguments, and the pipe (read, write) it
