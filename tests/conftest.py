@@ -1,6 +1,5 @@
 """Test fixtures: every test that needs a cluster starts a real one (Redis, raylet,
 workers) and tears it down; nothing is mocked."""
-import os
 import time
 
 import psutil
@@ -11,6 +10,15 @@ import beamlet
 
 def _children():
     return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def alive(pid):
+    """Whether process `pid` still runs (a zombie does not). A process may exit
+    between any two looks at it, so a vanished one is simply not alive."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture
@@ -53,8 +61,7 @@ def no_leftovers():
     deadline = time.time() + 5
     while True:
         left = _children() - before
-        left = {p for p in left if psutil.pid_exists(p) and
-                psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        left = {p for p in left if alive(p)}
         if not left or time.time() > deadline:
             break
         time.sleep(0.05)

@@ -8,11 +8,10 @@ import sys
 import threading
 import time
 
-import psutil
 import pytest
 
 import beamlet as ray
-from conftest import wait_for
+from conftest import alive, wait_for
 
 
 class CodedError(Exception):
@@ -125,8 +124,7 @@ def test_current_actor_does_not_keep_the_actor_alive(cluster):
     a = Introspect.remote()
     pid = ray.get(a.pid.remote())
     del a           # the actor holds current_actor in self.me: it still goes
-    wait_for(lambda: not psutil.pid_exists(pid) or
-             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=30,
+    wait_for(lambda: not alive(pid), timeout=30,
              msg="the unreferenced actor to exit")
 
 
@@ -316,8 +314,7 @@ def test_sys_exit_ends_the_actor(cluster):
     # an intended exit (status 0): not restarted, later calls fail too
     with pytest.raises(ray.ActorDiedError):
         ray.get(a.pid.remote(), timeout=60)
-    wait_for(lambda: not psutil.pid_exists(pid) or
-             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=30,
+    wait_for(lambda: not alive(pid), timeout=30,
              msg="the actor's process to exit")
 
 

@@ -5,11 +5,10 @@ import os
 import signal
 import time
 
-import psutil
 import pytest
 
 import beamlet as ray
-from conftest import wait_for
+from conftest import alive, wait_for
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -24,13 +23,6 @@ def cluster():
     if not ray.is_initialized():
         ray.init(num_cpus=2)
     yield ray
-
-
-def _alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @ray.remote
@@ -84,7 +76,7 @@ def test_kill_fails_pending_and_later_calls(cluster):
         with pytest.raises(ray.ActorDiedError, match="killed by beamlet.kill"):
             ray.get(ref, timeout=20)
     assert issubclass(ray.ActorDiedError, ray.RayActorError)   # (Ray's hierarchy)
-    wait_for(lambda: not _alive(pid), msg="the killed actor's process to exit")
+    wait_for(lambda: not alive(pid), msg="the killed actor's process to exit")
 
 
 def test_kill_before_creation_finishes(cluster):
@@ -228,7 +220,7 @@ def test_exit_actor(cluster):
         ray.get(v.leave.remote(), timeout=20)
     with pytest.raises(ray.ActorDiedError):
         ray.get(v.inc.remote(), timeout=20)
-    wait_for(lambda: not _alive(pid), msg="the actor's process to exit")
+    wait_for(lambda: not alive(pid), msg="the actor's process to exit")
 
 
 def test_exit_actor_is_not_restarted(cluster, tmp_path):
@@ -295,7 +287,7 @@ def test_driver_exit_kills_its_actors():
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         pid = int(out.stdout.split()[-1])
-        wait_for(lambda: not _alive(pid), msg="the job's actor to die")
+        wait_for(lambda: not alive(pid), msg="the job's actor to die")
         with pytest.raises(ValueError):
             ray.get_actor("short_lived")
     finally:

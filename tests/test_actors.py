@@ -11,11 +11,10 @@ import textwrap
 import threading
 import time
 
-import psutil
 import pytest
 
 import beamlet as ray
-from conftest import wait_for
+from conftest import alive, wait_for
 
 
 @ray.remote
@@ -254,14 +253,7 @@ def test_num_cpus_is_held_while_alive_and_returned_when_freed(ray_start):
     del c
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0,
              msg="the actor's CPU to come back")
-    wait_for(lambda: not _alive(pid), msg="the actor's worker to exit")
-
-
-def _alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    wait_for(lambda: not alive(pid), msg="the actor's worker to exit")
 
 
 def test_num_gpus_and_custom_resources():
@@ -445,13 +437,13 @@ def test_detached_actor_outlives_its_driver_and_is_found_by_another(tmp_path):
         assert out1.returncode == 0, out1.stderr
         store_pid, temp_pid = map(int, out1.stdout.split()[-2:])
         # the first driver is gone: its non-detached actor dies with it
-        wait_for(lambda: not _alive(temp_pid), msg="the job's named actor to die")
-        assert _alive(store_pid)
+        wait_for(lambda: not alive(temp_pid), msg="the job's named actor to die")
+        assert alive(store_pid)
         out2 = subprocess.run([sys.executable, "-c", DRIVER2, address],
                               capture_output=True, text=True, timeout=60)
         assert out2.returncode == 0, out2.stderr
         assert out2.stdout.split() == ["42", "temp", "gone"]
-        wait_for(lambda: not _alive(store_pid), msg="the killed detached actor to exit")
+        wait_for(lambda: not alive(store_pid), msg="the killed detached actor to exit")
     finally:
         head.terminate()
         head.wait(15)
@@ -579,9 +571,9 @@ def test_actor_freed_when_last_handle_goes(ray_start):
     c2 = c                                    # two handles in this process
     del c
     time.sleep(0.3)
-    assert _alive(pid)
+    assert alive(pid)
     del c2
-    wait_for(lambda: not _alive(pid), msg="the actor's worker to exit")
+    wait_for(lambda: not alive(pid), msg="the actor's worker to exit")
 
 
 def test_actor_kept_alive_by_handle_in_a_task(ray_start):
@@ -595,7 +587,7 @@ def test_actor_kept_alive_by_handle_in_a_task(ray_start):
     ref = hold.remote(c, 1.0)
     del c                                     # the task still holds a handle
     assert ray.get(ref) == 1
-    wait_for(lambda: not _alive(pid), msg="the actor's worker to exit")
+    wait_for(lambda: not alive(pid), msg="the actor's worker to exit")
 
 
 def test_pending_calls_finish_before_an_unreferenced_actor_goes(ray_start):
@@ -616,9 +608,9 @@ def test_detached_actor_survives_its_handles(ray_start):
     pid = ray.get(c.pid.remote())
     del c
     time.sleep(0.5)
-    assert _alive(pid)
+    assert alive(pid)
     ray.kill(ray.get_actor("det"))
-    wait_for(lambda: not _alive(pid), msg="the killed actor's worker to exit")
+    wait_for(lambda: not alive(pid), msg="the killed actor's worker to exit")
 
 
 def test_many_actors_created_and_freed(ray_start):

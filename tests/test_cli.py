@@ -14,7 +14,7 @@ import beamlet
 from beamlet.cli import build_parser
 from beamlet.gcs import redis_server
 
-from conftest import wait_for
+from conftest import alive, wait_for
 from clitools import MiB, cli_env, one_line_error, run, session_infos, start_head  # noqa: F401
 
 
@@ -168,8 +168,7 @@ def test_status_and_memory_with_the_gcs_gone(cli_env):
     # the monitor first: it would restart a Redis that died
     os.kill(info["pids"][1], signal.SIGKILL)
     os.kill(redis_pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(redis_pid) or
-             psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE, msg="redis gone")
+    wait_for(lambda: not alive(redis_pid), msg="redis gone")
     for cmd in ("status", "memory"):
         err = one_line_error(run([cmd], cli_env))
         assert f"the GCS at 127.0.0.1:{info['redis_port']} does not answer" in err, err

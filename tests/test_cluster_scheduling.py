@@ -17,7 +17,7 @@ from beamlet.util import placement_group, placement_group_table, remove_placemen
 from beamlet.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
                                                 PlacementGroupSchedulingStrategy)
 
-from conftest import wait_for
+from conftest import alive, wait_for
 
 
 @pytest.fixture
@@ -142,8 +142,7 @@ def test_remote_actor_ends_when_handles_go(cluster):
     pid = beamlet.get(c.pid.remote(), timeout=60)
     assert psutil.pid_exists(pid)
     del c
-    wait_for(lambda: not psutil.pid_exists(pid) or
-             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 20,
+    wait_for(lambda: not alive(pid), 20,
              msg="the remote actor's worker to exit")
 
 

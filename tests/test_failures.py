@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 import beamlet as ray
-from conftest import wait_for
+from conftest import alive, wait_for
 
 
 def _crash_counting(path):
@@ -101,7 +101,7 @@ def test_shutdown_removes_session():
         ray.shutdown()
     assert not os.path.exists(session)
     for c in children:
-        assert not c.is_running() or c.status() == psutil.STATUS_ZOMBIE
+        assert not alive(c.pid)
 
 
 DRIVER = textwrap.dedent("""
@@ -150,8 +150,7 @@ def test_driver_sigkill_leaves_nothing(tmp_path):
         proc.kill()
         proc.wait(10)
         t0 = time.time()
-        wait_for(lambda: not [p for p in procs if p.is_running() and
-                              p.status() != psutil.STATUS_ZOMBIE],
+        wait_for(lambda: not [p for p in procs if alive(p.pid)],
                  timeout=10, msg="the cluster's processes to exit")
         wait_for(lambda: not os.path.exists(session), timeout=10,
                  msg="the session dir to be removed")

@@ -7,11 +7,10 @@ import os
 import signal
 
 import numpy as np
-import psutil
 import pytest
 
 import beamlet as ray
-from conftest import wait_for
+from conftest import alive, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +18,6 @@ def cluster():
     ray.init(num_cpus=2)
     yield
     ray.shutdown()
-
-
-def gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @ray.remote
@@ -133,7 +125,7 @@ def test_child_actor_dies_with_its_parent_actor(cluster):
     child = ray.get(p.make_child.remote())     # the driver holds a handle too
     child_pid = ray.get(child.pid.remote())
     os.kill(ray.get(p.pid.remote()), signal.SIGKILL)
-    wait_for(lambda: gone(child_pid), timeout=30, msg="the child actor dying")
+    wait_for(lambda: not alive(child_pid), timeout=30, msg="the child actor dying")
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(child.pid.remote(), timeout=30)
 
@@ -144,7 +136,7 @@ def test_detached_child_outlives_its_parent(cluster):
     child_pid = ray.get(child.pid.remote())
     parent_pid = ray.get(p.pid.remote())
     os.kill(parent_pid, signal.SIGKILL)
-    wait_for(lambda: gone(parent_pid), timeout=30)
+    wait_for(lambda: not alive(parent_pid), timeout=30)
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(p.pid.remote(), timeout=30)    # the parent is dead by now
     assert ray.get(child.pid.remote(), timeout=30) == child_pid
@@ -159,6 +151,6 @@ def test_actor_created_by_a_task_dies_with_the_task_worker(cluster):
     pid, child = ray.get(create.remote())
     child_pid = ray.get(child.pid.remote())
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: gone(child_pid), timeout=30, msg="the child actor dying")
+    wait_for(lambda: not alive(child_pid), timeout=30, msg="the child actor dying")
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(child.pid.remote(), timeout=30)

@@ -6,8 +6,7 @@ import numpy as np
 
 import beamlet as ray
 from beamlet.worker import core_worker
-from conftest import wait_for
-from test_ownership import gone
+from conftest import alive, wait_for
 
 
 def test_a_worker_that_owns_objects_is_not_ended_as_idle(tmp_path):
@@ -34,7 +33,7 @@ def test_a_worker_that_owns_objects_is_not_ended_as_idle(tmp_path):
             return core_worker.global_worker.call("status")["workers"]["IDLE"]
         wait_for(lambda: idle_workers() <= 2, timeout=30, msg="idle workers ended")
         for pid, [ref] in kept:
-            assert not gone(pid)
+            assert alive(pid)
             assert ray.get(ref, timeout=30).sum() == 50_000
     finally:
         ray.shutdown()
