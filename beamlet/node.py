@@ -358,9 +358,9 @@ class Node:
                     self.session_dir, self.password, host=self.node_ip,
                     port=self.redis_port, owner_pid=self.owner_pid)
                 gcs = GcsClient(self.redis_host, self.redis_port, self.password)
-                gcs.r.hset(keys.CLUSTER, mapping={
-                    "session_dir": self.session_dir, "started_at": time.time(),
-                    "version": "0.1.0", "head_ip": self.node_ip})
+                record = {"session_dir": self.session_dir, "started_at": time.time(),
+                          "version": "0.1.0", "head_ip": self.node_ip}
+                gcs.r.hset(keys.CLUSTER, mapping=record)
                 gcs.r.close()
                 dashboard_args, ready = self._dashboard_args()
                 try:
@@ -370,7 +370,9 @@ class Node:
                          "--redis-port", str(self.redis_port),
                          "--session-dir", self.session_dir,
                          "--owner-pid", str(self.owner_pid or 0),
-                         "--redis-pid", str(self.redis_proc.pid)] + dashboard_args,
+                         "--redis-pid", str(self.redis_proc.pid),
+                         # what it writes again if Redis loses it (no secret in it)
+                         "--cluster-record", json.dumps(record)] + dashboard_args,
                         secret=self.password, extra_env=self.child_env,
                         stdout=open(os.path.join(logs, "monitor.out"), "ab"),
                         stderr=open(os.path.join(logs, "monitor.err"), "ab"),
@@ -411,8 +413,8 @@ class Node:
                     stderr=open(os.path.join(logs, "job_manager.err"), "ab"),
                     die_with_parent=bool(self.owner_pid))
             if ready:
-                self.wait_for_dashboard(ready[0])
-                ready = None
+                fd, ready = ready[0], None      # wait_for_dashboard closes it
+                self.wait_for_dashboard(fd)
             if self.job_manager:
                 self.wait_for_job_manager()
             self.write_cluster_file()

@@ -110,13 +110,21 @@ class Tab:
             raise RuntimeError(f"{expression}: {ans['exceptionDetails']}")
         return ans["result"].get("value")
 
+    def poll(self, expression):
+        """`expression`'s value, or None while the page is between two
+        documents (a navigation: no body yet, or its context just destroyed)."""
+        try:
+            return self.evaluate(expression)
+        except RuntimeError:
+            return None
+
     def open(self, url, until="true", timeout=60):
         """Load `url` and wait until the page is loaded and `until` (a JS
         expression) is true; the page's URL then."""
         self.send("Page.navigate", {"url": url})
         deadline = time.monotonic() + timeout
         cond = f"document.readyState === 'complete' && !!({until})"
-        while not self.evaluate(cond):
+        while not self.poll(cond):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url}: {until} did not become true; the page: "
                                    + str(self.dom())[:3000])

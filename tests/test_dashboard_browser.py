@@ -64,7 +64,6 @@ def test_each_page_in_a_real_browser(ray_start):
     job = ray.get_runtime_context().get_job_id()
     actor_id = counter._actor_id.hex()
     # the finished tasks are recorded behind: wait until the GCS has them
-    from beamlet.util import state
     wait_for(lambda: len(state.list_tasks(filters=[("state", "=", "FINISHED")],
                                           limit=100)) >= 5, timeout=30,
              msg="the finished tasks recorded")
@@ -107,8 +106,8 @@ def test_each_page_in_a_real_browser(ray_start):
         tab.open(f"http://{addr}/tasks")
         tab.evaluate("document.querySelector('#filters select').value = 'RUNNING';"
                      "document.getElementById('filters').submit(); true")
-        wait_for(lambda: "state=RUNNING" in tab.evaluate("location.href") and
-                 tab.evaluate(REFRESHED), timeout=30, msg="the filtered page")
+        wait_for(lambda: "state=RUNNING" in (tab.poll("location.href") or "") and
+                 tab.poll(REFRESHED), timeout=30, msg="the filtered page")
         rows = tab.evaluate("Array.from(document.querySelectorAll("
                             "'#t-tasks tbody td.c-state')).map(td => td.textContent)")
         assert rows and set(rows) == {"RUNNING"}, rows

@@ -4,18 +4,21 @@ append-only file; raylets, the monitor and the driver reconnect.  While it is
 unreachable (here: the monitor is stopped, so nobody restarts it) calls that need
 it raise GcsUnavailableError after GCS_RECONNECT_TIMEOUT_S, and the raylets keep
 their writes and replay them."""
+import json
 import os
 import signal
 import time
 
+import psutil
 import pytest
 
 import beamlet
-from beamlet._private import config
+from beamlet._private import config, process
 from beamlet.cluster_utils import Cluster
 from beamlet.exceptions import GcsUnavailableError
 from beamlet.gcs import keys
 from beamlet.gcs.client import GcsClient, StateReader
+from beamlet.scheduler import global_scheduler
 from beamlet.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conftest import wait_for
@@ -168,3 +171,44 @@ def test_gcs_that_lost_its_data_gets_the_nodes_again(cluster):
     got = beamlet.get([where.options(scheduling_strategy="SPREAD").remote()
                        for _ in range(4)], timeout=60)
     assert set(got) == ids
+
+
+def test_a_flush_before_the_monitors_first_look_loses_no_cluster_record():
+    """The head hands its monitor the cluster record it wrote: a Redis that
+    loses its data before the monitor first read it (a slow start on a loaded
+    machine) still gets the record back."""
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": True})
+    h = cluster.head_node
+    g = _gcs(cluster)
+    monitor = h.monitor_proc.pid
+    try:
+        record = g.cluster_info()
+        assert "dashboard_address" in record
+        argv = psutil.Process(monitor).cmdline()
+        argv = argv[argv.index("beamlet.scheduler.global_scheduler") + 1:]
+        given = json.loads(argv[argv.index("--cluster-record") + 1])
+        assert {k: str(v) for k, v in given.items()} == \
+            {k: v for k, v in record.items() if k != "dashboard_address"}
+        # a monitor started from those arguments, which never read Redis
+        r, w = os.pipe()
+        os.write(w, h.password.encode())
+        os.close(w)
+        i = argv.index(process.SECRET_FD_FLAG)
+        argv[i + 1] = str(r)
+        fresh = global_scheduler.Monitor(global_scheduler.parse_args(argv))
+        os.kill(monitor, signal.SIGSTOP)     # (the head's own would restore it)
+        try:
+            g.r.delete(keys.CLUSTER)
+            fresh.keep_cluster_record()
+            assert {k: v for k, v in g.cluster_info().items()} == \
+                {k: v for k, v in record.items() if k != "dashboard_address"}
+            g.r.delete(keys.CLUSTER)
+        finally:
+            os.kill(monitor, signal.SIGCONT)
+            fresh.gcs.close()
+        # the head's monitor writes all of it again, its dashboard's address too
+        wait_for(lambda: g.cluster_info() == record, 30, msg="the whole record back")
+    finally:
+        g.close()
+        cluster.shutdown()

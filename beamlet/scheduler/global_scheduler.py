@@ -117,7 +117,9 @@ class Monitor:
         self.redis = RedisSupervisor(args.redis_pid, args.redis_host, args.redis_port,
                                      args.redis_password, args.session_dir)
         self.watch = Watch(config.HEARTBEAT_S)
-        self.cluster = {}           # beamlet:cluster, written again if Redis lost it
+        # beamlet:cluster, written again if Redis lost it: known from the start
+        # (a flush before this monitor's first look must not lose it)
+        self.cluster = json.loads(args.cluster_record) if args.cluster_record else {}
         self.stopping = False
         self.failing = False
 
@@ -132,8 +134,8 @@ class Monitor:
     def keep_cluster_record(self):
         """beamlet:cluster as the head wrote it (kept here: a Redis that comes back
         without its data gets it again)."""
-        # one HLEN a period at rest; read again when fields were added (the
-        # dashboard's address comes after the head wrote the rest)
+        # one HLEN a period at rest; read again when fields were added that
+        # this monitor did not know of
         fields = self.gcs.r.hlen(keys.CLUSTER)
         if fields > len(self.cluster):
             self.cluster = self.gcs.cluster_info()
@@ -185,7 +187,7 @@ class Monitor:
 
 def start_dashboard(args):
     """Serve the dashboard from a thread of this process, and say on the ready
-    pipe where it listens (or why it cannot)."""
+    pipe where it listens (or why it cannot); that address, or None."""
     from ..dashboard.data import ClusterView
     from ..dashboard.server import DashboardServer
     # this process must never start a cluster of its own (auto-init) when the
@@ -197,16 +199,19 @@ def start_dashboard(args):
             ClusterView(args.raylet_socket, args.redis_host, args.redis_port,
                         args.redis_password),
             explicit_port=not args.dashboard_port_retries).start()
-        answer = f"OK {server.host}:{server.port}\n"
+        address = f"{server.host}:{server.port}"
+        answer = f"OK {address}\n"
     except Exception as e:
-        answer = f"ERROR {e}\n"
+        address, answer = None, f"ERROR {e}\n"
         print(f"dashboard: {e}", file=sys.stderr, flush=True)
     if args.dashboard_ready_fd is not None:
         with os.fdopen(args.dashboard_ready_fd, "w") as f:
             f.write(answer)
+    return address
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The monitor's arguments (the token read from its pipe)."""
     ap = argparse.ArgumentParser(prog="beamlet-monitor",
                                  description="beamlet global scheduler / monitor")
     ap.add_argument("--redis-host", default="127.0.0.1")
@@ -228,11 +233,21 @@ def main(argv=None):
                     help="the port is the default one: if busy, take the next free")
     ap.add_argument("--dashboard-ready-fd", type=int, default=None,
                     help="fd of a pipe to write 'OK host:port' or 'ERROR why' to")
+    ap.add_argument("--cluster-record", default=None,
+                    help="the beamlet:cluster hash the head wrote (JSON), written "
+                         "again if Redis loses it")
     args = ap.parse_args(argv)
     args.redis_password = process.read_secret(args.redis_password_fd)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     m = Monitor(args)
     if args.dashboard_port is not None:
-        start_dashboard(args)
+        address = start_dashboard(args)
+        if address and m.cluster:
+            m.cluster["dashboard_address"] = address   # (the head writes it too)
 
     def on_term(*_):
         if args.owner_pid and not process.pid_alive(args.owner_pid):
