@@ -185,24 +185,21 @@ def test_a_flush_before_the_monitors_first_look_loses_no_cluster_record():
     try:
         record = g.cluster_info()
         assert "dashboard_address" in record
+        head_wrote = {k: v for k, v in record.items() if k != "dashboard_address"}
         argv = psutil.Process(monitor).cmdline()
         argv = argv[argv.index("beamlet.scheduler.global_scheduler") + 1:]
         given = json.loads(argv[argv.index("--cluster-record") + 1])
-        assert {k: str(v) for k, v in given.items()} == \
-            {k: v for k, v in record.items() if k != "dashboard_address"}
-        # a monitor started from those arguments, which never read Redis
-        r, w = os.pipe()
-        os.write(w, h.password.encode())
-        os.close(w)
-        i = argv.index(process.SECRET_FD_FLAG)
-        argv[i + 1] = str(r)
+        assert {k: str(v) for k, v in given.items()} == head_wrote
+        # a monitor started from those arguments (its own token pipe), which
+        # never read Redis
+        argv[argv.index(process.SECRET_FD_FLAG) + 1] = str(
+            process.prefilled_pipe(h.password.encode()))
         fresh = global_scheduler.Monitor(global_scheduler.parse_args(argv))
         os.kill(monitor, signal.SIGSTOP)     # (the head's own would restore it)
         try:
             g.r.delete(keys.CLUSTER)
             fresh.keep_cluster_record()
-            assert {k: v for k, v in g.cluster_info().items()} == \
-                {k: v for k, v in record.items() if k != "dashboard_address"}
+            assert g.cluster_info() == head_wrote
             g.r.delete(keys.CLUSTER)
         finally:
             os.kill(monitor, signal.SIGCONT)

@@ -117,9 +117,9 @@ class Monitor:
         self.redis = RedisSupervisor(args.redis_pid, args.redis_host, args.redis_port,
                                      args.redis_password, args.session_dir)
         self.watch = Watch(config.HEARTBEAT_S)
-        # beamlet:cluster, written again if Redis lost it: known from the start
+        # beamlet:cluster, written again if Redis lost it: the head hands it over
         # (a flush before this monitor's first look must not lose it)
-        self.cluster = json.loads(args.cluster_record) if args.cluster_record else {}
+        self.cluster = json.loads(args.cluster_record)
         self.stopping = False
         self.failing = False
 
@@ -134,12 +134,8 @@ class Monitor:
     def keep_cluster_record(self):
         """beamlet:cluster as the head wrote it (kept here: a Redis that comes back
         without its data gets it again)."""
-        # one HLEN a period at rest; read again when fields were added that
-        # this monitor did not know of
-        fields = self.gcs.r.hlen(keys.CLUSTER)
-        if fields > len(self.cluster):
-            self.cluster = self.gcs.cluster_info()
-        elif fields == 0 and self.cluster:
+        # one HLEN a period at rest
+        if self.gcs.r.hlen(keys.CLUSTER) == 0:
             self.gcs.r.hset(keys.CLUSTER, mapping=self.cluster)
             log("the cluster record was gone from the GCS: written again")
 
@@ -233,7 +229,7 @@ def parse_args(argv=None):
                     help="the port is the default one: if busy, take the next free")
     ap.add_argument("--dashboard-ready-fd", type=int, default=None,
                     help="fd of a pipe to write 'OK host:port' or 'ERROR why' to")
-    ap.add_argument("--cluster-record", default=None,
+    ap.add_argument("--cluster-record", required=True,
                     help="the beamlet:cluster hash the head wrote (JSON), written "
                          "again if Redis loses it")
     args = ap.parse_args(argv)
@@ -246,7 +242,7 @@ def main(argv=None):
     m = Monitor(args)
     if args.dashboard_port is not None:
         address = start_dashboard(args)
-        if address and m.cluster:
+        if address:
             m.cluster["dashboard_address"] = address   # (the head writes it too)
 
     def on_term(*_):
