@@ -42,3 +42,54 @@ def test_prefault_window_ahead_of_large_puts_only():
         assert ray.get(small) == list(range(100))
     finally:
         ray.shutdown()
+
+
+def test_mapping_populate_creates_pages_keeps_data_and_lets_threads_run():
+    """pages.Mapping.populate (the raylet's prefault thread and the putter's
+    map-ahead thread use it): it creates the memfd's pages, changes no byte
+    already written, and releases the GIL while the kernel works, so the
+    process's other threads (the raylet's loop) run meanwhile; mmap.madvise held
+    it for the whole call."""
+    import mmap
+    import threading
+    import time
+    from beamlet._private import pages
+
+    size = 256 * MiB
+    fd = os.memfd_create("beamlet-test-pages")
+    try:
+        os.ftruncate(fd, size)
+        mm = mmap.mmap(fd, size)
+        mm[5 * MiB:5 * MiB + 5] = b"hello"
+        m = pages.Mapping(mm)
+        if not pages.POPULATE_WRITE or m.fn is False:
+            import pytest
+            pytest.skip("no MADV_POPULATE_WRITE on this platform")
+        ticks, stop = [], threading.Event()
+
+        def other():
+            while not stop.is_set():
+                ticks.append(time.perf_counter())
+
+        th = threading.Thread(target=other)
+        th.start()
+        while not ticks:
+            time.sleep(0.001)
+        t0 = time.perf_counter()
+        assert m.populate(1, size - 1)          # (rounded out to whole pages)
+        t1 = time.perf_counter()
+        stop.set()
+        th.join()
+        assert os.fstat(fd).st_blocks * 512 >= size
+        assert mm[5 * MiB:5 * MiB + 5] == b"hello" and mm[0] == 0 and mm[size - 1] == 0
+        # the middle half of the call: a thread that held the GIL (mmap.madvise)
+        # let the other run only before the kernel call began and after it ended
+        q = (t1 - t0) / 4
+        during = [t for t in ticks if t0 + q < t < t1 - q]
+        assert during, f"no other thread ran during a {t1 - t0:.3f} s populate"
+        # touch (the fallback for older kernels) reads, never writes
+        m.touch(5 * MiB, 4096)
+        assert mm[5 * MiB:5 * MiB + 5] == b"hello"
+        mm.close()
+    finally:
+        os.close(fd)

@@ -34,16 +34,14 @@ import time
 import weakref
 
 from .. import exceptions
-from .._private import config, ids, serialization
+from .._private import config, ids, pages, serialization
 from .._private import protocol as P
 from .._private.stuck import StuckWatch
 from .direct import DirectCalls
 from .hub import ConnectionLost, Hub, RayletLink  # noqa: F401 (ConnectionLost: API)
 
 
-# madvise(MADV_POPULATE_WRITE) (Linux 5.14+): map a range's pages in one call.
-_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if os.uname().sysname == "Linux"
-                          else 0)
+# the arena mapping's pages are mapped (pages.Mapping) in chunks of this size
 _CHUNK = 2 * 1024 * 1024
 
 
@@ -254,6 +252,7 @@ class CoreWorker:
         if self._rw is None:
             self._rw_map = mmap.mmap(self.arena_fd, self.arena_size)
             self._rw = memoryview(self._rw_map)
+            self._rw_pages = pages.Mapping(self._rw_map)   # (lives as long)
             # which 2 MiB chunks of this mapping have their pages mapped already
             self._faulted = bytearray(self.arena_size // _CHUNK + 1)
         return self._rw
@@ -264,7 +263,9 @@ class CoreWorker:
         The first write to a range of the mapping would take one page fault per
         4 KiB page; asking the kernel to map the whole range at once
         (MADV_POPULATE_WRITE) is much cheaper.  A range stays mapped for the life
-        of the process, so this happens at most once per chunk."""
+        of the process, so this happens at most once per chunk.  After a large
+        put a thread maps the range after it (where the next one most likely
+        goes), with the GIL released, while this thread goes on."""
         rw = self.rw
         end = off + s.size
         self._populate(off // _CHUNK, (end - 1) // _CHUNK)
@@ -282,17 +283,19 @@ class CoreWorker:
 
     def _populate(self, first, last):
         """Map chunks [first, last] of the arena mapping (whole chunks: it
-        changes no data, so the neighbours' bytes are safe)."""
+        changes no data, so the neighbours' bytes are safe), from the first one
+        not mapped yet to the last (the map-ahead thread maps from the front)."""
         faulted = self._faulted
         last = min(last, len(faulted) - 1)
-        if not _POPULATE_WRITE or first > last or all(faulted[first:last + 1]):
+        if first > last:
             return
+        first = faulted.find(0, first, last + 1)
+        if first < 0:
+            return
+        last = faulted.rfind(0, first, last + 1)
         start = first * _CHUNK
-        try:
-            self._rw_map.madvise(_POPULATE_WRITE, start,
-                                 min(self.arena_size, (last + 1) * _CHUNK) - start)
-        except (OSError, ValueError):   # kernel older than 5.14: fault page by page
-            pass
+        # (where the kernel cannot, the pages fault in one by one on first touch)
+        self._rw_pages.populate(start, min(self.arena_size, (last + 1) * _CHUNK) - start)
         faulted[first:last + 1] = b"\x01" * (last + 1 - first)
 
     def _map_ahead_loop(self):
