@@ -43,7 +43,7 @@ class ObjectRef:
         core = self._core
         if core is not None:
             core.escape(self.id)    # the raylet must know it before it travels
-        return (ObjectRef, (self.id,))
+        return (_rebuild, (self.id,))
 
     def binary(self) -> bytes:
         return self.id
@@ -89,6 +89,29 @@ class ObjectRef:
         import asyncio  # (only code that awaits refs needs it: workers stay light)
         return asyncio.wrap_future(self.future()).__await__()
 
+
+def _rebuild(object_id):
+    """An ObjectRef unpickled: counted with the others of the same value when
+    serialization.deserialize is done (one call), else at once."""
+    refs = serialization.rebuilding()
+    if refs is None or type(object_id) is not bytes:
+        return ObjectRef(object_id)
+    r = _new(ObjectRef)
+    r.id = object_id
+    r._core = core = core_worker.global_worker
+    if core is not None:
+        refs.append(r)
+    return r
+
+
+def _count_rebuilt(refs):
+    core = refs[0]._core
+    if not core.closed:
+        core.ref_inc_many([r.id for r in refs])
+
+
+_new = object.__new__
+serialization.refs_rebuilt = _count_rebuilt
 
 _pool = None
 

@@ -6,11 +6,16 @@ Each arm runs in a fresh process, the arms interleaved round by round, the
   beamlet     put the 10,000 objects, then time get() of all of them
   loads       pickle.loads of the same bytes 10,000 times, in-process
   list(range) the 10,000 lists built directly: no engine and no pickle
+  ... no gc   the same two with the cyclic GC off while they run (beamlet's get
+              of many values pauses it, serialization.pause_gc: with it on,
+              every collection during the build traverses the lists built so
+              far again)
 `--profile` adds one cProfile of the beamlet get (where its time goes).
 
     python bench/bench_get_floor.py [--rounds 3] [--profile]
 """
 import argparse
+import gc
 import pickle
 import subprocess
 import sys
@@ -21,6 +26,12 @@ VALUE = list(range(10_000))
 
 
 def arm(name):
+    if name.endswith(" no gc"):
+        gc.disable()
+        try:
+            return arm(name[:-len(" no gc")])
+        finally:
+            gc.enable()
     if name == "loads":
         b = pickle.dumps(VALUE, 5)
         t = time.perf_counter()
@@ -64,7 +75,7 @@ def main():
         dt, _ = arm(args.arm)
         print(f"{dt:.3f}")
         return
-    arms = ["beamlet", "loads", "list(range)"]
+    arms = ["beamlet", "loads", "list(range)", "loads no gc", "list(range) no gc"]
     times = {a: [] for a in arms}
     for r in range(args.rounds):
         for a in arms:
@@ -73,7 +84,7 @@ def main():
             times[a].append(float(out.stdout.split()[-1]))
         print(f"round {r + 1}: " + ", ".join(f"{a} {times[a][-1]:.2f} s" for a in arms))
     for a in arms:
-        print(f"{a:12s} median {sorted(times[a])[len(times[a]) // 2]:.2f} s")
+        print(f"{a:18s} median {sorted(times[a])[len(times[a]) // 2]:.2f} s")
     if args.profile:
         out = subprocess.run([sys.executable, __file__, "--arm", "profile"],
                              capture_output=True, text=True, check=True)

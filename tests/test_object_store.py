@@ -291,6 +291,79 @@ def test_nested_ref_kept_alive_by_outer(store_cluster):
     wait_for(lambda: inner_id not in objects(), msg="inner freed with the outer")
 
 
+def _refuse(ref):
+    raise ValueError(f"not this one: {ref!r}")
+
+
+class Refused:
+    """Unpickles to an error, after the refs before it were rebuilt."""
+    def __init__(self, ref):
+        self.ref = ref
+
+    def __reduce__(self):
+        return (_refuse, (self.ref,))
+
+
+def test_refs_unpickled_together_are_counted_as_one_by_one(store_cluster):
+    """The refs inside one value are counted once the value is rebuilt (one
+    call): a ref twice in it, one this process holds already, and a value whose
+    unpickling fails half-way all keep and free their objects as before."""
+    kept = ray.put(np.arange(MiB // 8))
+    dropped = ray.put(np.ones(MiB // 8))
+    smalls = [ray.put(i) for i in range(100)]
+    ids = {"kept": kept.hex(), "dropped": dropped.hex()}
+    outer = ray.put([kept, kept, dropped, "meta"] + smalls)
+    del dropped, smalls
+    got = ray.get(outer)
+    del outer
+    time.sleep(0.3)
+    table = objects()
+    assert all(i in table for i in ids.values())
+    assert any(h.startswith("driver") for h in table[ids["dropped"]]["holders"])
+    assert ray.get(got[2])[0] == 1 and ray.get(got[4:]) == list(range(100))
+    small_ids = [r.hex() for r in got[4:]]
+    del got
+    wait_for(lambda: ids["dropped"] not in objects() and
+             not any(i in objects() for i in small_ids),
+             msg="the dropped refs' objects freed")
+    assert ids["kept"] in objects(), "freed while the driver holds a ref"
+
+    # a value whose unpickling raises after a ref was rebuilt: nothing leaks
+    inner = ray.put(np.zeros(MiB // 8))
+    inner_id = inner.hex()
+    bad = ray.put([inner, Refused(kept)])
+    with pytest.raises(ValueError, match="not this one"):
+        ray.get(bad)
+    assert ray.get(inner)[0] == 0
+    del inner, bad, kept
+    wait_for(lambda: inner_id not in objects() and ids["kept"] not in objects(),
+             msg="objects freed after a failed unpickling")
+
+
+def test_the_cyclic_gc_is_on_again_after_a_get(store_cluster):
+    """A large get builds its values with the cyclic GC paused; afterwards it is
+    on again (also when the get raised), and a program that turned it off
+    finds it off."""
+    @ray.remote
+    def fail():
+        raise KeyError("boom")
+
+    values = [ray.put([i] * 100) for i in range(32)]
+    big = ray.put([[i] for i in range(20000)])      # a pickle over 32 KiB
+    assert gc.isenabled()
+    assert ray.get(values)[31] == [31] * 100 and gc.isenabled()
+    assert len(ray.get(big)) == 20000 and gc.isenabled()
+    with pytest.raises(KeyError):
+        ray.get(values + [fail.remote()])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert ray.get(values)[0] == [0] * 100 and len(ray.get(big)) == 20000
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 # ----------------------------------------------------------------- pinning
 def test_view_pins_object_after_ref_dropped():
     fresh(num_cpus=1, object_store_memory=64 * MiB)

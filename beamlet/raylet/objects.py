@@ -343,11 +343,12 @@ class ObjectStore:
     def on_ref_add(self, conn, msg):
         objects = self.objects
         refs = conn.refs
-        for oid in msg[1]:
+        get = refs.get      # (a Counter: get and pop, not its Python-level
+        for oid in msg[1]:  # __missing__ and __delitem__, ~15% of this loop)
             o = objects.get(oid)
             if o is not None:
                 o.refcount += 1
-                refs[oid] += 1
+                refs[oid] = get(oid, 0) + 1
 
     def on_ref_del(self, conn, msg):
         self.drop_refs(conn, msg[1])
@@ -356,15 +357,21 @@ class ObjectStore:
         """`holder` (a client connection, or a peer node's PeerHolder) drops a
         ref on each of `oids`."""
         refs = holder.refs
+        get = refs.get
+        objects = self.objects
         for oid in oids:
-            n = refs.get(oid, 0)
+            n = get(oid, 0)
             if n <= 0:
                 continue
             if n == 1:
-                del refs[oid]
+                refs.pop(oid)
             else:
                 refs[oid] = n - 1
-            self.decref(oid)
+            o = objects.get(oid)     # (decref, inline: called per ref)
+            if o is not None:
+                o.refcount -= 1
+                if o.refcount <= 0:
+                    self.free(o)
 
     def on_unpin(self, conn, msg):
         self.unpin(conn, msg[1])

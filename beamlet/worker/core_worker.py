@@ -45,6 +45,10 @@ from .hub import ConnectionLost, Hub, RayletLink  # noqa: F401 (ConnectionLost: 
 _CHUNK = 2 * 1024 * 1024
 
 
+# a get of at least this many values builds them with the cyclic GC paused
+PAUSE_GC_VALUES = 16
+
+
 # A GetTimeoutError of a get that waited at least this long says what the get
 # waited for (one more round trip to the raylet; polls with shorter timeouts
 # do not pay it).
@@ -160,6 +164,22 @@ class CoreWorker:
             self.counts[oid] = n + 1
             if n == 0 and not registered:
                 self.refops.append(("a", oid))
+
+    def ref_inc_many(self, oids):
+        """ref_inc of each of `oids` (the refs of one unpickled value): where none
+        is counted yet and none repeats (the usual case), C-level updates."""
+        with self.count_lock:
+            counts = self.counts
+            fresh = set(oids)
+            if len(fresh) == len(oids) and counts.keys().isdisjoint(fresh):
+                counts.update(dict.fromkeys(oids, 1))
+                self.refops.extend(zip(itertools.repeat("a"), oids))
+                return
+            for oid in oids:
+                n = counts.get(oid, 0)
+                counts[oid] = n + 1
+                if n == 0:
+                    self.refops.append(("a", oid))
 
     def ref_dec(self, oid):
         with self.count_lock:
@@ -467,14 +487,20 @@ class CoreWorker:
                     f"Object {missing[0].hex()} kept moving between its spill file "
                     f"and the object store while it was read ({tries} tries).")
         out = []
-        for oid in oids:
-            data, is_error = cache.get(oid) or fetched[oid]
-            value = serialization.deserialize(data)
-            if is_error:
-                if isinstance(value, exceptions.TaskError):
-                    raise value.as_instanceof_cause()
-                raise value
-            out.append(value)
+        # many values for one get: no cyclic GC until all are built (see
+        # serialization.pause_gc)
+        paused = len(oids) >= PAUSE_GC_VALUES and serialization.pause_gc()
+        try:
+            for oid in oids:
+                data, is_error = cache.get(oid) or fetched[oid]
+                value = serialization.deserialize(data)
+                if is_error:
+                    if isinstance(value, exceptions.TaskError):
+                        raise value.as_instanceof_cause()
+                    raise value
+                out.append(value)
+        finally:
+            serialization.resume_gc(paused)
         return out
 
     def cache_inline(self, oid, data) -> None:
