@@ -358,7 +358,7 @@ class ObjectStore:
         ref on each of `oids`."""
         refs = holder.refs
         get = refs.get
-        objects = self.objects
+        decref = self.decref
         for oid in oids:
             n = get(oid, 0)
             if n <= 0:
@@ -367,11 +367,7 @@ class ObjectStore:
                 refs.pop(oid)
             else:
                 refs[oid] = n - 1
-            o = objects.get(oid)     # (decref, inline: called per ref)
-            if o is not None:
-                o.refcount -= 1
-                if o.refcount <= 0:
-                    self.free(o)
+            decref(oid)
 
     def on_unpin(self, conn, msg):
         self.unpin(conn, msg[1])

@@ -176,10 +176,7 @@ class CoreWorker:
                 self.refops.extend(zip(itertools.repeat("a"), oids))
                 return
             for oid in oids:
-                n = counts.get(oid, 0)
-                counts[oid] = n + 1
-                if n == 0:
-                    self.refops.append(("a", oid))
+                self.ref_inc(oid)
 
     def ref_dec(self, oid):
         with self.count_lock:
