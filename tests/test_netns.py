@@ -15,6 +15,8 @@ import textwrap
 import pytest
 
 NS_HEAD, NS_WORKER = f"blh{os.getpid()}", f"blw{os.getpid()}"
+# per process too: the suite runs in parallel processes (pytest -n), each probes
+PROBE = f"blprobe{os.getpid()}"
 
 
 def _netns_unavailable():
@@ -22,10 +24,10 @@ def _netns_unavailable():
         return "needs root to create network namespaces"
     if not shutil.which("ip"):
         return "the `ip` tool (iproute2) is not installed"
-    p = subprocess.run(["ip", "netns", "add", "blprobe"], capture_output=True, text=True)
+    p = subprocess.run(["ip", "netns", "add", PROBE], capture_output=True, text=True)
     if p.returncode != 0:
         return f"`ip netns add` fails here: {p.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", "blprobe"], capture_output=True)
+    subprocess.run(["ip", "netns", "del", PROBE], capture_output=True)
     return None
 
 
